@@ -1,0 +1,56 @@
+"""One base exception and the specific failures users meet.
+
+Messages say what was tried, where, and the option or command that fixes it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MailTLSError",
+    "MatrixError",
+    "EngineUnavailable",
+    "ImageBuildError",
+    "ServerStartError",
+    "PortInUseError",
+    "ManifestError",
+]
+
+
+class MailTLSError(Exception):
+    """Base class of every error pytest-mailtls raises on purpose."""
+
+
+class MatrixError(MailTLSError):
+    """A matrix file, selection or cell filter is invalid."""
+
+    def __init__(self, source: str, key: str, problem: str, hint: str = "") -> None:
+        self.source, self.key, self.problem, self.hint = source, key, problem, hint
+        text = f"{source}: {key}: {problem}" if key else f"{source}: {problem}"
+        super().__init__(f"{text}. {hint}".rstrip(". ") + ("." if hint else ""))
+
+
+class EngineUnavailable(MailTLSError):
+    """No Docker engine answers."""
+
+
+class ImageBuildError(MailTLSError):
+    """An image (or the local Debian base) could not be built."""
+
+
+class ServerStartError(MailTLSError):
+    """A server did not become ready; carries its log."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        self.log = log
+        super().__init__(message)
+        if log:
+            tail = "\n".join(log.splitlines()[-60:])
+            self.add_note(f"server log (last lines):\n{tail}")
+
+
+class PortInUseError(MailTLSError):
+    """A requested host port is taken."""
+
+
+class ManifestError(MailTLSError):
+    """A manifest file is missing, malformed, or lacks the requested cell."""

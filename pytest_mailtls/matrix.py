@@ -1,0 +1,380 @@
+"""Load and validate a matrix file into cells; selections and cell filters.
+
+Everything is checked before anything starts: an error names the file, the key
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import MatrixError
+from .policy import (
+    SERVER_SERVICES,
+    SERVERS,
+    SERVICES,
+    VERSIONS,
+    AuthPolicy,
+    Cell,
+    CertProfile,
+    Mode,
+    TLSPolicy,
+    version_index,
+)
+
+__all__ = ["Matrix", "GridBlock", "Selection", "load_matrix", "filter_cells", "default_matrix_path", "CELL_KEYS"]
+
+#: Keys a cell filter (selection entry, marker, CLI) may name.
+CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "id")
+
+_TOP_KEYS = {"version", "policies", "auth", "grid", "selections", "default_selection"}
+_POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphersuites"}
+_AUTH_KEYS = {"description", "mechanisms", "tls_only", "required", "client_cert"}
+_BLOCK_KEYS = {"name", "description", "servers", "services", "modes", "policies", "certs", "auth"}
+_SELECTION_KEYS = {"description", "include", "exclude"}
+_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
+
+
+def default_matrix_path() -> Path:
+    """The matrix shipped with the package."""
+    return Path(str(resources.files("pytest_mailtls") / "matrix.yaml"))
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    name: str
+    servers: tuple[str, ...]
+    services: tuple[str, ...]
+    modes: tuple[Mode, ...]
+    policies: tuple[str, ...]
+    certs: tuple[CertProfile, ...]
+    auth: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    name: str
+    include: tuple[str | Mapping[str, tuple[str, ...]], ...] = ()
+    exclude: tuple[str | Mapping[str, tuple[str, ...]], ...] = ()
+    description: str = ""
+
+    def apply(self, cells: Sequence[Cell]) -> list[Cell]:
+        kept = [c for c in cells if not self.include or any(_entry_matches(e, c) for e in self.include)]
+        return [c for c in kept if not any(_entry_matches(e, c) for e in self.exclude)]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated matrix: named policies, grid blocks and selections."""
+
+    source: str
+    policies: Mapping[str, TLSPolicy]
+    auth: Mapping[str, AuthPolicy]
+    grid: tuple[GridBlock, ...]
+    selections: Mapping[str, Selection]
+    default_selection: str
+
+    def all_cells(self, servers: Iterable[str] = SERVERS) -> list[Cell]:
+        """Every cell of the grid for ``servers``, in a stable order, without duplicates."""
+        wanted = list(dict.fromkeys(servers))
+        for server in wanted:
+            if server not in SERVER_SERVICES:
+                raise MatrixError(self.source, "servers", f"unknown server {server!r}", _allowed(SERVERS))
+        seen: dict[str, Cell] = {}
+        for server in wanted:
+            for block in self.grid:
+                if block.servers and server not in block.servers:
+                    continue
+                for cell in self._block_cells(server, block):
+                    seen.setdefault(cell.id, cell)
+        return list(seen.values())
+
+    def _block_cells(self, server: str, block: GridBlock) -> Iterable[Cell]:
+        for service_name in block.services:
+            if service_name not in SERVER_SERVICES[server]:
+                continue
+            service = SERVICES[service_name]
+            for mode in block.modes:
+                if not service.allows(mode):
+                    continue
+                for auth_name in block.auth:
+                    auth = self.auth[auth_name]
+                    if not mode.tls:
+                        yield Cell(server, service, mode, None, None, auth)
+                        continue
+                    for policy_name in block.policies:
+                        for cert in block.certs:
+                            yield Cell(server, service, mode, self.policies[policy_name], cert, auth)
+
+    def cells(self, *, servers: Iterable[str] = SERVERS, selection: str | None = None) -> list[Cell]:
+        """The cells of ``selection`` (default: the matrix's ``default_selection``)."""
+        name = selection if selection is not None else self.default_selection
+        if name not in self.selections:
+            raise MatrixError(
+                self.source,
+                "selection",
+                f"unknown selection {name!r}",
+                _allowed(self.selections) + " Choose one with --mailtls-select or `--select`",
+            )
+        return self.selections[name].apply(self.all_cells(servers))
+
+
+def load_matrix(path: str | Path | None = None) -> Matrix:
+    """Read and validate a matrix file (default: the one shipped with the package)."""
+    file = Path(path) if path is not None else default_matrix_path()
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatrixError(source, "", "no such file", "Pass an existing file with --mailtls-matrix") from None
+    except OSError as exc:
+        raise MatrixError(source, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f"line {where.line + 1}, column {where.column + 1}" if where else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise MatrixError(source, "", f"malformed YAML at {at}: {problem}") from None
+    return parse_matrix(data, source=source)
+
+
+def parse_matrix(data: Any, *, source: str = "<matrix>") -> Matrix:
+    """Validate an already-parsed matrix document."""
+    doc = _mapping(data, source, "(top level)")
+    _known_keys(doc, _TOP_KEYS, source, "")
+    if doc.get("version", 1) != 1:
+        raise MatrixError(source, "version", f"unsupported version {doc['version']!r}", "Allowed: 1")
+
+    policies = {
+        name: _parse_policy(name, body, source)
+        for name, body in _mapping(doc.get("policies"), source, "policies", required=True).items()
+    }
+    if not policies:
+        raise MatrixError(source, "policies", "at least one policy is needed")
+    auths = {
+        name: _parse_auth(name, body, source)
+        for name, body in _mapping(doc.get("auth") or {"default": {}}, source, "auth").items()
+    }
+    blocks_raw = doc.get("grid")
+    if not isinstance(blocks_raw, list) or not blocks_raw:
+        raise MatrixError(source, "grid", "must be a non-empty list of grid blocks")
+    grid = tuple(_parse_block(i, raw, policies, auths, source) for i, raw in enumerate(blocks_raw))
+
+    selections_raw = _mapping(doc.get("selections") or {}, source, "selections")
+    selections = {name: _parse_selection(name, body, policies, auths, source) for name, body in selections_raw.items()}
+    selections.setdefault("full", Selection("full", description="every cell of the grid"))
+    default_selection = doc.get("default_selection", "full")
+    if default_selection not in selections:
+        raise MatrixError(source, "default_selection", f"unknown selection {default_selection!r}", _allowed(selections))
+    return Matrix(source, policies, auths, grid, selections, str(default_selection))
+
+
+def filter_cells(cells: Iterable[Cell], criteria: Mapping[str, str | Sequence[str]]) -> list[Cell]:
+    """Cells whose attributes match every criterion (a value or a list of values, globs allowed)."""
+    for key in criteria:
+        if key not in CELL_KEYS:
+            raise MatrixError("cell filter", key, "unknown key", _allowed(CELL_KEYS))
+    norm = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in criteria.items()}
+    return [c for c in cells if _attrs_match(norm, c)]
+
+
+def cell_attributes(cell: Cell) -> dict[str, str]:
+    return {
+        "server": cell.server,
+        "service": cell.service.name,
+        "protocol": str(cell.protocol),
+        "mode": str(cell.mode),
+        "policy": cell.policy.name if cell.policy else "none",
+        "cert": str(cell.cert) if cell.cert else "none",
+        "auth": cell.auth.name,
+        "id": cell.id,
+    }
+
+
+# --- validation helpers -------------------------------------------------------
+
+
+def _entry_matches(entry: str | Mapping[str, tuple[str, ...]], cell: Cell) -> bool:
+    if isinstance(entry, str):
+        return fnmatch.fnmatchcase(cell.id, entry)
+    return _attrs_match(entry, cell)
+
+
+def _attrs_match(criteria: Mapping[str, tuple[str, ...]], cell: Cell) -> bool:
+    attrs = cell_attributes(cell)
+    return all(any(fnmatch.fnmatchcase(attrs[k], pat) for pat in pats) for k, pats in criteria.items())
+
+
+def _allowed(options: Iterable[object]) -> str:
+    return "Allowed: " + ", ".join(str(o) for o in options)
+
+
+def _mapping(value: Any, source: str, key: str, *, required: bool = False) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError(source, key, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _known_keys(body: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
+    for key in body:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise MatrixError(source, f"{prefix}{key}", "unknown key", _allowed(sorted(allowed)))
+
+
+def _str_list(value: Any, source: str, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MatrixError(source, key, "must be a string or a list of strings")
+    return tuple(value)
+
+
+def _parse_policy(name: str, body: Any, source: str) -> TLSPolicy:
+    where = f"policies.{name}"
+    body = _mapping(body, source, where)
+    _known_keys(body, _POLICY_KEYS, source, where)
+    versions = {}
+    for key, default in (("min_version", "TLSv1.2"), ("max_version", "TLSv1.3")):
+        value = body.get(key, default)
+        if value not in VERSIONS:
+            raise MatrixError(source, f"{where}.{key}", f"unknown version {value!r}", _allowed(VERSIONS))
+        versions[key] = value
+    if version_index(versions["min_version"]) > version_index(versions["max_version"]):
+        raise MatrixError(
+            source,
+            where,
+            f"impossible version range: min_version {versions['min_version']} is above "
+            f"max_version {versions['max_version']}",
+        )
+    ciphers = body.get("ciphers")
+    if ciphers is not None:
+        _check_ciphers(str(ciphers), source, f"{where}.ciphers")
+    suites = body.get("ciphersuites")
+    if suites is not None:
+        _check_ciphersuites(str(suites), source, f"{where}.ciphersuites")
+    return TLSPolicy(
+        name=name,
+        ciphers=None if ciphers is None else str(ciphers),
+        ciphersuites=None if suites is None else str(suites),
+        description=str(body.get("description", "")),
+        **versions,
+    )
+
+
+def _check_ciphers(ciphers: str, source: str, key: str) -> None:
+    # Each named cipher must exist in the local OpenSSL; OpenSSL itself skips unknown names silently.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.set_ciphers(ciphers if "@SECLEVEL" in ciphers else ciphers + ":@SECLEVEL=0")
+    except ssl.SSLError:
+        raise MatrixError(source, key, f"no cipher of {ciphers!r} is known to OpenSSL", "Run `openssl ciphers -v ALL`") from None
+    for part in ciphers.split(":"):
+        if not part or part[0] in "!+-@" or part.isupper() and "-" not in part:
+            continue  # keywords (ALL, DEFAULT, HIGH) and modifiers
+        try:
+            ctx.set_ciphers(part + ":@SECLEVEL=0")
+        except ssl.SSLError:
+            raise MatrixError(source, key, f"unknown cipher {part!r}", "Run `openssl ciphers -v ALL` for the names") from None
+
+
+_TLS13_SUITES = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
+
+
+def _check_ciphersuites(suites: str, source: str, key: str) -> None:
+    for suite in suites.split(":"):
+        if suite not in _TLS13_SUITES:
+            raise MatrixError(source, key, f"unknown TLS 1.3 cipher suite {suite!r}", _allowed(_TLS13_SUITES))
+
+
+def _parse_auth(name: str, body: Any, source: str) -> AuthPolicy:
+    where = f"auth.{name}"
+    body = _mapping(body, source, where)
+    _known_keys(body, _AUTH_KEYS, source, where)
+    mechanisms = tuple(m.upper() for m in _str_list(body.get("mechanisms", ["PLAIN", "LOGIN"]), source, f"{where}.mechanisms"))
+    for mech in mechanisms:
+        if mech not in _MECHANISMS:
+            raise MatrixError(source, f"{where}.mechanisms", f"unknown mechanism {mech!r}", _allowed(_MECHANISMS))
+    flags = {}
+    for key, default in (("tls_only", True), ("required", True), ("client_cert", False)):
+        value = body.get(key, default)
+        if not isinstance(value, bool):
+            raise MatrixError(source, f"{where}.{key}", f"must be true or false, got {value!r}")
+        flags[key] = value
+    if flags["required"] and not mechanisms and not flags["client_cert"]:
+        raise MatrixError(source, where, "required is true but no mechanism is offered", "Add mechanisms or set required: false")
+    return AuthPolicy(name, mechanisms, description=str(body.get("description", "")), **flags)
+
+
+def _parse_block(index: int, raw: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str) -> GridBlock:
+    body = _mapping(raw, source, f"grid[{index}]")
+    name = str(body.get("name", f"block-{index}"))
+    where = f"grid[{index}] ({name})"
+    _known_keys(body, _BLOCK_KEYS, source, where)
+
+    def names(key: str, allowed: Sequence[str], default: Sequence[str] | None = None) -> tuple[str, ...]:
+        value = body.get(key)
+        if value is None:
+            if default is None:
+                raise MatrixError(source, f"{where}.{key}", "is required", _allowed(allowed))
+            return tuple(default)
+        if value == "all":
+            return tuple(allowed)
+        items = _str_list(value, source, f"{where}.{key}")
+        for item in items:
+            if item not in allowed:
+                raise MatrixError(source, f"{where}.{key}", f"unknown {key.rstrip('s')} {item!r}", _allowed(allowed))
+        return items
+
+    modes = names("modes", [str(m) for m in Mode])
+    tls = any(Mode(m).tls for m in modes)
+    return GridBlock(
+        name=name,
+        servers=names("servers", SERVERS, ()),
+        services=names("services", list(SERVICES)),
+        modes=tuple(Mode(m) for m in modes),
+        policies=names("policies", list(policies), None if tls else ()),
+        certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], ["valid"])),
+        auth=names("auth", list(auths), ["default"] if "default" in auths else None),
+        description=str(body.get("description", "")),
+    )
+
+
+def _parse_selection(name: str, body: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str) -> Selection:
+    where = f"selections.{name}"
+    body = _mapping(body, source, where)
+    _known_keys(body, _SELECTION_KEYS, source, where)
+
+    def entries(key: str) -> tuple[str | Mapping[str, tuple[str, ...]], ...]:
+        raw = body.get(key) or []
+        if not isinstance(raw, list):
+            raise MatrixError(source, f"{where}.{key}", "must be a list of id patterns or attribute mappings")
+        out: list[str | Mapping[str, tuple[str, ...]]] = []
+        for i, entry in enumerate(raw):
+            if isinstance(entry, str):
+                out.append(entry)
+                continue
+            entry = _mapping(entry, source, f"{where}.{key}[{i}]")
+            _known_keys(entry, set(CELL_KEYS), source, f"{where}.{key}[{i}]")
+            out.append({k: _str_list(v, source, f"{where}.{key}[{i}].{k}") for k, v in entry.items()})
+        return tuple(out)
+
+    return Selection(name, entries("include"), entries("exclude"), str(body.get("description", "")))

@@ -1,0 +1,236 @@
+"""The session's throwaway PKI: a trustme CA plus the certificate faults trustme cannot make.
+
+Everything is written under one directory (the session's temp dir) and made
+lazily, once per profile. Valid certificates name ``server_hostname``
+(``localhost`` by default), ``mail.mailtls.test`` and ``127.0.0.1``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import MailTLSError
+from .policy import CertProfile
+
+__all__ = ["SessionPKI", "ServerCertFiles", "ClientCertFiles", "SERVER_NAMES", "WRONG_HOST"]
+
+#: Names every valid server certificate carries besides ``server_hostname``.
+SERVER_NAMES = ("mail.mailtls.test", "127.0.0.1")
+# RSA-2048 is the baseline (static-RSA ciphers and old clients need it); ECDSA is its own profile.
+_RSA = trustme.KeyType.RSA
+
+#: The only name a ``wrong-host`` certificate carries.
+WRONG_HOST = "wrong-host.mailtls.invalid"
+
+
+@dataclass(frozen=True)
+class ServerCertFiles:
+    """A server's key and the chain it presents (leaf first), as PEM files."""
+
+    key_file: Path
+    cert_file: Path
+
+    @property
+    def chain_file(self) -> Path:
+        return self.cert_file
+
+
+@dataclass(frozen=True)
+class ClientCertFiles:
+    """A client certificate for mutual TLS (chain PEM) and its key."""
+
+    key_file: Path
+    cert_file: Path
+
+
+class SessionPKI:
+    """A CA trusted by clients, and server/client certificates for every profile.
+
+    >>> pki = SessionPKI(tmp_path)
+    >>> files = pki.server_files(CertProfile.EXPIRED)
+    """
+
+    def __init__(self, directory: str | Path, *, server_hostname: str = "localhost") -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)  # containers read it as their own users; keys are 0644 for that reason
+        self.server_hostname = server_hostname
+        self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
+        self.ca_file = self.directory / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self._lock = threading.Lock()
+        self._server: dict[CertProfile, ServerCertFiles] = {}
+        self._clients: dict[str, ClientCertFiles] = {}
+
+    @property
+    def client_ca_file(self) -> Path:
+        """The CA servers trust for client certificates (the session CA)."""
+        return self.ca_file
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return (self.server_hostname, *SERVER_NAMES)
+
+    # --- server certificates ---------------------------------------------------
+    def server_files(self, profile: CertProfile | str) -> ServerCertFiles:
+        """Key and presented chain for ``profile``, made on first use."""
+        profile = CertProfile(profile)
+        with self._lock:
+            if profile not in self._server:
+                self._server[profile] = self._make_server(profile)
+            return self._server[profile]
+
+    def _make_server(self, profile: CertProfile) -> ServerCertFiles:
+        now = dt.datetime.now(dt.UTC)
+        names = self.server_names
+        folder = self.directory / str(profile)
+        folder.mkdir(exist_ok=True)
+        key_file, cert_file = folder / "key.pem", folder / "chain.pem"
+        match profile:
+            case CertProfile.VALID:
+                self._write_leaf(self.ca.issue_cert(*names, key_type=_RSA), folder)
+            case CertProfile.ECDSA_P256:
+                self._write_leaf(self.ca.issue_cert(*names, key_type=trustme.KeyType.ECDSA), folder)
+            case CertProfile.EXPIRED:
+                leaf = self.ca.issue_cert(*names, key_type=_RSA, not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1))
+                self._write_leaf(leaf, folder)
+            case CertProfile.NOT_YET_VALID:
+                leaf = self.ca.issue_cert(*names, key_type=_RSA, not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400))
+                self._write_leaf(leaf, folder)
+            case CertProfile.WRONG_HOST:
+                self._write_leaf(self.ca.issue_cert(WRONG_HOST, key_type=_RSA), folder)
+            case CertProfile.UNTRUSTED_CA:
+                stranger = trustme.CA(organization_name="pytest-mailtls untrusted CA", key_type=_RSA)
+                self._write_leaf(stranger.issue_cert(*names, key_type=_RSA), folder)
+            case CertProfile.MISSING_INTERMEDIATE:
+                intermediate = self.ca.create_child_ca(key_type=_RSA)
+                leaf = intermediate.issue_cert(*names, key_type=_RSA)
+                # Present the leaf alone: the intermediate clients would need is withheld.
+                leaf.private_key_pem.write_to_path(str(key_file))
+                leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+                (folder / "intermediate.pem").write_bytes(intermediate.cert_pem.bytes())
+            case CertProfile.SELF_SIGNED:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                cert = _builder(names, key.public_key(), _name(names[0]), now).sign(key, hashes.SHA256())  # issuer = subject
+                _write_key_and_cert(key, [cert], key_file, cert_file)
+            case CertProfile.WEAK_RSA_1024:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+                cert = _builder(names, key.public_key(), self._ca_name(), now).sign(self._ca_key(), hashes.SHA256())
+                _write_key_and_cert(key, [cert], key_file, cert_file)
+            case CertProfile.SHA1_SIGNATURE:
+                self._make_sha1(folder, names, now)
+        for path in (key_file, cert_file):
+            path.chmod(0o644)
+        return ServerCertFiles(key_file, cert_file)
+
+    def _write_leaf(self, leaf: trustme.LeafCert, folder: Path) -> None:
+        leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+        (folder / "chain.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+
+    def _ca_key(self) -> rsa.RSAPrivateKey:
+        key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
+
+    def _ca_name(self) -> x509.Name:
+        return x509.load_pem_x509_certificate(self.ca.cert_pem.bytes()).subject
+
+    def _make_sha1(self, folder: Path, names: tuple[str, ...], now: dt.datetime) -> None:
+        # cryptography refuses to sign with SHA-1, so the openssl command signs a SHA-256 template.
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(_name(names[0]))
+            .add_extension(x509.SubjectAlternativeName(_sans(names)), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        work = folder / "sha1-work"
+        work.mkdir(exist_ok=True)
+        ca_key = work / "ca-key.pem"
+        ca_key.write_bytes(self.ca.private_key_pem.bytes())
+        (work / "request.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        _write_key_and_cert(key, [], folder / "key.pem", None)
+        cmd = [
+            "openssl", "x509", "-req", "-in", str(work / "request.pem"), "-out", str(folder / "chain.pem"),
+            "-CA", str(self.ca_file), "-CAkey", str(ca_key), "-sha1", "-copy_extensions", "copyall",
+            "-set_serial", str(x509.random_serial_number()), "-days", "365",
+        ]  # fmt: skip
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            raise MailTLSError("the sha1-signature profile needs the `openssl` command: apt-get install openssl") from None
+        except subprocess.CalledProcessError as exc:
+            raise MailTLSError(f"openssl could not sign the sha1-signature certificate: {exc.stderr.strip()}") from None
+        finally:
+            ca_key.unlink(missing_ok=True)
+            (work / "request.pem").unlink(missing_ok=True)
+            work.rmdir()
+
+    # --- client certificates ---------------------------------------------------
+    def client_files(self) -> ClientCertFiles:
+        """A client certificate issued by the session CA (servers trust it)."""
+        return self._client("client", self.ca)
+
+    def foreign_client_files(self) -> ClientCertFiles:
+        """A client certificate from a CA no server trusts (for negative mTLS tests)."""
+        return self._client("foreign-client", None)
+
+    def _client(self, name: str, ca: trustme.CA | None) -> ClientCertFiles:
+        with self._lock:
+            if name not in self._clients:
+                issuer = ca or trustme.CA(organization_name="pytest-mailtls foreign CA", key_type=_RSA)
+                leaf = issuer.issue_cert("tester@mailtls.test", common_name="tester", key_type=_RSA)
+                folder = self.directory / name
+                folder.mkdir(exist_ok=True)
+                self._write_leaf(leaf, folder)
+                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem")
+            return self._clients[name]
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pytest-mailtls"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _sans(names: tuple[str, ...]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            sans.append(x509.DNSName(n))
+    return sans
+
+
+def _builder(names: tuple[str, ...], public_key: object, issuer: x509.Name, now: dt.datetime) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(issuer)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(_sans(names)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+
+
+def _write_key_and_cert(key: rsa.RSAPrivateKey, certs: list[x509.Certificate], key_file: Path, cert_file: Path | None) -> None:
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    if cert_file is not None:
+        cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))

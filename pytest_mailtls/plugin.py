@@ -1,0 +1,1 @@
+"""pytest hooks and default fixtures (being written)."""

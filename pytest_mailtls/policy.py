@@ -1,0 +1,297 @@
+"""The policy model: pure data, no I/O.
+
+A *cell* is the unit everything in pytest-mailtls speaks: one server, one
+service (port role), one TLS mode, one TLS policy, one certificate profile and
+one auth policy. Fixtures are parametrized by cells, the manifest lists cells,
+probe/verify check cells and certify reports on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "VERSIONS",
+    "LEGACY_VERSIONS",
+    "Protocol",
+    "Mode",
+    "Service",
+    "SERVICES",
+    "SERVER_SERVICES",
+    "SERVERS",
+    "CertProfile",
+    "TLSPolicy",
+    "AuthPolicy",
+    "Cell",
+    "version_index",
+]
+
+#: Protocol versions in ascending order, spelled as OpenSSL and the manifest spell them.
+VERSIONS: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+#: Versions that OpenSSL 3 (Debian bookworm) only negotiates at security level 0.
+LEGACY_VERSIONS: frozenset[str] = frozenset({"TLSv1", "TLSv1.1"})
+
+
+def version_index(version: str) -> int:
+    """Position of ``version`` in :data:`VERSIONS`; ``ValueError`` if unknown."""
+    try:
+        return VERSIONS.index(version)
+    except ValueError:
+        raise ValueError(f"unknown TLS version {version!r}; allowed: {', '.join(VERSIONS)}") from None
+
+
+class Protocol(StrEnum):
+    SMTP = "smtp"
+    IMAP = "imap"
+    POP3 = "pop3"
+
+
+class Mode(StrEnum):
+    """How TLS is reached on a port."""
+
+    PLAIN = "plain"  # no TLS at all, STARTTLS not offered
+    STARTTLS = "starttls"  # STARTTLS offered, plaintext still allowed
+    STARTTLS_REQUIRED = "starttls-required"  # STARTTLS offered, commands refused before it
+    IMPLICIT = "implicit"  # TLS from the first byte (465, 993, 995)
+
+    @property
+    def tls(self) -> bool:
+        return self is not Mode.PLAIN
+
+
+@dataclass(frozen=True)
+class Service:
+    """A port role: what protocol it speaks and whether TLS is implicit."""
+
+    name: str
+    protocol: Protocol
+    default_port: int
+    implicit: bool
+
+    def allows(self, mode: Mode) -> bool:
+        """Implicit-TLS ports only take ``implicit``; the others take everything else."""
+        return (mode is Mode.IMPLICIT) == self.implicit
+
+
+SERVICES: dict[str, Service] = {
+    s.name: s
+    for s in (
+        Service("smtp", Protocol.SMTP, 25, False),
+        Service("submission", Protocol.SMTP, 587, False),
+        Service("smtps", Protocol.SMTP, 465, True),
+        Service("imap", Protocol.IMAP, 143, False),
+        Service("imaps", Protocol.IMAP, 993, True),
+        Service("pop3", Protocol.POP3, 110, False),
+        Service("pop3s", Protocol.POP3, 995, True),
+    )
+}
+
+#: Which services each server implements.
+SERVER_SERVICES: dict[str, tuple[str, ...]] = {
+    "postfix": ("smtp", "submission", "smtps"),
+    "dovecot": ("imap", "imaps", "pop3", "pop3s"),
+    "james": ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s"),
+    "embedded": ("smtp", "submission", "smtps"),
+}
+SERVERS: tuple[str, ...] = tuple(SERVER_SERVICES)
+
+
+class CertProfile(StrEnum):
+    """Certificate profiles a server can present. Each is one field failure, or none."""
+
+    VALID = "valid"
+    ECDSA_P256 = "ecdsa-p256"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WRONG_HOST = "wrong-host"
+    SELF_SIGNED = "self-signed"
+    UNTRUSTED_CA = "untrusted-ca"
+    MISSING_INTERMEDIATE = "missing-intermediate"
+    WEAK_RSA_1024 = "weak-rsa-1024"
+    SHA1_SIGNATURE = "sha1-signature"
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a client that trusts the session CA and checks the host name accepts it."""
+        return self in (CertProfile.VALID, CertProfile.ECDSA_P256)
+
+    @property
+    def failure(self) -> str | None:
+        """The diagnosis class a verifying client must fail with, or ``None``."""
+        return _CERT_FAILURES.get(self)
+
+    @property
+    def key_type(self) -> str:
+        return "ecdsa" if self is CertProfile.ECDSA_P256 else "rsa"
+
+
+_CERT_FAILURES: dict[CertProfile, str] = {
+    CertProfile.EXPIRED: "certificate-expired",
+    CertProfile.NOT_YET_VALID: "certificate-not-yet-valid",
+    CertProfile.WRONG_HOST: "hostname-mismatch",
+    CertProfile.SELF_SIGNED: "untrusted-certificate",
+    CertProfile.UNTRUSTED_CA: "untrusted-certificate",
+    CertProfile.MISSING_INTERMEDIATE: "incomplete-chain",
+    CertProfile.WEAK_RSA_1024: "weak-key-or-signature",
+    CertProfile.SHA1_SIGNATURE: "weak-key-or-signature",
+}
+
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    """What a server accepts once TLS starts.
+
+    ``ciphers`` is an OpenSSL cipher list for TLS <= 1.2 (``None``: the
+    server's default), ``ciphersuites`` the TLS 1.3 suites (``None``: default).
+    """
+
+    name: str
+    min_version: str = "TLSv1.2"
+    max_version: str = "TLSv1.3"
+    ciphers: str | None = None
+    ciphersuites: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if version_index(self.min_version) > version_index(self.max_version):
+            raise ValueError(
+                f"policy {self.name!r}: min_version {self.min_version} is above max_version {self.max_version}"
+            )
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The protocol versions this policy accepts, ascending."""
+        lo, hi = version_index(self.min_version), version_index(self.max_version)
+        return VERSIONS[lo : hi + 1]
+
+    def accepts(self, version: str) -> bool:
+        return version in self.versions
+
+    @property
+    def legacy(self) -> bool:
+        """TLSv1/1.1 allowed: OpenSSL 3 needs security level 0 on both ends."""
+        return any(v in LEGACY_VERSIONS for v in self.versions)
+
+    @property
+    def tls12_only_ciphers(self) -> bool:
+        return self.max_version != "TLSv1.3"
+
+    def openssl_ciphers(self) -> str:
+        """The cipher string a server hands OpenSSL, with ``@SECLEVEL=0`` where legacy needs it."""
+        base = self.ciphers or "DEFAULT"
+        if self.legacy and "@SECLEVEL" not in base:
+            base += ":@SECLEVEL=0"
+        return base
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "min_version": self.min_version,
+            "max_version": self.max_version,
+            "ciphers": self.ciphers,
+            "ciphersuites": self.ciphersuites,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> TLSPolicy:
+        return cls(
+            name=str(data["name"]),
+            min_version=str(data["min_version"]),
+            max_version=str(data["max_version"]),
+            ciphers=_opt_str(data.get("ciphers")),
+            ciphersuites=_opt_str(data.get("ciphersuites")),
+        )
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Who may send or log in, and when AUTH is offered.
+
+    ``tls_only``: AUTH is advertised and accepted only after TLS is up.
+    ``required``: SMTP refuses MAIL/RCPT until the client authenticates.
+    ``client_cert``: the server demands a client certificate from the session CA.
+    """
+
+    name: str
+    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    tls_only: bool = True
+    required: bool = True
+    client_cert: bool = False
+    description: str = ""
+
+    def to_json(self, *, username: str, password: str) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "mechanisms": list(self.mechanisms),
+            "username": username,
+            "password": password,
+            "tls_only": self.tls_only,
+            "required": self.required,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object], *, client_cert: bool) -> AuthPolicy:
+        mechs = data.get("mechanisms") or []
+        assert isinstance(mechs, list)
+        return cls(
+            name=str(data.get("name", "default")),
+            mechanisms=tuple(str(m) for m in mechs),
+            tls_only=bool(data.get("tls_only", True)),
+            required=bool(data.get("required", True)),
+            client_cert=client_cert,
+        )
+
+
+#: The auth policy whose name is left out of cell ids.
+DEFAULT_AUTH = "default"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One server port serving one combination of the grid.
+
+    Plain cells have no TLS policy and no certificate profile.
+    """
+
+    server: str
+    service: Service
+    mode: Mode
+    policy: TLSPolicy | None
+    cert: CertProfile | None
+    auth: AuthPolicy = field(default_factory=lambda: AuthPolicy(DEFAULT_AUTH))
+
+    def __post_init__(self) -> None:
+        if not self.service.allows(self.mode):
+            raise ValueError(f"service {self.service.name} cannot run in mode {self.mode}")
+        if self.mode.tls != (self.policy is not None and self.cert is not None):
+            raise ValueError("a TLS cell needs a policy and a certificate profile; a plain cell neither")
+
+    @property
+    def id(self) -> str:
+        """Stable, readable id, e.g. ``postfix-submission-starttls-tls12-only-valid``."""
+        parts = [self.server, self.service.name, str(self.mode)]
+        if self.policy is not None and self.cert is not None:
+            parts += [self.policy.name, str(self.cert)]
+        if self.auth.name != DEFAULT_AUTH:
+            parts.append(self.auth.name)
+        return "-".join(parts)
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.service.protocol
+
+    @property
+    def tls(self) -> bool:
+        return self.mode.tls
+
+    def accepts_version(self, version: str) -> bool:
+        """Whether a handshake at exactly ``version`` completes on this cell."""
+        return self.policy is not None and self.policy.accepts(version)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)

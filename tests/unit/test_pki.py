@@ -1,0 +1,148 @@
+"""Every certificate profile checked by a real TLS handshake on loopback.
+
+A client that trusts the session CA must accept exactly the profiles that
+verify, and fail the others with the matching OpenSSL verification error;
+with verification off every profile must complete.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import CertProfile
+
+# The OpenSSL verification message each faulty profile must produce.
+EXPECTED_ERRORS = {
+    CertProfile.EXPIRED: "certificate has expired",
+    CertProfile.NOT_YET_VALID: "certificate is not yet valid",
+    CertProfile.WRONG_HOST: "Hostname mismatch",
+    CertProfile.SELF_SIGNED: "self-signed certificate",
+    CertProfile.UNTRUSTED_CA: "unable to get local issuer certificate",
+    CertProfile.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
+    CertProfile.WEAK_RSA_1024: "key too weak",
+    CertProfile.SHA1_SIGNATURE: "digest algorithm too weak",
+}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+    return SessionPKI(tmp_path_factory.mktemp("pki"))
+
+
+def _serve_once(ctx: ssl.SSLContext) -> tuple[int, threading.Thread]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def run() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def _server_context(pki: SessionPKI, profile: CertProfile, *, client_ca: bool = False) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the server load weak keys; the client judges
+    files = pki.server_files(profile)
+    ctx.load_cert_chain(files.cert_file, files.key_file)
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(pki.client_ca_file)
+    return ctx
+
+
+def _handshake(port: int, ctx: ssl.SSLContext, hostname: str = "localhost") -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, ctx.wrap_socket(sock, server_hostname=hostname) as tls:
+        tls.sendall(b"x")
+        tls.recv(1)  # TLS 1.3 reports a rejected client certificate only on the first read
+
+
+def _client(pki: SessionPKI) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    return ctx
+
+
+@pytest.mark.parametrize("profile", [CertProfile.VALID, CertProfile.ECDSA_P256], ids=str)
+def test_verifying_profiles_pass(pki: SessionPKI, profile: CertProfile) -> None:
+    assert profile.verifies
+    port, thread = _serve_once(_server_context(pki, profile))
+    for name in ("localhost",):
+        _handshake(port, _client(pki), name)
+    thread.join(5)
+
+
+@pytest.mark.parametrize("name", ["mail.mailtls.test", "127.0.0.1"])
+def test_valid_cert_names(pki: SessionPKI, name: str) -> None:
+    port, thread = _serve_once(_server_context(pki, CertProfile.VALID))
+    _handshake(port, _client(pki), name)
+    thread.join(5)
+
+
+@pytest.mark.parametrize("profile", list(EXPECTED_ERRORS), ids=str)
+def test_faulty_profiles_fail_with_their_error(pki: SessionPKI, profile: CertProfile) -> None:
+    assert not profile.verifies and profile.failure
+    port, thread = _serve_once(_server_context(pki, profile))
+    with pytest.raises(ssl.SSLCertVerificationError, match=EXPECTED_ERRORS[profile]):
+        _handshake(port, _client(pki))
+    thread.join(5)
+
+
+@pytest.mark.parametrize("profile", list(CertProfile), ids=str)
+def test_every_profile_completes_without_verification(pki: SessionPKI, profile: CertProfile) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    port, thread = _serve_once(_server_context(pki, profile))
+    _handshake(port, ctx)
+    thread.join(5)
+
+
+def test_key_types_and_signatures(pki: SessionPKI) -> None:
+    def leaf(profile: CertProfile) -> x509.Certificate:
+        return x509.load_pem_x509_certificates(pki.server_files(profile).cert_file.read_bytes())[0]
+
+    assert isinstance(leaf(CertProfile.ECDSA_P256).public_key(), ec.EllipticCurvePublicKey)
+    weak = leaf(CertProfile.WEAK_RSA_1024).public_key()
+    assert isinstance(weak, rsa.RSAPublicKey) and weak.key_size == 1024
+    assert leaf(CertProfile.SHA1_SIGNATURE).signature_hash_algorithm.name == "sha1"  # type: ignore[union-attr]
+    assert len(x509.load_pem_x509_certificates(pki.server_files(CertProfile.MISSING_INTERMEDIATE).cert_file.read_bytes())) == 1
+
+
+def test_mutual_tls_client_certificates(pki: SessionPKI) -> None:
+    good = _client(pki)
+    files = pki.client_files()
+    good.load_cert_chain(files.cert_file, files.key_file)
+    port, thread = _serve_once(_server_context(pki, CertProfile.VALID, client_ca=True))
+    _handshake(port, good)
+    thread.join(5)
+
+    foreign = _client(pki)
+    ffiles = pki.foreign_client_files()
+    foreign.load_cert_chain(ffiles.cert_file, ffiles.key_file)
+    port, thread = _serve_once(_server_context(pki, CertProfile.VALID, client_ca=True))
+    with pytest.raises(ssl.SSLError, match="unknown ca|certificate"):
+        _handshake(port, foreign)
+    thread.join(5)
+
+
+def test_keys_stay_under_the_session_dir(pki: SessionPKI) -> None:
+    for profile in CertProfile:
+        files = pki.server_files(profile)
+        assert Path(files.key_file).is_relative_to(pki.directory)
+    assert not list(pki.directory.rglob("ca-key.pem")), "the CA key used for SHA-1 signing must not be left on disk"
