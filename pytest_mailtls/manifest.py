@@ -218,7 +218,9 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Endpoint]:
     try:
         doc = json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{source}: no such manifest; start servers with `mailtls up --manifest {source}`") from None
+        raise ManifestError(
+            f"{source}: no such manifest; start servers with `mailtls up --manifest {source}`"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):

@@ -280,14 +280,18 @@ def _check_ciphers(ciphers: str, source: str, key: str) -> None:
     try:
         ctx.set_ciphers(ciphers if "@SECLEVEL" in ciphers else ciphers + ":@SECLEVEL=0")
     except ssl.SSLError:
-        raise MatrixError(source, key, f"no cipher of {ciphers!r} is known to OpenSSL", "Run `openssl ciphers -v ALL`") from None
+        raise MatrixError(
+            source, key, f"no cipher of {ciphers!r} is known to OpenSSL", "Run `openssl ciphers -v ALL`"
+        ) from None
     for part in ciphers.split(":"):
-        if not part or part[0] in "!+-@" or part.isupper() and "-" not in part:
+        if not part or part[0] in "!+-@" or (part.isupper() and "-" not in part):
             continue  # keywords (ALL, DEFAULT, HIGH) and modifiers
         try:
             ctx.set_ciphers(part + ":@SECLEVEL=0")
         except ssl.SSLError:
-            raise MatrixError(source, key, f"unknown cipher {part!r}", "Run `openssl ciphers -v ALL` for the names") from None
+            raise MatrixError(
+                source, key, f"unknown cipher {part!r}", "Run `openssl ciphers -v ALL` for the names"
+            ) from None
 
 
 _TLS13_SUITES = (
@@ -309,7 +313,9 @@ def _parse_auth(name: str, body: Any, source: str) -> AuthPolicy:
     where = f"auth.{name}"
     body = _mapping(body, source, where)
     _known_keys(body, _AUTH_KEYS, source, where)
-    mechanisms = tuple(m.upper() for m in _str_list(body.get("mechanisms", ["PLAIN", "LOGIN"]), source, f"{where}.mechanisms"))
+    mechanisms = tuple(
+        m.upper() for m in _str_list(body.get("mechanisms", ["PLAIN", "LOGIN"]), source, f"{where}.mechanisms")
+    )
     for mech in mechanisms:
         if mech not in _MECHANISMS:
             raise MatrixError(source, f"{where}.mechanisms", f"unknown mechanism {mech!r}", _allowed(_MECHANISMS))
@@ -320,11 +326,15 @@ def _parse_auth(name: str, body: Any, source: str) -> AuthPolicy:
             raise MatrixError(source, f"{where}.{key}", f"must be true or false, got {value!r}")
         flags[key] = value
     if flags["required"] and not mechanisms and not flags["client_cert"]:
-        raise MatrixError(source, where, "required is true but no mechanism is offered", "Add mechanisms or set required: false")
+        raise MatrixError(
+            source, where, "required is true but no mechanism is offered", "Add mechanisms or set required: false"
+        )
     return AuthPolicy(name, mechanisms, description=str(body.get("description", "")), **flags)
 
 
-def _parse_block(index: int, raw: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str) -> GridBlock:
+def _parse_block(
+    index: int, raw: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str
+) -> GridBlock:
     body = _mapping(raw, source, f"grid[{index}]")
     name = str(body.get("name", f"block-{index}"))
     where = f"grid[{index}] ({name})"
@@ -358,7 +368,9 @@ def _parse_block(index: int, raw: Any, policies: Mapping[str, TLSPolicy], auths:
     )
 
 
-def _parse_selection(name: str, body: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str) -> Selection:
+def _parse_selection(
+    name: str, body: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str
+) -> Selection:
     where = f"selections.{name}"
     body = _mapping(body, source, where)
     _known_keys(body, _SELECTION_KEYS, source, where)

@@ -103,10 +103,17 @@ class SessionPKI:
             case CertProfile.ECDSA_P256:
                 self._write_leaf(self.ca.issue_cert(*names, key_type=trustme.KeyType.ECDSA), folder)
             case CertProfile.EXPIRED:
-                leaf = self.ca.issue_cert(*names, key_type=_RSA, not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1))
+                leaf = self.ca.issue_cert(
+                    *names, key_type=_RSA, not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1)
+                )
                 self._write_leaf(leaf, folder)
             case CertProfile.NOT_YET_VALID:
-                leaf = self.ca.issue_cert(*names, key_type=_RSA, not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400))
+                leaf = self.ca.issue_cert(
+                    *names,
+                    key_type=_RSA,
+                    not_before=now + dt.timedelta(days=30),
+                    not_after=now + dt.timedelta(days=400),
+                )
                 self._write_leaf(leaf, folder)
             case CertProfile.WRONG_HOST:
                 self._write_leaf(self.ca.issue_cert(WRONG_HOST, key_type=_RSA), folder)
@@ -122,7 +129,9 @@ class SessionPKI:
                 (folder / "intermediate.pem").write_bytes(intermediate.cert_pem.bytes())
             case CertProfile.SELF_SIGNED:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-                cert = _builder(names, key.public_key(), _name(names[0]), now).sign(key, hashes.SHA256())  # issuer = subject
+                cert = _builder(names, key.public_key(), _name(names[0]), now).sign(
+                    key, hashes.SHA256()
+                )  # issuer = subject
                 _write_key_and_cert(key, [cert], key_file, cert_file)
             case CertProfile.WEAK_RSA_1024:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -170,7 +179,9 @@ class SessionPKI:
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)
         except FileNotFoundError:
-            raise MailTLSError("the sha1-signature profile needs the `openssl` command: apt-get install openssl") from None
+            raise MailTLSError(
+                "the sha1-signature profile needs the `openssl` command: apt-get install openssl"
+            ) from None
         except subprocess.CalledProcessError as exc:
             raise MailTLSError(f"openssl could not sign the sha1-signature certificate: {exc.stderr.strip()}") from None
         finally:
@@ -200,7 +211,12 @@ class SessionPKI:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pytest-mailtls"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pytest-mailtls"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _sans(names: tuple[str, ...]) -> list[x509.GeneralName]:
@@ -213,7 +229,9 @@ def _sans(names: tuple[str, ...]) -> list[x509.GeneralName]:
     return sans
 
 
-def _builder(names: tuple[str, ...], public_key: object, issuer: x509.Name, now: dt.datetime) -> x509.CertificateBuilder:
+def _builder(
+    names: tuple[str, ...], public_key: object, issuer: x509.Name, now: dt.datetime
+) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(_name(names[0]))
@@ -228,7 +246,9 @@ def _builder(names: tuple[str, ...], public_key: object, issuer: x509.Name, now:
     )
 
 
-def _write_key_and_cert(key: rsa.RSAPrivateKey, certs: list[x509.Certificate], key_file: Path, cert_file: Path | None) -> None:
+def _write_key_and_cert(
+    key: rsa.RSAPrivateKey, certs: list[x509.Certificate], key_file: Path, cert_file: Path | None
+) -> None:
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,7 +67,10 @@ def _server_context(pki: SessionPKI, profile: CertProfile, *, client_ca: bool = 
 
 
 def _handshake(port: int, ctx: ssl.SSLContext, hostname: str = "localhost") -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, ctx.wrap_socket(sock, server_hostname=hostname) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname=hostname) as tls,
+    ):
         tls.sendall(b"x")
         tls.recv(1)  # TLS 1.3 reports a rejected client certificate only on the first read
 
@@ -121,7 +123,10 @@ def test_key_types_and_signatures(pki: SessionPKI) -> None:
     weak = leaf(CertProfile.WEAK_RSA_1024).public_key()
     assert isinstance(weak, rsa.RSAPublicKey) and weak.key_size == 1024
     assert leaf(CertProfile.SHA1_SIGNATURE).signature_hash_algorithm.name == "sha1"  # type: ignore[union-attr]
-    assert len(x509.load_pem_x509_certificates(pki.server_files(CertProfile.MISSING_INTERMEDIATE).cert_file.read_bytes())) == 1
+    assert (
+        len(x509.load_pem_x509_certificates(pki.server_files(CertProfile.MISSING_INTERMEDIATE).cert_file.read_bytes()))
+        == 1
+    )
 
 
 def test_mutual_tls_client_certificates(pki: SessionPKI) -> None:
@@ -136,7 +141,7 @@ def test_mutual_tls_client_certificates(pki: SessionPKI) -> None:
     ffiles = pki.foreign_client_files()
     foreign.load_cert_chain(ffiles.cert_file, ffiles.key_file)
     port, thread = _serve_once(_server_context(pki, CertProfile.VALID, client_ca=True))
-    with pytest.raises(ssl.SSLError, match="unknown ca|certificate"):
+    with pytest.raises(ssl.SSLError, match="alert unknown ca"):
         _handshake(port, foreign)
     thread.join(5)
 

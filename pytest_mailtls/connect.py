@@ -1,0 +1,290 @@
+"""Reach a mail endpoint: the STARTTLS dance of each protocol, implicit TLS, stdlib clients.
+
+Everything that talks to a server (readiness, tests, probe, client adapters)
+goes through here, so each protocol's opening is written once. Clients dial
+``endpoint.host`` but verify and send SNI for ``endpoint.server_hostname``, as
+a real client configured with that host name would.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import MailTLSError
+
+if TYPE_CHECKING:
+    from .manifest import Endpoint
+
+__all__ = [
+    "ProtocolError",
+    "HandshakeResult",
+    "Greeting",
+    "tls_handshake",
+    "open_client",
+    "plain_exchange",
+    "MailClient",
+]
+
+MailClient = smtplib.SMTP | imaplib.IMAP4 | poplib.POP3
+
+
+class ProtocolError(MailTLSError):
+    """The server answered, but not as the protocol says (no greeting, STARTTLS refused...)."""
+
+
+@dataclass
+class Greeting:
+    """What the server said in plaintext before TLS."""
+
+    banner: str = ""
+    capabilities: list[str] = field(default_factory=list)
+
+    @property
+    def starttls(self) -> bool:
+        return any(c.upper() in ("STARTTLS", "STLS") for c in self.capabilities)
+
+    def auth_mechanisms(self) -> list[str]:
+        mechs: list[str] = []
+        for cap in self.capabilities:
+            upper = cap.upper()
+            if upper.startswith("AUTH=") or upper.startswith("AUTH ") or upper.startswith("SASL "):
+                mechs += upper[5:].split()
+            elif upper == "USER":
+                mechs.append("USER")
+        return list(dict.fromkeys(mechs))
+
+
+@dataclass
+class HandshakeResult:
+    version: str
+    cipher: str
+    peer_cert: bytes | None
+    greeting: Greeting
+
+
+class _Lines:
+    """Line reader on a raw socket that never reads past the server's reply (TLS starts right after)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buf and b"\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ProtocolError(
+                    "the server closed the connection" + (f" after {self.buf[:80]!r}" if self.buf else "")
+                )
+            self.buf += chunk
+            if len(self.buf) > 65536:
+                raise ProtocolError("the server sent an over-long line: not a mail server?")
+        if self.buf[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record, not text
+            raise ProtocolError("the server answered with TLS where plaintext was expected: it speaks implicit TLS")
+        raw, _, self.buf = self.buf.partition(b"\n")
+        return raw.rstrip(b"\r").decode("utf-8", "replace")
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\r\n")
+
+
+def _smtp_reply(lines: _Lines) -> tuple[int, list[str]]:
+    out: list[str] = []
+    while True:
+        line = lines.line()
+        if len(line) < 3 or not line[:3].isdigit():
+            raise ProtocolError(f"not an SMTP reply: {line[:80]!r}")
+        out.append(line[4:])
+        if len(line) == 3 or line[3] != "-":
+            return int(line[:3]), out
+
+
+def plain_exchange(sock: socket.socket, protocol: str, *, starttls: bool = False) -> Greeting:
+    """Read the greeting, ask for capabilities and, with ``starttls``, send the STARTTLS command.
+
+    Raises ``ProtocolError`` when the server is not speaking ``protocol`` or refuses STARTTLS.
+    """
+    lines = _Lines(sock)
+    greeting = Greeting()
+    if protocol == "smtp":
+        code, text = _smtp_reply(lines)
+        if code != 220:
+            raise ProtocolError(f"SMTP greeting {code} {' '.join(text)}")
+        greeting.banner = text[0] if text else ""
+        lines.send("EHLO mailtls.client")
+        code, text = _smtp_reply(lines)
+        if code != 250:
+            raise ProtocolError(f"EHLO refused: {code} {' '.join(text)}")
+        greeting.capabilities = text[1:]
+        if starttls:
+            if not greeting.starttls:
+                raise ProtocolError("STARTTLS is not offered by this SMTP server")
+            lines.send("STARTTLS")
+            code, text = _smtp_reply(lines)
+            if code != 220:
+                raise ProtocolError(f"STARTTLS refused: {code} {' '.join(text)}")
+    elif protocol == "imap":
+        first = lines.line()
+        if not first.startswith("* OK") and not first.startswith("* PREAUTH"):
+            raise ProtocolError(f"not an IMAP greeting: {first[:80]!r}")
+        greeting.banner = first
+        lines.send("a1 CAPABILITY")
+        while not (line := lines.line()).startswith("a1 "):
+            if line.upper().startswith("* CAPABILITY"):
+                greeting.capabilities = line.split()[2:]
+        if starttls:
+            lines.send("a2 STARTTLS")
+            while not (line := lines.line()).startswith("a2 "):
+                pass
+            if not line.startswith("a2 OK"):
+                raise ProtocolError(f"STARTTLS refused: {line}")
+    elif protocol == "pop3":
+        first = lines.line()
+        if not first.startswith("+OK"):
+            raise ProtocolError(f"not a POP3 greeting: {first[:80]!r}")
+        greeting.banner = first
+        lines.send("CAPA")
+        if lines.line().startswith("+OK"):
+            while (line := lines.line()) != ".":
+                greeting.capabilities.append(line)
+        if starttls:
+            lines.send("STLS")
+            line = lines.line()
+            if not line.startswith("+OK"):
+                raise ProtocolError(f"STLS refused: {line}")
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    return greeting
+
+
+def tls_handshake(
+    host: str,
+    port: int,
+    *,
+    protocol: str,
+    implicit: bool,
+    context: ssl.SSLContext,
+    server_hostname: str,
+    timeout: float = 5.0,
+) -> HandshakeResult:
+    """Open a connection and complete a TLS handshake, implicit or after STARTTLS.
+
+    Raises ``ssl.SSLError`` (incl. ``SSLCertVerificationError``) for handshake
+    failures, ``ProtocolError`` when the plaintext part goes wrong, ``OSError``
+    when nothing listens.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        greeting = Greeting() if implicit else plain_exchange(sock, protocol, starttls=True)
+        with context.wrap_socket(sock, server_hostname=server_hostname) as tls:
+            if implicit:
+                # The greeting arrives over TLS; reading it also surfaces a TLS 1.3 client-cert rejection.
+                greeting = plain_exchange(tls, protocol)  # type: ignore[arg-type]
+            cipher = tls.cipher()
+            return HandshakeResult(
+                version=tls.version() or "",
+                cipher=cipher[0] if cipher else "",
+                peer_cert=tls.getpeercert(binary_form=True),
+                greeting=greeting,
+            )
+
+
+# --- stdlib clients ---------------------------------------------------------------
+
+
+def open_client(
+    endpoint: Endpoint,
+    *,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 10.0,
+    starttls: bool | None = None,
+) -> Any:
+    """A connected ``smtplib.SMTP``, ``imaplib.IMAP4`` or ``poplib.POP3`` for ``endpoint``.
+
+    Implicit cells get TLS from the first byte; STARTTLS cells are upgraded
+    unless ``starttls=False``; plain cells stay plain. ``context`` defaults to
+    ``endpoint.client_context()``. Stdlib exceptions propagate unchanged.
+    """
+    ctx = context if context is not None else endpoint.client_context()
+    implicit = endpoint.mode == "implicit"
+    upgrade = starttls if starttls is not None else endpoint.mode in ("starttls", "starttls-required")
+    proto, name, ip, port = endpoint.protocol, endpoint.server_hostname, endpoint.host, endpoint.port
+    if proto == "smtp":
+        smtp: smtplib.SMTP = (
+            smtplib.SMTP_SSL(context=ctx, timeout=timeout) if implicit else smtplib.SMTP(timeout=timeout)
+        )
+        smtp._host = name  # type: ignore[attr-defined]  # SNI and verification use the name, the socket the IP
+        try:
+            smtp.connect(ip, port)
+            if upgrade and not implicit:
+                smtp.starttls(context=ctx)
+            smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+    if proto == "imap":
+        cls = _IMAP4_SSL if implicit else _IMAP4
+        kwargs: dict[str, Any] = {"ssl_context": ctx} if implicit else {}
+        imap = _dialing(cls, ip, name, port, timeout=timeout, **kwargs)
+        try:
+            if upgrade and not implicit:
+                imap.starttls(ssl_context=ctx)
+        except BaseException:
+            imap.shutdown()
+            raise
+        return imap
+    if proto == "pop3":
+        pcls = _POP3_SSL if implicit else _POP3
+        pkwargs: dict[str, Any] = {"context": ctx} if implicit else {}
+        pop = _dialing(pcls, ip, name, port, timeout=timeout, **pkwargs)
+        try:
+            if upgrade and not implicit:
+                pop.stls(context=ctx)
+        except BaseException:
+            pop.close()
+            raise
+        return pop
+    raise ValueError(f"unknown protocol {proto!r}")
+
+
+def _dialing(cls: type, ip: str, name: str, port: int, **kwargs: Any) -> Any:
+    # The stdlib connects in __init__ using self.host for both the socket and SNI: set where to dial first.
+    obj = cls.__new__(cls)
+    obj._dial_host = ip
+    obj.__init__(name, port, **kwargs)
+    return obj
+
+
+class _DialIMAP4(imaplib.IMAP4):
+    _dial_host: str
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self._dial_host, self.port), timeout)
+
+
+class _IMAP4(_DialIMAP4):
+    pass
+
+
+class _IMAP4_SSL(imaplib.IMAP4_SSL, _DialIMAP4):  # MRO: IMAP4_SSL wraps what _DialIMAP4 dials
+    pass
+
+
+class _DialPOP3(poplib.POP3):
+    _dial_host: str
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return socket.create_connection((self._dial_host, self.port), timeout)
+
+
+class _POP3(_DialPOP3):
+    pass
+
+
+class _POP3_SSL(poplib.POP3_SSL, _DialPOP3):
+    pass
