@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ class SessionPKI:
     def client_ca_file(self) -> Path:
         """The CA servers trust for client certificates (the session CA)."""
         return self.ca_file
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client ``ssl.SSLContext`` that trusts the session CA and checks host names."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     @property
     def server_names(self) -> tuple[str, ...]:

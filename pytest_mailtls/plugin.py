@@ -1,1 +1,219 @@
-"""pytest hooks and default fixtures (being written)."""
+"""pytest hooks and the default fixtures: nothing else lives here.
+
+Tests that take ``mailtls_server`` are parametrized over the selected cells;
+the servers for every cell collected in the session start once, on first use,
+one container per server kind, and are removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import MailTLSConfig, add_options, get_config
+from .errors import MailTLSError
+from .factories import ManifestGrid
+from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
+from .manifest import Endpoint, write_manifest
+from .matrix import Matrix, filter_cells, load_matrix
+from .pki import SessionPKI
+from .policy import Cell
+
+_STATE = pytest.StashKey["_Session"]()
+_ENDPOINT = pytest.StashKey[Endpoint]()
+
+
+class _Session:
+    """Per-process state: settings, matrix, the cells collected, the servers once started."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.pytest_config = config
+        self.cfg: MailTLSConfig = get_config(config)
+        self._matrix: Matrix | None = None
+        self._choice: ServerChoice | None = None
+        self.requested: dict[str, Cell] = {}
+        self.grid: Grid | ManifestGrid | None = None
+        self.start_error: BaseException | None = None
+        self.note_said = False
+
+    @property
+    def matrix(self) -> Matrix:
+        if self._matrix is None:
+            self._matrix = load_matrix(self.cfg.matrix)
+        return self._matrix
+
+    @property
+    def choice(self) -> ServerChoice:
+        if self._choice is None:
+            self._choice = choose_servers(parse_servers(self.cfg.servers))
+        return self._choice
+
+    def cells(self) -> list[Cell]:
+        if self.cfg.manifest:
+            return [e.cell for e in ManifestGrid(self.cfg.manifest).endpoints]
+        return self.matrix.cells(servers=self.choice.servers, selection=self.cfg.select)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mailtls(server=, service=, protocol=, mode=, policy=, cert=, auth=, id=): run the test only on matching "
+        "cells; each value a string or list, globs allowed.",
+    )
+    config.stash[_STATE] = _Session(config)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(_STATE, None)
+    if state is None or state._choice is None:
+        return None
+    return f"mailtls: servers {','.join(state.choice.servers)}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mailtls_server" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[_STATE]
+    try:
+        cells = state.cells()
+        marker = metafunc.definition.get_closest_marker("mailtls")
+        if marker is not None:
+            if marker.args:
+                raise MailTLSError(
+                    "the mailtls marker takes keyword arguments only, e.g. @pytest.mark.mailtls(policy='modern')"
+                )
+            cells = filter_cells(cells, marker.kwargs)
+    except MailTLSError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if state.choice.note and not state.note_said:
+        state.note_said = True
+        reporter = metafunc.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"mailtls: {state.choice.note}", yellow=True)
+    if not cells:
+        why = (
+            f"no cell of selection {state.cfg.select or 'default'} on servers {','.join(state.choice.servers)} matches"
+        )
+        metafunc.parametrize(
+            "mailtls_server", [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["no-cell"]
+        )
+        return
+    for cell in cells:
+        state.requested.setdefault(cell.id, cell)
+    metafunc.parametrize("mailtls_server", cells, ids=[c.id for c in cells], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def mailtls_config(pytestconfig: pytest.Config) -> MailTLSConfig:
+    """Session: the resolved pytest-mailtls settings (``MailTLSConfig``) from flags and ini keys."""
+    return pytestconfig.stash[_STATE].cfg
+
+
+@pytest.fixture(scope="session")
+def mailtls_matrix(pytestconfig: pytest.Config) -> Matrix:
+    """Session: the validated matrix (``--mailtls-matrix`` or the shipped default).
+
+    ``mailtls_matrix.cells(servers=[...], selection="quick")`` lists cells.
+    """
+    return pytestconfig.stash[_STATE].matrix
+
+
+@pytest.fixture(scope="session")
+def mailtls_ca(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+    """Session: the throwaway PKI (``SessionPKI``) every server of the session uses.
+
+    ``mailtls_ca.ca_file`` is the CA's PEM path, ``mailtls_ca.client_context()``
+    an ``ssl.SSLContext`` trusting it; keys live under the session's temp dir.
+    """
+    return SessionPKI(tmp_path_factory.mktemp("mailtls-pki"))
+
+
+@pytest.fixture(scope="session")
+def mailtls_grid(
+    pytestconfig: pytest.Config, mailtls_ca: SessionPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Grid | ManifestGrid]:
+    """Session: the running servers for every cell collected in this session.
+
+    Started on first use, one server per kind (postfix, dovecot, james,
+    embedded), removed at session end. With ``--mailtls-manifest`` it points
+    at servers already running instead and starts nothing.
+    """
+    state = pytestconfig.stash[_STATE]
+    if state.cfg.manifest:
+        state.grid = ManifestGrid(state.cfg.manifest)
+        yield state.grid
+        return
+    cells = list(state.requested.values())
+    if state.choice.engine_problem:
+        cells = [c for c in cells if c.server not in DOCKER_SERVERS]
+    grid = Grid(
+        cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=mailtls_ca, ready_timeout=state.cfg.ready_timeout
+    )
+    state.grid = grid
+    try:
+        grid.start()
+    except BaseException as exc:
+        state.start_error = exc
+        raise
+    try:
+        yield grid
+    finally:
+        grid.stop()
+
+
+@pytest.fixture(scope="session")
+def mailtls_manifest(mailtls_grid: Grid | ManifestGrid, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session: path of a manifest (JSON) describing every running cell, for external clients."""
+    if isinstance(mailtls_grid, ManifestGrid):
+        return mailtls_grid.path
+    return write_manifest(tmp_path_factory.mktemp("mailtls-manifest") / "manifest.json", mailtls_grid.endpoints)
+
+
+@pytest.fixture
+def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
+    """Function: one served cell (``Endpoint``); tests taking it run once per selected cell.
+
+    Narrow the cells with ``@pytest.mark.mailtls(policy="modern", service="submission")``.
+    The endpoint has ``host``, ``port``, ``service``, ``protocol``, ``mode``,
+    ``policy``, ``cert``, ``auth``, ``ca_file``, ``username``/``password``,
+    ``client_context(version=...)``, ``messages()`` and ``clear()``; mail the cell
+    received before the test is cleared. Container cells are skipped when no
+    Docker engine answers (``--mailtls-require-docker`` makes that an error).
+    """
+    cell: Cell = request.param
+    state = request.config.stash[_STATE]
+    if cell.server in DOCKER_SERVERS and state.choice.engine_problem and not state.cfg.manifest:
+        message = f"{cell.server} needs a Docker engine: {state.choice.engine_problem}"
+        if state.cfg.require_docker:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    grid = request.getfixturevalue("mailtls_grid")
+    if cell.id in grid.skipped:
+        pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
+    endpoint = grid.endpoint(cell.id)
+    request.node.stash[_ENDPOINT] = endpoint
+    if endpoint.mailbox is not None:
+        endpoint.clear()
+    yield endpoint
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    endpoint = item.stash.get(_ENDPOINT, None)
+    if endpoint is None or not report.failed or report.when != "call":
+        return
+    state = item.config.stash[_STATE]
+    if state.grid is None:
+        return
+    lines = state.grid.cell_logs(endpoint.id)[-40:]
+    if lines:
+        report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

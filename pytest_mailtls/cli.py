@@ -1,0 +1,249 @@
+"""The ``mailtls`` command: serve the grid by hand, read captured mail, probe, verify, certify.
+
+User errors end as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from .errors import MailTLSError
+from .grid import DOCKER_SERVERS, Grid, choose_servers, parse_servers
+from .manifest import Endpoint, find_endpoint, read_manifest, write_manifest
+from .matrix import CELL_KEYS, filter_cells, load_matrix
+from .policy import Cell
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _say(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+# --- selection shared by up/cells/verify/certify ------------------------------------
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--servers", default="auto", help="comma-separated: postfix,dovecot,james,embedded or auto (default)"
+    )
+    p.add_argument("--matrix", default=None, help="matrix file (default: the shipped matrix.yaml)")
+    p.add_argument("--select", default=None, help="named selection of the matrix (e.g. quick, full)")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,VALUE]",
+        help=f"keep cells whose KEY matches (globs allowed); KEY one of {', '.join(CELL_KEYS)}; repeatable",
+    )
+    p.add_argument("--ready-timeout", type=float, default=90.0, help="seconds each server may take to be ready")
+
+
+def _selected_cells(args: argparse.Namespace, *, say: Callable[[str], None] = _say) -> list[Cell]:
+    choice = choose_servers(parse_servers(args.servers))
+    if choice.note:
+        say(choice.note)
+    elif choice.engine_problem and any(s in DOCKER_SERVERS for s in choice.servers):
+        raise MailTLSError(
+            f"{', '.join(s for s in choice.servers if s in DOCKER_SERVERS)} need a Docker engine: {choice.engine_problem}"
+        )
+    cells = load_matrix(args.matrix).cells(servers=choice.servers, selection=args.select)
+    criteria: dict[str, list[str]] = {}
+    for item in args.where:
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise MailTLSError(f"--where {item!r}: expected KEY=VALUE, e.g. --where policy=modern")
+        criteria.setdefault(key.strip(), []).extend(v.strip() for v in value.split(","))
+    cells = filter_cells(cells, criteria)
+    if not cells:
+        raise MailTLSError("the selection matches no cell: check --select and --where (`mailtls cells` lists them)")
+    return cells
+
+
+def _cell_row(cell: Cell) -> list[str]:
+    versions = f"{cell.policy.min_version}..{cell.policy.max_version}" if cell.policy else "-"
+    return [cell.id, cell.service.name, str(cell.mode), versions, str(cell.cert or "-"), cell.auth.name]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+def cmd_cells(args: argparse.Namespace) -> int:
+    cells = _selected_cells(args)
+    header = ["CELL", "SERVICE", "MODE", "VERSIONS", "CERT", "AUTH"]
+    print(_table(header, [_cell_row(c) for c in cells]))
+    print(f"\n{len(cells)} cells")
+    return EXIT_OK
+
+
+def _endpoint_table(endpoints: Sequence[Endpoint]) -> str:
+    rows = [[e.id, f"{e.host}:{e.port}", e.url, str(e.cert or "-"), e.auth.name] for e in endpoints]
+    return _table(["CELL", "LISTEN", "URL", "CERT", "AUTH"], rows)
+
+
+class _Stop(Exception):
+    pass
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cells = _selected_cells(args)
+    manifest = Path(args.manifest)
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    _say(f"starting {len(cells)} cells")
+    started = time.monotonic()
+    with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
+        endpoints = grid.endpoints
+        write_manifest(manifest, endpoints)
+        print(_endpoint_table(endpoints))
+        for cell_id, why in grid.skipped.items():
+            _say(f"not served: {cell_id}: {why}")
+        _say(
+            f"{len(endpoints)} cells ready in {time.monotonic() - started:.1f} s; "
+            f"CA: {grid.pki.ca_file}; user {endpoints[0].username if endpoints else '-'} "
+            f"password {endpoints[0].password if endpoints else '-'}"
+        )
+        _say(f"manifest: {manifest.resolve()}  (mailtls messages --manifest {manifest} --cell ID)")
+        if args.once:
+            return EXIT_OK
+        _say("serving until Ctrl-C / SIGTERM")
+        stop.wait()
+    return EXIT_OK
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    endpoint = find_endpoint(read_manifest(args.manifest), args.cell)
+    messages = endpoint.messages()
+    if args.json:
+        out = [
+            {
+                "from": m.get("From"),
+                "to": m.get("To"),
+                "original_to": m.get("X-Original-To"),
+                "subject": m.get("Subject"),
+                "date": m.get("Date"),
+                "message_id": m.get("Message-ID"),
+                "body": _body(m),
+            }
+            for m in messages
+        ]
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    if not messages:
+        print(f"{endpoint.id}: no messages")
+    for i, m in enumerate(messages, 1):
+        print(f"--- {i}: From {m.get('From')} To {m.get('X-Original-To') or m.get('To')} Subject {m.get('Subject')}")
+        print(_body(m).rstrip())
+    return EXIT_OK
+
+
+def _body(message: object) -> str:
+    from email.message import EmailMessage
+
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("plain", "html"))
+    return part.get_content() if part is not None else ""
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    if args.action == "base":
+        runtime.ensure_base_image(progress=_say)
+        return EXIT_OK
+    servers = parse_servers(args.servers) or list(DOCKER_SERVERS)
+    for server in servers:
+        if server not in DOCKER_SERVERS:
+            raise MailTLSError(f"{server} has no image; images exist for {', '.join(DOCKER_SERVERS)}")
+        started = time.monotonic()
+        tag = runtime.ensure_image(server, progress=_say)
+        print(f"{server}: {tag} ({time.monotonic() - started:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from . import runtime
+
+    removed = runtime.reap_orphans()
+    print(f"removed {removed} orphaned container(s)")
+    return EXIT_OK
+
+
+# --- wiring -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailtls",
+        description="Serve real mail servers across a grid of TLS policies; probe, verify and certify.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("cells", help="list the cells of a selection without starting anything")
+    _add_selection(p)
+    p.set_defaults(func=cmd_cells)
+
+    p = sub.add_parser("up", help="start the servers for a selection, write the manifest, serve until Ctrl-C")
+    _add_selection(p)
+    p.add_argument("--manifest", default="manifest.json", help="where to write the manifest (default: manifest.json)")
+    p.add_argument("--once", action="store_true", help="exit (and remove the servers) as soon as all cells are ready")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("messages", help="print the messages one cell received")
+    p.add_argument("--manifest", default="manifest.json", help="manifest written by `mailtls up`")
+    p.add_argument("--cell", required=True, help="cell id, as listed by `mailtls up`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_messages)
+
+    p = sub.add_parser("images", help="build the server images (cached by content hash)")
+    p.add_argument("action", choices=["build", "base"], help="build: server images; base: the local Debian base image")
+    p.add_argument("--servers", default=",".join(DOCKER_SERVERS), help="which images (default: all)")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("reap", help="remove containers left behind by runs that died")
+    p.set_defaults(func=cmd_reap)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        _say("interrupted; servers removed")
+        return EXIT_INTERRUPTED
+    except MailTLSError as exc:
+        print(f"mailtls: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.__class__.__name__ in ("MatrixError", "ManifestError") else EXIT_FAIL
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Settings: each one an ini key and a ``--mailtls-*`` flag sharing one help text.
+
+Resolved once per session into a frozen dataclass. Precedence: factory
+argument > command line > ini file > default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+__all__ = ["MailTLSConfig", "SETTINGS", "add_options", "get_config"]
+
+# name -> (help, ini type, default)
+SETTINGS: dict[str, tuple[str, str, Any]] = {
+    "matrix": ("Matrix file with policies, grid and selections (default: the one shipped with pytest-mailtls).", "string", None),
+    "select": ("Named selection of the matrix to serve, e.g. quick or full (default: the matrix's default_selection).", "string", None),
+    "servers": ("Comma-separated servers: postfix, dovecot, james, embedded, or auto (containers if Docker answers, else embedded).", "string", "auto"),
+    "require_docker": ("Fail instead of skipping container cells when no Docker engine is reachable.", "bool", False),
+    "ready_timeout": ("Seconds each server may take to pass its readiness checks.", "string", "90"),
+    "manifest": ("Use servers already running (e.g. `mailtls up --manifest PATH`) instead of starting any.", "string", None),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MailTLSConfig:
+    matrix: str | None
+    select: str | None
+    servers: str
+    require_docker: bool
+    ready_timeout: float
+    manifest: str | None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mailtls", "pytest-mailtls: mail servers across a grid of TLS policies")
+    for name, (help_text, ini_type, default) in SETTINGS.items():
+        flag = "--mailtls-" + name.replace("_", "-")
+        if ini_type == "bool":
+            group.addoption(flag, action="store_true", default=None, dest=f"mailtls_{name}", help=help_text)
+        else:
+            group.addoption(flag, action="store", default=None, dest=f"mailtls_{name}", help=help_text)
+        parser.addini(f"mailtls_{name}", help=help_text, type=ini_type, default=default)  # type: ignore[arg-type]
+
+
+def get_config(config: pytest.Config, **overrides: Any) -> MailTLSConfig:
+    """Resolve every setting: override > command line > ini > default."""
+    values: dict[str, Any] = {}
+    for name in SETTINGS:
+        value = overrides.get(name)
+        if value is None:
+            value = config.getoption(f"mailtls_{name}")
+        if value is None:
+            value = config.getini(f"mailtls_{name}")
+        values[name] = value
+    try:
+        timeout = float(values["ready_timeout"])
+    except (TypeError, ValueError):
+        raise pytest.UsageError(
+            f"--mailtls-ready-timeout / mailtls_ready_timeout must be a number of seconds, got {values['ready_timeout']!r}"
+        ) from None
+    return MailTLSConfig(
+        matrix=values["matrix"] or None,
+        select=values["select"] or None,
+        servers=values["servers"] or "auto",
+        require_docker=bool(values["require_docker"]),
+        ready_timeout=timeout,
+        manifest=values["manifest"] or None,
+    )
