@@ -89,6 +89,22 @@ def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
     return ServerChoice(["embedded"], note, problem)
 
 
+_reaped = False
+
+
+def _reap_once(progress: Progress) -> None:
+    """Remove containers of earlier runs that died (killed pytest, lost CI job), once per process."""
+    global _reaped
+    if _reaped:
+        return
+    _reaped = True
+    from .runtime import reap_orphans
+
+    removed = reap_orphans(progress=progress)
+    if removed:
+        progress(f"removed {len(removed)} container(s) left by runs that died: {', '.join(removed)}")
+
+
 class Grid:
     """Running servers for ``cells``: one per backend.
 
@@ -151,6 +167,9 @@ class Grid:
                     served.append(cell)
             if served:
                 plans[name] = (backend, served)
+
+        if any(name in DOCKER_SERVERS for name in plans):
+            _reap_once(self.progress)
 
         def start_one(name: str) -> None:
             backend, cells = plans[name]

@@ -7,6 +7,7 @@ one container per server kind, and are removed at the end of the session.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,13 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     if endpoint.mailbox is not None:
         endpoint.clear()
     yield endpoint
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Safety net: the grid fixture stops its servers, but a container must never outlive the run.
+    runtime = sys.modules.get("pytest_mailtls.runtime")
+    if runtime is not None:
+        runtime.stop_all()
 
 
 @pytest.hookimpl(hookwrapper=True)

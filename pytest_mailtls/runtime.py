@@ -1,0 +1,936 @@
+"""The Docker engine: client, server images, the local Debian base, and containers.
+
+Everything here talks to the engine through the docker SDK, imported lazily so
+that ``pytest --help``, the embedded backend and the unit tests work without it.
+There is no image registry: images are built locally from ``containers/<server>/``
+on top of a Debian base made with debootstrap, and nothing is ever pulled.
+
+Every container started here carries the ``pytest-mailtls`` labels (session,
+pid, host), publishes its ports on 127.0.0.1 only, and sits in a process-wide
+registry that is emptied by :func:`stop_all`, at interpreter exit and on SIGTERM.
+:func:`reap_orphans` removes what a killed process left behind on this host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .errors import EngineUnavailable, ImageBuildError, MailTLSError, PortInUseError, ServerStartError
+
+if TYPE_CHECKING:
+    import docker
+    import filelock
+
+__all__ = [
+    "BASE_IMAGE",
+    "LABEL",
+    "SESSION_ID",
+    "Container",
+    "PortClashError",
+    "Progress",
+    "container_labels",
+    "containers_root",
+    "debian_mirror",
+    "docker_client",
+    "engine_problem",
+    "ensure_base_image",
+    "ensure_image",
+    "find_debian_mirror",
+    "free_ports",
+    "image_tag",
+    "reap_orphans",
+    "running_containers",
+    "start_container",
+    "stop_all",
+]
+
+#: Progress callback: one human-readable line about long work.
+Progress = Callable[[str], None]
+
+#: The local base every server image starts FROM; made by debootstrap when missing.
+BASE_IMAGE = "debian:bookworm-slim"
+#: The label every container of ours carries (value "1"); the other labels are ``LABEL + ".<key>"``.
+LABEL = "pytest-mailtls"
+#: Identifies this process's containers (label ``pytest-mailtls.session``).
+SESSION_ID = uuid.uuid4().hex
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+PING_TIMEOUT = 5.0  # a hung engine must not hang pytest for long
+API_TIMEOUT = 120.0  # ordinary calls once the engine answered
+BUILD_TIMEOUT = 1800  # silence allowed inside one build step (a Maven download can be quiet for long)
+LOCK_TIMEOUT = 3600.0  # how long to wait for another process building the same image
+MIRROR_ENV = "MAILTLS_DEBIAN_MIRROR"
+EMBEDDED_HINT = "or run without Docker: `--mailtls-servers embedded`"
+
+# Debian release names (not Ubuntu's): the only suites whose mirror can serve a Debian base.
+_DEBIAN_SUITES = frozenset(
+    {"buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid"}
+    | {"stable", "testing", "unstable", "oldstable", "oldoldstable"}
+)
+_SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _engine_location() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    return f"DOCKER_HOST={host}" if host else f"{DEFAULT_SOCKET} (DOCKER_HOST is unset)"
+
+
+def _engine_hint(reason: str) -> str:
+    if "permission denied" in reason.lower():
+        return "Run as root or add your user to the `docker` group (then log in again), " + EMBEDDED_HINT + "."
+    return (
+        "Start an engine (as root: `dockerd >/tmp/dockerd.log 2>&1 &`; in this repository `bash .ci/run` "
+        "installs docker.io and starts it), point DOCKER_HOST at a running one (for a non-default docker context: "
+        "`export DOCKER_HOST=$(docker context inspect -f '{{.Endpoints.docker.Host}}')`), " + EMBEDDED_HINT + "."
+    )
+
+
+_client_lock = threading.RLock()
+_clients: dict[int, docker.DockerClient] = {}  # keyed by pid: a forked child must not share the parent's sockets
+
+
+def docker_client() -> docker.DockerClient:
+    """A client for the engine at DOCKER_HOST (default: the local socket), pinged and cached per process.
+
+    Raises :class:`EngineUnavailable` saying where it looked and how to get an engine.
+    """
+    pid = os.getpid()
+    with _client_lock:
+        client = _clients.get(pid)
+        if client is not None:
+            _install_exit_hooks()
+            return client
+        try:
+            import docker
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the Python package `docker` is not installed ({exc}): `pip install docker`, {EMBEDDED_HINT}"
+            ) from exc
+        try:
+            # from_env negotiates the API version, which already needs an answering engine.
+            client = docker.from_env(timeout=int(PING_TIMEOUT))
+            client.ping()
+        except Exception as exc:  # DockerException, requests' errors, a malformed DOCKER_HOST...
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise EngineUnavailable(
+                f"no Docker engine answers at {_engine_location()}: {reason}. {_engine_hint(reason)}"
+            ) from exc
+        client.api.timeout = API_TIMEOUT
+        _clients[pid] = client
+    _install_exit_hooks()  # usually the main thread asks first, before any worker thread starts containers
+    return client
+
+
+@functools.cache
+def engine_problem() -> str | None:
+    """Why no Docker engine is usable (the :class:`EngineUnavailable` message), or ``None``. Cached per process."""
+    try:
+        docker_client()
+    except EngineUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _docker_errors() -> Any:
+    import docker.errors
+
+    return docker.errors
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def _lock(name: str) -> filelock.FileLock:
+    """An inter-process lock in the system temp dir, shared by pytest-xdist workers and the CLI."""
+    import filelock
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return filelock.FileLock(Path(tempfile.gettempdir()) / f"pytest-mailtls-{safe}.lock", mode=0o666)
+
+
+@contextlib.contextmanager
+def _locked(name: str, progress: Progress, what: str) -> Iterator[None]:
+    import filelock
+
+    lock = _lock(name)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        progress(f"waiting for another process {what} (lock {lock.lock_file})")
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT)
+        except filelock.Timeout as exc:
+            raise ImageBuildError(
+                f"gave up after {LOCK_TIMEOUT:.0f} s waiting for another process {what}: lock {lock.lock_file} is held "
+                "(if no pytest-mailtls process runs, delete that file)"
+            ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------- images
+
+
+def containers_root() -> Path:
+    """The folder holding one image recipe per server: ``pytest_mailtls/containers`` in an installed
+    wheel, ``<repo>/containers`` in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "containers", package.parent / "containers"):
+        if candidate.is_dir():
+            return candidate
+    raise ImageBuildError(
+        f"no image recipes found: looked for {package / 'containers'} (installed wheel) and "
+        f"{package.parent / 'containers'} (source checkout); reinstall pytest-mailtls"
+    )
+
+
+def _context_files(folder: Path) -> list[Path]:
+    # Bytecode caches are not part of any recipe and would change the hash at random.
+    return sorted(
+        (p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+
+
+def _base_images(dockerfile: str) -> list[str]:
+    """The images a Dockerfile starts FROM, without build-stage names and ``scratch``."""
+    stages: set[str] = set()
+    images: list[str] = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0].upper() != "FROM":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if not args:
+            continue
+        ref = args[0]
+        if len(args) >= 3 and args[1].upper() == "AS":
+            stages.add(args[2].lower())
+        if ref.lower() not in stages and ref != "scratch" and ref not in images:
+            images.append(ref)
+    return images
+
+
+def image_tag(server: str, folder: Path, base_ids: Sequence[str]) -> str:
+    """``mailtls-<server>:<12 hex>``: a hash over every file in ``folder`` (relative name, executable bit,
+    bytes; in name order) and the ids of the base images, so any change to a recipe or base gives a new tag."""
+    digest = hashlib.sha256(b"pytest-mailtls image v1\0")
+    for base_id in base_ids:
+        digest.update(f"base {base_id}\0".encode())
+    for path in _context_files(folder):
+        data = path.read_bytes()
+        mode = "x" if os.access(path, os.X_OK) else "-"
+        digest.update(f"file {path.relative_to(folder).as_posix()} {mode} {len(data)}\0".encode())
+        digest.update(data)
+    return f"mailtls-{server}:{digest.hexdigest()[:12]}"
+
+
+def _image_id(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return str(client.api.inspect_image(ref)["Id"])
+    except _docker_errors().ImageNotFound:
+        return None
+
+
+def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Path | None = None) -> str:
+    """Build ``containers/<server>/`` as ``mailtls-<server>:<content hash>`` unless that tag exists; return the tag.
+
+    The Debian base is created first when a ``FROM`` names it and it is missing. Parallel callers (xdist
+    workers, the CLI) are serialized by a file lock; an unchanged recipe is never rebuilt. ``containers_dir``
+    replaces :func:`containers_root` (tests, private recipes). Raises :class:`ImageBuildError` with the
+    tail of the build output.
+    """
+    if not _SERVER_NAME.match(server):
+        raise ImageBuildError(f"invalid server name {server!r}: use lower-case letters, digits, '-', '_', '.'")
+    root = containers_dir if containers_dir is not None else containers_root()
+    folder = root / server
+    dockerfile = folder / "Dockerfile"
+    if not dockerfile.is_file():
+        known = sorted(p.name for p in root.iterdir() if (p / "Dockerfile").is_file()) if root.is_dir() else []
+        raise ImageBuildError(f"no recipe for server {server!r}: {dockerfile} is missing (recipes: {known or 'none'})")
+    client = docker_client()
+
+    def tag_now() -> str:
+        base_ids = []
+        for ref in _base_images(dockerfile.read_text()):
+            base_id = _image_id(client, ref)
+            if base_id is None:
+                if ref != BASE_IMAGE:
+                    raise ImageBuildError(
+                        f"{dockerfile} starts FROM {ref}, which is not in the engine and cannot be pulled "
+                        f"(no registry): build {ref} first, or start the recipe FROM {BASE_IMAGE} (made locally "
+                        "when missing)"
+                    )
+                base_id = ensure_base_image(progress, tag=ref)
+            base_ids.append(base_id)
+        return image_tag(server, folder, base_ids)
+
+    tag = tag_now()
+    if _image_id(client, tag) is not None:
+        return tag
+    with _locked(f"image-{server}", progress, f"building {tag}"):
+        tag = tag_now()  # the base may have been made meanwhile
+        if _image_id(client, tag) is not None:
+            return tag
+        _build(client, folder, tag, server, progress)
+    return tag
+
+
+def _build(client: docker.DockerClient, folder: Path, tag: str, server: str, progress: Progress) -> None:
+    errors = _docker_errors()
+    progress(f"building image {tag} from {folder} (once; later runs reuse it)")
+    started = time.monotonic()
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    failure = ""
+    try:
+        # The low-level API streams the legacy builder's output; host networking lets apt and Maven
+        # reach the mirrors the host reaches. No pull: the base is local.
+        stream = client.api.build(
+            path=str(folder),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="host",
+            decode=True,
+            timeout=BUILD_TIMEOUT,
+            labels={f"{LABEL}.image": server},
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                failure = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
+                tail.append(failure)
+                continue
+            text = str(chunk.get("stream") or chunk.get("status") or "")
+            for line in text.splitlines():
+                line = line.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                if line.startswith("Step "):
+                    progress(f"{tag}: {line[:150]}")
+    except (errors.APIError, errors.BuildError) as exc:
+        failure = " ".join(str(exc).split())
+    except Exception as exc:  # the stream broke (timeout, engine died)
+        failure = f"{type(exc).__name__}: {exc}"
+    if not failure and _image_id(client, tag) is None:
+        failure = "the engine reported no error but the image is missing"
+    if failure:
+        log = "\n".join(tail)
+        raise ImageBuildError(
+            f"building {tag} from {folder} failed after {time.monotonic() - started:.0f} s: {failure}\n"
+            f"--- last build output ---\n{log}"
+        )
+    progress(f"built {tag} in {time.monotonic() - started:.0f} s")
+
+
+# --------------------------------------------------------------------------- the local Debian base
+
+
+def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
+    fields: dict[str, str] = {}
+    key = ""
+    for raw in [*text.splitlines(), ""]:
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            if fields:
+                yield fields
+            fields, key = {}, ""
+        elif raw[0] in " \t" and key:
+            fields[key] += " " + raw.strip()
+        elif ":" in raw:
+            key, _, value = raw.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
+
+
+def _apt_entries(apt_dir: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(uri, suites, components) of every enabled binary source in ``apt_dir``."""
+    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+                if len(words) >= 3 and words[0] == "deb":
+                    yield words[1], [words[2]], words[3:]
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        with contextlib.suppress(OSError):
+            for para in _deb822_paragraphs(path.read_text(errors="replace")):
+                if para.get("enabled", "yes").lower() == "no" or "deb" not in para.get("types", "").split():
+                    continue
+                for uri in para.get("uris", "").split():
+                    yield uri, para.get("suites", "").split(), para.get("components", "").split()
+
+
+def find_debian_mirror(apt_dir: Path = Path("/etc/apt"), *, suite: str = "bookworm") -> str | None:
+    """The Debian archive this machine's apt uses (``URIs:`` of the main suite), or ``None``.
+
+    A source serving ``suite`` itself wins over one serving another Debian release; security, updates
+    and backports suites, non-Debian suites and non-HTTP URIs are skipped.
+    """
+    best: tuple[int, str] | None = None
+    for uri, suites, components in _apt_entries(apt_dir):
+        if not uri.startswith(("http://", "https://")) or "main" not in components:
+            continue
+        for name in suites:
+            name = name.rstrip("/")
+            if name not in _DEBIAN_SUITES:
+                continue
+            rank = 0 if name == suite else 1
+            if best is None or rank < best[0]:
+                best = (rank, uri.rstrip("/"))
+    return best[1] if best else None
+
+
+def debian_mirror(*, suite: str = "bookworm", apt_dir: Path = Path("/etc/apt")) -> str:
+    """The mirror for debootstrap: ``$MAILTLS_DEBIAN_MIRROR``, else the machine's apt sources."""
+    override = os.environ.get(MIRROR_ENV, "").strip()
+    if override:
+        return override.rstrip("/")
+    found = find_debian_mirror(apt_dir, suite=suite)
+    if found is None:
+        raise ImageBuildError(
+            f"cannot tell which Debian mirror to debootstrap {suite} from: no Debian `deb` source with component "
+            f"`main` in {apt_dir}/sources.list or {apt_dir}/sources.list.d/; set {MIRROR_ENV}=<archive URL>"
+        )
+    return found
+
+
+def _suite_for(tag: str) -> str:
+    name = tag.rsplit(":", 1)[-1].split("-", 1)[0] if ":" in tag else ""
+    return name if name in _DEBIAN_SUITES else "bookworm"
+
+
+def _debootstrap_binary() -> str:
+    found = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+    if found is None:
+        raise ImageBuildError(
+            f"the local base image {BASE_IMAGE} is missing and debootstrap, which makes it, is not installed: "
+            "`apt-get install debootstrap` (as root), or import a Debian root filesystem yourself "
+            "(containers/base/make-base.sh)"
+        )
+    return found
+
+
+# The official slim images keep docs, man pages and locales out of every later `apt-get install` too.
+_DPKG_EXCLUDES = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+"""
+
+
+def _slim(rootfs: Path) -> None:
+    (rootfs / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/dpkg/dpkg.cfg.d/mailtls-slim").write_text(_DPKG_EXCLUDES)
+    for rel in ("usr/share/man", "usr/share/info", "usr/share/lintian"):
+        shutil.rmtree(rootfs / rel, ignore_errors=True)
+    for section in range(1, 9):  # some postinst scripts (openjdk's update-alternatives) link into these
+        (rootfs / f"usr/share/man/man{section}").mkdir(parents=True, exist_ok=True)
+    for path in sorted((rootfs / "usr/share/doc").rglob("*"), reverse=True):  # children before their folders
+        if path.is_symlink() or path.is_file():
+            if path.name != "copyright":
+                path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"):
+        for path in rootfs.glob(pattern):
+            path.unlink()
+
+
+def _unmount_below(path: Path) -> None:
+    # A debootstrap killed midway can leave proc/sys mounted inside; deleting through them would be a disaster.
+    with contextlib.suppress(OSError):
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        prefix = str(path.resolve()) + "/"
+        for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
+
+def ensure_base_image(
+    progress: Progress = _noop, *, tag: str = BASE_IMAGE, mirror: str | None = None, suite: str | None = None
+) -> str:
+    """Return the id of the local Debian base ``tag``, creating it first when missing.
+
+    Creation (root only, about a minute): ``debootstrap --variant=minbase <suite> <tmp> <mirror>``, docs and
+    apt caches trimmed, imported as ``tag``. The suite comes from the tag (``debian:bookworm-slim`` ->
+    bookworm); the mirror from :func:`debian_mirror`. Raises :class:`ImageBuildError` saying what to install.
+    """
+    client = docker_client()
+    existing = _image_id(client, tag)
+    if existing is not None:
+        return existing
+    with _locked(f"base-{tag}", progress, f"creating the base image {tag}"):
+        existing = _image_id(client, tag)
+        if existing is not None:
+            return existing
+        return _create_base(client, tag, mirror, suite or _suite_for(tag), progress)
+
+
+def _create_base(client: docker.DockerClient, tag: str, mirror: str | None, suite: str, progress: Progress) -> str:
+    debootstrap = _debootstrap_binary()
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            f"the local base image {tag} is missing and debootstrap must run as root to make it: run "
+            f"`sudo containers/base/make-base.sh` (or the same pytest run as root) once"
+        )
+    mirror = mirror or debian_mirror(suite=suite)
+    started = time.monotonic()
+    progress(f"creating the Debian base image {tag}: debootstrap {suite} from {mirror} (once, about a minute)")
+    workdir = Path(tempfile.mkdtemp(prefix="mailtls-base-"))
+    rootfs = workdir / "rootfs"
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    try:
+        cmd = [debootstrap, "--variant=minbase", suite, str(rootfs), mirror]
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        ) as proc:
+            assert proc.stdout is not None
+            seen: set[str] = set()
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                # debootstrap prints a line per package and verb; report only the first line of each verb.
+                word = line[3:].split(" ", 1)[0] if line.startswith("I: ") else ""
+                if word and word not in seen:
+                    seen.add(word)
+                    progress(f"debootstrap: {line[3:][:120]}")
+        if proc.returncode != 0:
+            log = rootfs / "debootstrap" / "debootstrap.log"
+            with contextlib.suppress(OSError):
+                tail.extend(log.read_text(errors="replace").splitlines()[-20:])
+            raise ImageBuildError(
+                f"`{' '.join(cmd)}` failed with exit code {proc.returncode} after {time.monotonic() - started:.0f} s "
+                f"(wrong mirror? set {MIRROR_ENV}; on a non-Debian host `apt-get install debian-archive-keyring`)\n"
+                + "\n".join(tail)
+            )
+        _slim(rootfs)
+        progress(f"debootstrap done in {time.monotonic() - started:.0f} s; importing {tag}")
+        image_id = _import_rootfs(client, rootfs, tag)
+    finally:
+        _unmount_below(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+    progress(f"created base image {tag} in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+def _import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> str:
+    repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+    with subprocess.Popen(
+        ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as tar:
+        assert tar.stdout is not None
+        pipe = tar.stdout
+
+        def chunks() -> Iterator[bytes]:
+            while block := pipe.read(1 << 20):
+                yield block
+
+        try:
+            client.api.import_image(
+                src=chunks(), repository=repository, tag=version, changes=['CMD ["bash"]'], stream_src=True
+            )
+        except _docker_errors().APIError as exc:
+            tar.kill()
+            raise ImageBuildError(f"importing {rootfs} as {tag} failed: {exc}") from exc
+        stderr = tar.stderr.read().decode(errors="replace") if tar.stderr else ""
+    if tar.returncode != 0:
+        raise ImageBuildError(f"tar of {rootfs} failed ({tar.returncode}): {stderr.strip()}")
+    image_id = _image_id(client, tag)
+    if image_id is None:
+        raise ImageBuildError(f"the engine accepted the import of {rootfs} but has no image {tag}")
+    return image_id
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class PortClashError(ServerStartError, PortInUseError):
+    """A fixed host port requested for a container is taken."""
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), so a reused pid is told apart; '' if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def container_labels(extra: Mapping[str, str] | None = None, *, pid: int | None = None) -> dict[str, str]:
+    """The labels of a container started by this process, plus ``extra``.
+
+    ``pytest-mailtls=1``, ``.session`` (this process's uuid), ``.pid``, ``.pidstart`` (its start time) and
+    ``.host`` (this host name) let :func:`reap_orphans` find what a dead process left behind.
+    """
+    pid = os.getpid() if pid is None else pid
+    labels = {
+        LABEL: "1",
+        f"{LABEL}.session": SESSION_ID,
+        f"{LABEL}.pid": str(pid),
+        f"{LABEL}.pidstart": _process_start(pid),
+        f"{LABEL}.host": socket.gethostname(),
+    }
+    for key, value in (extra or {}).items():
+        if key in labels:
+            raise ValueError(f"label {key!r} is reserved for pytest-mailtls")
+        labels[key] = str(value)
+    return labels
+
+
+class Container:
+    """A running container started by :func:`start_container`; removed by :meth:`stop` (or a context exit)."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, name: str, image: str) -> None:
+        self._client = client
+        self.id = container_id
+        self.name = name
+        self.image = image
+        self.ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
+        self.owner_pid = os.getpid()
+        self._stopped = False
+        self._final_logs: str | None = None
+        self._stop_lock = threading.RLock()  # re-entered by the SIGTERM handler
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} {self.id[:12]} {self.image} ports={self.ports}>"
+
+    def host_port(self, container_port: int) -> int:
+        """The 127.0.0.1 port on the host that reaches ``container_port``."""
+        try:
+            return self.ports[container_port]
+        except KeyError:
+            raise KeyError(
+                f"container {self.name} publishes no port {container_port} (it has {sorted(self.ports)})"
+            ) from None
+
+    def logs(self) -> str:
+        """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log)."""
+        if self._final_logs is not None:
+            return self._final_logs
+        try:
+            data = self._client.api.logs(self.id, stdout=True, stderr=True)
+        except _docker_errors().NotFound:
+            return ""
+        return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
+
+    def exec(
+        self, cmd: str | Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Run ``cmd`` inside the container; return its exit code and combined output."""
+        api = self._client.api
+        exec_id = api.exec_create(
+            self.id, list(cmd) if not isinstance(cmd, str) else cmd, user=user, environment=dict(environment or {})
+        )["Id"]
+        output = api.exec_start(exec_id)
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else str(output)
+        return int(code if code is not None else -1), text
+
+    def is_running(self) -> bool:
+        """Whether the engine reports the container as running."""
+        try:
+            return bool(self._client.api.inspect_container(self.id)["State"]["Running"])
+        except _docker_errors().NotFound:
+            return False
+
+    def stop(self) -> None:
+        """Kill and remove the container (keeping its last log for :meth:`logs`). Safe to call twice."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            errors = _docker_errors()
+            with contextlib.suppress(Exception):
+                self._final_logs = self.logs()
+            try:
+                self._client.api.remove_container(self.id, force=True, v=True)
+            except errors.NotFound:
+                pass
+            except errors.APIError as exc:
+                # 409: another thread or the reaper is already removing it.
+                if exc.status_code != 409:
+                    raise
+            self._stopped = True
+            _unregister(self)
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+_registry_lock = threading.RLock()
+_registry: dict[str, Container] = {}
+_atexit_installed = False
+_sigterm_installed = False
+_previous_sigterm: Any = None
+
+
+def _register(container: Container) -> None:
+    with _registry_lock:
+        _registry[container.id] = container
+    _install_exit_hooks()
+
+
+def _install_exit_hooks() -> None:
+    """atexit once; the SIGTERM handler as soon as we run in the main thread (signal handlers can only be
+    set there; the first container may well be started from a worker thread)."""
+    global _atexit_installed, _sigterm_installed, _previous_sigterm
+    with _registry_lock:
+        if not _atexit_installed:
+            _atexit_installed = True
+            atexit.register(stop_all, parallel=False)  # no new threads once the interpreter is shutting down
+        if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            _previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            return
+        _sigterm_installed = True
+
+
+def _unregister(container: Container) -> None:
+    with _registry_lock:
+        _registry.pop(container.id, None)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Sequentially, in this thread: the interrupted code may hold a container's lock, which worker threads
+    # would wait for forever while this thread waits for them.
+    stop_all(parallel=False)
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        # Die of SIGTERM as we would have without this handler (exit status 143 seen by the parent).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def running_containers() -> list[Container]:
+    """Containers this process started and has not stopped yet."""
+    with _registry_lock:
+        return [c for c in _registry.values() if c.owner_pid == os.getpid()]
+
+
+def stop_all(*, parallel: bool = True) -> None:
+    """Stop and remove every container this process started (best effort; in parallel unless told not to)."""
+    containers = running_containers()  # a forked child never stops its parent's containers
+    if not containers:
+        return
+    if len(containers) == 1 or not parallel:
+        for container in containers:
+            with contextlib.suppress(Exception):
+                container.stop()
+        return
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+            for future in [pool.submit(c.stop) for c in containers]:
+                with contextlib.suppress(Exception):
+                    future.result()
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        stop_all(parallel=False)
+
+
+def _published(attrs: Mapping[str, Any], ports: Sequence[int]) -> dict[int, int]:
+    bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    mapped: dict[int, int] = {}
+    for port in ports:
+        for binding in bindings.get(f"{port}/tcp") or []:
+            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+                mapped[port] = int(binding["HostPort"])
+                break
+    return mapped
+
+
+def start_container(
+    image: str,
+    *,
+    name: str,
+    ports: Sequence[int],
+    volumes: Mapping[str, Mapping[str, str]] | None = None,
+    environment: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    extra_hosts: Mapping[str, str] | None = None,
+    host_ports: Mapping[int, int] | None = None,
+    entrypoint: Sequence[str] | None = None,
+    init: bool = False,
+    working_dir: str | None = None,
+    host_network: bool = False,
+) -> Container:
+    """Start ``image`` publishing each of ``ports`` (TCP) on 127.0.0.1 and return it running.
+
+    The engine picks the host ports unless ``host_ports`` fixes some (container port -> host port); read
+    them with :meth:`Container.host_port`. The container is named ``<name>-<8 hex>`` (unique across
+    parallel workers), carries :func:`container_labels` plus ``labels``, and is registered for
+    :func:`stop_all`. ``volumes`` is docker's ``{host_path: {"bind": path, "mode": "rw"|"ro"}}``. On any
+    failure the container is removed and :class:`ServerStartError` (:class:`PortClashError` for a taken
+    fixed port) says what and where.
+
+    ``host_network=True`` shares the host's network instead: nothing is published (no per-port cost in
+    the engine, see benchmarks/bench_runtime.py), ``ports`` are host ports (pick them with
+    :func:`free_ports`), and the server itself MUST bind 127.0.0.1 only.
+    """
+    client = docker_client()
+    errors = _docker_errors()
+    fixed = dict(host_ports or {})
+    unknown = sorted(set(fixed) - set(ports))
+    if unknown:
+        raise ValueError(f"host_ports names container ports {unknown} that are not in ports")
+    if host_network and fixed:
+        raise ValueError("host_ports makes no sense with host_network: the ports are host ports already")
+    full_name = f"{name}-{secrets.token_hex(4)}"
+    where = f"container {full_name} (image {image}, ports {list(ports)}, engine {_engine_location()})"
+    api = client.api
+    bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
+    host_config = api.create_host_config(
+        port_bindings=None if host_network else bindings,
+        network_mode="host" if host_network else None,
+        binds={src: dict(spec) for src, spec in (volumes or {}).items()},
+        extra_hosts=dict(extra_hosts or {}),
+        init=init or None,
+    )
+    try:
+        created = api.create_container(
+            image,
+            name=full_name,
+            command=list(command) if command is not None else None,
+            entrypoint=list(entrypoint) if entrypoint is not None else None,
+            environment=dict(environment or {}),
+            labels=container_labels(labels),
+            ports=None if host_network else [(p, "tcp") for p in ports],
+            working_dir=working_dir,
+            host_config=host_config,
+            detach=True,
+        )
+    except errors.ImageNotFound as exc:
+        raise ServerStartError(
+            f"cannot start {where}: image {image} does not exist (build it with ensure_image)"
+        ) from exc
+    except errors.APIError as exc:
+        raise ServerStartError(f"cannot create {where}: {exc.explanation or exc}") from exc
+    container = Container(client, created["Id"], full_name, image)
+    _register(container)
+    try:
+        try:
+            api.start(container.id)
+        except errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if fixed and ("address already in use" in text or "port is already allocated" in text):
+                raise PortClashError(f"cannot start {where}: a fixed host port {fixed} is taken: {text}") from exc
+            raise ServerStartError(f"cannot start {where}: {text}") from exc
+        attrs = api.inspect_container(container.id)
+        if not attrs["State"]["Running"]:
+            raise ServerStartError(
+                f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
+            )
+        container.ports = {p: p for p in ports} if host_network else _published(attrs, ports)
+        missing = [p for p in ports if p not in container.ports]
+        if missing:
+            raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.stop()
+        raise
+    return container
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (for ``host_network``; a race remains)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _pid_alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    # Same pid but another start time: the owner died and the pid was reused.
+    return not start or not (now := _process_start(pid)) or now == start
+
+
+def reap_orphans(*, progress: Progress = _noop) -> list[str]:
+    """Remove containers of pytest-mailtls processes on this host that are no longer alive; return their names.
+
+    Only containers labelled ``pytest-mailtls=1`` with ``pytest-mailtls.host`` equal to this host name
+    are considered; any whose owning pid is alive (or whose labels are unreadable) is left alone.
+    """
+    client = docker_client()
+    errors = _docker_errors()
+    host = socket.gethostname()
+    found = client.api.containers(all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.host={host}"]})
+    reaped: list[str] = []
+    for item in found:
+        labels = item.get("Labels") or {}
+        if labels.get(f"{LABEL}.session") == SESSION_ID:
+            continue
+        try:
+            pid = int(labels.get(f"{LABEL}.pid", ""))
+        except ValueError:
+            continue
+        if pid <= 0 or _pid_alive(pid, labels.get(f"{LABEL}.pidstart", "")):
+            continue
+        name = (item.get("Names") or [item["Id"][:12]])[0].lstrip("/")
+        try:
+            client.api.remove_container(item["Id"], force=True, v=True)
+        except errors.NotFound:
+            continue
+        except errors.APIError as exc:
+            if exc.status_code != 409:
+                raise MailTLSError(f"could not remove orphaned container {name}: {exc}") from exc
+            continue
+        progress(f"removed orphaned container {name} (its pytest-mailtls process {pid} is gone)")
+        reaped.append(name)
+    return reaped

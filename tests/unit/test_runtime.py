@@ -1,0 +1,311 @@
+"""Unit tests of the Docker runtime that need no engine: hashing, mirrors, labels, messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls import runtime
+from pytest_mailtls.errors import EngineUnavailable, ImageBuildError, PortInUseError, ServerStartError
+
+# --------------------------------------------------------------------------- image tags
+
+
+def _recipe(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+RECIPE = {"Dockerfile": "FROM debian:bookworm-slim\nCOPY conf/main.cf /etc/x\n", "conf/main.cf": "a = 1\n"}
+
+
+def test_tag_is_stable_and_shaped(tmp_path: Path) -> None:
+    folder = _recipe(tmp_path / "a", RECIPE)
+    tag = runtime.image_tag("postfix", folder, ["sha256:base"])
+    assert re.fullmatch(r"mailtls-postfix:[0-9a-f]{12}", tag)
+    assert runtime.image_tag("postfix", folder, ["sha256:base"]) == tag
+
+
+def test_tag_ignores_creation_order_and_location(tmp_path: Path) -> None:
+    first = _recipe(tmp_path / "first", RECIPE)
+    second = _recipe(tmp_path / "second", dict(reversed(list(RECIPE.items()))))
+    assert runtime.image_tag("postfix", first, ["b"]) == runtime.image_tag("postfix", second, ["b"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["content", "rename", "new-file", "exec-bit", "base-id"],
+)
+def test_tag_changes_with_any_input(tmp_path: Path, change: str) -> None:
+    folder = _recipe(tmp_path / "r", RECIPE)
+    before = runtime.image_tag("postfix", folder, ["sha256:base"])
+    base = ["sha256:base"]
+    if change == "content":
+        (folder / "conf/main.cf").write_text("a = 2\n")
+    elif change == "rename":
+        (folder / "conf/main.cf").rename(folder / "conf/other.cf")
+    elif change == "new-file":
+        (folder / "entry.sh").write_text("")
+    elif change == "exec-bit":
+        (folder / "conf/main.cf").chmod(0o755)
+    else:
+        base = ["sha256:other"]
+    assert runtime.image_tag("postfix", folder, base) != before
+
+
+def test_tag_ignores_bytecode_caches(tmp_path: Path) -> None:
+    folder = _recipe(tmp_path / "r", RECIPE)
+    before = runtime.image_tag("james", folder, [])
+    _recipe(folder, {"__pycache__/x.cpython-311.pyc": "junk", "tool.pyc": "junk"})
+    assert runtime.image_tag("james", folder, []) == before
+
+
+def test_tag_differs_per_server(tmp_path: Path) -> None:
+    folder = _recipe(tmp_path / "r", RECIPE)
+    assert (
+        runtime.image_tag("postfix", folder, []).split(":")[1] == runtime.image_tag("dovecot", folder, []).split(":")[1]
+    )
+    assert runtime.image_tag("postfix", folder, []) != runtime.image_tag("dovecot", folder, [])
+
+
+def test_base_images_of_a_dockerfile() -> None:
+    text = (
+        "# syntax comment\nFROM --platform=linux/amd64 debian:bookworm-slim AS build\nRUN make\n"
+        "FROM build AS again\nfrom scratch\nFROM mailtls-extra:1\nFROM debian:bookworm-slim\n"
+    )
+    assert runtime._base_images(text) == ["debian:bookworm-slim", "mailtls-extra:1"]
+    assert runtime._base_images("RUN echo FROM nowhere\n") == []
+
+
+def test_containers_root_is_the_checkout_folder() -> None:
+    root = runtime.containers_root()
+    assert root == Path(runtime.__file__).resolve().parent.parent / "containers"
+    assert (root / "base" / "make-base.sh").is_file()
+
+
+def test_ensure_image_rejects_bad_names_and_missing_recipes(tmp_path: Path) -> None:
+    with pytest.raises(ImageBuildError, match="invalid server name"):
+        runtime.ensure_image("../etc", containers_dir=tmp_path)
+    _recipe(tmp_path / "postfix", {"Dockerfile": "FROM debian:bookworm-slim\n"})
+    with pytest.raises(ImageBuildError, match=r"no recipe for server 'dovecot'.*\['postfix'\]"):
+        runtime.ensure_image("dovecot", containers_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- Debian mirror
+
+
+def _apt(tmp_path: Path, sources_list: str = "", **parts: str) -> Path:
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list").write_text(sources_list)
+    for name, text in parts.items():
+        (apt / "sources.list.d" / name.replace("_", ".")).write_text(text)
+    return apt
+
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://security.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_mirror_from_deb822(tmp_path: Path) -> None:
+    apt = _apt(tmp_path, debian_sources=DEB822)
+    assert runtime.find_debian_mirror(apt) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_sources_list(tmp_path: Path) -> None:
+    apt = _apt(
+        tmp_path,
+        "# deb http://old.example/debian bookworm main\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian/ bookworm main contrib\n",
+    )
+    assert runtime.find_debian_mirror(apt) == "https://mirror.example/debian"
+
+
+def test_mirror_prefers_the_requested_suite(tmp_path: Path) -> None:
+    apt = _apt(
+        tmp_path,
+        "deb http://trixie.example/debian trixie main\n",
+        other_list="deb http://bookworm.example/debian bookworm main\n",
+    )
+    assert runtime.find_debian_mirror(apt, suite="bookworm") == "http://bookworm.example/debian"
+    assert runtime.find_debian_mirror(apt, suite="trixie") == "http://trixie.example/debian"
+    assert runtime.find_debian_mirror(apt, suite="forky") == "http://trixie.example/debian"  # any Debian archive
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n",
+        "Types: deb\nURIs: http://archive.ubuntu.example/ubuntu\nSuites: noble\nComponents: main\n",
+        "Types: deb\nURIs: https://deb.nodesource.example/node_20.x\nSuites: nodistro\nComponents: main\n",
+        "Types: deb\nEnabled: no\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n",
+        "Types: deb-src\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n",
+        "Types: deb\nURIs: file:/srv/debian\nSuites: bookworm\nComponents: main\n",
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: contrib\n",
+    ],
+    ids=["security-only", "ubuntu", "third-party", "disabled", "source-only", "file-uri", "no-main"],
+)
+def test_no_mirror_from_unsuitable_sources(tmp_path: Path, sources: str) -> None:
+    apt = _apt(tmp_path, debian_sources=sources)
+    assert runtime.find_debian_mirror(apt) is None
+
+
+def test_mirror_override_and_missing_mirror_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = _apt(tmp_path, debian_sources=DEB822)
+    monkeypatch.setenv(runtime.MIRROR_ENV, "http://override.example/debian/")
+    assert runtime.debian_mirror(apt_dir=apt) == "http://override.example/debian"
+    monkeypatch.delenv(runtime.MIRROR_ENV)
+    assert runtime.debian_mirror(apt_dir=apt) == "http://mirror.example/debian"
+    empty = _apt(tmp_path / "empty")
+    with pytest.raises(ImageBuildError, match=runtime.MIRROR_ENV):
+        runtime.debian_mirror(apt_dir=empty)
+
+
+def test_suite_from_tag() -> None:
+    assert runtime._suite_for("debian:bookworm-slim") == "bookworm"
+    assert runtime._suite_for("debian:trixie") == "trixie"
+    assert runtime._suite_for("my-base:latest") == "bookworm"
+
+
+def test_missing_debootstrap_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(ImageBuildError, match="apt-get install debootstrap"):
+        runtime._debootstrap_binary()
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/debootstrap").exists(), reason="debootstrap not installed here")
+def test_debootstrap_found_outside_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert runtime._debootstrap_binary() == "/usr/sbin/debootstrap"
+
+
+# --------------------------------------------------------------------------- labels, pids, ports
+
+
+def test_labels_identify_process_session_and_host() -> None:
+    labels = runtime.container_labels({"pytest-mailtls.server": "postfix"})
+    assert labels["pytest-mailtls"] == "1"
+    assert labels["pytest-mailtls.session"] == runtime.SESSION_ID
+    assert re.fullmatch(r"[0-9a-f]{32}", runtime.SESSION_ID)
+    assert labels["pytest-mailtls.pid"] == str(os.getpid())
+    assert labels["pytest-mailtls.host"] == socket.gethostname()
+    assert labels["pytest-mailtls.server"] == "postfix"
+    assert labels["pytest-mailtls.pidstart"] == runtime._process_start(os.getpid()) != ""
+
+
+def test_reserved_labels_cannot_be_overridden() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        runtime.container_labels({"pytest-mailtls.pid": "1"})
+
+
+def test_pid_liveness() -> None:
+    me = os.getpid()
+    assert runtime._pid_alive(me, runtime._process_start(me))
+    assert runtime._pid_alive(me, "")  # no start time recorded: trust the pid
+    assert not runtime._pid_alive(me, "1")  # same pid, other start time: a reused pid
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not runtime._pid_alive(child.pid, "")
+
+
+def test_published_ports_are_read_from_inspect_data() -> None:
+    attrs = {
+        "NetworkSettings": {
+            "Ports": {
+                "25/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}],
+                "143/tcp": [{"HostIp": "0.0.0.0", "HostPort": "49154"}],
+                "587/tcp": None,
+            }
+        }
+    }
+    assert runtime._published(attrs, [25, 143, 587, 993]) == {25: 49153}
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = runtime.free_ports(5)
+    assert len(set(ports)) == 5
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_port_clash_is_both_start_and_port_error() -> None:
+    err = runtime.PortClashError("taken", "log line")
+    assert isinstance(err, ServerStartError)
+    assert isinstance(err, PortInUseError)
+    assert err.log == "log line"
+
+
+# --------------------------------------------------------------------------- engine messages
+
+
+@pytest.fixture
+def fresh_engine_state(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(runtime, "_clients", {})
+    runtime.engine_problem.cache_clear()
+    yield
+    runtime.engine_problem.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_engine_state")
+def test_no_engine_message_says_where_and_how(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sock = tmp_path / "nothing.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    with pytest.raises(EngineUnavailable) as info:
+        runtime.docker_client()
+    message = str(info.value)
+    assert f"DOCKER_HOST=unix://{sock}" in message
+    assert "dockerd" in message and "bash .ci/run" in message and "--mailtls-servers embedded" in message
+    problem = runtime.engine_problem()
+    assert problem is not None and str(sock) in problem
+    monkeypatch.delenv("DOCKER_HOST")
+    assert runtime.engine_problem() == problem  # cached for the process
+
+
+@pytest.mark.usefixtures("fresh_engine_state")
+def test_default_socket_named_when_docker_host_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert runtime._engine_location() == "unix:///var/run/docker.sock (DOCKER_HOST is unset)"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
+    assert runtime._engine_location() == "DOCKER_HOST=tcp://127.0.0.1:1"
+
+
+def test_permission_problem_gets_its_own_hint() -> None:
+    assert "docker` group" in runtime._engine_hint("('Connection aborted.', PermissionError(13, 'Permission denied'))")
+    assert "docker` group" not in runtime._engine_hint("Connection refused")
+
+
+def test_import_needs_no_docker_and_missing_sdk_is_explained() -> None:
+    code = (
+        "import sys; sys.modules['docker'] = None\n"
+        "import pytest_mailtls.runtime as rt\n"
+        "try:\n    rt.docker_client()\nexcept rt.EngineUnavailable as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert "pip install docker" in out.stdout
+
+
+def test_stop_all_without_containers_is_a_no_op() -> None:
+    runtime.stop_all()
+    assert runtime.running_containers() == []
