@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import MailTLSError
-from .grid import DOCKER_SERVERS, Grid, choose_servers, parse_servers
+from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
 from .manifest import Endpoint, find_endpoint, read_manifest, write_manifest
 from .matrix import CELL_KEYS, filter_cells, load_matrix
 from .policy import Cell
@@ -49,8 +49,14 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-timeout", type=float, default=90.0, help="seconds each server may take to be ready")
 
 
-def _selected_cells(args: argparse.Namespace, *, say: Callable[[str], None] = _say) -> list[Cell]:
-    choice = choose_servers(parse_servers(args.servers))
+def _selected_cells(
+    args: argparse.Namespace, *, say: Callable[[str], None] = _say, need_engine: bool = True
+) -> list[Cell]:
+    requested = parse_servers(args.servers)
+    if requested is not None and not need_engine:
+        choice = ServerChoice(requested, None, None)  # listing cells starts nothing: no engine needed
+    else:
+        choice = choose_servers(requested)
     if choice.note:
         say(choice.note)
     elif choice.engine_problem and any(s in DOCKER_SERVERS for s in choice.servers):
@@ -87,7 +93,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_cells(args: argparse.Namespace) -> int:
-    cells = _selected_cells(args)
+    cells = _selected_cells(args, need_engine=False)
     header = ["CELL", "SERVICE", "MODE", "VERSIONS", "CERT", "AUTH"]
     print(_table(header, [_cell_row(c) for c in cells]))
     print(f"\n{len(cells)} cells")
@@ -187,7 +193,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
     from . import runtime
 
     removed = runtime.reap_orphans()
-    print(f"removed {removed} orphaned container(s)")
+    print(f"removed {len(removed)} orphaned container(s)")
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ a real client configured with that host name would.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import poplib
 import smtplib
@@ -72,20 +73,29 @@ class _Lines:
     """Line reader on a raw socket that never reads past the server's reply (TLS starts right after)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, b""
+        self.sock, self.buf, self.first = sock, b"", True
 
     def line(self) -> str:
-        while b"\r\n" not in self.buf and b"\n" not in self.buf:
-            chunk = self.sock.recv(4096)
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                if self.first and not self.buf:
+                    raise ProtocolError(
+                        "no greeting before the timeout: the port may speak implicit TLS "
+                        "(a TLS server waits silently for the client's hello)"
+                    ) from None
+                raise
+            self.buf += chunk
+            if self.buf[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record, not text
+                raise ProtocolError("the server answered with TLS where plaintext was expected: it speaks implicit TLS")
             if not chunk:
                 raise ProtocolError(
                     "the server closed the connection" + (f" after {self.buf[:80]!r}" if self.buf else "")
                 )
-            self.buf += chunk
             if len(self.buf) > 65536:
                 raise ProtocolError("the server sent an over-long line: not a mail server?")
-        if self.buf[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record, not text
-            raise ProtocolError("the server answered with TLS where plaintext was expected: it speaks implicit TLS")
+        self.first = False
         raw, _, self.buf = self.buf.partition(b"\n")
         return raw.rstrip(b"\r").decode("utf-8", "replace")
 
@@ -214,8 +224,11 @@ def open_client(
     upgrade = starttls if starttls is not None else endpoint.mode in ("starttls", "starttls-required")
     proto, name, ip, port = endpoint.protocol, endpoint.server_hostname, endpoint.host, endpoint.port
     if proto == "smtp":
+        # local_hostname: without it smtplib asks DNS for this machine's name (socket.getfqdn)
         smtp: smtplib.SMTP = (
-            smtplib.SMTP_SSL(context=ctx, timeout=timeout) if implicit else smtplib.SMTP(timeout=timeout)
+            smtplib.SMTP_SSL(context=ctx, timeout=timeout, local_hostname="mailtls.client")
+            if implicit
+            else smtplib.SMTP(timeout=timeout, local_hostname="mailtls.client")
         )
         smtp._host = name  # type: ignore[attr-defined]  # SNI and verification use the name, the socket the IP
         try:
@@ -224,7 +237,8 @@ def open_client(
                 smtp.starttls(context=ctx)
             smtp.ehlo()
         except BaseException:
-            smtp.close()
+            with contextlib.suppress(OSError):
+                smtp.close()
             raise
         return smtp
     if proto == "imap":
@@ -235,7 +249,8 @@ def open_client(
             if upgrade and not implicit:
                 imap.starttls(ssl_context=ctx)
         except BaseException:
-            imap.shutdown()
+            with contextlib.suppress(OSError):
+                imap.shutdown()
             raise
         return imap
     if proto == "pop3":
@@ -246,7 +261,8 @@ def open_client(
             if upgrade and not implicit:
                 pop.stls(context=ctx)
         except BaseException:
-            pop.close()
+            with contextlib.suppress(OSError):
+                pop.close()
             raise
         return pop
     raise ValueError(f"unknown protocol {proto!r}")
@@ -271,8 +287,13 @@ class _IMAP4(_DialIMAP4):
     pass
 
 
-class _IMAP4_SSL(imaplib.IMAP4_SSL, _DialIMAP4):  # MRO: IMAP4_SSL wraps what _DialIMAP4 dials
-    pass
+class _IMAP4_SSL(imaplib.IMAP4_SSL):
+    _dial_host: str
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        # IMAP4_SSL calls IMAP4._create_socket directly (not super()), so dial here and wrap for the name.
+        sock = socket.create_connection((self._dial_host, self.port), timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
 class _DialPOP3(poplib.POP3):
@@ -286,5 +307,9 @@ class _POP3(_DialPOP3):
     pass
 
 
-class _POP3_SSL(poplib.POP3_SSL, _DialPOP3):
-    pass
+class _POP3_SSL(poplib.POP3_SSL):
+    _dial_host: str
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self._dial_host, self.port), timeout)
+        return self.context.wrap_socket(sock, server_hostname=self.host)

@@ -7,10 +7,12 @@ one endpoint (schema in docs/manifest.md). Fixtures, ``mailtls up``,
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -116,7 +118,9 @@ class Endpoint:
             ctx.verify_mode = ssl.CERT_NONE
         if version is not None:
             tls_version = _SSL_VERSIONS[version]
-            ctx.minimum_version = ctx.maximum_version = tls_version
+            with warnings.catch_warnings():  # pinning TLSv1/1.1 is the point of legacy cells
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ctx.maximum_version = tls_version
         if ciphers is not None:
             ctx.set_ciphers(ciphers)
         elif version in LEGACY_VERSIONS:
@@ -205,10 +209,14 @@ def write_manifest(path: str | os.PathLike[str], endpoints: Iterable[Endpoint]) 
     target.parent.mkdir(parents=True, exist_ok=True)
     doc = {"version": MANIFEST_VERSION, "cells": [e.to_json() for e in endpoints]}
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".manifest-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -232,6 +240,6 @@ def find_endpoint(endpoints: Sequence[Endpoint], cell_id: str) -> Endpoint:
     for endpoint in endpoints:
         if endpoint.id == cell_id:
             return endpoint
-    close = [e.id for e in endpoints if cell_id.split("-")[0] in e.id][:5]
+    close = difflib.get_close_matches(cell_id, [e.id for e in endpoints], n=5, cutoff=0.6)
     hint = f" Similar: {', '.join(close)}" if close else ""
     raise ManifestError(f"no cell {cell_id!r} in the manifest.{hint}")

@@ -40,6 +40,14 @@ _POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphers
 _AUTH_KEYS = {"description", "mechanisms", "tls_only", "required", "client_cert"}
 _BLOCK_KEYS = {"name", "description", "servers", "services", "modes", "policies", "certs", "auth"}
 _SELECTION_KEYS = {"description", "include", "exclude"}
+_SINGULAR = {
+    "servers": "server",
+    "services": "service",
+    "modes": "mode",
+    "policies": "policy",
+    "certs": "cert",
+    "auth": "auth",
+}
 _MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
 
 
@@ -123,7 +131,7 @@ class Matrix:
                 self.source,
                 "selection",
                 f"unknown selection {name!r}",
-                _allowed(self.selections) + " Choose one with --mailtls-select or `--select`",
+                _allowed(self.selections) + ". Choose one with --mailtls-select or `--select`",
             )
         return self.selections[name].apply(self.all_cells(servers))
 
@@ -220,7 +228,9 @@ def _allowed(options: Iterable[object]) -> str:
 
 
 def _mapping(value: Any, source: str, key: str, *, required: bool = False) -> dict[str, Any]:
-    if value is None and not required:
+    if value is None:
+        if required:
+            raise MatrixError(source, key, "is required")
         return {}
     if not isinstance(value, dict):
         raise MatrixError(source, key, f"must be a mapping, got {type(value).__name__}")
@@ -351,7 +361,7 @@ def _parse_block(
         items = _str_list(value, source, f"{where}.{key}")
         for item in items:
             if item not in allowed:
-                raise MatrixError(source, f"{where}.{key}", f"unknown {key.rstrip('s')} {item!r}", _allowed(allowed))
+                raise MatrixError(source, f"{where}.{key}", f"unknown {_SINGULAR[key]} {item!r}", _allowed(allowed))
         return items
 
     modes = names("modes", [str(m) for m in Mode])
@@ -386,7 +396,21 @@ def _parse_selection(
                 continue
             entry = _mapping(entry, source, f"{where}.{key}[{i}]")
             _known_keys(entry, set(CELL_KEYS), source, f"{where}.{key}[{i}]")
-            out.append({k: _str_list(v, source, f"{where}.{key}[{i}].{k}") for k, v in entry.items()})
+            parsed = {k: _str_list(v, source, f"{where}.{key}[{i}].{k}") for k, v in entry.items()}
+            known = {
+                "server": SERVERS,
+                "service": tuple(SERVICES),
+                "protocol": ("smtp", "imap", "pop3"),
+                "mode": tuple(str(m) for m in Mode),
+                "policy": (*policies, "none"),
+                "cert": (*(str(c) for c in CertProfile), "none"),
+                "auth": tuple(auths),
+            }
+            for k, values in parsed.items():
+                for v in values:
+                    if k in known and not any(ch in v for ch in "*?[") and v not in known[k]:
+                        raise MatrixError(source, f"{where}.{key}[{i}].{k}", f"unknown {k} {v!r}", _allowed(known[k]))
+            out.append(parsed)
         return tuple(out)
 
     return Selection(name, entries("include"), entries("exclude"), str(body.get("description", "")))

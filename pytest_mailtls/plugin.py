@@ -38,7 +38,6 @@ class _Session:
         self.requested: dict[str, Cell] = {}
         self.grid: Grid | ManifestGrid | None = None
         self.start_error: BaseException | None = None
-        self.note_said = False
 
     @property
     def matrix(self) -> Matrix:
@@ -71,11 +70,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = _Session(config)
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_collection(session: pytest.Session) -> None:
+    """Validate the matrix and the selection before collecting: a bad file is a usage error."""
+    state = session.config.stash[_STATE]
+    if state.cfg.manifest:
+        return
+    try:
+        matrix = state.matrix
+        if state.cfg.select is not None and state.cfg.select not in matrix.selections:
+            matrix.cells(servers=[], selection=state.cfg.select)
+    except MailTLSError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> list[str]:
     state = config.stash.get(_STATE, None)
     if state is None or state._choice is None:
-        return None
-    return f"mailtls: servers {','.join(state.choice.servers)}"
+        return []
+    lines = [f"mailtls: servers {','.join(state.choice.servers)}"]
+    if state.choice.note:
+        lines.append(f"mailtls: {state.choice.note}")
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -92,12 +107,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 )
             cells = filter_cells(cells, marker.kwargs)
     except MailTLSError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if state.choice.note and not state.note_said:
-        state.note_said = True
-        reporter = metafunc.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"mailtls: {state.choice.note}", yellow=True)
+        raise pytest.Collector.CollectError(str(exc)) from None
     if not cells:
         why = (
             f"no cell of selection {state.cfg.select or 'default'} on servers {','.join(state.choice.servers)} matches"

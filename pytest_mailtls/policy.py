@@ -264,7 +264,7 @@ class Cell:
     def __post_init__(self) -> None:
         if not self.service.allows(self.mode):
             raise ValueError(f"service {self.service.name} cannot run in mode {self.mode}")
-        if self.mode.tls != (self.policy is not None and self.cert is not None):
+        if self.mode.tls != (self.policy is not None) or self.mode.tls != (self.cert is not None):
             raise ValueError("a TLS cell needs a policy and a certificate profile; a plain cell neither")
 
     @property

