@@ -76,7 +76,8 @@ def mailtls_proc(
         cells = load_matrix(cfg.matrix).cells(servers=choice.servers, selection=cfg.select)
         if where:
             cells = filter_cells(cells, where)
-        grid = Grid(cells, workdir=tmp_path_factory.mktemp("mailtls"), ready_timeout=cfg.ready_timeout)
+        pki = request.getfixturevalue("mailtls_ca")  # one CA per session: clients trust every grid
+        grid = Grid(cells, workdir=tmp_path_factory.mktemp("mailtls"), pki=pki, ready_timeout=cfg.ready_timeout)
         with grid:
             yield grid
 

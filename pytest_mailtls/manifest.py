@@ -117,6 +117,8 @@ class Endpoint:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if version is not None:
+            if version not in _SSL_VERSIONS:
+                raise ValueError(f"unknown TLS version {version!r}; allowed: {', '.join(_SSL_VERSIONS)}")
             tls_version = _SSL_VERSIONS[version]
             with warnings.catch_warnings():  # pinning TLSv1/1.1 is the point of legacy cells
                 warnings.simplefilter("ignore", DeprecationWarning)
