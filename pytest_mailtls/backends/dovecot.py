@@ -1,0 +1,974 @@
+"""Dovecot: one container serves every selected IMAP and POP3 cell, each on its own port.
+
+Dovecot 2.3 cannot vary TLS settings per port inside one login service: ``ssl_*`` inside an
+``inet_listener`` is an error, a ``local_name`` (SNI) block swaps the certificate but not the protocol
+range, and ``local <ip>`` blocks match an IP, while every published port reaches the container's one IP.
+What does work: a login process started with ``-k`` lets its environment override the configuration. So
+each cell is its own login service (``type = login``, its own ``inet_listener``, its name as log prefix)
+whose executable is the image's ``mailtls-login-env`` wrapper: it exports the cell's settings file
+(``ssl``, ``ssl_min_protocol``, ciphers, TLS 1.3 suites, certificate, ``disable_plaintext_auth``, client
+certificate checks, and ``OPENSSL_CONF`` with ``MaxProtocol``, since Dovecot has no maximum) and starts
+``imap-login``/``pop3-login``. One master, one auth and one config process serve the whole grid, and no
+login process exists until a client connects.
+
+Mechanisms and client certificates are decided by the auth process, whose settings are global; two deny
+passdbs keyed on protocol and local port make them per cell: ``<protocol>/<port>/<mechanism>`` for the
+mechanisms a cell does not declare, ``<protocol>/<port>/`` (no valid certificate) on mutual-TLS cells. So a
+cell accepts exactly its mechanisms, but advertises all those of the grid (the union). XOAUTH2/OAUTHBEARER
+tokens are HS256 JWTs that :meth:`DovecotServer.mint_oauth_token` signs and Dovecot checks locally.
+
+Modes: ``plain`` is ``ssl = no``; ``implicit`` an ``ssl = yes`` listener; ``starttls-required`` is
+``ssl = required`` (LOGIN, USER/PASS and every AUTHENTICATE refused until STARTTLS, no AUTH= before it),
+and so is ``starttls`` under a ``tls_only`` auth policy, which asks exactly that; ``starttls`` with
+cleartext auth is ``ssl = yes`` with ``disable_plaintext_auth = no``.
+
+Every cell reads and writes the test user's one Maildir, a bind-mounted host folder; the server can put
+messages there (:meth:`DovecotServer.deliver`) and report flags, folders and expunges
+(:meth:`DovecotServer.mailbox_state`). LMTP and auth sockets appear in ``<workdir>/sockets`` for a Postfix
+container to hand mail and SASL to.
+
+Rendering is pure (:func:`render`); :class:`DovecotBackend` writes the files, starts the container and
+waits until every port passed a real exchange.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.policy
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import capture
+from ..errors import ServerStartError
+from ..manifest import Endpoint
+from ..pki import SessionPKI
+from ..policy import Cell, CertProfile, Mode, Protocol, version_index
+from .base import Backend, RunningServer, StartOptions
+
+if TYPE_CHECKING:
+    from ..runtime import Container
+
+__all__ = [
+    "FIRST_PORT",
+    "MECHANISMS",
+    "OAUTH_ISSUER",
+    "CertPaths",
+    "DovecotBackend",
+    "DovecotServer",
+    "MailboxState",
+    "RenderedConfig",
+    "StoredMessage",
+    "cell_log_lines",
+    "container_ports",
+    "decode_mailbox_name",
+    "deliver_to_maildir",
+    "encode_mailbox_name",
+    "mint_jwt",
+    "read_mailbox_state",
+    "render",
+    "unsupported_reason",
+]
+
+#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
+FIRST_PORT = 10000
+#: SASL mechanisms this backend can offer (passwords are stored plaintext-equivalent, tokens checked locally).
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
+#: ``iss`` of the tokens :func:`mint_jwt` makes; Dovecot accepts no other issuer.
+OAUTH_ISSUER = "pytest-mailtls"
+_OAUTH_MECHANISMS = frozenset({"XOAUTH2", "OAUTHBEARER"})
+
+# Where things are inside the container.
+ETC = "/mailtls/etc"  # rendered configuration + PKI copies (read-only mount)
+MAIL_ROOT = "/mailtls/mail"  # the test user's Maildir lives here (read-write mount of a host folder)
+SOCKETS = "/mailtls/sockets"  # LMTP and auth sockets for a Postfix container (read-write mount)
+MAILDIR = "Maildir"  # the user's Maildir (INBOX) under the mail root
+MAIL_UID = 5000  # the image's "mailtls" user: Dovecot refuses mail access as root, so root hosts get this one
+LOGIN_WRAPPER = "/usr/local/bin/mailtls-login-env"
+DH_FILE = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core; DHE suites (legacy cells) need it
+
+# Certificates OpenSSL refuses to load below security level 0: the server must present them all the same.
+_WEAK_CERTS = frozenset({CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE})
+_SERVICE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+# --------------------------------------------------------------------------- what cannot be served
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why Dovecot cannot serve ``cell`` (a sentence), or ``None`` if it can."""
+    if cell.protocol not in (Protocol.IMAP, Protocol.POP3):
+        return f"Dovecot serves IMAP and POP3 here, not {cell.protocol} ({cell.service.name})"
+    extra = [m for m in cell.auth.mechanisms if m not in MECHANISMS]
+    if extra:
+        return f"the Dovecot backend offers SASL mechanisms {', '.join(MECHANISMS)}, not {', '.join(extra)}"
+    return None
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    """Container paths of one certificate profile's key and presented chain."""
+
+    key_file: str
+    cert_file: str
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    """Every file the container needs, by path relative to the mounted ``/mailtls/etc``."""
+
+    files: dict[str, str]
+    #: cell id -> login service name (the prefix of that cell's log lines: ``<name>: Info: ...``)
+    services: dict[str, str]
+
+
+def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
+    """The container-internal port of each cell, in order."""
+    return [first + i for i in range(len(cells))]
+
+
+def render(
+    cells: Sequence[Cell],
+    *,
+    ports: Sequence[int],
+    cert_files: Mapping[CertProfile, CertPaths],
+    client_ca_file: str | None,
+    username: str,
+    password: str,
+    oauth_key: bytes,
+    mail_uid: int = MAIL_UID,
+    mail_gid: int = MAIL_UID,
+) -> RenderedConfig:
+    """Render dovecot.conf, one settings file per cell, the OpenSSL caps, the user and deny tables, OAuth2.
+
+    ``ports`` are container-internal, one per cell; ``cert_files`` and ``client_ca_file`` are container
+    paths. ``oauth_key`` is the HMAC key of the XOAUTH2/OAUTHBEARER tokens. ``mail_uid``/``mail_gid`` own
+    the mail files (the host user's, so it can read and delete them). Raises ``ValueError`` for a cell
+    Dovecot cannot serve or an unusable user name.
+    """
+    if len(ports) != len(cells):
+        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"ports must be distinct: {list(ports)}")
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ValueError("cells must be distinct (the same cell id appears twice)")
+    for cell in cells:
+        reason = unsupported_reason(cell)
+        if reason:
+            raise ValueError(f"{cell.id}: {reason}")
+        if cell.cert is not None and cell.cert not in cert_files:
+            raise ValueError(f"{cell.id}: no certificate files for profile {cell.cert}")
+        if cell.auth.client_cert and not client_ca_file:
+            raise ValueError(f"{cell.id}: mutual TLS needs client_ca_file")
+    if not username or any(ch in username for ch in ":/\r\n\t "):
+        raise ValueError(f"the test user name must be non-empty without ':', '/' or whitespace, got {username!r}")
+    if not password or any(ch in password for ch in "\r\n"):
+        raise ValueError("the test password must be non-empty, on one line")
+    if not oauth_key:
+        raise ValueError("oauth_key must not be empty")
+    if mail_uid <= 0 or mail_gid < 0:
+        raise ValueError(f"mail_uid must be > 0 (Dovecot refuses mail access as root), got {mail_uid}")
+
+    services = _service_names(cells)
+    # The auth process offers one global list: the union of what the cells declare.
+    offered = [m for m in MECHANISMS if any(m in c.auth.mechanisms for c in cells)] or ["PLAIN"]
+    files: dict[str, str] = {}
+    blocks: list[str] = []
+    caps: set[str] = set()
+    deny_mech: list[str] = []
+    deny_cert: list[str] = []
+    for cell, port in zip(cells, ports, strict=True):
+        name = services[cell.id]
+        settings, cap = _cell_settings(cell, cert_files, client_ca_file)
+        files[f"cells/{name}.env"] = settings
+        if cap:
+            caps.add(cap)
+        blocks.append(_login_service(cell, name, port))
+        # Keyed on protocol too: SASL requests from a Postfix sharing the auth socket carry its own ports.
+        deny_mech += [f"{cell.protocol}/{port}/{m}" for m in offered if m not in cell.auth.mechanisms]
+        if cell.auth.client_cert:
+            deny_cert.append(f"{cell.protocol}/{port}/")  # %{cert} is "valid" only for a certificate from the client CA
+    for version in sorted(caps, key=version_index):
+        files[f"openssl/max-{version}.cnf"] = _openssl_cap(version)
+    files["deny-mechanism"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_mech)
+    files["deny-without-cert"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_cert)
+    encoded = base64.b64encode(password.encode()).decode()
+    files["passwd"] = f"{username.lower()}:{{PLAIN.b64}}{encoded}\n"
+    files["oauth2.conf.ext"] = _OAUTH2_CONF.format(etc=ETC, issuer=OAUTH_ISSUER)
+    # Looked up as shared/<azp>/<alg>/<kid>; tokens carry neither azp nor kid, so both are "default".
+    files["oauth/default/HS256/default"] = base64.b64encode(oauth_key).decode()
+
+    tls_cells = [c for c in cells if c.cert is not None]
+    default_cert = cert_files[tls_cells[0].cert] if tls_cells and tls_cells[0].cert is not None else None
+    protocols = [p for p in ("imap", "pop3") if any(str(c.protocol) == p for c in cells)]
+    # Warnings at start otherwise: anvil and auth must take a connection from every login process.
+    client_limit = max(1000, 4 * len(cells) + 500)
+    files["dovecot.conf"] = _dovecot_conf(
+        count=len(cells),
+        protocols=protocols,
+        default_cert=default_cert,
+        mechanisms=offered,
+        deny_mechanism=bool(deny_mech),
+        deny_without_cert=bool(deny_cert),
+        mail_uid=mail_uid,
+        mail_gid=mail_gid,
+        client_limit=client_limit,
+    ) + "\n".join(blocks)
+    return RenderedConfig(files=files, services=services)
+
+
+def _service_names(cells: Sequence[Cell]) -> dict[str, str]:
+    """Login service names: the cell id (it prefixes the cell's log lines), made safe and unique."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for index, cell in enumerate(cells):
+        name = _SERVICE_NAME.sub("-", cell.id)
+        if name in taken:
+            name = f"{name}-{index}"
+        taken.add(name)
+        names[cell.id] = name
+    return names
+
+
+def _ssl_setting(cell: Cell) -> str:
+    """Dovecot's ``ssl`` for the cell's login processes.
+
+    ``required`` refuses every authentication (LOGIN, USER/PASS, AUTHENTICATE, any mechanism) until TLS is
+    up and drops AUTH= from the pre-TLS capabilities: that is starttls-required, and also what a tls_only
+    auth policy asks of a STARTTLS port ("AUTH advertised and accepted only after TLS").
+    """
+    if not cell.mode.tls:
+        return "no"
+    if cell.mode is Mode.STARTTLS_REQUIRED or (cell.mode is Mode.STARTTLS and cell.auth.tls_only):
+        return "required"
+    return "yes"
+
+
+def _cipher_list(cell: Cell) -> str:
+    assert cell.policy is not None
+    ciphers = cell.policy.openssl_ciphers()
+    if "@SECLEVEL" in ciphers:
+        return ciphers
+    # Level 0 for certificates OpenSSL would not even load at Debian's level 2; level 2 spelled out
+    # otherwise, so processes with their own OPENSSL_CONF get the same level as the rest.
+    return ciphers + (":@SECLEVEL=0" if cell.cert in _WEAK_CERTS else ":@SECLEVEL=2")
+
+
+def _cell_settings(
+    cell: Cell, cert_files: Mapping[CertProfile, CertPaths], client_ca_file: str | None
+) -> tuple[str, str | None]:
+    """The cell's settings file for ``mailtls-login-env`` and the protocol cap it needs (or ``None``)."""
+    lines = [
+        f"# {cell.id}: read by {LOGIN_WRAPPER} (KEY=value, or KEY<file for file contents)",
+        f"LOGIN_GREETING=mailtls {cell.id} ready.",
+        f"SSL={_ssl_setting(cell)}",
+        f"DISABLE_PLAINTEXT_AUTH={'yes' if cell.auth.tls_only else 'no'}",
+    ]
+    cap = None
+    if cell.policy is not None and cell.cert is not None:
+        policy, files = cell.policy, cert_files[cell.cert]
+        lines += [
+            f"SSL_MIN_PROTOCOL={policy.min_version}",
+            f"SSL_CIPHER_LIST={_cipher_list(cell)}",
+            f"SSL_CERT<{files.cert_file}",
+            f"SSL_KEY<{files.key_file}",
+        ]
+        if policy.ciphersuites:
+            lines.append(f"SSL_CIPHER_SUITES={policy.ciphersuites}")
+        if policy.max_version != "TLSv1.3":
+            cap = policy.max_version
+            lines.append(f"OPENSSL_CONF={ETC}/openssl/max-{cap}.cnf")
+        if cell.auth.client_cert:
+            # The handshake asks for a certificate and checks it against the client CA; a missing or
+            # foreign one is refused at authentication (the deny-without-cert passdb).
+            lines += [
+                "SSL_VERIFY_CLIENT_CERT=yes",
+                "AUTH_SSL_REQUIRE_CLIENT_CERT=yes",
+                "SSL_REQUIRE_CRL=no",
+                f"SSL_CA<{client_ca_file}",
+            ]
+    for line in lines[1:]:
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"{cell.id}: a setting spans lines: {line!r}")
+    return "\n".join(lines) + "\n", cap
+
+
+def _login_service(cell: Cell, name: str, port: int) -> str:
+    binary = f"{cell.protocol}-login"
+    return f"""
+# {cell.id}
+service {name} {{
+  type = login
+  protocol = {cell.protocol}
+  executable = {LOGIN_WRAPPER} {ETC}/cells/{name}.env {binary}
+  user = $default_login_user
+  chroot = login
+  # Long-lived login processes (as in Dovecot's high-performance mode): the first client pays the start.
+  service_count = 0
+  process_limit = 4
+  inet_listener cell {{
+    port = {port}
+    ssl = {"yes" if cell.mode is Mode.IMPLICIT else "no"}
+  }}
+}}
+"""
+
+
+def _openssl_cap(version: str) -> str:
+    return f"""# Dovecot 2.3 has no ssl_max_protocol: login processes whose OPENSSL_CONF points here stop at {version}.
+openssl_conf = mailtls
+[mailtls]
+ssl_conf = mailtls_ssl
+[mailtls_ssl]
+system_default = mailtls_tls
+[mailtls_tls]
+MaxProtocol = {version}
+"""
+
+
+_OAUTH2_CONF = """# XOAUTH2/OAUTHBEARER: HS256 JWTs checked locally against the key under oauth/; no outside service.
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix={etc}/oauth/
+username_attribute = sub
+issuers = {issuer}
+"""
+
+
+def _dovecot_conf(
+    *,
+    count: int,
+    protocols: Sequence[str],
+    default_cert: CertPaths | None,
+    mechanisms: Sequence[str],
+    deny_mechanism: bool,
+    deny_without_cert: bool,
+    mail_uid: int,
+    mail_gid: int,
+    client_limit: int,
+) -> str:
+    tls = (
+        f"""ssl = yes
+ssl_cert = <{default_cert.cert_file}
+ssl_key = <{default_cert.key_file}
+ssl_dh = <{DH_FILE}
+ssl_require_crl = no"""
+        if default_cert is not None
+        else "ssl = no"
+    )
+    passdbs = []
+    if deny_without_cert:
+        passdbs.append(
+            f"""passdb {{
+  driver = passwd-file
+  args = username_format=%{{service}}/%{{lport}}/%{{cert}} {ETC}/deny-without-cert
+  deny = yes
+  default_fields = nodelay=yes
+}}"""
+        )
+    if deny_mechanism:
+        passdbs.append(
+            f"""passdb {{
+  driver = passwd-file
+  args = username_format=%{{service}}/%{{lport}}/%m {ETC}/deny-mechanism
+  deny = yes
+  default_fields = nodelay=yes
+}}"""
+        )
+    password_mechs = [m.lower() for m in mechanisms if m not in _OAUTH_MECHANISMS]
+    if password_mechs:
+        passdbs.append(
+            f"""passdb {{
+  driver = passwd-file
+  args = {ETC}/passwd
+  mechanisms = {" ".join(password_mechs)}
+}}"""
+        )
+    oauth_mechs = [m.lower() for m in mechanisms if m in _OAUTH_MECHANISMS]
+    if oauth_mechs:
+        passdbs.append(
+            f"""passdb {{
+  driver = oauth2
+  args = {ETC}/oauth2.conf.ext
+  mechanisms = {" ".join(oauth_mechs)}
+  default_fields = nodelay=yes
+}}"""
+        )
+    passdb_text = "\n".join(passdbs)
+    return f"""# Rendered by pytest-mailtls (backends/dovecot.py) for {count} cells; rewritten at every start.
+# Each cell is one login service below; its TLS settings come from cells/<service>.env (see
+# /usr/local/bin/mailtls-login-env), the settings here are the defaults they override.
+protocols = {" ".join([*protocols, "lmtp"])}
+listen = *
+base_dir = /run/dovecot
+instance_name = mailtls
+log_path = /dev/stdout
+info_log_path = /dev/stdout
+import_environment = TZ
+shutdown_clients = yes
+
+{tls}
+
+disable_plaintext_auth = yes
+auth_mechanisms = {" ".join(m.lower() for m in mechanisms)}
+auth_username_format = %Lu
+# Refusals must be fast: negative tests log in wrongly on purpose, many times. Dovecot 2.3.19 still
+# answers a wrong password at its next 0.5 s failure tick; deny passdbs answer at once (nodelay).
+auth_failure_delay = 0
+auth_cache_size = 0
+auth_verbose = yes
+{passdb_text}
+userdb {{
+  driver = static
+  args = uid={mail_uid} gid={mail_gid} home={MAIL_ROOT} allow_all_users=yes
+}}
+
+# One Maildir, whoever the recipient: LMTP delivers every address to the test user's mailbox.
+mail_location = maildir:{MAIL_ROOT}/{MAILDIR}
+first_valid_uid = 1
+protocol imap {{
+  mail_max_userip_connections = 1000
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 1000
+}}
+
+service anvil {{
+  client_limit = {client_limit}
+  # No growing delay after failed logins (the auth penalty): tests fail logins on purpose.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  client_limit = {client_limit}
+  unix_listener {SOCKETS}/auth {{
+    mode = 0666
+  }}
+}}
+service lmtp {{
+  unix_listener {SOCKETS}/lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    port = 24
+  }}
+}}
+# The stock listeners stay closed: every port belongs to a cell.
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+"""
+
+
+# --------------------------------------------------------------------------- OAuth2 tokens
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_jwt(key: bytes, username: str, *, lifetime: float = 3600.0, now: float | None = None) -> str:
+    """An HS256 JWT for ``username`` (``sub``) from issuer :data:`OAUTH_ISSUER`, valid for ``lifetime`` s.
+
+    A negative ``lifetime`` makes an expired token (for negative tests).
+    """
+    issued = int(now if now is not None else time.time()) - 1  # never "issued in the future" to the server
+    header = {"alg": "HS256", "typ": "JWT"}
+    expires = int(issued + 1 + lifetime)
+    if lifetime < 0:
+        issued = expires - 60  # an expired token must still have iat <= exp, or it fails for another reason
+    claims = {"sub": username, "iss": OAUTH_ISSUER, "iat": issued, "exp": expires}
+    signing = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+    signature = hmac.new(key, signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{_b64url(signature)}"
+
+
+# --------------------------------------------------------------------------- mailboxes
+
+
+def encode_mailbox_name(name: str) -> str:
+    """IMAP modified UTF-7 (RFC 3501 5.1.3), as Dovecot names Maildir++ folders on disk."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def decode_mailbox_name(name: str) -> str:
+    """The inverse of :func:`encode_mailbox_name`."""
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        ch = name[i]
+        if ch != "&":
+            out.append(ch)
+            i += 1
+            continue
+        end = name.index("-", i)
+        chunk = name[i + 1 : end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            out.append(base64.b64decode(b64 + "=" * (-len(b64) % 4)).decode("utf-16-be"))
+        i = end + 1
+    return "".join(out)
+
+
+def _folder_dir(maildir: Path, folder: str) -> Path:
+    """The Maildir++ directory of ``folder`` (``INBOX`` is the root; ``.`` separates levels)."""
+    if folder.upper() == "INBOX":
+        return maildir
+    if not folder or folder.startswith(".") or folder.endswith(".") or ".." in folder or "/" in folder:
+        raise ValueError(f"invalid folder name {folder!r}: use names like 'Archive' or 'Archive.2024' ('.' nests)")
+    return maildir / ("." + ".".join(encode_mailbox_name(part) for part in folder.split(".")))
+
+
+_delivery_lock = threading.Lock()
+_delivery_count = 0
+
+
+def deliver_to_maildir(
+    maildir: str | os.PathLike[str], message: EmailMessage | bytes, *, folder: str = "INBOX"
+) -> Path:
+    """Put ``message`` into ``folder`` of ``maildir`` as an external delivery agent does; return its file.
+
+    Written to ``tmp/`` and renamed into ``new/``, the Maildir way: Dovecot picks it up (and gives it a
+    UID) at its next sync, with its indexes intact. Missing folders are created.
+    """
+    global _delivery_count
+    data = message if isinstance(message, bytes) else message.as_bytes(policy=email.policy.default)
+    root = _folder_dir(Path(maildir), folder)
+    capture.ensure_maildir(root)
+    if root != Path(maildir):
+        marker = root / "maildirfolder"  # Maildir++: this directory is a folder, not a mailbox root
+        if not marker.exists():
+            marker.touch()
+            marker.chmod(0o666)
+    with _delivery_lock:
+        _delivery_count += 1
+        serial = _delivery_count
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "mailtls"
+    # time.M<usec>P<pid>Q<n>.host,S=<size>: unique, and S= spares Dovecot a stat.
+    name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{serial}.{host},S={len(data)}"
+    tmp = root / "tmp" / name
+    tmp.write_bytes(data)
+    tmp.chmod(0o666)  # Dovecot runs as another uid when the host user is root
+    target = root / "new" / name
+    os.replace(tmp, target)
+    return target
+
+
+_FLAG_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
+_HEADER_PARSER = BytesParser(policy=email.policy.default)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as stored in the Maildir: its UID (once Dovecot saw it), flags and file."""
+
+    uid: int | None
+    flags: frozenset[str]  # \\Seen, \\Answered, \\Flagged, \\Deleted, \\Draft and keywords
+    recent: bool  # still in new/: no IMAP session has seen it yet
+    path: Path
+
+    @property
+    def headers(self) -> EmailMessage:
+        """The parsed header section (the body is not read)."""
+        with self.path.open("rb") as fh:
+            head = b""
+            for line in fh:
+                head += line
+                if line in (b"\n", b"\r\n"):
+                    break
+        msg = _HEADER_PARSER.parsebytes(head, headersonly=True)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+    @property
+    def subject(self) -> str:
+        return str(self.headers.get("Subject", ""))
+
+    @property
+    def message_id(self) -> str:
+        return str(self.headers.get("Message-ID", ""))
+
+    def message(self) -> EmailMessage:
+        """The whole message, parsed."""
+        msg = _HEADER_PARSER.parsebytes(self.path.read_bytes())
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """A folder's messages with their flags, and the user's folders, read from the Maildir."""
+
+    folder: str
+    folders: tuple[str, ...]  # every folder of the user, INBOX first
+    messages: tuple[StoredMessage, ...] = field(default_factory=tuple)  # in UID order (new ones last)
+    uid_validity: int | None = None
+    uid_next: int | None = None
+
+    def by_subject(self, subject: str) -> list[StoredMessage]:
+        return [m for m in self.messages if m.subject == subject]
+
+    @property
+    def uids(self) -> frozenset[int]:
+        return frozenset(m.uid for m in self.messages if m.uid is not None)
+
+    def expunged_since(self, earlier: MailboxState) -> frozenset[int]:
+        """UIDs present in ``earlier`` (same folder) that are gone now."""
+        if earlier.folder != self.folder:
+            raise ValueError(f"cannot compare folder {self.folder!r} with {earlier.folder!r}")
+        return earlier.uids - self.uids
+
+
+def _read_uidlist(root: Path) -> tuple[dict[str, int], int | None, int | None]:
+    """dovecot-uidlist: base file name -> UID, plus UIDVALIDITY and the next UID."""
+    try:
+        lines = (root / "dovecot-uidlist").read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return {}, None, None
+    uids: dict[str, int] = {}
+    validity = nxt = None
+    if lines:
+        for word in lines[0].split()[1:]:
+            if word[:1] == "V" and word[1:].isdigit():
+                validity = int(word[1:])
+            elif word[:1] == "N" and word[1:].isdigit():
+                nxt = int(word[1:])
+    for line in lines[1:]:
+        head, sep, base = line.partition(" :")
+        uid = head.split(" ", 1)[0]
+        if sep and uid.isdigit():
+            uids[base] = int(uid)
+    if uids:
+        # Dovecot appends new records without rewriting the header, so its N can lag behind.
+        nxt = max(nxt or 0, max(uids.values()) + 1)
+    return uids, validity, nxt
+
+
+def _read_keywords(root: Path) -> dict[str, str]:
+    """dovecot-keywords: letter (a, b, ...) -> keyword."""
+    try:
+        lines = (root / "dovecot-keywords").read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in lines:
+        index, _, keyword = line.partition(" ")
+        if index.isdigit() and int(index) < 26 and keyword:
+            out[chr(ord("a") + int(index))] = keyword
+    return out
+
+
+def _list_folders(maildir: Path) -> tuple[str, ...]:
+    names = []
+    if maildir.is_dir():
+        for entry in maildir.iterdir():
+            if entry.name.startswith(".") and entry.name not in (".", "..") and (entry / "cur").is_dir():
+                names.append(".".join(decode_mailbox_name(p) for p in entry.name[1:].split(".")))
+    return ("INBOX", *sorted(names))
+
+
+def read_mailbox_state(maildir: str | os.PathLike[str], folder: str = "INBOX") -> MailboxState:
+    """Flags, UIDs and folders as Dovecot keeps them in ``maildir`` (Maildir++ with dovecot-uidlist).
+
+    Raises ``ValueError`` naming the user's folders when ``folder`` does not exist.
+    """
+    base = Path(maildir)
+    root = _folder_dir(base, folder)
+    folders = _list_folders(base)
+    if not (root / "cur").is_dir() and not (root / "new").is_dir():
+        raise ValueError(f"no folder {folder!r} in {base}; the user has {', '.join(folders)}")
+    uids, validity, nxt = _read_uidlist(root)
+    keywords = _read_keywords(root)
+    messages: list[StoredMessage] = []
+    for sub in ("cur", "new"):
+        folder_path = root / sub
+        if not folder_path.is_dir():
+            continue
+        for path in folder_path.iterdir():
+            if path.name.startswith("."):
+                continue
+            stem, _, info = path.name.partition(":2,")
+            flags = {_FLAG_LETTERS[c] for c in info if c in _FLAG_LETTERS}
+            flags |= {keywords[c] for c in info if c in keywords}
+            messages.append(StoredMessage(uids.get(stem), frozenset(flags), sub == "new", path))
+    big = 1 << 62
+    messages.sort(key=lambda m: (m.uid if m.uid is not None else big, m.path.name))
+    return MailboxState(folder, folders, tuple(messages), validity, nxt)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+_SESSION = re.compile(r"session=<([^>]+)>")
+
+
+def cell_log_lines(log: str, service: str) -> list[str]:
+    """The lines of ``log`` about one cell: its login service's lines (``<service>: ...``), and the mail
+    and auth processes' lines of the sessions that service started (found by session id)."""
+    tag = f" {service}: "
+    lines = log.splitlines()
+    own = [line for line in lines if tag in line or line.startswith(f"{service}: ")]
+    sessions = {m.group(1) for line in own for m in _SESSION.finditer(line)}
+    if not sessions:
+        return own
+    wanted = [f"<{s}>" for s in sessions]
+    return [line for line in lines if tag in line or line.startswith(f"{service}: ") or any(w in line for w in wanted)]
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class DovecotServer(RunningServer):
+    """One Dovecot container serving many IMAP/POP3 cells, all on the test user's one Maildir."""
+
+    def __init__(
+        self,
+        container: Container,
+        endpoints: list[Endpoint],
+        services: dict[str, str],
+        workdir: Path,
+        *,
+        username: str,
+        oauth_key: bytes,
+    ) -> None:
+        self.container = container
+        self.endpoints = endpoints
+        self.workdir = workdir
+        self.username = username
+        #: Host path of the test user's Maildir (INBOX); every cell's ``Endpoint.mailbox``.
+        self.maildir = workdir / "mail" / MAILDIR
+        self._services = services
+        self._oauth_key = oauth_key
+
+    @property
+    def lmtp_socket(self) -> Path:
+        """Host path of Dovecot's LMTP socket (mount ``<workdir>/sockets`` into a Postfix container)."""
+        return self.workdir / "sockets" / "lmtp"
+
+    @property
+    def auth_socket(self) -> Path:
+        """Host path of Dovecot's auth (SASL) socket, for Postfix's ``smtpd_sasl_type = dovecot``."""
+        return self.workdir / "sockets" / "auth"
+
+    def logs(self) -> str:
+        """The container's log (``docker logs``: every Dovecot process logs to stdout)."""
+        return self.container.logs()
+
+    def cell_logs(self, cell_id: str) -> list[str]:
+        """Log lines of one cell: its login lines, plus the mail and auth lines of the sessions it started."""
+        try:
+            service = self._services[cell_id]
+        except KeyError:
+            raise KeyError(f"no cell {cell_id!r} in this Dovecot server (it serves {len(self.endpoints)})") from None
+        return cell_log_lines(self.logs(), service)
+
+    def mint_oauth_token(self, username: str | None = None, *, lifetime: float = 3600.0) -> str:
+        """A bearer token this server accepts for XOAUTH2/OAUTHBEARER as ``username`` (default: the test
+        user). Tokens for other names are refused at login, as are expired ones (negative ``lifetime``)."""
+        return mint_jwt(self._oauth_key, username if username is not None else self.username, lifetime=lifetime)
+
+    def deliver(self, message: EmailMessage | bytes, to: str | None = None, folder: str = "INBOX") -> Path:
+        """Put ``message`` into the test user's ``folder`` before a test; return the file written.
+
+        Every address is the test user's mailbox here (as LMTP delivers); ``to`` is recorded in a
+        ``Delivered-To`` header. ``folder`` nests with ``.`` (``Archive.2024``) and is created if missing.
+        """
+        data = message if isinstance(message, bytes) else message.as_bytes(policy=email.policy.default)
+        if to is not None:
+            if not to or any(ch in to for ch in "\r\n"):
+                raise ValueError(f"invalid recipient {to!r}")
+            data = f"Delivered-To: {to}\n".encode() + data
+        return deliver_to_maildir(self.maildir, data, folder=folder)
+
+    def mailbox_state(self, folder: str = "INBOX") -> MailboxState:
+        """Messages of ``folder`` with UIDs and flags, and the user's folders, as stored right now."""
+        return read_mailbox_state(self.maildir, folder)
+
+    def stop(self) -> None:
+        """Remove the container (idempotent); the Maildir stays in the workdir."""
+        self.container.stop()
+
+
+class DovecotBackend(Backend):
+    """Real Dovecot 2.3 (Debian bookworm) in Docker, one container for all Dovecot cells."""
+
+    name = "dovecot"
+    needs_docker = True
+
+    def unsupported(self, cell: Cell) -> str | None:
+        """Why Dovecot cannot serve ``cell``, or ``None``."""
+        if cell.server != self.name:
+            return f"the Dovecot backend serves dovecot cells, not {cell.server}"
+        return unsupported_reason(cell)
+
+    def start(self, cells: Sequence[Cell], options: StartOptions) -> DovecotServer:
+        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
+        from .. import runtime
+        from ..readiness import wait_ready
+
+        if not cells:
+            raise ValueError("DovecotBackend.start needs at least one cell")
+        for cell in cells:
+            reason = self.unsupported(cell)
+            if reason:
+                raise ValueError(f"{cell.id}: {reason}")
+        workdir = Path(options.workdir)
+        etc, mail, sockets = workdir / "etc", workdir / "mail", workdir / "sockets"
+        pki = options.pki
+        cert_files = _copy_pki(cells, pki, etc / "pki")
+        client_ca = None
+        if any(c.auth.client_cert for c in cells):
+            shutil.copyfile(pki.client_ca_file, etc / "pki" / "client-ca.pem")
+            (etc / "pki" / "client-ca.pem").chmod(0o644)
+            client_ca = f"{ETC}/pki/client-ca.pem"
+        uid, gid = os.getuid(), os.getgid()
+        if uid == 0:
+            uid = gid = MAIL_UID  # root on the host reads any file; Dovecot will not write mail as root
+        oauth_key = secrets.token_bytes(32)
+        ports = container_ports(cells)
+        config = render(
+            cells,
+            ports=ports,
+            cert_files=cert_files,
+            client_ca_file=client_ca,
+            username=options.username,
+            password=options.password,
+            oauth_key=oauth_key,
+            mail_uid=uid,
+            mail_gid=gid,
+        )
+        for rel, text in config.files.items():
+            path = etc / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for parent in path.relative_to(etc).parents:
+                (etc / parent).chmod(0o755)
+            path.write_text(text)
+            path.chmod(0o644)  # read inside the container by root, dovecot and dovenull alike
+        for folder in (mail, sockets):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o777)
+        capture.ensure_maildir(mail / MAILDIR)
+
+        options.progress(f"dovecot: starting one container for {len(cells)} cells")
+        image = runtime.ensure_image("dovecot", progress=options.progress)
+        container = runtime.start_container(
+            image,
+            name="mailtls-dovecot",
+            ports=ports,
+            volumes={
+                str(etc): {"bind": ETC, "mode": "ro"},
+                str(mail): {"bind": MAIL_ROOT, "mode": "rw"},
+                str(sockets): {"bind": SOCKETS, "mode": "rw"},
+            },
+            environment={},
+        )
+        try:
+            client = pki.client_files() if any(c.auth.client_cert for c in cells) else None
+            endpoints = []
+            for cell, port in zip(cells, ports, strict=True):
+                mtls = client is not None and cell.auth.client_cert
+                endpoints.append(
+                    Endpoint(
+                        cell=cell,
+                        host="127.0.0.1",
+                        port=container.host_port(port),
+                        server_hostname=pki.server_hostname,
+                        ca_file=str(pki.ca_file),
+                        username=options.username,
+                        password=options.password,
+                        mailbox=str(mail / MAILDIR),
+                        client_cert_file=str(client.cert_file) if mtls and client else None,
+                        client_key_file=str(client.key_file) if mtls and client else None,
+                        extra={
+                            "container": container.name,
+                            "container_port": port,
+                            "service": config.services[cell.id],
+                        },
+                    )
+                )
+            started = time.monotonic()
+            wait_ready(
+                endpoints,
+                timeout=options.ready_timeout,
+                logs=container.logs,
+                alive=lambda: None if container.is_running() else "the Dovecot container exited",
+            )
+            options.progress(f"dovecot: {len(cells)} cells ready in {time.monotonic() - started:.2f} s")
+        except BaseException as exc:
+            log = container.logs()
+            container.stop()
+            if isinstance(exc, ServerStartError):
+                raise
+            if isinstance(exc, Exception):
+                raise ServerStartError(f"Dovecot container {container.name} failed to start: {exc}", log) from exc
+            raise
+        return DovecotServer(
+            container, endpoints, config.services, workdir, username=options.username, oauth_key=oauth_key
+        )
+
+
+def _copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path) -> dict[CertProfile, CertPaths]:
+    """Copy each profile's key and chain under the mounted folder; return their container paths."""
+    out: dict[CertProfile, CertPaths] = {}
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o755)
+    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
+        files = pki.server_files(profile)
+        folder = target / str(profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        shutil.copyfile(files.key_file, folder / "key.pem")
+        shutil.copyfile(files.cert_file, folder / "chain.pem")
+        for name in ("key.pem", "chain.pem"):
+            (folder / name).chmod(0o644)
+        out[profile] = CertPaths(f"{ETC}/pki/{profile}/key.pem", f"{ETC}/pki/{profile}/chain.pem")
+    return out
