@@ -1,0 +1,640 @@
+"""Postfix: one container serves every selected Postfix cell, each on its own port.
+
+Each cell is one ``master.cf`` smtpd service with ``-o`` overrides (protocols,
+ciphers, TLS 1.3 suites, certificate, TLS mode, SASL, client certificates),
+its own ``syslog_name`` (so its log lines can be told apart) and its own
+cleanup service, whose ``virtual_alias_maps`` rewrites every recipient to a
+per-cell capture address. The virtual delivery agent then writes the message
+into that cell's Maildir, a bind-mounted host folder. Nothing is ever relayed
+(every non-virtual transport is ``error``) and nothing is looked up in DNS.
+SMTP AUTH is Cyrus SASL inside smtpd, checking a sasldb made at container start.
+
+Rendering is pure (:func:`render`); :class:`PostfixBackend` writes the files,
+starts the container and waits until every port passed a real exchange.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import capture
+from ..errors import ServerStartError
+from ..manifest import Endpoint
+from ..pki import SessionPKI
+from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
+from .base import Backend, RunningServer, StartOptions
+
+if TYPE_CHECKING:
+    from ..runtime import Container
+
+__all__ = [
+    "CAPTURE_DOMAIN",
+    "FIRST_PORT",
+    "MECHANISMS",
+    "PostfixBackend",
+    "PostfixServer",
+    "RenderedConfig",
+    "ServiceFiles",
+    "cell_log_lines",
+    "container_ports",
+    "render",
+    "unsupported_reason",
+]
+
+#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
+FIRST_PORT = 10000
+#: Mail domain of the per-cell capture addresses (``<cell id>@capture.mailtls.invalid``); never a real one.
+CAPTURE_DOMAIN = "capture.mailtls.invalid"
+#: Maildir (under the mail root) for mail no cell received: bounces, ``sendmail`` inside the container.
+UNATTRIBUTED = "unattributed"
+#: SASL mechanisms Cyrus offers here (sasldb keeps the password in plaintext, so CRAM-MD5 works).
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+#: SASL realm of a user name without "@" (Cyrus looks users up as user@realm).
+LOCAL_REALM = "local.mailtls.invalid"
+
+# Where things are inside the container.
+ETC = "/mailtls/etc"  # rendered configuration + PKI copies (read-only mount)
+MAIL_ROOT = "/mailtls/mail"  # one Maildir per cell (read-write mount of a host folder)
+POSTFIX_ETC = "/etc/postfix"  # the entrypoint copies ETC/postfix/* here
+MAIL_UID = 5000  # the image's "mailtls" user: virtual(8) refuses uid 0, so root hosts get this one
+
+_SAFE_VALUE = re.compile(r"^[^\s{}]*$")
+
+
+# --------------------------------------------------------------------------- what cannot be served
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why Postfix cannot serve ``cell`` (a sentence), or ``None`` if it can."""
+    if cell.protocol is not Protocol.SMTP:
+        return f"Postfix speaks SMTP only, not {cell.protocol} ({cell.service.name})"
+    extra = [m for m in cell.auth.mechanisms if m not in MECHANISMS]
+    if extra:
+        return (
+            f"the Postfix backend offers SASL mechanisms {', '.join(MECHANISMS)} (Cyrus sasldb); "
+            f"{', '.join(extra)} would need an OAuth token service"
+        )
+    if cell.auth.client_cert:
+        if cell.mode not in (Mode.STARTTLS_REQUIRED, Mode.IMPLICIT):
+            return (
+                "Postfix only demands client certificates with enforced TLS (smtpd_tls_req_ccert needs "
+                "smtpd_tls_security_level=encrypt): use mode starttls-required or implicit"
+            )
+        assert cell.policy is not None
+        if cell.policy.legacy:
+            return (
+                "Postfix raises OpenSSL's security level to 1 when it requires a client certificate, so "
+                f"TLSv1/TLSv1.1 (policy {cell.policy.name}) cannot be negotiated together with mutual TLS"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+@dataclass(frozen=True)
+class ServiceFiles:
+    """Container paths of one certificate profile's files, as ``smtpd_tls_chain_files`` wants them."""
+
+    key_file: str
+    cert_file: str
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    """Every file the container needs, by path relative to the mounted ``/mailtls/etc``."""
+
+    files: dict[str, str]
+    #: cell id -> Maildir folder name under the mail root
+    maildirs: dict[str, str]
+    #: cell id -> ``syslog_name`` of its services (log lines read ``<syslog_name>/smtpd[pid]: ...``)
+    syslog_names: dict[str, str]
+
+
+def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
+    """The container-internal port of each cell, in order."""
+    return [first + i for i in range(len(cells))]
+
+
+def render(
+    cells: Sequence[Cell],
+    *,
+    ports: Sequence[int],
+    cert_files: Mapping[CertProfile, ServiceFiles],
+    client_ca_file: str | None,
+    username: str,
+    password: str,
+    mail_uid: int = MAIL_UID,
+    mail_gid: int = MAIL_UID,
+    hostname: str = "mail.mailtls.test",
+) -> RenderedConfig:
+    """Render main.cf, master.cf, the maps, the OpenSSL configuration and the SASL (Cyrus) files.
+
+    ``ports`` are container-internal, one per cell; ``cert_files`` and ``client_ca_file`` are container
+    paths. ``mail_uid``/``mail_gid`` own the delivered files (the host user's, so it can read and delete
+    them). Raises ``ValueError`` for a cell Postfix cannot serve or an unusable user name/password.
+    """
+    if len(ports) != len(cells):
+        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"ports must be distinct: {list(ports)}")
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ValueError("cells must be distinct (the same cell id appears twice)")
+    for cell in cells:
+        reason = unsupported_reason(cell)
+        if reason:
+            raise ValueError(f"{cell.id}: {reason}")
+        if cell.cert is not None and cell.cert not in cert_files:
+            raise ValueError(f"{cell.id}: no certificate files for profile {cell.cert}")
+        if cell.auth.client_cert and not client_ca_file:
+            raise ValueError(f"{cell.id}: mutual TLS needs client_ca_file")
+    if not username or any(ch.isspace() or ch in ":/'\"\\" for ch in username) or username.count("@") > 1:
+        raise ValueError(f"unusable test user name {username!r}: no whitespace, quotes, ':' or '/', one '@' at most")
+    if not password or "\n" in password or "\r" in password:
+        raise ValueError("the test password must be non-empty and on one line")
+    if mail_uid <= 0 or mail_gid < 0:
+        raise ValueError(f"mail_uid must be > 0 (virtual(8) refuses root), got {mail_uid}")
+
+    maildirs = {cell.id: cell.id for cell in cells}
+    syslog_names = {cell.id: f"postfix/{cell.id}" for cell in cells}
+    master = [_MASTER_HEAD]
+    openssl_sections: list[tuple[str, str]] = []
+    for index, (cell, port) in enumerate(zip(cells, ports, strict=True)):
+        suites_name = f"mailtls_cell{index}" if cell.policy is not None and cell.policy.ciphersuites else None
+        if suites_name:
+            assert cell.policy is not None and cell.policy.ciphersuites is not None
+            openssl_sections.append((suites_name, cell.policy.ciphersuites))
+        master.append(
+            _service(
+                cell,
+                index=index,
+                port=port,
+                syslog_name=syslog_names[cell.id],
+                cert=cert_files.get(cell.cert) if cell.cert is not None else None,
+                client_ca_file=client_ca_file,
+                openssl_name=suites_name,
+            )
+        )
+    mailboxes = [f"{UNATTRIBUTED}@{CAPTURE_DOMAIN} {UNATTRIBUTED}/"]
+    mailboxes += [f"{_capture_address(cell)} {maildirs[cell.id]}/" for cell in cells]
+    files = {
+        "postfix/main.cf": _main_cf(hostname=hostname, uid=mail_uid, gid=mail_gid),
+        "postfix/master.cf": "\n".join(master),
+        "postfix/mailboxes": "\n".join(mailboxes) + "\n",
+        "postfix/auth-required.regexp": "/^/ 530 5.7.0 Authentication required\n",
+        "postfix/openssl.cnf": _openssl_cnf(openssl_sections),
+        "sasl/smtpd.conf": _SASL_CONF,
+        **_sasl_user_files(username, password),
+    }
+    return RenderedConfig(files=files, maildirs=maildirs, syslog_names=syslog_names)
+
+
+def _capture_address(cell: Cell) -> str:
+    return f"{cell.id}@{CAPTURE_DOMAIN}"
+
+
+def _opt(name: str, value: str) -> str:
+    """One ``-o`` line; values with spaces need master.cf's ``{ name = value }`` form (Postfix 3.0+)."""
+    if _SAFE_VALUE.match(value):
+        return f"  -o {name}={value}"
+    if "{" in value or "}" in value or "\n" in value:
+        raise ValueError(f"{name}: value {value!r} cannot be written into master.cf")
+    return f"  -o {{ {name} = {value} }}"
+
+
+def _protocols(min_version: str, max_version: str) -> str:
+    # Postfix 3.6+ range syntax; an open top end keeps working if OpenSSL gains a version.
+    if max_version == VERSIONS[-1]:
+        return f">={min_version}"
+    return f">={min_version},<={max_version}"
+
+
+def _service(
+    cell: Cell,
+    *,
+    index: int,
+    port: int,
+    syslog_name: str,
+    cert: ServiceFiles | None,
+    client_ca_file: str | None,
+    openssl_name: str | None,
+) -> str:
+    cleanup = f"cleanup-{index}"
+    lines = [f"# {cell.id}", f"{port} inet n - n - - smtpd"]
+    opts: list[tuple[str, str]] = [("syslog_name", syslog_name), ("cleanup_service_name", cleanup)]
+    if cell.mode is Mode.PLAIN:
+        opts.append(("smtpd_tls_security_level", "none"))
+    else:
+        policy = cell.policy
+        assert policy is not None and cert is not None
+        level = "may" if cell.mode is Mode.STARTTLS else "encrypt"
+        opts.append(("smtpd_tls_security_level", level))
+        if cell.mode is Mode.IMPLICIT:
+            opts.append(("smtpd_tls_wrappermode", "yes"))
+        opts.append(("smtpd_tls_chain_files", f"{cert.key_file},{cert.cert_file}"))
+        # "may" obeys smtpd_tls_protocols, "encrypt" and wrapper mode the mandatory one: set both alike.
+        protocols = _protocols(policy.min_version, policy.max_version)
+        opts += [("smtpd_tls_protocols", protocols), ("smtpd_tls_mandatory_protocols", protocols)]
+        if policy.ciphers is not None or policy.legacy:
+            # Both grades point at "high", whose list this service alone overrides; legacy lists
+            # carry @SECLEVEL=0 so OpenSSL 3 signs TLSv1/1.1 handshakes at all.
+            opts += [
+                ("smtpd_tls_ciphers", "high"),
+                ("smtpd_tls_mandatory_ciphers", "high"),
+                ("tls_high_cipherlist", policy.openssl_ciphers()),
+            ]
+        if openssl_name is not None:
+            # TLS 1.3 suites have no Postfix parameter: an OpenSSL config section chosen per listener.
+            opts += [("tls_config_file", f"{POSTFIX_ETC}/openssl.cnf"), ("tls_config_name", openssl_name)]
+        if cell.auth.client_cert:
+            assert client_ca_file is not None
+            opts += [
+                ("smtpd_tls_ask_ccert", "yes"),
+                ("smtpd_tls_req_ccert", "yes"),
+                ("smtpd_tls_CAfile", client_ca_file),
+            ]
+    auth = cell.auth
+    if auth.mechanisms:
+        opts += [
+            ("smtpd_sasl_auth_enable", "yes"),
+            # On a plain cell, tls_only means AUTH is never offered: that is what the policy says.
+            ("smtpd_tls_auth_only", "yes" if auth.tls_only else "no"),
+            ("smtpd_sasl_mechanism_filter", ",".join(m.lower() for m in auth.mechanisms)),
+        ]
+    else:
+        opts.append(("smtpd_sasl_auth_enable", "no"))
+    if auth.required:
+        # Refuse MAIL (not only RCPT) before AUTH, with RFC 4954's 530.
+        permit = "permit_sasl_authenticated"
+        if auth.client_cert and not auth.mechanisms:
+            permit = "permit_tls_all_clientcerts"
+        opts += [
+            ("smtpd_delay_reject", "no"),
+            ("smtpd_sender_restrictions", f"{permit},check_client_access,regexp:{POSTFIX_ETC}/auth-required.regexp"),
+        ]
+    else:
+        # Anyone may send, to any recipient: every client counts as "my network" on this port only.
+        opts.append(("mynetworks", "0.0.0.0/0"))
+    lines += [_opt(name, value) for name, value in opts]
+    lines += [
+        f"{cleanup} unix n - n - 0 cleanup",
+        _opt("syslog_name", syslog_name),
+        _opt("virtual_alias_maps", f"static:{_capture_address(cell)}"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _openssl_cnf(sections: Sequence[tuple[str, str]]) -> str:
+    # tls_config_name selects the application section; its ssl_conf system_default applies to every
+    # SSL_CTX that smtpd makes. Postfix sets versions and the <= 1.2 list itself, so only suites go here.
+    head = ["# TLS 1.3 cipher suites per listener (tls_config_name); rendered by pytest-mailtls"]
+    body: list[str] = []
+    for name, suites in sections:
+        head.append(f"{name} = {name}_init")
+        body += [
+            "",
+            f"[{name}_init]",
+            f"ssl_conf = {name}_ssl",
+            f"[{name}_ssl]",
+            f"system_default = {name}_tls",
+            f"[{name}_tls]",
+            f"Ciphersuites = {suites}",
+        ]
+    return "\n".join(head + body) + "\n"
+
+
+def _sasl_user_files(username: str, password: str) -> dict[str, str]:
+    # Cyrus splits "user@realm" and looks up (user, realm) in sasldb; a bare name gets LOCAL_REALM, which
+    # smtpd_sasl_local_domain hands to Cyrus for bare names. The entrypoint reads these with saslpasswd2.
+    user, _, realm = username.partition("@")
+    return {"sasl-user": user, "sasl-realm": realm or LOCAL_REALM, "sasl-password": password}
+
+
+def _main_cf(*, hostname: str, uid: int, gid: int) -> str:
+    return _MAIN_CF.format(
+        hostname=hostname,
+        uid=uid,
+        gid=gid,
+        min_uid=min(uid, 100),
+        capture=CAPTURE_DOMAIN,
+        unattributed=UNATTRIBUTED,
+        mail_root=MAIL_ROOT,
+        etc=POSTFIX_ETC,
+        local_realm=LOCAL_REALM,
+    )
+
+
+_MAIN_CF = """\
+# Rendered by pytest-mailtls: one smtpd service per cell lives in master.cf.
+compatibility_level = 3.6
+myhostname = {hostname}
+mydomain = mailtls.test
+myorigin = $mydomain
+smtpd_banner = $myhostname ESMTP pytest-mailtls
+maillog_file = /dev/stdout
+inet_interfaces = all
+inet_protocols = ipv4
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+
+# Nothing leaves the box and nothing asks DNS: every recipient of every cell is rewritten (by that cell's
+# cleanup service) to a capture address in a virtual mailbox domain; every other transport is an error.
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/8
+local_transport = error:5.1.1 local delivery is disabled (pytest-mailtls)
+default_transport = error:5.7.1 pytest-mailtls never relays
+relay_transport = error:5.7.1 pytest-mailtls never relays
+alias_maps =
+alias_database =
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+virtual_alias_domains =
+virtual_alias_maps = static:{unattributed}@{capture}
+virtual_mailbox_domains = {capture}
+virtual_mailbox_base = {mail_root}
+virtual_mailbox_maps = texthash:{etc}/mailboxes
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = {min_uid}
+virtual_mailbox_limit = 0
+smtpd_reject_unlisted_recipient = no
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+notify_classes =
+
+# SASL: Cyrus inside smtpd, users in sasldb (made by the entrypoint); no daemon, no failure delay,
+# no per-IP penalty (all clients share the Docker gateway address). Enabled per service.
+smtpd_sasl_type = cyrus
+cyrus_sasl_config_path = {etc}/sasl
+smtpd_sasl_path = smtpd
+smtpd_sasl_local_domain = {local_realm}
+smtpd_sasl_auth_enable = no
+smtpd_sasl_security_options = noanonymous
+smtpd_sasl_tls_security_options = noanonymous
+
+# TLS: off unless a service turns it on.
+smtpd_tls_security_level = none
+smtpd_tls_loglevel = 1
+smtp_tls_security_level = none
+smtpd_tls_session_cache_database =
+
+# Every client arrives from the Docker gateway address: no per-client limits, no tarpit, no throttling.
+default_process_limit = 300
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+smtpd_client_recipient_rate_limit = 0
+smtpd_client_new_tls_session_rate_limit = 0
+smtpd_client_auth_rate_limit = 0
+smtpd_client_event_limit_exceptions = 0.0.0.0/0
+smtpd_error_sleep_time = 0
+smtpd_soft_error_limit = 1000
+smtpd_hard_error_limit = 1000
+smtpd_junk_command_limit = 1000
+smtpd_recipient_limit = 1000
+in_flow_delay = 0
+smtpd_timeout = 30s
+smtpd_starttls_timeout = 30s
+smtpd_sasl_response_limit = 12288
+max_idle = 30s
+"""
+
+_MASTER_HEAD = """\
+# Rendered by pytest-mailtls. service type private unpriv chroot wakeup maxproc command
+# Nothing is chrooted: the container is the jail, and smtpd reads keys and maps from ordinary paths.
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+virtual   unix  - n n - - virtual
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+
+# One smtpd service and one cleanup service per cell.
+"""
+
+_SASL_CONF = """\
+# Rendered by pytest-mailtls: Cyrus SASL for smtpd (read as /etc/postfix/sasl/smtpd.conf).
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: /etc/postfix/sasldb2
+mech_list: PLAIN LOGIN CRAM-MD5
+"""
+
+
+# --------------------------------------------------------------------------- logs
+
+
+# Postfix queue ids: short (upper-case hex) or long (no vowels, a "z" between time and inode parts).
+# Neither matches NOQUEUE or a word such as "warning".
+_QUEUE_ID = re.compile(
+    r"\]: ([0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+): "
+)
+
+
+def cell_log_lines(log: str, syslog_name: str) -> list[str]:
+    """The lines of ``log`` about one cell: those of its services, and the queue-manager and delivery
+    lines of the messages it accepted (found by queue id)."""
+    tag = f" {syslog_name}/"
+    own = [line for line in log.splitlines() if tag in line]
+    queue_ids = {m.group(1) for line in own if (m := _QUEUE_ID.search(line))}
+    if not queue_ids:
+        return own
+    out = []
+    for line in log.splitlines():
+        if tag in line:
+            out.append(line)
+            continue
+        m = _QUEUE_ID.search(line)
+        if m and m.group(1) in queue_ids:
+            out.append(line)
+    return out
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class PostfixServer(RunningServer):
+    """One Postfix container serving many cells."""
+
+    def __init__(
+        self, container: Container, endpoints: list[Endpoint], syslog_names: dict[str, str], workdir: Path
+    ) -> None:
+        self.container = container
+        self.endpoints = endpoints
+        self.workdir = workdir
+        self._syslog_names = syslog_names
+
+    def logs(self) -> str:
+        """The container's log (``docker logs``: Postfix's maillog, SASL failures included)."""
+        return self.container.logs()
+
+    def cell_logs(self, cell_id: str) -> list[str]:
+        """Log lines of one cell: its smtpd and cleanup lines, plus queue and delivery lines of its mail."""
+        try:
+            name = self._syslog_names[cell_id]
+        except KeyError:
+            raise KeyError(f"no cell {cell_id!r} in this Postfix server (it serves {len(self.endpoints)})") from None
+        return cell_log_lines(self.logs(), name)
+
+    def stop(self) -> None:
+        """Remove the container (idempotent); captured Maildirs stay in the workdir."""
+        self.container.stop()
+
+
+class PostfixBackend(Backend):
+    """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells."""
+
+    name = "postfix"
+    needs_docker = True
+
+    def unsupported(self, cell: Cell) -> str | None:
+        """Why Postfix cannot serve ``cell``, or ``None``."""
+        if cell.server != self.name:
+            return f"the Postfix backend serves postfix cells, not {cell.server}"
+        return unsupported_reason(cell)
+
+    def start(self, cells: Sequence[Cell], options: StartOptions) -> PostfixServer:
+        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
+        from .. import runtime
+        from ..readiness import wait_ready
+
+        if not cells:
+            raise ValueError("PostfixBackend.start needs at least one cell")
+        for cell in cells:
+            reason = self.unsupported(cell)
+            if reason:
+                raise ValueError(f"{cell.id}: {reason}")
+        workdir = Path(options.workdir)
+        etc, mail = workdir / "etc", workdir / "mail"
+        pki = options.pki
+        cert_files = _copy_pki(cells, pki, etc / "pki")
+        mtls = any(c.auth.client_cert for c in cells)
+        client_ca = None
+        if mtls:
+            (etc / "pki").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pki.client_ca_file, etc / "pki" / "client-ca.pem")
+            client_ca = f"{ETC}/pki/client-ca.pem"
+        uid, gid = os.getuid(), os.getgid()
+        if uid == 0:
+            uid = gid = MAIL_UID  # root on the host reads any file; virtual(8) will not write as root
+        ports = container_ports(cells)
+        config = render(
+            cells,
+            ports=ports,
+            cert_files=cert_files,
+            client_ca_file=client_ca,
+            username=options.username,
+            password=options.password,
+            mail_uid=uid,
+            mail_gid=gid,
+        )
+        for rel, text in config.files.items():
+            path = etc / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o644)  # read inside the container by root and by postfix
+        mail.mkdir(parents=True, exist_ok=True)
+        mail.chmod(0o777)
+        for folder in [UNATTRIBUTED, *config.maildirs.values()]:
+            capture.ensure_maildir(mail / folder)
+
+        options.progress(f"postfix: starting one container for {len(cells)} cells")
+        image = runtime.ensure_image("postfix", progress=options.progress)
+        container = runtime.start_container(
+            image,
+            name="mailtls-postfix",
+            ports=ports,
+            volumes={str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}},
+            environment={},
+        )
+        try:
+            client = pki.client_files() if mtls else None
+            endpoints = []
+            for cell, port in zip(cells, ports, strict=True):
+                own = client if cell.auth.client_cert else None
+                endpoints.append(
+                    Endpoint(
+                        cell=cell,
+                        host="127.0.0.1",
+                        port=container.host_port(port),
+                        server_hostname=pki.server_hostname,
+                        ca_file=str(pki.ca_file),
+                        username=options.username,
+                        password=options.password,
+                        mailbox=str(mail / config.maildirs[cell.id]),
+                        client_cert_file=str(own.cert_file) if own else None,
+                        client_key_file=str(own.key_file) if own else None,
+                        extra={
+                            "container": container.name,
+                            "container_port": port,
+                            "syslog_name": config.syslog_names[cell.id],
+                        },
+                    )
+                )
+            started = time.monotonic()
+            wait_ready(
+                endpoints,
+                timeout=options.ready_timeout,
+                logs=container.logs,
+                alive=lambda: None if container.is_running() else "the Postfix container exited",
+            )
+            options.progress(f"postfix: {len(cells)} cells ready in {time.monotonic() - started:.2f} s")
+        except Exception as exc:
+            log = _safe_logs(container)
+            container.stop()
+            if isinstance(exc, ServerStartError):
+                raise
+            raise ServerStartError(f"Postfix container {container.name} did not start: {exc}", log) from exc
+        except BaseException:  # KeyboardInterrupt and friends: leave nothing behind
+            container.stop()
+            raise
+        return PostfixServer(container, endpoints, config.syslog_names, workdir)
+
+
+def _safe_logs(container: Container) -> str:
+    try:
+        return container.logs()
+    except Exception as exc:  # the engine went away: the error at hand matters more than the log
+        return f"(could not read the container log: {exc})"
+
+
+def _copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path) -> dict[CertProfile, ServiceFiles]:
+    """Copy each profile's key and chain under the mounted folder; return their container paths."""
+    out: dict[CertProfile, ServiceFiles] = {}
+    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
+        files = pki.server_files(profile)
+        folder = target / str(profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files.key_file, folder / "key.pem")
+        shutil.copyfile(files.cert_file, folder / "chain.pem")
+        for name in ("key.pem", "chain.pem"):
+            (folder / name).chmod(0o644)
+        out[profile] = ServiceFiles(f"{ETC}/pki/{profile}/key.pem", f"{ETC}/pki/{profile}/chain.pem")
+    return out
