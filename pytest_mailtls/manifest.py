@@ -133,6 +133,25 @@ class Endpoint:
             ctx.load_cert_chain(self.client_cert_file, self.client_key_file)
         return ctx
 
+    def compatible_context(self, *, verify: bool | None = None, client_cert: bool | None = None) -> ssl.SSLContext:
+        """A client context that can complete a handshake with this cell.
+
+        It offers exactly the cell's version range and cipher list, at OpenSSL security
+        level 0 where legacy versions or weak certificates need it. ``verify`` defaults
+        to whether the certificate profile verifies against the session CA.
+        """
+        policy, cert = self.cell.policy, self.cell.cert
+        if policy is None or cert is None:
+            raise ValueError(f"{self.id} is a plain cell: it has no TLS")
+        ctx = self.client_context(verify=cert.verifies if verify is None else verify, client_cert=client_cert)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = _SSL_VERSIONS[policy.min_version]
+            ctx.maximum_version = _SSL_VERSIONS[policy.max_version]
+        base = policy.ciphers or "DEFAULT"
+        ctx.set_ciphers(base if "@SECLEVEL" in base else base + ":@SECLEVEL=0")
+        return ctx
+
     # --- captured mail -------------------------------------------------------
     def messages(self) -> list[EmailMessage]:
         """Messages this cell received, oldest first, parsed."""

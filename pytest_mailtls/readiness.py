@@ -22,21 +22,9 @@ POLL_INTERVAL = 0.05
 
 
 def readiness_context(endpoint: Endpoint) -> ssl.SSLContext:
-    """A context that must complete a handshake with ``endpoint``.
-
-    Verifies against the session CA where the certificate profile verifies;
-    offers the policy's own cipher list at security level 0, so legacy and
-    weak-key cells are reachable.
-    """
-    cell = endpoint.cell
-    assert cell.policy is not None and cell.cert is not None
-    ctx = endpoint.client_context(verify=cell.cert.verifies)
-    # MINIMUM_SUPPORTED reaches TLSv1 like TLSVersion.TLSv1 but warns nothing: under -W error a warning here
-    # would make every TLS cell look "not ready".
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    base = cell.policy.ciphers or "DEFAULT"
-    ctx.set_ciphers(base if "@SECLEVEL" in base else base + ":@SECLEVEL=0")
-    return ctx
+    """A context that must complete a handshake with ``endpoint``: its own versions and
+    ciphers, verified against the session CA where the certificate profile verifies."""
+    return endpoint.compatible_context()
 
 
 def check_endpoint(endpoint: Endpoint, *, timeout: float = 3.0) -> str:
