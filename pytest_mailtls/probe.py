@@ -1,0 +1,1152 @@
+"""What a mail server really accepts: versions, ciphers, certificate chain, STARTTLS and AUTH.
+
+``probe(host, port, protocol=..., mode=...)`` answers the first questions of
+every mail TLS investigation in one call, in well under a second on loopback:
+
+* **versions**: one handshake per version, TLSv1 to TLSv1.3, the client
+  offering everything the local OpenSSL can at ``@SECLEVEL=0``;
+* **ciphers (TLS <= 1.2)**: offer every cipher, note the one the server picks,
+  remove it and offer the rest, until the server refuses. The first pick is the
+  server's preferred cipher; the list is complete for what the local OpenSSL
+  can offer (PSK and SRP suites need credentials and are left out). The
+  remaining candidates are split into slices probed side by side, so the list
+  is ordered: preferred first, then the local OpenSSL's order;
+* **TLS 1.3 suites**: Python's ``ssl`` cannot choose them (no
+  ``set_ciphersuites``), so each suite is tried with ``openssl s_client
+  -ciphersuites SUITE [-starttls PROTO]``; without the ``openssl`` command only
+  the suite Python negotiates is known (``complete: false``);
+* **certificate**: the chain as presented (leaf first), each certificate's
+  names, validity, key and signature, and whether a client that trusts
+  ``ca_file`` (default: the system store) and checks ``server_hostname``
+  accepts it, with OpenSSL's verify message when not;
+* **STARTTLS** offered and required (plaintext MAIL refused with 530 "must
+  issue STARTTLS" in SMTP, ``LOGINDISABLED`` in IMAP, plaintext ``USER``
+  refused in POP3), and the **AUTH** mechanisms advertised before and after TLS.
+
+Every socket operation has a timeout and the whole probe a time budget.
+Closed ports, non-mail services and the wrong mode fail with one clear line
+(:class:`ProbeError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+from .connect import ProtocolError, tls_handshake
+from .errors import MailTLSError
+from .policy import VERSIONS
+
+__all__ = [
+    "ProbeError",
+    "ProbeResult",
+    "VersionResult",
+    "CertificateInfo",
+    "CertificateReport",
+    "probe",
+    "local_ciphers",
+    "parse_target",
+    "set_version_range",
+    "port_defaults",
+    "TLS13_SUITES",
+]
+
+#: TLS 1.3 suites OpenSSL 3 implements (the CCM ones are off by default on most servers).
+TLS13_SUITES: tuple[str, ...] = (
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
+_SSL_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+_S_CLIENT_VERSION = {"TLSv1": "-tls1", "TLSv1.1": "-tls1_1", "TLSv1.2": "-tls1_2", "TLSv1.3": "-tls1_3"}
+_MODES = {"starttls": False, "starttls-required": False, "implicit": True}
+_PROTOCOLS = ("smtp", "imap", "pop3")
+# Words servers use when they refuse plaintext for want of TLS (Postfix, aiosmtpd, Dovecot, James, Exim).
+_TLS_WORDS = ("starttls", "tls", "ssl", "encrypt", "secure", "privacyrequired", "plaintext")
+_PROBE_SENDER = "mailtls-probe@mailtls.invalid"
+_SLICE = 12  # candidates per removal chain: below that, an extra chain costs more than it saves
+
+
+class ProbeError(MailTLSError):
+    """The target cannot be probed: nothing listens, it is no mail server, or the mode is wrong."""
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class VersionResult:
+    """One protocol version: accepted or not, and the ciphers (suites) accepted with it."""
+
+    accepted: bool
+    ciphers: list[str] = field(default_factory=list)
+    error: str | None = None  # why the all-ciphers handshake failed
+    complete: bool = True  # False: the cipher list could not be enumerated fully (see ProbeResult.notes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "ciphers": list(self.ciphers),
+            "error": self.error,
+            "complete": self.complete,
+        }
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """The properties of one certificate that decide whether clients accept it."""
+
+    subject: str
+    issuer: str
+    sans: list[str]
+    not_before: str
+    not_after: str
+    key_type: str  # rsa, ecdsa, ed25519, ed448, dsa
+    key_size: int
+    signature_algorithm: str  # e.g. sha256WithRSAEncryption, ecdsa-with-SHA256, sha1WithRSAEncryption
+    signature_hash: str | None  # sha256, sha1, ... (None for ed25519/ed448)
+    self_signed: bool
+    sha256_fingerprint: str
+
+    @classmethod
+    def from_der(cls, der: bytes) -> CertificateInfo:
+        cert = x509.load_der_x509_certificate(der)
+        key = cert.public_key()
+        key_type, key_size = _key_kind(key)
+        try:
+            sans_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = [str(v) for v in sans_ext.get_values_for_type(x509.DNSName)]
+            sans += [str(v) for v in sans_ext.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            sans = []
+        try:
+            digest = cert.signature_hash_algorithm
+            sig_hash = digest.name if digest is not None else None
+        except Exception:  # an algorithm cryptography does not know: report the OID name only
+            sig_hash = None
+        oid = cert.signature_algorithm_oid
+        return cls(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            sans=sans,
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            key_type=key_type,
+            key_size=key_size,
+            signature_algorithm=getattr(oid, "_name", None) or oid.dotted_string,
+            signature_hash=sig_hash,
+            self_signed=cert.subject == cert.issuer,
+            sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "sans": list(self.sans),
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "key_type": self.key_type,
+            "key_size": self.key_size,
+            "signature_algorithm": self.signature_algorithm,
+            "signature_hash": self.signature_hash,
+            "self_signed": self.self_signed,
+            "sha256_fingerprint": self.sha256_fingerprint,
+        }
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        return dt.datetime.fromisoformat(self.not_after) < (now or dt.datetime.now(dt.UTC))
+
+    def not_yet_valid(self, now: dt.datetime | None = None) -> bool:
+        return dt.datetime.fromisoformat(self.not_before) > (now or dt.datetime.now(dt.UTC))
+
+
+@dataclass
+class CertificateReport:
+    """The presented chain and whether a verifying client accepts it."""
+
+    chain: list[CertificateInfo]  # as presented, leaf first
+    verifies: bool | None  # None: the verifying handshake failed for another reason than the certificate
+    verify_error: str | None
+    verified_against: str  # the CA file, or "system trust store"
+    verified_name: str  # the host name checked
+
+    @property
+    def leaf(self) -> CertificateInfo | None:
+        return self.chain[0] if self.chain else None
+
+    def to_json(self) -> dict[str, Any]:
+        leaf = self.leaf.to_json() if self.leaf else {}
+        return {
+            **leaf,
+            "chain": [c.to_json() for c in self.chain],
+            "verifies": self.verifies,
+            "verify_error": self.verify_error,
+            "verified_against": self.verified_against,
+            "verified_name": self.verified_name,
+        }
+
+
+@dataclass
+class ProbeResult:
+    """Everything :func:`probe` found; ``to_json()`` is the ``mailtls probe --json`` document."""
+
+    host: str
+    port: int
+    protocol: str
+    mode: str
+    server_hostname: str
+    banner: str = ""
+    versions: dict[str, VersionResult] = field(default_factory=dict)
+    preferred: dict[str, str] = field(default_factory=dict)
+    certificate: CertificateReport | None = None
+    starttls_offered: bool = False
+    starttls_required: bool | None = None  # None: not observable (implicit mode)
+    starttls_evidence: str = ""
+    auth_before_tls: list[str] | None = None  # None: implicit mode, there is no "before"
+    auth_after_tls: list[str] | None = None  # None: no TLS session was established
+    auth_required: bool | None = None  # SMTP only: MAIL/RCPT refused until AUTH
+    client_cert_required: bool | None = None  # in the handshake; measured only when a client certificate was given
+    client_cert_login_refused: bool | None = None  # login without one refused (servers that check at AUTH)
+    client_cert_evidence: str = ""
+    handshakes: int = 0
+    elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def accepted_versions(self) -> list[str]:
+        return [v for v in VERSIONS if self.versions.get(v, VersionResult(False)).accepted]
+
+    def ciphers(self, version: str) -> list[str]:
+        result = self.versions.get(version)
+        return list(result.ciphers) if result else []
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "protocol": self.protocol,
+            "mode": self.mode,
+            "server_hostname": self.server_hostname,
+            "banner": self.banner,
+            "versions": {v: self.versions.get(v, VersionResult(False)).to_json() for v in VERSIONS},
+            "preferred": dict(self.preferred),
+            "certificate": self.certificate.to_json() if self.certificate else None,
+            "starttls": {
+                "offered": self.starttls_offered,
+                "required": self.starttls_required,
+                "evidence": self.starttls_evidence,
+            },
+            "auth": {
+                "before_tls": self.auth_before_tls,
+                "after_tls": self.auth_after_tls,
+                "required": self.auth_required,
+            },
+            "client_certificate": {
+                "required": self.client_cert_required,
+                "login_refused_without": self.client_cert_login_refused,
+                "evidence": self.client_cert_evidence,
+            },
+            "handshakes": self.handshakes,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "notes": list(self.notes),
+        }
+
+    def render(self) -> str:
+        """A human summary, what ``mailtls probe`` prints without ``--json``."""
+        out = [f"{self.target} ({self.protocol}, {self.mode})" + (f"  {self.banner}" if self.banner else "")]
+        if self.mode != "implicit":
+            req = {True: "required", False: "optional", None: "?"}[self.starttls_required]
+            offered = f"offered, {req}" if self.starttls_offered else "NOT offered"
+            out.append(f"  STARTTLS: {offered}" + (f" ({self.starttls_evidence})" if self.starttls_evidence else ""))
+        for version in VERSIONS:
+            res = self.versions.get(version, VersionResult(False))
+            if not res.accepted:
+                out.append(f"  {version:<8} no" + (f"  ({res.error})" if res.error else ""))
+                continue
+            more = "" if res.complete else " (incomplete)"
+            pref = self.preferred.get(version)
+            out.append(f"  {version:<8} yes  {len(res.ciphers)} cipher(s){more}, preferred {pref}")
+            out.extend(f"             {c}" for c in res.ciphers)
+        cert = self.certificate
+        if cert and cert.leaf:
+            leaf = cert.leaf
+            out.append(f"  certificate: {leaf.subject}  (issuer {leaf.issuer})")
+            out.append(f"    names: {', '.join(leaf.sans) or '-'}")
+            out.append(f"    valid {leaf.not_before} .. {leaf.not_after}")
+            out.append(f"    key {leaf.key_type} {leaf.key_size} bits, signature {leaf.signature_algorithm}")
+            out.append(f"    chain: {len(cert.chain)} certificate(s) presented")
+            verdict = "verifies" if cert.verifies else f"does NOT verify: {cert.verify_error}"
+            if cert.verifies is None:
+                verdict = f"not verified: {cert.verify_error}"
+            out.append(f"    {verdict} (against {cert.verified_against}, name {cert.verified_name})")
+        before = "-" if self.auth_before_tls is None else (" ".join(self.auth_before_tls) or "none")
+        after = "-" if self.auth_after_tls is None else (" ".join(self.auth_after_tls) or "none")
+        out.append(f"  AUTH before TLS: {before}; after TLS: {after}")
+        if self.auth_required is not None:
+            out.append(f"  AUTH required to send: {'yes' if self.auth_required else 'no'}")
+        if self.client_cert_required is not None:
+            out.append(f"  client certificate required: {'yes' if self.client_cert_required else 'no'}")
+        if self.client_cert_login_refused is not None:
+            refused = "refused" if self.client_cert_login_refused else "ACCEPTED"
+            out.append(f"  login without a client certificate: {refused} ({self.client_cert_evidence})")
+        out.extend(f"  note: {n}" for n in self.notes)
+        out.append(f"  {self.handshakes} handshakes in {self.elapsed:.2f} s")
+        return "\n".join(out)
+
+
+# --- command-line helpers -----------------------------------------------------------------------
+
+_WELL_KNOWN = {
+    25: ("smtp", "starttls"),
+    587: ("smtp", "starttls"),
+    465: ("smtp", "implicit"),
+    143: ("imap", "starttls"),
+    993: ("imap", "implicit"),
+    110: ("pop3", "starttls"),
+    995: ("pop3", "implicit"),
+}
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``"mail.example.com:587"`` or ``"[::1]:465"`` -> (host, port); ``ProbeError`` when malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProbeError(f"{text!r}: give the target as HOST:PORT, e.g. mail.example.com:587 or [::1]:465")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def port_defaults(port: int) -> tuple[str | None, str | None]:
+    """(protocol, mode) a well-known mail port implies, e.g. 993 -> ("imap", "implicit"); else (None, None)."""
+    return _WELL_KNOWN.get(port, (None, None))
+
+
+# --- local OpenSSL --------------------------------------------------------------------------------
+
+
+_WARNINGS_LOCK = threading.Lock()
+
+
+def set_version_range(ctx: ssl.SSLContext, minimum: str, maximum: str | None = None) -> None:
+    """Set ``ctx``'s protocol range without the DeprecationWarning TLSv1/TLSv1.1 trigger.
+
+    Reaching those versions is the point here. ``warnings.catch_warnings`` swaps
+    process-wide state, so every use in this package goes through one lock:
+    probes run in threads.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = _SSL_VERSIONS[minimum]
+        if maximum is not None:
+            ctx.maximum_version = _SSL_VERSIONS[maximum]
+
+
+def local_ciphers(version: str) -> list[str]:
+    """Every TLS <= 1.2 cipher the local OpenSSL can offer at ``version`` (security level 0).
+
+    PSK and SRP suites are left out: OpenSSL only offers them with credentials.
+    """
+    if version == "TLSv1.3":
+        return list(TLS13_SUITES)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    legacy = version in ("TLSv1", "TLSv1.1")
+    names = []
+    for c in ctx.get_ciphers():
+        if c["protocol"] == "TLSv1.3" or "psk" in c["kea"] or "srp" in c["kea"]:
+            continue
+        if legacy and c["protocol"] not in ("SSLv3", "TLSv1.0"):
+            continue  # TLS 1.2-only suites (GCM, SHA-256 MACs) never appear in an older ClientHello
+        names.append(c["name"])
+    return names
+
+
+def _client_context(
+    version: str | None,
+    ciphers: str = "ALL:COMPLEMENTOFALL:@SECLEVEL=0",
+    *,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    set_version_range(ctx, version or "TLSv1", version)
+    ctx.set_ciphers(ciphers)
+    if client_cert:
+        ctx.load_cert_chain(client_cert, client_key)
+    return ctx
+
+
+# --- plaintext conversations ----------------------------------------------------------------------
+
+
+class _Lines:
+    """CRLF lines over a socket (plain or TLS), never reading past what the server sent."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def line(self) -> str:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ProtocolError(
+                    "the server closed the connection" + (f" after {self.buf[:60]!r}" if self.buf else "")
+                )
+            self.buf += chunk
+            if len(self.buf) > 65536:
+                raise ProtocolError("over-long line: not a mail server")
+        raw, _, self.buf = self.buf.partition(b"\n")
+        return raw.rstrip(b"\r").decode("utf-8", "replace")
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\r\n")
+
+    def smtp(self, command: str | None = None) -> tuple[int, list[str]]:
+        if command is not None:
+            self.send(command)
+        out: list[str] = []
+        while True:
+            line = self.line()
+            if len(line) < 3 or not line[:3].isdigit():
+                raise ProtocolError(f"not an SMTP reply: {line[:60]!r}")
+            out.append(line[4:])
+            if len(line) == 3 or line[3] != "-":
+                return int(line[:3]), out
+
+    def imap(self, tag: str, command: str) -> tuple[str, list[str]]:
+        self.send(f"{tag} {command}")
+        untagged: list[str] = []
+        while True:
+            line = self.line()
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1 :], untagged
+            untagged.append(line)
+
+
+@dataclass
+class _Plain:
+    """What the server says in plaintext (STARTTLS mode), or inside TLS after the handshake."""
+
+    banner: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    starttls: bool = False
+    mechanisms: list[str] = field(default_factory=list)
+    required: bool | None = None
+    evidence: str = ""
+    auth_required: bool | None = None
+
+
+def _mechanisms(protocol: str, caps: Iterable[str]) -> list[str]:
+    mechs: list[str] = []
+    for cap in caps:
+        upper = cap.upper()
+        if protocol == "smtp" and (upper.startswith("AUTH ") or upper.startswith("AUTH=")):
+            mechs += upper[5:].split()
+        elif protocol == "imap" and upper.startswith("AUTH="):
+            mechs.append(upper[5:])
+        elif protocol == "pop3" and upper.startswith("SASL"):
+            mechs += upper[4:].split()
+    return list(dict.fromkeys(mechs))
+
+
+def _greeting(lines: _Lines, protocol: str) -> str:
+    first = lines.line()
+    if _tls_bytes(first):
+        raise _ImplicitTLSHere()
+    ok = {
+        "smtp": first[:4] in ("220 ", "220-") or first == "220",
+        "imap": first.startswith(("* OK", "* PREAUTH")),
+        "pop3": first.startswith("+OK"),
+    }[protocol]
+    if not ok:
+        raise _NotThisProtocol(first)
+    if protocol == "smtp":
+        while first[3:4] == "-":  # multi-line 220
+            first = lines.line()
+    return first
+
+
+def _capabilities(lines: _Lines, protocol: str) -> list[str]:
+    if protocol == "smtp":
+        code, text = lines.smtp("EHLO mailtls-probe.invalid")
+        if code != 250:
+            code, text = lines.smtp("HELO mailtls-probe.invalid")
+            return []
+        return text[1:]
+    if protocol == "imap":
+        _, untagged = lines.imap("p1", "CAPABILITY")
+        for line in untagged:
+            if line.upper().startswith("* CAPABILITY "):
+                return line.split()[2:]
+        return []
+    lines.send("CAPA")
+    if not lines.line().startswith("+OK"):
+        return []
+    caps = []
+    while (line := lines.line()) != ".":
+        caps.append(line)
+    return caps
+
+
+def _refused_for_tls(text: str) -> bool:
+    lower = text.lower()
+    return any(word in lower for word in _TLS_WORDS)
+
+
+def _plain_survey(lines: _Lines, protocol: str, recipient: str) -> _Plain:
+    """Greeting, capabilities and whether plaintext use is refused, on a fresh plaintext connection."""
+    plain = _Plain(banner=_greeting(lines, protocol))
+    plain.capabilities = _capabilities(lines, protocol)
+    plain.starttls = any(c.upper().split()[0] in ("STARTTLS", "STLS") for c in plain.capabilities if c.strip())
+    plain.mechanisms = _mechanisms(protocol, plain.capabilities)
+    if protocol == "smtp":
+        code, text = lines.smtp(f"MAIL FROM:<{_PROBE_SENDER}>")
+        reply = f"{code} {' '.join(text)}"
+        if code == 530 and _refused_for_tls(reply):
+            plain.required, plain.evidence = True, f"plaintext MAIL refused: {reply}"
+        else:
+            plain.required, plain.evidence = False, f"plaintext MAIL answered {reply}"
+            plain.auth_required = _after_mail(lines, code, reply, recipient)
+        lines.send("QUIT")
+    elif protocol == "imap":
+        if any(c.upper() == "LOGINDISABLED" for c in plain.capabilities):
+            plain.required, plain.evidence = True, "LOGINDISABLED advertised before TLS"
+        else:
+            plain.required, plain.evidence = False, "plaintext LOGIN not disabled (no LOGINDISABLED)"
+        lines.send("p9 LOGOUT")
+    else:
+        lines.send("USER mailtls-probe")
+        reply = lines.line()
+        if reply.startswith("-ERR") and _refused_for_tls(reply):
+            plain.required, plain.evidence = True, f"plaintext USER refused: {reply}"
+        else:
+            plain.required, plain.evidence = False, f"plaintext USER answered {reply[:60]}"
+        lines.send("QUIT")
+    return plain
+
+
+def _after_mail(lines: _Lines, code: int, reply: str, recipient: str) -> bool | None:
+    """Given the reply to an unauthenticated MAIL: does the server want AUTH before it takes mail?
+
+    True when MAIL or RCPT is refused for want of authentication, False when
+    RCPT to postmaster is accepted, None when the answer says neither. No DATA
+    is ever sent.
+    """
+    if code == 530 or (code >= 500 and "auth" in reply.lower()):
+        return True
+    if code >= 400:
+        return None
+    code, text = lines.smtp(f"RCPT TO:<{recipient}>")
+    rcpt = f"{code} {' '.join(text)}".lower()
+    lines.smtp("RSET")
+    if 200 <= code < 300:
+        return False
+    if code == 530 or "auth" in rcpt or "access denied" in rcpt:
+        return True
+    return None
+
+
+def _auth_required_smtp(lines: _Lines, recipient: str) -> bool | None:
+    """Inside TLS, unauthenticated: does the server refuse MAIL/RCPT until AUTH?"""
+    code, text = lines.smtp(f"MAIL FROM:<{_PROBE_SENDER}>")
+    return _after_mail(lines, code, f"{code} {' '.join(text)}", recipient)
+
+
+def _starttls_command(lines: _Lines, protocol: str) -> None:
+    if protocol == "smtp":
+        code, text = lines.smtp("STARTTLS")
+        if code != 220:
+            raise ProtocolError(f"STARTTLS refused: {code} {' '.join(text)}")
+    elif protocol == "imap":
+        status, _ = lines.imap("p2", "STARTTLS")
+        if not status.startswith("OK"):
+            raise ProtocolError(f"STARTTLS refused: {status}")
+    else:
+        lines.send("STLS")
+        reply = lines.line()
+        if not reply.startswith("+OK"):
+            raise ProtocolError(f"STLS refused: {reply}")
+
+
+class _ImplicitTLSHere(Exception):
+    """TLS bytes where a plaintext greeting was expected."""
+
+
+class _NotThisProtocol(Exception):
+    """A greeting, but not of the protocol asked for."""
+
+    def __init__(self, greeting: str) -> None:
+        super().__init__(greeting)
+        self.greeting = greeting
+
+
+def _tls_bytes(text: str) -> bool:
+    return bool(text) and text[0] in "\x15\x16"
+
+
+def _guess_protocol(greeting: str) -> str | None:
+    if greeting[:3] == "220":
+        return "smtp"
+    if greeting.startswith("* OK") or greeting.startswith("* PREAUTH"):
+        return "imap"
+    if greeting.startswith("+OK"):
+        return "pop3"
+    return None
+
+
+# --- the probe ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Target:
+    host: str
+    port: int
+    protocol: str
+    implicit: bool
+    sni: str
+    timeout: float
+    deadline: float
+    client_cert: str | None
+    client_key: str | None
+    openssl: str | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handshakes: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def postmaster(self) -> str:
+        """RFC 5321 requires every server to accept mail for postmaster: the least intrusive RCPT."""
+        return f"postmaster@[{self.sni}]" if _is_ip(self.sni) else f"postmaster@{self.sni}"
+
+    def count(self) -> None:
+        with self.lock:
+            self.handshakes += 1
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def op_timeout(self) -> float:
+        return max(0.2, min(self.timeout, self.remaining()))
+
+    def connect(self) -> socket.socket:
+        try:
+            return socket.create_connection((self.host, self.port), timeout=self.op_timeout())
+        except ConnectionRefusedError:
+            raise ProbeError(f"{self.target}: connection refused: nothing listens on port {self.port}") from None
+        except socket.gaierror as exc:
+            raise ProbeError(f"{self.host}: cannot resolve the host name ({exc.strerror})") from None
+        except TimeoutError:
+            raise ProbeError(
+                f"{self.target}: no answer to the TCP connect within {self.timeout:g} s (host down or port filtered)"
+            ) from None
+        except OSError as exc:
+            raise ProbeError(f"{self.target}: cannot connect: {exc.strerror or exc}") from None
+
+    def handshake(self, ctx: ssl.SSLContext) -> tuple[str, str]:
+        """One TLS handshake (after STARTTLS where needed); (version, cipher) or an exception."""
+        self.count()
+        result = tls_handshake(
+            self.host,
+            self.port,
+            protocol=self.protocol,
+            implicit=self.implicit,
+            context=ctx,
+            server_hostname=self.sni,
+            timeout=self.op_timeout(),
+        )
+        return result.version, result.cipher
+
+    def open_tls(self, ctx: ssl.SSLContext) -> tuple[ssl.SSLSocket, _Lines, str]:
+        """A TLS session ready for commands: (socket, line reader, banner)."""
+        sock = self.connect()
+        try:
+            banner = ""
+            if not self.implicit:
+                lines = _Lines(sock)
+                banner = _greeting(lines, self.protocol)
+                _capabilities(lines, self.protocol)
+                _starttls_command(lines, self.protocol)
+            self.count()
+            tls = ctx.wrap_socket(sock, server_hostname=self.sni)
+        except BaseException:
+            sock.close()
+            raise
+        lines = _Lines(tls)  # type: ignore[arg-type]
+        if self.implicit:
+            try:
+                banner = _greeting(lines, self.protocol)
+            except BaseException:
+                tls.close()
+                raise
+        return tls, lines, banner
+
+
+def probe(
+    host: str,
+    port: int,
+    *,
+    protocol: str,
+    mode: str,
+    server_hostname: str | None = None,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    timeout: float = 5.0,
+    concurrency: int = 8,
+    budget: float = 120.0,
+    openssl: str | None = "openssl",
+) -> ProbeResult:
+    """Probe one mail port; see the module docstring for what is measured and how.
+
+    ``mode`` is ``starttls`` or ``implicit`` (``starttls-required`` is accepted
+    as ``starttls``). ``server_hostname`` is sent as SNI and checked in the
+    certificate (default: ``host``). ``client_cert``/``client_key`` are
+    presented on every handshake (mutual TLS); one extra handshake without them
+    tells whether the server requires one. ``timeout`` bounds each network
+    operation, ``budget`` the whole probe; ``concurrency`` bounds parallel
+    connections. ``openssl`` is the command used for TLS 1.3 suites (``None``:
+    do not use it). Raises :class:`ProbeError` for a closed port, a non-mail
+    service or the wrong mode.
+    """
+    if protocol not in _PROTOCOLS:
+        raise ProbeError(f"unknown protocol {protocol!r}; choose from {', '.join(_PROTOCOLS)}")
+    if mode not in _MODES:
+        raise ProbeError(f"unknown mode {mode!r}; choose starttls or implicit")
+    started = time.monotonic()
+    implicit = _MODES[mode]
+    openssl_cmd = shutil.which(openssl) if openssl else None
+    t = _Target(
+        host=host,
+        port=port,
+        protocol=protocol,
+        implicit=implicit,
+        sni=server_hostname or host,
+        timeout=timeout,
+        deadline=started + budget,
+        client_cert=client_cert,
+        client_key=client_key,
+        openssl=openssl_cmd,
+    )
+    result = ProbeResult(
+        host=host, port=port, protocol=protocol, mode="implicit" if implicit else "starttls", server_hostname=t.sni
+    )
+    recipient = t.postmaster
+
+    if not implicit:
+        plain = _survey_or_explain(t)
+        result.banner = plain.banner
+        result.starttls_offered = plain.starttls
+        result.starttls_required = plain.required if plain.starttls else False
+        result.starttls_evidence = plain.evidence
+        result.auth_before_tls = plain.mechanisms
+        result.auth_required = plain.auth_required if protocol == "smtp" else None
+        if not plain.starttls:
+            result.versions = {v: VersionResult(False, error="STARTTLS not offered") for v in VERSIONS}
+            result.notes.append("STARTTLS is not offered: no TLS to probe on this port")
+            result.elapsed = time.monotonic() - started
+            return result
+    else:
+        _check_implicit(t)
+
+    with ThreadPoolExecutor(max_workers=max(2, concurrency), thread_name_prefix="mailtls-probe") as pool:
+        session: Future[tuple[list[bytes], str, list[str], bool | None]] = pool.submit(_rich_session, t, recipient)
+        result.versions, result.preferred = _versions_and_ciphers(t, pool, concurrency, result.notes)
+        verify = pool.submit(_verify_certificate, t, ca_file, result.versions, result.notes)
+        cert_needed = pool.submit(_client_cert_required, t, result.accepted_versions) if client_cert else None
+        try:
+            chain, banner, after_caps, auth_required = session.result(timeout=max(1.0, t.remaining()))
+        except (OSError, ssl.SSLError, ProtocolError, _ImplicitTLSHere, _NotThisProtocol, TimeoutError) as exc:
+            chain, banner, after_caps, auth_required = [], "", [], None
+            if result.accepted_versions:
+                result.notes.append(f"could not read the certificate chain and capabilities: {_reason(exc)}")
+        if implicit:
+            result.banner = banner
+        verifies, verify_error = verify.result(timeout=max(1.0, t.remaining()))
+        if result.accepted_versions:
+            result.auth_after_tls = _mechanisms(protocol, after_caps)
+            if protocol == "smtp" and auth_required is not None:
+                result.auth_required = auth_required
+            result.certificate = CertificateReport(
+                chain=[CertificateInfo.from_der(der) for der in chain],
+                verifies=verifies,
+                verify_error=verify_error,
+                verified_against=ca_file or "system trust store",
+                verified_name=t.sni,
+            )
+        if cert_needed is not None:
+            result.client_cert_required = cert_needed.result(timeout=max(1.0, t.remaining()))
+    result.handshakes = t.handshakes
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _survey_or_explain(t: _Target) -> _Plain:
+    """The plaintext survey, turning every way it can fail into one clear ``ProbeError``."""
+    sock = t.connect()
+    try:
+        sock.settimeout(t.op_timeout())
+        return _plain_survey(_Lines(sock), t.protocol, t.postmaster)
+    except _ImplicitTLSHere:
+        raise ProbeError(
+            f"{t.target}: the server answered with TLS: it speaks implicit TLS, try --mode implicit"
+        ) from None
+    except _NotThisProtocol as exc:
+        raise ProbeError(_wrong_protocol(t, exc.greeting)) from None
+    except TimeoutError:
+        if _tls_works(t):
+            raise ProbeError(
+                f"{t.target}: no plaintext greeting, but a TLS handshake works: "
+                "the server speaks implicit TLS, try --mode implicit"
+            ) from None
+        raise ProbeError(
+            f"{t.target}: no {t.protocol.upper()} greeting within {t.timeout:g} s: not a mail server "
+            "(or one that waits for the client to speak first)"
+        ) from None
+    except (ProtocolError, ConnectionError) as exc:
+        raise ProbeError(f"{t.target}: not a working {t.protocol.upper()} server: {_reason(exc)}") from None
+    finally:
+        sock.close()
+
+
+def _wrong_protocol(t: _Target, greeting: str) -> str:
+    other = _guess_protocol(greeting)
+    shown = greeting[:60]
+    if other and other != t.protocol:
+        return f"{t.target}: this is an {other.upper()} server (it greeted {shown!r}): try --protocol {other}"
+    return f"{t.target}: not an {t.protocol.upper()} server: it greeted {shown!r}"
+
+
+def _tls_works(t: _Target) -> bool:
+    try:
+        with socket.create_connection((t.host, t.port), timeout=t.op_timeout()) as sock:
+            ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
+            with ctx.wrap_socket(sock, server_hostname=t.sni):
+                return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _check_implicit(t: _Target) -> None:
+    """Implicit mode: a permissive handshake must work; if not, say why in one line."""
+    sock = t.connect()  # closed port, DNS, filtered: clear errors before any TLS
+    sock.close()
+    ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
+    try:
+        t.open_tls(ctx)[0].close()
+        return
+    except _NotThisProtocol as exc:
+        raise ProbeError(_wrong_protocol(t, exc.greeting) + " (after the TLS handshake)") from None
+    except TimeoutError:
+        failure: BaseException = TimeoutError("no answer to the TLS ClientHello")
+    except (ssl.SSLError, OSError, ProtocolError, _ImplicitTLSHere) as exc:
+        failure = exc
+    if isinstance(failure, ssl.SSLError) and "ALERT" in (failure.reason or ""):
+        return  # the server sent a TLS alert: it speaks TLS, it just refused this offer (e.g. no client cert)
+    # The handshake failed: a plaintext greeting means the wrong mode; silence means not a mail server.
+    greeting = _sniff(t)
+    if greeting is not None:
+        other = _guess_protocol(greeting)
+        if other is not None:
+            hint = "try --mode starttls" if other == t.protocol else f"try --protocol {other} --mode starttls"
+            raise ProbeError(f"{t.target}: the server answered in plaintext ({greeting[:40]!r}): {hint}")
+        raise ProbeError(f"{t.target}: not a mail server: it sent {greeting[:60]!r} in plaintext")
+    if isinstance(failure, ssl.SSLError) and not _garbled(failure):
+        return  # a TLS server that dislikes our permissive offer: the per-version probes will say more
+    raise ProbeError(
+        f"{t.target}: no TLS handshake and no plaintext greeting: not an implicit-TLS mail server ({_reason(failure)})"
+    )
+
+
+def _garbled(exc: ssl.SSLError) -> bool:
+    # Reasons OpenSSL gives when the peer's bytes are not TLS at all.
+    return (exc.reason or "") in {
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNKNOWN_PROTOCOL",
+        "HTTP_REQUEST",
+        "UNEXPECTED_EOF_WHILE_READING",
+    } or isinstance(exc, ssl.SSLEOFError)
+
+
+def _sniff(t: _Target) -> str | None:
+    """The first line a server says unprompted, within a short wait, or None."""
+    try:
+        with socket.create_connection((t.host, t.port), timeout=t.op_timeout()) as sock:
+            sock.settimeout(min(t.op_timeout(), 2.0))
+            data = sock.recv(512)
+    except (OSError, TimeoutError):
+        return None
+    if not data:
+        return None
+    return data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError):
+        text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        return text.split(" (_ssl.c:")[0]
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+# --- versions and ciphers -------------------------------------------------------------------------
+
+
+def _versions_and_ciphers(
+    t: _Target, pool: ThreadPoolExecutor, concurrency: int, notes: list[str]
+) -> tuple[dict[str, VersionResult], dict[str, str]]:
+    """Per version: the all-ciphers handshake, then removal chains over slices of the rest."""
+    candidates = {v: local_ciphers(v) for v in VERSIONS if v != "TLSv1.3"}
+    contexts = {v: _client_context(v, client_cert=t.client_cert, client_key=t.client_key) for v in VERSIONS}
+    first = {v: pool.submit(_attempt, t, contexts[v]) for v in VERSIONS}
+    suites = pool.submit(_tls13_suites, t, pool) if t.openssl else None
+    versions: dict[str, VersionResult] = {}
+    preferred: dict[str, str] = {}
+    for v in VERSIONS:
+        ok, cipher_or_error = first[v].result(timeout=max(1.0, t.remaining()))
+        versions[v] = VersionResult(ok, [cipher_or_error] if ok else [], None if ok else cipher_or_error)
+        if ok:
+            preferred[v] = cipher_or_error
+
+    accepted_old = [v for v in candidates if versions[v].accepted]
+    chains: list[tuple[str, Future[tuple[list[str], bool]]]] = []
+    for v in accepted_old:
+        rest = [c for c in candidates[v] if c != preferred[v]]
+        slices = max(1, min(max(1, concurrency // max(1, len(accepted_old))), len(rest) // _SLICE or 1))
+        for i in range(slices):
+            part = rest[i::slices]
+            # Each chain owns its context: set_ciphers between its own sequential handshakes is safe.
+            ctx = _client_context(v, client_cert=t.client_cert, client_key=t.client_key)
+            chains.append((v, pool.submit(_removal_chain, t, ctx, part)))
+    for v, chain in chains:
+        found, complete = chain.result(timeout=max(1.0, t.remaining() + 1))
+        order = {name: i for i, name in enumerate(candidates[v])}
+        versions[v].ciphers = sorted(
+            set(versions[v].ciphers) | set(found), key=lambda c: (c != preferred[v], order.get(c, 9999))
+        )
+        if not complete:
+            versions[v].complete = False
+    if any(not versions[v].complete for v in accepted_old):
+        notes.append("the time budget ran out: some cipher lists are incomplete")
+
+    tls13 = versions["TLSv1.3"]
+    if suites is not None:
+        found13, ok13 = suites.result(timeout=max(1.0, t.remaining() + 1))
+        if tls13.accepted:
+            tls13.ciphers = sorted(set(tls13.ciphers) | set(found13), key=TLS13_SUITES.index)
+            tls13.ciphers.sort(key=lambda s: s != preferred["TLSv1.3"])
+        tls13.complete = ok13
+        if not ok13:
+            notes.append("openssl s_client could not test every TLS 1.3 suite: the TLSv1.3 list may be incomplete")
+    elif tls13.accepted:
+        tls13.complete = False
+        notes.append(
+            "the openssl command is missing: Python cannot choose TLS 1.3 suites, "
+            "so only the suite it negotiated is listed"
+        )
+    return versions, preferred
+
+
+def _attempt(t: _Target, ctx: ssl.SSLContext) -> tuple[bool, str]:
+    """(True, cipher) or (False, why)."""
+    try:
+        _, cipher = t.handshake(ctx)
+        return True, cipher
+    except (ssl.SSLError, OSError, ProtocolError) as exc:
+        return False, _reason(exc)
+
+
+def _removal_chain(t: _Target, ctx: ssl.SSLContext, candidates: list[str]) -> tuple[list[str], bool]:
+    """Offer all candidates, drop the one chosen, repeat until refused: (accepted, complete)."""
+    remaining, found = list(candidates), list[str]()
+    while remaining:
+        if t.remaining() <= 0:
+            return found, False
+        try:
+            ctx.set_ciphers(":".join(remaining) + ":@SECLEVEL=0")
+        except ssl.SSLError:
+            break  # none of the rest exists at this version here
+        ok, cipher = _attempt(t, ctx)
+        if not ok or cipher not in remaining:
+            break
+        found.append(cipher)
+        remaining.remove(cipher)
+    return found, True
+
+
+def _tls13_suites(t: _Target, pool: ThreadPoolExecutor) -> tuple[list[str], bool]:
+    """TLS 1.3 suites one by one with ``openssl s_client`` (Python's ssl cannot choose them)."""
+    futures = {suite: pool.submit(_s_client, t, suite) for suite in TLS13_SUITES}
+    found: list[str] = []
+    complete = True
+    for suite, future in futures.items():
+        outcome = future.result(timeout=max(1.0, t.remaining() + 1))
+        if outcome is None:
+            complete = False
+        elif outcome:
+            found.append(suite)
+    return found, complete
+
+
+def _s_client(t: _Target, suite: str) -> bool | None:
+    """True/False: the suite was accepted or refused; None: s_client could not tell."""
+    assert t.openssl is not None
+    cmd = [t.openssl, "s_client", "-connect", f"{t.host}:{t.port}", "-tls1_3", "-ciphersuites", suite, "-brief"]
+    if not t.implicit:
+        cmd += ["-starttls", t.protocol]
+        if t.protocol == "smtp":
+            cmd += ["-name", "mailtls-probe.invalid"]
+    if not _is_ip(t.sni):
+        cmd += ["-servername", t.sni]
+    if t.client_cert:
+        cmd += ["-cert", t.client_cert, "-key", t.client_key or t.client_cert]
+    t.count()
+    try:
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=t.op_timeout(), check=False
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    output = proc.stdout + proc.stderr
+    return "Protocol version: TLSv1.3" in output and f"Ciphersuite: {suite}" in output
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+# --- certificate, capabilities after TLS, client certificates ---------------------------------------
+
+
+def _rich_session(t: _Target, recipient: str) -> tuple[list[bytes], str, list[str], bool | None]:
+    """One permissive TLS session: the presented chain, the banner, capabilities and AUTH-required."""
+    ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
+    tls, lines, banner = t.open_tls(ctx)
+    with tls:
+        chain = _presented_chain(tls)
+        caps = _capabilities(lines, t.protocol)
+        auth_required = None
+        if t.protocol == "smtp":
+            auth_required = _auth_required_smtp(lines, recipient)
+        with contextlib.suppress(OSError):  # goodbye is best effort
+            lines.send({"smtp": "QUIT", "imap": "p9 LOGOUT", "pop3": "QUIT"}[t.protocol])
+    return chain, banner, caps, auth_required
+
+
+def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    # Python 3.13 makes get_unverified_chain() public; 3.11/3.12 have it on the private _sslobj.
+    getter: Callable[[], Any] | None = getattr(tls, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        chain = getter() or []
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    leaf = tls.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _verify_certificate(
+    t: _Target, ca_file: str | None, versions: dict[str, VersionResult], notes: list[str]
+) -> tuple[bool | None, str | None]:
+    """A handshake as a careful client makes it: trust ``ca_file``, check the name, default security level.
+
+    It offers the ciphers the server was seen to accept (minus anonymous ones),
+    so a server with one unusual cipher is still reached.
+    """
+    accepted = [v for v in VERSIONS if v in versions and versions[v].accepted]
+    if not accepted:
+        return None, "no protocol version accepted"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    else:
+        ctx.load_default_certs()
+    seen = list(dict.fromkeys(c for v in accepted if v != "TLSv1.3" for c in versions[v].ciphers))
+    if not any(v in accepted for v in ("TLSv1.2", "TLSv1.3")):
+        # Legacy-only server: OpenSSL 3 needs level 0, which also waives the key-size and SHA-1 checks.
+        set_version_range(ctx, accepted[0])
+        ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=0")
+        notes.append("certificate verified at OpenSSL security level 0 (legacy-only server): weak keys pass")
+    elif seen:
+        with contextlib.suppress(ssl.SSLError):  # nothing usable at level 2: keep the defaults (TLS 1.3)
+            ctx.set_ciphers(":".join(seen) + ":!aNULL")
+    if t.client_cert:
+        ctx.load_cert_chain(t.client_cert, t.client_key)
+    try:
+        t.handshake(ctx)
+        return True, None
+    except ssl.SSLCertVerificationError as exc:
+        return False, str(exc.verify_message)
+    except (ssl.SSLError, OSError, ProtocolError) as exc:
+        return None, f"verifying handshake failed: {_reason(exc)}"
+
+
+def _client_cert_required(t: _Target, accepted: list[str]) -> bool | None:
+    """Handshake without the client certificate; a TLS 1.3 refusal only shows on the first read."""
+    if not accepted:
+        return None
+    ctx = _client_context(accepted[-1])
+    try:
+        tls, lines, _ = t.open_tls(ctx)
+        with tls:
+            if not t.implicit:
+                _capabilities(lines, t.protocol)  # forces a read: surfaces the server's certificate alert
+        return False
+    except (ssl.SSLError, ConnectionError, ProtocolError):
+        return True
+    except (OSError, _ImplicitTLSHere, _NotThisProtocol):
+        return None
+
+
+def _key_kind(key: Any) -> tuple[str, int]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ecdsa", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return "dsa", key.key_size
+    return type(key).__name__, 0

@@ -1,0 +1,490 @@
+"""Verify: probe every served cell and compare what it accepts with what it declares.
+
+A compatibility matrix is only worth what its cells are worth: a cell called
+``tls12-only`` that also takes TLSv1.1 makes every verdict built on it wrong.
+:func:`verify_endpoint` compares one probe with one cell (versions, ciphers,
+certificate profile, mode, AUTH before and after TLS, client certificates);
+:func:`verify_endpoints` probes many cells side by side and returns a
+:class:`VerifyReport` with a table and an ``ok`` flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import imaplib
+import ipaddress
+import poplib
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from cryptography import x509
+
+from .connect import ProtocolError, open_client
+from .manifest import Endpoint
+from .policy import VERSIONS, CertProfile, Mode, TLSPolicy
+from .probe import CertificateReport, ProbeError, ProbeResult, probe
+
+__all__ = [
+    "Mismatch",
+    "CellVerdict",
+    "VerifyReport",
+    "verify_endpoint",
+    "verify_endpoints",
+    "probe_endpoint",
+    "policy_ciphers",
+]
+
+#: The OpenSSL 3 verification message each certificate fault produces in a verifying client.
+CERT_ERRORS: dict[CertProfile, tuple[str, ...]] = {
+    CertProfile.EXPIRED: ("certificate has expired",),
+    CertProfile.NOT_YET_VALID: ("certificate is not yet valid",),
+    CertProfile.WRONG_HOST: ("Hostname mismatch", "IP address mismatch"),
+    CertProfile.SELF_SIGNED: ("self-signed certificate", "self signed certificate"),
+    CertProfile.UNTRUSTED_CA: ("unable to get local issuer certificate",),
+    CertProfile.MISSING_INTERMEDIATE: ("unable to get local issuer certificate",),
+    CertProfile.WEAK_RSA_1024: ("key too weak", "key too small"),
+    CertProfile.SHA1_SIGNATURE: ("digest algorithm too weak", "md too weak"),
+}
+_OLD_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2")
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One way a cell does not do what it declares."""
+
+    cell_id: str
+    aspect: str  # versions, ciphers, certificate, mode, auth, client-cert, probe
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.cell_id}: {self.aspect}: expected {self.expected}; found {self.actual}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"cell": self.cell_id, "aspect": self.aspect, "expected": self.expected, "actual": self.actual}
+
+
+# --- one cell -----------------------------------------------------------------------------------
+
+
+@cache
+def policy_ciphers(cipher_string: str) -> frozenset[str]:
+    """The TLS <= 1.2 cipher names ``cipher_string`` expands to in the local OpenSSL (at level 0)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(cipher_string if "@SECLEVEL" in cipher_string else cipher_string + ":@SECLEVEL=0")
+    return frozenset(c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3")
+
+
+def probe_endpoint(endpoint: Endpoint, *, timeout: float = 5.0, concurrency: int = 8, **kwargs: Any) -> ProbeResult:
+    """Probe an endpoint as its cell says it is reached: mode, SNI name, session CA, client certificate.
+
+    Plain cells are probed in STARTTLS mode (which reports that STARTTLS is not offered).
+    """
+    result = probe(
+        endpoint.host,
+        endpoint.port,
+        protocol=endpoint.protocol,
+        mode="implicit" if endpoint.mode is Mode.IMPLICIT else "starttls",
+        server_hostname=endpoint.server_hostname,
+        ca_file=endpoint.ca_file,
+        client_cert=endpoint.client_cert_file if endpoint.cell.auth.client_cert else None,
+        client_key=endpoint.client_key_file if endpoint.cell.auth.client_cert else None,
+        timeout=timeout,
+        concurrency=concurrency,
+        **kwargs,
+    )
+    if endpoint.cell.auth.client_cert and result.client_cert_required is False:
+        # Dovecot (auth_ssl_require_client_cert) completes the handshake and refuses the login instead.
+        refused, evidence = _login_without_client_cert(endpoint, timeout)
+        result.client_cert_login_refused, result.client_cert_evidence = refused, evidence
+    return result
+
+
+def _login_without_client_cert(endpoint: Endpoint, timeout: float) -> tuple[bool | None, str]:
+    """(refused, evidence) for a login with the test user's password but no client certificate.
+
+    A refusal only counts when the same login with the certificate succeeds
+    (otherwise the credentials, not the certificate, are the problem: None).
+    """
+    ok, evidence = _login(endpoint, timeout, client_cert=False)
+    if ok:
+        return False, "login succeeded without a client certificate"
+    with_cert, twin = _login(endpoint, timeout, client_cert=True)
+    if not with_cert:
+        return None, f"login fails with the client certificate too ({twin}); without: {evidence}"
+    return True, evidence
+
+
+def _login(endpoint: Endpoint, timeout: float, *, client_cert: bool) -> tuple[bool, str]:
+    context = endpoint.client_context(client_cert=client_cert, verify=False)
+    try:
+        client = open_client(endpoint, context=context, timeout=timeout)
+    except (
+        ssl.SSLError,
+        OSError,
+        ProtocolError,
+        smtplib.SMTPException,
+        imaplib.IMAP4.error,
+        poplib.error_proto,
+    ) as exc:
+        return False, f"refused before login: {exc}"
+    try:
+        if isinstance(client, smtplib.SMTP | imaplib.IMAP4):
+            client.login(endpoint.username, endpoint.password)
+        else:
+            client.user(endpoint.username)
+            client.pass_(endpoint.password)
+        return True, "login succeeded"
+    except (smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto) as exc:
+        return False, f"login refused: {exc}"
+    except (ssl.SSLError, OSError) as exc:
+        return False, f"connection dropped at login: {exc}"
+    finally:
+        with contextlib.suppress(Exception):  # goodbye is best effort
+            if isinstance(client, imaplib.IMAP4):
+                client.shutdown()
+            else:
+                client.close()
+
+
+def verify_endpoint(endpoint: Endpoint, probe_result: ProbeResult) -> list[Mismatch]:
+    """Every way ``probe_result`` contradicts ``endpoint``'s cell (empty: the cell tells the truth)."""
+    cell = endpoint.cell
+    found: list[Mismatch] = []
+
+    def add(aspect: str, expected: str, actual: str) -> None:
+        found.append(Mismatch(cell.id, aspect, expected, actual))
+
+    pr = probe_result
+    _check_mode(cell.mode, cell.auth.tls_only, endpoint.protocol, pr, add)
+    _check_versions(cell.policy, pr, add)
+    if cell.policy is not None:
+        _check_ciphers(cell.policy, pr, add)
+    if cell.cert is not None and pr.accepted_versions:
+        if pr.certificate is None or not pr.certificate.chain:
+            add("certificate", f"the {cell.cert} profile", "no certificate could be read")
+        else:
+            for expected, actual in _cert_problems(cell.cert, pr.certificate, endpoint, pr.notes):
+                add("certificate", expected, actual)
+    _check_auth(endpoint, pr, add)
+    return found
+
+
+def _check_mode(
+    mode: Mode, tls_only: bool, protocol: str, pr: ProbeResult, add: Callable[[str, str, str], None]
+) -> None:
+    if mode is Mode.PLAIN:
+        if pr.starttls_offered:
+            add("mode", "plain (no STARTTLS)", "STARTTLS offered")
+        return
+    if mode is Mode.IMPLICIT:
+        if not pr.accepted_versions:
+            add("mode", "implicit TLS", "no TLS handshake completed")
+        return
+    if not pr.starttls_offered:
+        add("mode", str(mode), "STARTTLS not offered")
+        return
+    want = mode is Mode.STARTTLS_REQUIRED
+    got = pr.starttls_required
+    if protocol != "smtp" and not want and got and tls_only:
+        # IMAP and POP3 can only show "TLS required" as plaintext login refused, which tls_only AUTH also causes.
+        return
+    if got is not None and got != want:
+        expected = "plaintext commands refused before STARTTLS" if want else "plaintext commands allowed"
+        add("mode", f"{mode}: {expected}", pr.starttls_evidence or ("refused" if got else "allowed"))
+
+
+def _check_versions(policy: TLSPolicy | None, pr: ProbeResult, add: Callable[[str, str, str], None]) -> None:
+    declared = list(policy.versions) if policy else []
+    accepted = pr.accepted_versions
+    if declared == accepted:
+        return
+    extra = [v for v in accepted if v not in declared]
+    missing = [v for v in declared if v not in accepted]
+    detail = []
+    if extra:
+        detail.append(f"also accepts {', '.join(extra)}")
+    if missing:
+        why = "; ".join(f"{v}: {pr.versions[v].error}" for v in missing if v in pr.versions and pr.versions[v].error)
+        detail.append(f"refuses {', '.join(missing)}" + (f" ({why})" if why else ""))
+    add("versions", " ".join(declared) or "no TLS", f"{' '.join(accepted) or 'no TLS'}: {'; '.join(detail)}")
+
+
+def _check_ciphers(policy: TLSPolicy, pr: ProbeResult, add: Callable[[str, str, str], None]) -> None:
+    if policy.ciphers is not None:
+        allowed = policy_ciphers(policy.openssl_ciphers())
+        for version in _OLD_VERSIONS:
+            if not pr.versions.get(version) or not pr.versions[version].accepted:
+                continue
+            extra = [c for c in pr.ciphers(version) if c not in allowed]
+            if extra:
+                add("ciphers", f"only {policy.ciphers!r} at {version}", f"also accepts {', '.join(extra)}")
+    if policy.ciphersuites is not None and pr.versions.get("TLSv1.3") and pr.versions["TLSv1.3"].accepted:
+        allowed13 = set(policy.ciphersuites.split(":"))
+        got = pr.ciphers("TLSv1.3")
+        extra = [s for s in got if s not in allowed13]
+        if extra:
+            add("ciphers", f"only {policy.ciphersuites!r} at TLSv1.3", f"also accepts {', '.join(extra)}")
+        missing = [s for s in allowed13 if s not in got]
+        if missing and pr.versions["TLSv1.3"].complete:
+            add("ciphers", f"{policy.ciphersuites!r} at TLSv1.3", f"refuses {', '.join(missing)}")
+
+
+def _cert_problems(
+    profile: CertProfile, report: CertificateReport, endpoint: Endpoint, notes: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(expected, actual) pairs where the presented chain does not have the profile's properties."""
+    leaf = report.leaf
+    assert leaf is not None
+    problems: list[tuple[str, str]] = []
+    now = dt.datetime.now(dt.UTC)
+    level0 = any("security level 0" in n for n in notes)
+    waived = level0 and profile in (CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE)
+    if report.verifies is None:
+        problems.append((f"a verifying handshake ({profile})", report.verify_error or "it failed"))
+    elif report.verifies != profile.verifies and not waived:
+        if profile.verifies:
+            problems.append(("a certificate that verifies", f"verification fails: {report.verify_error}"))
+        else:
+            problems.append((f"verification to fail ({profile})", "the certificate verifies"))
+    elif not report.verifies and profile in CERT_ERRORS:
+        error = report.verify_error or ""
+        if not any(fragment.lower() in error.lower() for fragment in CERT_ERRORS[profile]):
+            problems.append((f"verify error {CERT_ERRORS[profile][0]!r}", error))
+
+    ca_subject = _ca_subject(endpoint.ca_file)
+    key = f"{leaf.key_type} {leaf.key_size}"
+    names_match = _name_matches(leaf.sans, endpoint.server_hostname)
+    checks: dict[CertProfile, tuple[bool, str, str]] = {
+        CertProfile.VALID: (leaf.key_type == "rsa" and leaf.key_size >= 2048, "an RSA key of 2048+ bits", key),
+        CertProfile.ECDSA_P256: (leaf.key_type == "ecdsa" and leaf.key_size == 256, "an ECDSA P-256 key", key),
+        CertProfile.EXPIRED: (leaf.expired(now), "not_after in the past", leaf.not_after),
+        CertProfile.NOT_YET_VALID: (leaf.not_yet_valid(now), "not_before in the future", leaf.not_before),
+        CertProfile.WRONG_HOST: (
+            not names_match,
+            f"names without {endpoint.server_hostname}",
+            ", ".join(leaf.sans) or "no SAN",
+        ),
+        CertProfile.SELF_SIGNED: (leaf.self_signed, "issuer == subject", f"issuer {leaf.issuer}"),
+        CertProfile.UNTRUSTED_CA: (
+            not leaf.self_signed and leaf.issuer != ca_subject,
+            "a leaf issued by a CA other than the session CA",
+            f"issuer {leaf.issuer}",
+        ),
+        CertProfile.MISSING_INTERMEDIATE: (
+            len(report.chain) == 1 and not leaf.self_signed and leaf.issuer != ca_subject,
+            "the leaf alone, issued by an intermediate",
+            f"{len(report.chain)} certificate(s), issuer {leaf.issuer}",
+        ),
+        CertProfile.WEAK_RSA_1024: (leaf.key_type == "rsa" and leaf.key_size < 2048, "an RSA key under 2048 bits", key),
+        CertProfile.SHA1_SIGNATURE: (leaf.signature_hash == "sha1", "a SHA-1 signature", leaf.signature_algorithm),
+    }
+    ok, expected, actual = checks[profile]
+    if not ok:
+        problems.append((f"{profile}: {expected}", actual))
+    if profile.verifies and not names_match:
+        problems.append((f"a name matching {endpoint.server_hostname}", ", ".join(leaf.sans) or "no SAN"))
+    return problems
+
+
+def _check_auth(endpoint: Endpoint, pr: ProbeResult, add: Callable[[str, str, str], None]) -> None:
+    cell = endpoint.cell
+    auth = cell.auth
+    mechanisms = sorted(auth.mechanisms)
+    if cell.mode is not Mode.IMPLICIT and pr.auth_before_tls is not None:
+        expected = [] if auth.tls_only else mechanisms
+        if sorted(pr.auth_before_tls) != expected:
+            add("auth", f"before TLS: {' '.join(expected) or 'no AUTH'}", " ".join(pr.auth_before_tls) or "no AUTH")
+    if cell.tls and pr.auth_after_tls is not None and sorted(pr.auth_after_tls) != mechanisms:
+        add("auth", f"after TLS: {' '.join(mechanisms) or 'no AUTH'}", " ".join(pr.auth_after_tls) or "no AUTH")
+    if endpoint.protocol == "smtp" and pr.auth_required is not None and pr.auth_required != auth.required:
+        want = "AUTH required before MAIL/RCPT" if auth.required else "mail accepted without AUTH"
+        add("auth", want, "AUTH required" if pr.auth_required else "mail accepted without AUTH")
+    if auth.client_cert:
+        if endpoint.client_cert_file is None:
+            add("client-cert", "a client certificate in the manifest", "none to present")
+        elif pr.client_cert_required is False and pr.client_cert_login_refused is not True:
+            found = pr.client_cert_evidence or "the handshake succeeds without one"
+            add("client-cert", "handshakes or logins without a client certificate refused", found)
+
+
+@cache
+def _ca_subject(ca_file: str) -> str | None:
+    try:
+        with open(ca_file, "rb") as fh:
+            return x509.load_pem_x509_certificate(fh.read()).subject.rfc4514_string()
+    except (OSError, ValueError):
+        return None
+
+
+def _name_matches(sans: Iterable[str], name: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(name)
+        return any(_same_ip(san, ip) for san in sans)
+    except ValueError:
+        pass
+    name = name.lower().rstrip(".")
+    for san in sans:
+        san = san.lower().rstrip(".")
+        if san == name:
+            return True
+        if san.startswith("*.") and "." in name and name.split(".", 1)[1] == san[2:]:
+            return True
+    return False
+
+
+def _same_ip(san: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(san) == ip
+    except ValueError:
+        return False
+
+
+# --- many cells ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CellVerdict:
+    """One cell's outcome: its mismatches, the probe behind them, or why it could not be probed."""
+
+    endpoint: Endpoint
+    mismatches: list[Mismatch] = field(default_factory=list)
+    probe: ProbeResult | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.endpoint.id,
+            "target": f"{self.endpoint.host}:{self.endpoint.port}",
+            "ok": self.ok,
+            "mismatches": [m.to_json() for m in self.mismatches],
+            "probe": self.probe.to_json() if self.probe else None,
+            "elapsed_seconds": round(self.elapsed, 3),
+        }
+
+
+@dataclass
+class VerifyReport:
+    """Verdicts for every cell; ``ok`` when no cell contradicts its declaration."""
+
+    verdicts: list[CellVerdict]
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def mismatches(self) -> list[Mismatch]:
+        return [m for v in self.verdicts for m in v.mismatches]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "cells": len(self.verdicts),
+            "mismatched_cells": sum(not v.ok for v in self.verdicts),
+            "elapsed_seconds": round(self.elapsed, 3),
+            "verdicts": [v.to_json() for v in self.verdicts],
+        }
+
+    def render_table(self) -> str:
+        """A fixed-width table (one row per cell), then every mismatch spelled out."""
+        header = ("CELL", "VERSIONS", "CIPHERS", "CERT", "STARTTLS", "AUTH BEFORE/AFTER", "RESULT")
+        rows = [header]
+        for v in self.verdicts:
+            rows.append(_row(v))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        bad = [m for m in self.mismatches]
+        if bad:
+            lines.append("")
+            lines.append(f"{len(bad)} mismatch(es):")
+            lines.extend(f"  {m}" for m in bad)
+        total = len(self.verdicts)
+        failed = sum(not v.ok for v in self.verdicts)
+        lines.append("")
+        verdict = "all cells match their declaration" if self.ok else f"{failed} of {total} cells do NOT match"
+        lines.append(f"{total} cells verified in {self.elapsed:.1f} s: {verdict}")
+        return "\n".join(lines)
+
+
+def _short(version: str) -> str:
+    return {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}[version]
+
+
+def _row(v: CellVerdict) -> tuple[str, str, str, str, str, str, str]:
+    pr = v.probe
+    aspects = sorted({m.aspect for m in v.mismatches})
+    result = "ok" if v.ok else "MISMATCH: " + ",".join(aspects)
+    if pr is None:
+        return (v.endpoint.id, "-", "-", "-", "-", "-", result)
+    versions = " ".join(_short(x) for x in pr.accepted_versions) or "none"
+    ciphers = "/".join(str(len(pr.ciphers(x))) for x in VERSIONS if pr.versions.get(x) and pr.versions[x].accepted)
+    cert = "-"
+    if pr.certificate is not None and pr.certificate.leaf is not None:
+        leaf = pr.certificate.leaf
+        state = "verifies" if pr.certificate.verifies else (pr.certificate.verify_error or "fails")[:28]
+        cert = f"{leaf.key_type}{leaf.key_size} {state}"
+    if pr.mode == "implicit":
+        starttls = "implicit"
+    elif not pr.starttls_offered:
+        starttls = "not offered"
+    else:
+        starttls = "required" if pr.starttls_required else "offered"
+    before = "-" if pr.auth_before_tls is None else (",".join(pr.auth_before_tls) or "none")
+    after = "-" if pr.auth_after_tls is None else (",".join(pr.auth_after_tls) or "none")
+    return (v.endpoint.id, versions, ciphers or "-", cert, starttls, f"{before} / {after}", result)
+
+
+def verify_endpoints(
+    endpoints: Sequence[Endpoint],
+    progress: Progress = _no_progress,
+    *,
+    timeout: float = 5.0,
+    workers: int = 4,
+    concurrency: int = 4,
+    budget: float = 120.0,
+) -> VerifyReport:
+    """Probe every endpoint (``workers`` cells at a time) and compare each with its cell.
+
+    A cell that cannot be probed at all (closed port, plaintext where implicit
+    TLS is declared, ...) is a mismatch of aspect ``probe``, never an exception.
+    """
+    started = time.monotonic()
+
+    def one(endpoint: Endpoint) -> CellVerdict:
+        t0 = time.monotonic()
+        try:
+            result = probe_endpoint(endpoint, timeout=timeout, concurrency=concurrency, budget=budget)
+        except ProbeError as exc:
+            verdict = CellVerdict(
+                endpoint, [Mismatch(endpoint.id, "probe", f"a reachable {endpoint.mode} cell", str(exc))]
+            )
+        else:
+            verdict = CellVerdict(endpoint, verify_endpoint(endpoint, result), result)
+        verdict.elapsed = time.monotonic() - t0
+        state = "ok" if verdict.ok else f"MISMATCH ({len(verdict.mismatches)})"
+        progress(f"verify {endpoint.id}: {state} in {verdict.elapsed:.2f} s")
+        return verdict
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mailtls-verify") as pool:
+        verdicts = list(pool.map(one, endpoints))
+    return VerifyReport(verdicts, time.monotonic() - started)

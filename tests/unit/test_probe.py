@@ -1,0 +1,452 @@
+"""The probe against in-process servers whose policies are known.
+
+SMTP cells come from the embedded backend; IMAP and POP3 from a tiny asyncio
+STARTTLS responder defined here (its TLS context is a plain ``ssl.SSLContext``
+with a known version range). Each finding has its negative twin: versions
+refused next to versions accepted, a certificate that fails next to one that
+verifies, and the errors for a closed port, a non-mail service and the wrong mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls.backends.base import StartOptions
+from pytest_mailtls.backends.embedded import EmbeddedBackend, EmbeddedServer, server_context
+from pytest_mailtls.manifest import Endpoint
+from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import VERSIONS, CertProfile
+from pytest_mailtls.probe import (
+    TLS13_SUITES,
+    ProbeError,
+    ProbeResult,
+    local_ciphers,
+    parse_target,
+    port_defaults,
+    probe,
+)
+from pytest_mailtls.verify import policy_ciphers, probe_endpoint
+
+CELLS = [
+    "embedded-submission-starttls-modern-valid",
+    "embedded-submission-starttls-intermediate-valid",
+    "embedded-submission-starttls-tls12-only-valid",
+    "embedded-submission-starttls-legacy-valid",
+    "embedded-submission-starttls-tls10-only-valid",
+    "embedded-smtps-implicit-tls11-only-valid",
+    "embedded-submission-starttls-tls12-single-cipher-valid",
+    "embedded-submission-starttls-required-intermediate-valid",
+    "embedded-smtps-implicit-intermediate-ecdsa-p256",
+    "embedded-smtps-implicit-intermediate-expired",
+    "embedded-submission-starttls-intermediate-wrong-host",
+    "embedded-submission-plain-cleartext-auth",
+    "embedded-smtp-starttls-intermediate-valid-open",
+    "embedded-smtps-implicit-intermediate-valid-mtls",
+]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+    return SessionPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    by_id = {c.id: c for c in load_matrix().cells(servers=["embedded"])}
+    with EmbeddedBackend().start(
+        [by_id[i] for i in CELLS], StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("embedded"))
+    ) as srv:
+        assert isinstance(srv, EmbeddedServer)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def probed(server: EmbeddedServer) -> dict[str, ProbeResult]:
+    """Each cell probed once, as verify probes it."""
+    return {e.id: probe_endpoint(e) for e in server.endpoints}
+
+
+def ep(server: EmbeddedServer, cell_id: str) -> Endpoint:
+    return next(e for e in server.endpoints if e.id == cell_id)
+
+
+# --- versions and ciphers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell_id", CELLS)
+def test_accepted_versions_are_exactly_the_policy(
+    probed: dict[str, ProbeResult], server: EmbeddedServer, cell_id: str
+) -> None:
+    cell = ep(server, cell_id).cell
+    result = probed[cell_id]
+    expected = list(cell.policy.versions) if cell.policy else []
+    assert result.accepted_versions == expected
+    for version in VERSIONS:
+        if version not in expected:  # the refused twin: no cipher, a reason
+            assert result.versions[version].ciphers == [] and result.versions[version].error
+
+
+def test_single_cipher_policy_yields_that_cipher_only(probed: dict[str, ProbeResult]) -> None:
+    result = probed["embedded-submission-starttls-tls12-single-cipher-valid"]
+    assert result.ciphers("TLSv1.2") == ["AES256-GCM-SHA384"]
+    assert result.preferred == {"TLSv1.2": "AES256-GCM-SHA384"}
+
+
+def test_intermediate_ciphers_are_the_rsa_half_of_the_policy(probed: dict[str, ProbeResult]) -> None:
+    result = probed["embedded-submission-starttls-intermediate-valid"]
+    allowed = policy_ciphers(load_matrix().policies["intermediate"].openssl_ciphers())
+    found = result.ciphers("TLSv1.2")
+    # An RSA certificate: exactly the ECDHE-RSA ciphers of the list, none of the ECDSA ones.
+    assert sorted(found) == sorted(c for c in allowed if "-RSA-" in c)
+    assert found[0] == result.preferred["TLSv1.2"]
+    ecdsa = probed["embedded-smtps-implicit-intermediate-ecdsa-p256"].ciphers("TLSv1.2")
+    assert sorted(ecdsa) == sorted(c for c in allowed if "-ECDSA-" in c)
+
+
+def test_legacy_policy_finds_ciphers_at_every_version(probed: dict[str, ProbeResult]) -> None:
+    result = probed["embedded-submission-starttls-legacy-valid"]
+    for version in ("TLSv1", "TLSv1.1"):
+        found = result.ciphers(version)
+        assert "ECDHE-RSA-AES256-SHA" in found
+        assert set(found) <= set(local_ciphers(version))
+        assert not any("GCM" in c for c in found)  # TLS 1.2-only suites never show below 1.2
+    assert len(result.ciphers("TLSv1.2")) > len(result.ciphers("TLSv1"))
+    assert all(r.complete for r in result.versions.values())
+
+
+def test_tls13_suites_come_from_openssl_s_client(probed: dict[str, ProbeResult], server: EmbeddedServer) -> None:
+    result = probed["embedded-submission-starttls-modern-valid"]
+    # OpenSSL's default server suites: the CCM ones are off.
+    assert result.ciphers("TLSv1.3") == [
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_AES_128_GCM_SHA256",
+    ]
+    assert result.versions["TLSv1.3"].complete
+    assert set(result.ciphers("TLSv1.3")) < set(TLS13_SUITES)
+    endpoint = ep(server, "embedded-submission-starttls-modern-valid")
+    without = probe_endpoint(endpoint, openssl=None)
+    assert without.accepted_versions == ["TLSv1.3"]
+    assert len(without.ciphers("TLSv1.3")) == 1 and not without.versions["TLSv1.3"].complete
+    assert any("openssl command is missing" in n for n in without.notes)
+
+
+# --- certificate ----------------------------------------------------------------------------------
+
+
+def test_valid_certificate_verifies_with_names_and_key(probed: dict[str, ProbeResult], pki: SessionPKI) -> None:
+    cert = probed["embedded-submission-starttls-intermediate-valid"].certificate
+    assert cert is not None and cert.leaf is not None
+    assert cert.verifies is True and cert.verify_error is None
+    assert {"localhost", "mail.mailtls.test", "127.0.0.1"} <= set(cert.leaf.sans)
+    assert (cert.leaf.key_type, cert.leaf.key_size, cert.leaf.signature_hash) == ("rsa", 2048, "sha256")
+    assert "pytest-mailtls session CA" in cert.leaf.issuer
+    assert len(cert.chain) == 1 and not cert.leaf.self_signed
+
+
+def test_faulty_certificates_do_not_verify_and_say_why(probed: dict[str, ProbeResult]) -> None:
+    expired = probed["embedded-smtps-implicit-intermediate-expired"].certificate
+    assert expired is not None and expired.leaf is not None
+    assert expired.verifies is False and "expired" in (expired.verify_error or "")
+    assert expired.leaf.expired()
+    wrong = probed["embedded-submission-starttls-intermediate-wrong-host"].certificate
+    assert wrong is not None and wrong.verifies is False and "Hostname mismatch" in (wrong.verify_error or "")
+    ecdsa = probed["embedded-smtps-implicit-intermediate-ecdsa-p256"].certificate
+    assert ecdsa is not None and ecdsa.leaf is not None
+    assert ecdsa.verifies is True and (ecdsa.leaf.key_type, ecdsa.leaf.key_size) == ("ecdsa", 256)
+
+
+def test_verification_against_another_ca_fails(server: EmbeddedServer, tmp_path: Path) -> None:
+    stranger = SessionPKI(tmp_path / "other")
+    endpoint = ep(server, "embedded-submission-starttls-intermediate-valid")
+    result = probe(endpoint.host, endpoint.port, protocol="smtp", mode="starttls", server_hostname="localhost",
+                   ca_file=str(stranger.ca_file))  # fmt: skip
+    assert result.certificate is not None and result.certificate.verifies is False
+    assert "unable to get local issuer certificate" in (result.certificate.verify_error or "")
+
+
+# --- STARTTLS and AUTH ----------------------------------------------------------------------------
+
+
+def test_starttls_required_is_told_from_optional(probed: dict[str, ProbeResult]) -> None:
+    required = probed["embedded-submission-starttls-required-intermediate-valid"]
+    assert required.starttls_offered and required.starttls_required is True
+    assert "STARTTLS" in required.starttls_evidence
+    optional = probed["embedded-smtp-starttls-intermediate-valid-open"]
+    assert optional.starttls_offered and optional.starttls_required is False
+    plain = probed["embedded-submission-plain-cleartext-auth"]
+    assert not plain.starttls_offered and plain.accepted_versions == []
+
+
+def test_auth_before_and_after_tls(probed: dict[str, ProbeResult]) -> None:
+    tls_only = probed["embedded-submission-starttls-intermediate-valid"]
+    assert tls_only.auth_before_tls == [] and sorted(tls_only.auth_after_tls or []) == ["LOGIN", "PLAIN"]
+    assert tls_only.auth_required is True
+    clear = probed["embedded-submission-plain-cleartext-auth"]
+    assert sorted(clear.auth_before_tls or []) == ["LOGIN", "PLAIN"] and clear.auth_after_tls is None
+    open_mx = probed["embedded-smtp-starttls-intermediate-valid-open"]
+    assert open_mx.auth_after_tls == [] and open_mx.auth_required is False
+    implicit = probed["embedded-smtps-implicit-intermediate-ecdsa-p256"]
+    assert implicit.auth_before_tls is None and implicit.starttls_required is None
+
+
+def test_client_certificate_requirement(probed: dict[str, ProbeResult], server: EmbeddedServer) -> None:
+    assert probed["embedded-smtps-implicit-intermediate-valid-mtls"].client_cert_required is True
+    endpoint = ep(server, "embedded-smtps-implicit-intermediate-valid-mtls")
+    result = probe(endpoint.host, endpoint.port, protocol="smtp", mode="implicit", server_hostname="localhost",
+                   ca_file=endpoint.ca_file)  # fmt: skip
+    assert result.accepted_versions == []  # no client certificate: no handshake completes
+    # The twin: a cell without mutual TLS does not need one.
+    other = ep(server, "embedded-smtps-implicit-intermediate-ecdsa-p256")
+    assert endpoint.client_cert_file and endpoint.client_key_file
+    result = probe(other.host, other.port, protocol="smtp", mode="implicit", server_hostname="localhost",
+                   client_cert=endpoint.client_cert_file, client_key=endpoint.client_key_file)  # fmt: skip
+    assert result.client_cert_required is False
+
+
+def test_json_document(probed: dict[str, ProbeResult]) -> None:
+    doc = json.loads(json.dumps(probed["embedded-submission-starttls-legacy-valid"].to_json()))
+    assert {"target", "protocol", "mode", "versions", "preferred", "certificate", "starttls", "auth"} <= set(doc)
+    assert set(doc["versions"]) == set(VERSIONS)
+    assert all({"accepted", "ciphers"} <= set(v) for v in doc["versions"].values())
+    cert = doc["certificate"]
+    fields = {"subject", "issuer", "sans", "not_before", "not_after", "key_type", "key_size", "signature_algorithm"}
+    assert fields | {"chain", "verifies", "verify_error"} <= set(cert)
+    assert all(fields <= set(c) for c in cert["chain"])
+    assert doc["starttls"] == {"offered": True, "required": False, "evidence": doc["starttls"]["evidence"]}
+    assert set(doc["auth"]) >= {"before_tls", "after_tls"}
+    assert "TLSv1" in probed["embedded-submission-starttls-legacy-valid"].render()
+
+
+# --- IMAP and POP3: a tiny STARTTLS responder -----------------------------------------------------
+
+
+class Responder:
+    """An IMAP or POP3 server just deep enough for the probe: greeting, capabilities, STARTTLS/STLS, login refusal."""
+
+    def __init__(self, protocol: str, context: ssl.SSLContext, *, implicit: bool = False, required: bool = True):
+        self.protocol, self.context, self.implicit, self.required = protocol, context, implicit, required
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        ssl_arg = self.context if self.implicit else None
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._session, "127.0.0.1", 0, ssl=ssl_arg))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls = self.implicit
+        try:
+            writer.write(b"* OK ready\r\n" if self.protocol == "imap" else b"+OK ready\r\n")
+            while line := (await reader.readline()).decode().strip():
+                reply, upgrade = self._answer(line, tls)
+                writer.write(reply.encode())
+                await writer.drain()
+                if upgrade:
+                    await writer.start_tls(self.context)
+                    tls = True
+                if line.upper().endswith(("LOGOUT", "QUIT")):
+                    break
+        except (ssl.SSLError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, line: str, tls: bool) -> tuple[str, bool]:
+        if self.protocol == "imap":
+            tag, _, command = line.partition(" ")
+            command = command.upper()
+            if command == "CAPABILITY":
+                caps = (
+                    "IMAP4rev1 AUTH=PLAIN"
+                    if tls
+                    else "IMAP4rev1 STARTTLS" + (" LOGINDISABLED" if self.required else "")
+                )
+                return f"* CAPABILITY {caps}\r\n{tag} OK done\r\n", False
+            if command == "STARTTLS" and not tls:
+                return f"{tag} OK begin TLS\r\n", True
+            if command == "LOGOUT":
+                return f"* BYE\r\n{tag} OK bye\r\n", False
+            return f"{tag} BAD unknown\r\n", False
+        command = line.upper()
+        if command == "CAPA":
+            caps = "SASL PLAIN\r\nUSER" if tls else "STLS" + ("" if self.required else "\r\nUSER")
+            return f"+OK\r\n{caps}\r\n.\r\n", False
+        if command == "STLS" and not tls:
+            return "+OK begin TLS\r\n", True
+        if command.startswith("USER"):
+            if self.required and not tls:
+                return "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n", False
+            return "+OK\r\n", False
+        if command == "QUIT":
+            return "+OK bye\r\n", False
+        return "-ERR unknown\r\n", False
+
+
+@pytest.fixture(scope="module")
+def tls12_context(pki: SessionPKI) -> ssl.SSLContext:
+    files = pki.server_files(CertProfile.VALID)
+    return server_context(
+        min_version="TLSv1.2",
+        max_version="TLSv1.2",
+        ciphers="ECDHE+AESGCM",
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+    )
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("required", [True, False])
+def test_imap_and_pop3_starttls(protocol: str, required: bool, tls12_context: ssl.SSLContext, pki: SessionPKI) -> None:
+    responder = Responder(protocol, tls12_context, required=required)
+    try:
+        result = probe("127.0.0.1", responder.port, protocol=protocol, mode="starttls", server_hostname="localhost",
+                       ca_file=str(pki.ca_file))  # fmt: skip
+    finally:
+        responder.stop()
+    assert result.accepted_versions == ["TLSv1.2"]
+    assert sorted(result.ciphers("TLSv1.2")) == ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
+    assert result.starttls_offered and result.starttls_required is required
+    assert result.auth_before_tls == [] and result.auth_after_tls == ["PLAIN"]
+    assert result.certificate is not None and result.certificate.verifies is True
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_imap_and_pop3_implicit(protocol: str, tls12_context: ssl.SSLContext) -> None:
+    responder = Responder(protocol, tls12_context, implicit=True)
+    try:
+        result = probe("127.0.0.1", responder.port, protocol=protocol, mode="implicit", server_hostname="localhost")
+        with pytest.raises(ProbeError, match="try --mode implicit"):
+            probe("127.0.0.1", responder.port, protocol=protocol, mode="starttls", timeout=1.0)
+    finally:
+        responder.stop()
+    assert result.accepted_versions == ["TLSv1.2"]
+    assert result.banner.startswith("* OK" if protocol == "imap" else "+OK")
+    # No CA file: the system trust store does not know the session CA.
+    assert result.certificate is not None and result.certificate.verifies is False
+
+
+# --- errors: one clear line -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Talker:
+    """A TCP service that is not a mail server: says ``banner`` (or nothing) and waits."""
+
+    def __init__(self, banner: bytes | None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.banner = banner
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.banner:
+                conn.sendall(self.banner)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+def test_closed_port() -> None:
+    port = _free_port()
+    with pytest.raises(ProbeError, match=f"connection refused: nothing listens on port {port}") as err:
+        probe("127.0.0.1", port, protocol="smtp", mode="starttls", timeout=2)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ProbeError, match="connection refused"):
+        probe("127.0.0.1", port, protocol="smtp", mode="implicit", timeout=2)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_non_mail_service(mode: str) -> None:
+    talker = Talker(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    try:
+        with pytest.raises(ProbeError, match=r"not a.* server") as err:
+            probe("127.0.0.1", talker.port, protocol="smtp", mode=mode, timeout=1.5)
+    finally:
+        talker.close()
+    assert "SSH-2.0" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_silent_service() -> None:
+    talker = Talker(None)
+    try:
+        with pytest.raises(ProbeError, match="no SMTP greeting within 1 s: not a mail server"):
+            probe("127.0.0.1", talker.port, protocol="smtp", mode="starttls", timeout=1.0)
+        with pytest.raises(ProbeError, match="not an implicit-TLS mail server"):
+            probe("127.0.0.1", talker.port, protocol="smtp", mode="implicit", timeout=1.0)
+    finally:
+        talker.close()
+
+
+def test_wrong_mode(server: EmbeddedServer) -> None:
+    starttls = ep(server, "embedded-submission-starttls-intermediate-valid")
+    with pytest.raises(ProbeError, match=r"the server answered in plaintext .*: try --mode starttls"):
+        probe(starttls.host, starttls.port, protocol="smtp", mode="implicit", timeout=2)
+    implicit = ep(server, "embedded-smtps-implicit-tls11-only-valid")
+    with pytest.raises(ProbeError, match="try --mode implicit"):
+        probe(implicit.host, implicit.port, protocol="smtp", mode="starttls", timeout=1.0)
+
+
+def test_wrong_protocol(server: EmbeddedServer) -> None:
+    starttls = ep(server, "embedded-submission-starttls-intermediate-valid")
+    with pytest.raises(ProbeError, match=r"this is an SMTP server .*try --protocol smtp"):
+        probe(starttls.host, starttls.port, protocol="imap", mode="starttls", timeout=2)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ProbeError, match="unknown protocol"):
+        probe("127.0.0.1", 25, protocol="http", mode="starttls")
+    with pytest.raises(ProbeError, match="unknown mode"):
+        probe("127.0.0.1", 25, protocol="smtp", mode="tls")
+
+
+def test_target_parsing_and_port_defaults() -> None:
+    assert parse_target("mail.example.com:587") == ("mail.example.com", 587)
+    assert parse_target("[::1]:465") == ("::1", 465)
+    for bad in ("mail.example.com", ":25", "host:0", "host:smtp"):
+        with pytest.raises(ProbeError, match="HOST:PORT"):
+            parse_target(bad)
+    assert port_defaults(993) == ("imap", "implicit") and port_defaults(587) == ("smtp", "starttls")
+    assert port_defaults(2525) == (None, None)

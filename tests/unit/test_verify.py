@@ -1,0 +1,297 @@
+"""Verify: the full default embedded matrix tells the truth, and planted lies are caught.
+
+A planted mismatch is a real server started with one policy and declared with
+another (``dataclasses.replace`` on the endpoint's cell): the probe sees what
+the server does, verify compares it with what the manifest claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls.backends.base import StartOptions
+from pytest_mailtls.backends.embedded import EmbeddedBackend, EmbeddedServer, server_context
+from pytest_mailtls.manifest import Endpoint
+from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode, TLSPolicy
+from pytest_mailtls.verify import Mismatch, probe_endpoint, verify_endpoint, verify_endpoints
+
+MATRIX = load_matrix()
+POLICIES = MATRIX.policies
+AUTH = MATRIX.auth
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+    return SessionPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    cells = MATRIX.cells(servers=["embedded"])
+    with EmbeddedBackend().start(cells, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("full"))) as srv:
+        assert isinstance(srv, EmbeddedServer)
+        yield srv
+
+
+def test_full_default_matrix_verifies(full: EmbeddedServer) -> None:
+    assert len(full.endpoints) == 39
+    lines: list[str] = []
+    report = verify_endpoints(full.endpoints, lines.append)
+    assert report.ok, report.render_table()
+    assert len(report.verdicts) == 39 and len(lines) == 39
+    table = report.render_table()
+    assert "39 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
+    # Every version really negotiated somewhere, legacy included (aiosmtpd#459).
+    seen = {v for verdict in report.verdicts if verdict.probe for v in verdict.probe.accepted_versions}
+    assert seen == {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+    doc = json.loads(json.dumps(report.to_json()))
+    assert doc["ok"] is True and doc["cells"] == 39
+
+
+# --- planted lies ---------------------------------------------------------------------------------
+
+
+def _cell(
+    service: str, mode: Mode, policy: str | TLSPolicy | None, cert: CertProfile | None, auth: str = "default"
+) -> Cell:
+    pol = POLICIES[policy] if isinstance(policy, str) else policy
+    return Cell("embedded", SERVICES[service], mode, pol, cert, AUTH[auth])
+
+
+def _serve(pki: SessionPKI, tmp_path: Path, served: Cell, declared: Cell) -> tuple[EmbeddedServer, Endpoint]:
+    srv = EmbeddedBackend().start([served], StartOptions(pki=pki, workdir=tmp_path))
+    assert isinstance(srv, EmbeddedServer)
+    endpoint = srv.endpoints[0]
+    files = pki.client_files()
+    declared_endpoint = replace(
+        endpoint, cell=declared, client_cert_file=str(files.cert_file), client_key_file=str(files.key_file)
+    )
+    return srv, declared_endpoint
+
+
+def _verify(pki: SessionPKI, tmp_path: Path, served: Cell, declared: Cell) -> list[Mismatch]:
+    srv, endpoint = _serve(pki, tmp_path, served, declared)
+    with srv:
+        return verify_endpoint(endpoint, probe_endpoint(endpoint))
+
+
+def test_tls12_only_cell_that_accepts_tls11_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    liar = TLSPolicy("tls12-only", min_version="TLSv1.1", max_version="TLSv1.2")
+    declared = _cell("submission", Mode.STARTTLS, "tls12-only", CertProfile.VALID)
+    served = _cell("submission", Mode.STARTTLS, liar, CertProfile.VALID)
+    assert served.id == declared.id  # the manifest cannot tell them apart: only the probe can
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["versions"]
+    assert "also accepts TLSv1.1" in mismatches[0].actual and mismatches[0].expected == "TLSv1.2"
+
+
+def test_honest_tls12_only_cell_passes(pki: SessionPKI, tmp_path: Path) -> None:
+    cell = _cell("submission", Mode.STARTTLS, "tls12-only", CertProfile.VALID)
+    assert _verify(pki, tmp_path, cell, cell) == []
+
+
+def test_refused_declared_version_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    declared = _cell("smtps", Mode.IMPLICIT, "legacy", CertProfile.VALID)
+    served = _cell("smtps", Mode.IMPLICIT, "intermediate", CertProfile.VALID)
+    mismatches = _verify(pki, tmp_path, served, declared)
+    versions = [m for m in mismatches if m.aspect == "versions"]
+    assert versions and "refuses TLSv1, TLSv1.1" in versions[0].actual
+
+
+def test_cipher_outside_the_policy_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    declared = _cell("submission", Mode.STARTTLS, "tls12-single-cipher", CertProfile.VALID)
+    served = _cell(
+        "submission",
+        Mode.STARTTLS,
+        replace(POLICIES["tls12-single-cipher"], ciphers="AES256-GCM-SHA384:AES128-GCM-SHA256"),
+        CertProfile.VALID,
+    )
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["ciphers"]
+    assert "AES128-GCM-SHA256" in mismatches[0].actual and "AES256-GCM-SHA384" not in mismatches[0].actual
+
+
+@pytest.mark.parametrize(
+    ("served_cert", "declared_cert"),
+    [
+        (CertProfile.VALID, CertProfile.EXPIRED),
+        (CertProfile.EXPIRED, CertProfile.VALID),
+        (CertProfile.UNTRUSTED_CA, CertProfile.SELF_SIGNED),
+        (CertProfile.VALID, CertProfile.ECDSA_P256),
+        (CertProfile.SHA1_SIGNATURE, CertProfile.WEAK_RSA_1024),
+        (CertProfile.MISSING_INTERMEDIATE, CertProfile.WRONG_HOST),
+    ],
+)
+def test_wrong_certificate_profile_is_caught(
+    pki: SessionPKI, tmp_path: Path, served_cert: CertProfile, declared_cert: CertProfile
+) -> None:
+    served = _cell("smtps", Mode.IMPLICIT, "intermediate", served_cert)
+    declared = _cell("smtps", Mode.IMPLICIT, "intermediate", declared_cert)
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert mismatches and {m.aspect for m in mismatches} == {"certificate"}
+
+
+def test_starttls_declared_required_but_optional_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID)
+    declared = _cell("submission", Mode.STARTTLS_REQUIRED, "intermediate", CertProfile.VALID)
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["mode"]
+    assert "plaintext MAIL answered 530 5.7.0 Authentication required" in mismatches[0].actual
+
+
+def test_plain_cell_declared_as_starttls_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("submission", Mode.PLAIN, None, None, "cleartext-auth")
+    declared = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "cleartext-auth")
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert {"mode", "versions"} <= {m.aspect for m in mismatches}
+
+
+def test_auth_offered_in_plaintext_against_tls_only_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "cleartext-auth")
+    declared = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "default")
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [(m.aspect, m.expected) for m in mismatches] == [("auth", "before TLS: no AUTH")]
+
+
+def test_open_relay_declared_as_auth_required_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("smtp", Mode.STARTTLS, "intermediate", CertProfile.VALID, "open")
+    declared = _cell("smtp", Mode.STARTTLS, "intermediate", CertProfile.VALID, "default")
+    aspects = [(m.aspect, m.expected) for m in _verify(pki, tmp_path, served, declared)]
+    assert ("auth", "AUTH required before MAIL/RCPT") in aspects
+    assert ("auth", "after TLS: LOGIN PLAIN") in aspects
+
+
+def test_mtls_declared_but_not_enforced_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = replace(
+        _cell("smtps", Mode.IMPLICIT, "intermediate", CertProfile.VALID), auth=replace(AUTH["mtls"], client_cert=False)
+    )
+    declared = _cell("smtps", Mode.IMPLICIT, "intermediate", CertProfile.VALID, "mtls")
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["client-cert"]
+
+
+def test_unreachable_cell_is_a_mismatch_not_a_crash(full: EmbeddedServer) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = full.endpoints[0]
+    gone = replace(endpoint, port=port)
+    plaintext = next(e for e in full.endpoints if e.mode is Mode.STARTTLS)
+    as_implicit = replace(plaintext, cell=replace(plaintext.cell, service=SERVICES["smtps"], mode=Mode.IMPLICIT))
+    report = verify_endpoints([gone, as_implicit, endpoint], timeout=2.0)
+    assert not report.ok
+    first, second, third = report.verdicts
+    assert [m.aspect for m in first.mismatches] == ["probe"] and "connection refused" in first.mismatches[0].actual
+    assert "try --mode starttls" in second.mismatches[0].actual
+    assert third.ok
+    table = report.render_table()
+    assert "MISMATCH: probe" in table and "2 of 3 cells do NOT match" in table
+
+
+def test_mismatch_reads_as_one_line() -> None:
+    m = Mismatch("embedded-x", "versions", "TLSv1.2", "TLSv1.1 TLSv1.2: also accepts TLSv1.1")
+    assert str(m) == "embedded-x: versions: expected TLSv1.2; found TLSv1.1 TLSv1.2: also accepts TLSv1.1"
+
+
+# --- mutual TLS checked at login, as Dovecot does -------------------------------------------------
+
+
+class LoginChecker:
+    """An implicit-TLS IMAP server that asks for a client certificate but only checks it at LOGIN."""
+
+    def __init__(self, context: ssl.SSLContext, *, enforce: bool, password: str) -> None:
+        self.context, self.enforce, self.password = context, enforce, password
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            start = asyncio.start_server(self._session, "127.0.0.1", 0, ssl=self.context)
+            self.server = self.loop.run_until_complete(start)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        has_cert = bool(writer.get_extra_info("peercert"))
+        writer.write(b"* OK ready\r\n")
+        try:
+            while line := (await reader.readline()).decode().strip():
+                tag, _, rest = line.partition(" ")
+                command = rest.split(" ")[0].upper()
+                if command == "CAPABILITY":
+                    writer.write(f"* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN\r\n{tag} OK done\r\n".encode())
+                elif command == "LOGIN":
+                    good = rest.endswith(f'"{self.password}"') or rest.endswith(f" {self.password}")
+                    if good and (has_cert or not self.enforce):
+                        writer.write(f"{tag} OK logged in\r\n".encode())
+                    else:
+                        writer.write(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".encode())
+                elif command == "LOGOUT":
+                    writer.write(f"* BYE\r\n{tag} OK bye\r\n".encode())
+                    break
+                else:
+                    writer.write(f"{tag} BAD unknown\r\n".encode())
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+def test_client_certificate_checked_at_login(pki: SessionPKI, enforce: bool) -> None:
+    files = pki.server_files(CertProfile.VALID)
+    context = server_context(
+        min_version="TLSv1.2",
+        max_version="TLSv1.2",
+        ciphers="ECDHE+AESGCM",
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+    )
+    context.verify_mode = ssl.CERT_OPTIONAL  # ask for one, complete the handshake without one
+    context.load_verify_locations(str(pki.client_ca_file))
+    client = pki.client_files()
+    checker = LoginChecker(context, enforce=enforce, password="mailtls-password")
+    try:
+        cell = Cell(
+            "dovecot", SERVICES["imaps"], Mode.IMPLICIT, POLICIES["tls12-only"], CertProfile.VALID, AUTH["mtls"]
+        )
+        endpoint = Endpoint(cell, "127.0.0.1", checker.port, pki.server_hostname, str(pki.ca_file),
+                            "tester@mailtls.test", "mailtls-password", client_cert_file=str(client.cert_file),
+                            client_key_file=str(client.key_file))  # fmt: skip
+        result = probe_endpoint(endpoint)
+    finally:
+        checker.stop()
+    assert result.client_cert_required is False  # the handshake alone does not tell
+    assert result.client_cert_login_refused is enforce
+    client_cert = [m for m in verify_endpoint(endpoint, result) if m.aspect == "client-cert"]
+    assert (client_cert == []) is enforce
