@@ -173,6 +173,58 @@ def _body(message: object) -> str:
     return part.get_content() if part is not None else ""
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import parse_target, port_defaults, probe
+
+    host, port = parse_target(args.target)
+    protocol, mode = args.protocol, args.mode
+    default_protocol, default_mode = port_defaults(port)
+    protocol, mode = protocol or default_protocol, mode or default_mode
+    if protocol is None or mode is None:
+        raise MailTLSError(
+            f"port {port} is not a well-known mail port: pass --protocol smtp|imap|pop3 and --mode starttls|implicit"
+        )
+    if bool(args.client_cert) != bool(args.client_key):
+        raise MailTLSError("--client-cert and --client-key go together")
+    result = probe(
+        host,
+        port,
+        protocol=protocol,
+        mode=mode,
+        server_hostname=args.server_name,
+        ca_file=args.ca_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+    )
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.render())
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_endpoints
+
+    def run(endpoints: Sequence[Endpoint]) -> int:
+        _say(f"verifying {len(endpoints)} cells")
+        started = time.monotonic()
+        report = verify_endpoints(endpoints, progress=_say, timeout=args.timeout, workers=args.workers)
+        print(report.render_table())
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        verdict = "every cell tells the truth" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+        _say(f"{verdict} ({time.monotonic() - started:.1f} s)")
+        return EXIT_OK if report.ok else EXIT_FAIL
+
+    if args.manifest:
+        return run(read_manifest(args.manifest))
+    cells = _selected_cells(args)
+    with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
+        for cell_id, why in grid.skipped.items():
+            _say(f"not served: {cell_id}: {why}")
+        return run(grid.endpoints)
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from . import runtime
 
@@ -222,6 +274,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", required=True, help="cell id, as listed by `mailtls up`")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_messages)
+
+    p = sub.add_parser(
+        "probe", help="what a mail server really accepts: versions, ciphers, certificate, STARTTLS, auth"
+    )
+    p.add_argument("target", metavar="HOST:PORT")
+    p.add_argument("--protocol", choices=["smtp", "imap", "pop3"], help="default: from a well-known port")
+    p.add_argument("--mode", choices=["starttls", "implicit"], help="default: from a well-known port")
+    p.add_argument("--server-name", default=None, help="name to verify and send as SNI (default: HOST)")
+    p.add_argument("--ca-file", default=None, help="CA to verify the certificate against (default: system store)")
+    p.add_argument("--client-cert", default=None, help="PEM client certificate for mutual TLS")
+    p.add_argument("--client-key", default=None, help="its key")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per connection (default 5)")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel handshakes (default 8)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("verify", help="probe every cell and compare with what it declares; exit 1 on a mismatch")
+    _add_selection(p)
+    p.add_argument("--manifest", default=None, help="verify running servers from this manifest instead of starting any")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per connection (default 5)")
+    p.add_argument("--workers", type=int, default=4, help="cells probed at once (default 4)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("images", help="build the server images (cached by content hash)")
     p.add_argument("action", choices=["build", "base"], help="build: server images; base: the local Debian base image")

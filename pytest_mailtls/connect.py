@@ -14,6 +14,8 @@ import poplib
 import smtplib
 import socket
 import ssl
+import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,31 @@ __all__ = [
 ]
 
 MailClient = smtplib.SMTP | imaplib.IMAP4 | poplib.POP3
+
+
+SSL_VERSIONS: dict[str, ssl.TLSVersion] = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+_WARNINGS_LOCK = threading.Lock()
+
+
+def set_version_range(ctx: ssl.SSLContext, minimum: str, maximum: str | None = None) -> None:
+    """Set ``ctx``'s protocol range without the DeprecationWarning TLSv1/TLSv1.1 trigger.
+
+    Reaching those versions is the point of legacy cells. ``warnings.catch_warnings``
+    swaps process-wide state, so every use goes through one lock: probes run in threads.
+    """
+    for version in (minimum, maximum):
+        if version is not None and version not in SSL_VERSIONS:
+            raise ValueError(f"unknown TLS version {version!r}; allowed: {', '.join(SSL_VERSIONS)}")
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = SSL_VERSIONS[minimum]
+        if maximum is not None:
+            ctx.maximum_version = SSL_VERSIONS[maximum]
 
 
 class ProtocolError(MailTLSError):
@@ -66,7 +93,9 @@ class HandshakeResult:
     version: str
     cipher: str
     peer_cert: bytes | None
-    greeting: Greeting
+    greeting: Greeting  # before TLS (STARTTLS cells) or the first words over TLS (implicit cells)
+    capabilities_after: list[str] = field(default_factory=list)  # asked again over TLS
+    chain: list[bytes] = field(default_factory=list)  # DER, as the server presented it (leaf first)
 
 
 class _Lines:
@@ -191,16 +220,62 @@ def tls_handshake(
     with socket.create_connection((host, port), timeout=timeout) as sock:
         greeting = Greeting() if implicit else plain_exchange(sock, protocol, starttls=True)
         with context.wrap_socket(sock, server_hostname=server_hostname) as tls:
+            # A round trip over TLS: the greeting of implicit cells, the capabilities again after
+            # STARTTLS. It also surfaces a TLS 1.3 client-certificate rejection, which arrives
+            # only after the handshake.
+            after = plain_exchange(tls, protocol) if implicit else _capabilities_over_tls(tls, protocol)  # type: ignore[arg-type]
             if implicit:
-                # The greeting arrives over TLS; reading it also surfaces a TLS 1.3 client-cert rejection.
-                greeting = plain_exchange(tls, protocol)  # type: ignore[arg-type]
+                greeting = after
             cipher = tls.cipher()
             return HandshakeResult(
                 version=tls.version() or "",
                 cipher=cipher[0] if cipher else "",
                 peer_cert=tls.getpeercert(binary_form=True),
                 greeting=greeting,
+                capabilities_after=after.capabilities,
+                chain=_presented_chain(tls),
             )
+
+
+def _capabilities_over_tls(sock: socket.socket, protocol: str) -> Greeting:
+    lines = _Lines(sock)
+    out = Greeting()
+    if protocol == "smtp":
+        lines.send("EHLO mailtls.client")
+        code, text = _smtp_reply(lines)
+        if code != 250:
+            raise ProtocolError(f"EHLO after STARTTLS refused: {code} {' '.join(text)}")
+        out.capabilities = text[1:]
+    elif protocol == "imap":
+        lines.send("a3 CAPABILITY")
+        while not (line := lines.line()).startswith("a3 "):
+            if line.upper().startswith("* CAPABILITY"):
+                out.capabilities = line.split()[2:]
+        if not line.startswith("a3 OK"):
+            raise ProtocolError(f"CAPABILITY after STARTTLS refused: {line}")
+    else:
+        lines.send("CAPA")
+        first = lines.line()
+        if not first.startswith("+OK"):
+            raise ProtocolError(f"CAPA after STLS refused: {first}")
+        while (line := lines.line()) != ".":
+            out.capabilities.append(line)
+    return out
+
+
+def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    # Python 3.13 makes get_unverified_chain() public; 3.11/3.12 have it on the private _sslobj.
+    getter = getattr(tls, "get_unverified_chain", None) or getattr(
+        getattr(tls, "_sslobj", None), "get_unverified_chain", None
+    )
+    if getter is not None:
+        try:
+            certs = getter() or []
+            return [c if isinstance(c, bytes) else c.public_bytes(ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
+        except (AttributeError, ValueError, ssl.SSLError):
+            pass
+    leaf = tls.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 # --- stdlib clients ---------------------------------------------------------------

@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import tempfile
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import capture
+from .connect import set_version_range
 from .errors import ManifestError
 from .policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 
@@ -117,12 +117,7 @@ class Endpoint:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if version is not None:
-            if version not in _SSL_VERSIONS:
-                raise ValueError(f"unknown TLS version {version!r}; allowed: {', '.join(_SSL_VERSIONS)}")
-            tls_version = _SSL_VERSIONS[version]
-            with warnings.catch_warnings():  # pinning TLSv1/1.1 is the point of legacy cells
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ctx.minimum_version = ctx.maximum_version = tls_version
+            set_version_range(ctx, version, version)
         if ciphers is not None:
             ctx.set_ciphers(ciphers)
         elif version in LEGACY_VERSIONS:
@@ -144,10 +139,7 @@ class Endpoint:
         if policy is None or cert is None:
             raise ValueError(f"{self.id} is a plain cell: it has no TLS")
         ctx = self.client_context(verify=cert.verifies if verify is None else verify, client_cert=client_cert)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ctx.minimum_version = _SSL_VERSIONS[policy.min_version]
-            ctx.maximum_version = _SSL_VERSIONS[policy.max_version]
+        set_version_range(ctx, policy.min_version, policy.max_version)
         base = policy.ciphers or "DEFAULT"
         ctx.set_ciphers(base if "@SECLEVEL" in base else base + ":@SECLEVEL=0")
         return ctx
@@ -214,14 +206,6 @@ class Endpoint:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ManifestError(f"manifest record {record.get('id', '?')!r} is malformed: {exc!r}") from None
-
-
-_SSL_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
 
 
 def write_manifest(path: str | os.PathLike[str], endpoints: Iterable[Endpoint]) -> Path:

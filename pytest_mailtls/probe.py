@@ -39,7 +39,6 @@ import ssl
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from .connect import ProtocolError, tls_handshake
+from .connect import ProtocolError, set_version_range, tls_handshake
 from .errors import MailTLSError
 from .policy import VERSIONS
 
@@ -75,12 +74,6 @@ TLS13_SUITES: tuple[str, ...] = (
     "TLS_AES_128_CCM_SHA256",
     "TLS_AES_128_CCM_8_SHA256",
 )
-_SSL_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
 _S_CLIENT_VERSION = {"TLSv1": "-tls1", "TLSv1.1": "-tls1_1", "TLSv1.2": "-tls1_2", "TLSv1.3": "-tls1_3"}
 _MODES = {"starttls": False, "starttls-required": False, "implicit": True}
 _PROTOCOLS = ("smtp", "imap", "pop3")
@@ -349,23 +342,6 @@ def port_defaults(port: int) -> tuple[str | None, str | None]:
 
 
 # --- local OpenSSL --------------------------------------------------------------------------------
-
-
-_WARNINGS_LOCK = threading.Lock()
-
-
-def set_version_range(ctx: ssl.SSLContext, minimum: str, maximum: str | None = None) -> None:
-    """Set ``ctx``'s protocol range without the DeprecationWarning TLSv1/TLSv1.1 trigger.
-
-    Reaching those versions is the point here. ``warnings.catch_warnings`` swaps
-    process-wide state, so every use in this package goes through one lock:
-    probes run in threads.
-    """
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = _SSL_VERSIONS[minimum]
-        if maximum is not None:
-            ctx.maximum_version = _SSL_VERSIONS[maximum]
 
 
 def local_ciphers(version: str) -> list[str]:

@@ -45,7 +45,7 @@ from .. import capture
 from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol
-from ..probe import set_version_range
+from ..connect import set_version_range
 from ..readiness import wait_ready
 from .base import Backend, RunningServer, StartOptions
 
