@@ -1,0 +1,333 @@
+"""Certify a client: run it against every endpoint, compare with the oracle, diagnose every failure.
+
+``certify(client, endpoints)`` returns a :class:`~pytest_mailtls.report.Report`;
+:func:`exit_status` turns it into the command's exit status (non-zero on any
+``incompatible`` or ``insecure`` cell). :func:`check` does the same for one
+endpoint inside a test, and :func:`assert_outcome` fails that test with the
+diagnosis and its evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .clients.base import Client, ClientResult
+from .connect import tls_handshake
+from .diagnose import UNCLASSIFIED, Diagnosis, Finding, diagnose, remedy
+from .errors import MailTLSError
+from .manifest import Endpoint
+from .oracle import ClientProfile, Expectation, applicable, expect, verdict
+from .policy import VERSIONS, Mode
+from .report import CellRecord, Report
+
+_TLS_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+__all__ = [
+    "certify",
+    "check",
+    "exit_status",
+    "assert_outcome",
+    "version_findings",
+    "CertifyProgress",
+    "LogSource",
+    "OutcomeError",
+]
+
+#: Called after each cell: ``(done, total, line)``; ``done`` counts from 1.
+CertifyProgress = Callable[[int, int, str], None]
+#: The server's log lines so far for an endpoint (certify keeps those that appear during the run).
+LogSource = Callable[[Endpoint], list[str]]
+
+#: At most this long, certify waits for a server to finish logging a connection (Postfix logs after the client
+#: left); it stops as soon as the log has been quiet for ``LOG_QUIET`` seconds.
+LOG_SETTLE = 1.0
+LOG_QUIET = 0.15
+#: When the evidence is still ambiguous, how long to wait for a server that logs late.
+LATE_LOG_WAIT = 2.0
+
+
+def _no_progress(done: int, total: int, line: str) -> None:
+    return None
+
+
+def certify(
+    client: Client,
+    endpoints: Sequence[Endpoint],
+    *,
+    progress: CertifyProgress | None = None,
+    logs_for: LogSource | None = None,
+    send: bool = True,
+) -> Report:
+    """Run ``client`` against each endpoint whose protocol it speaks, one after another.
+
+    Cells are run in sequence so that the server log lines new during a run
+    belong to that run's connection. ``logs_for`` (optional) returns an
+    endpoint's server log lines; ``progress`` hears about each finished cell.
+    """
+    report_progress = progress or _no_progress
+    started = dt.datetime.now(dt.UTC)
+    wanted = [e for e in endpoints if applicable(client.profile, e.cell)]
+    skipped = [e.id for e in endpoints if not applicable(client.profile, e.cell)]
+    records: list[CellRecord] = []
+    for index, endpoint in enumerate(wanted, start=1):
+        record = check(client, endpoint, logs_for=logs_for, send=send)
+        records.append(record)
+        report_progress(index, len(wanted), f"{endpoint.id}: {record.verdict} ({record.actual})")
+    return Report(
+        client=client.name,
+        profile=client.profile.to_json(),
+        generated=started.isoformat(timespec="seconds"),
+        cells=records,
+        skipped=skipped,
+    )
+
+
+def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = None, send: bool = True) -> CellRecord:
+    """One client session against one endpoint, judged and diagnosed."""
+    expectation = expect(client.profile, endpoint.cell)
+    before = _safe_logs(logs_for, endpoint)
+    result = client.run(endpoint, send=send)
+    server_lines = _new_lines(before, _settled_logs(logs_for, endpoint)) if logs_for is not None else []
+    outcome, why = verdict(expectation, ok=result.ok, tls=result.tls)
+    if result.ok:
+        diagnosis = _insecure_diagnosis(client, endpoint, expectation, result) if outcome == "insecure" else None
+    else:
+        diagnosis, server_lines = _failure_diagnosis(
+            client, endpoint, expectation, result, before, server_lines, logs_for
+        )
+    actual = "success" if result.ok else diagnosis.failure_class if diagnosis else "unclassified"
+    return CellRecord.build(
+        endpoint,
+        expectation=expectation,
+        result=result,
+        verdict=outcome,
+        verdict_reason=why,
+        actual=actual,
+        diagnosis=diagnosis,
+        server_log=server_lines,
+    )
+
+
+def _failure_diagnosis(
+    client: Client,
+    endpoint: Endpoint,
+    expectation: Expectation,
+    result: ClientResult,
+    before: list[str],
+    server_lines: list[str],
+    logs_for: LogSource | None,
+) -> tuple[Diagnosis, list[str]]:
+    """Diagnose a failure; when the words so far leave several classes, wait for the server's log, then probe."""
+    tls = result.tls
+    if tls is None and endpoint.mode is Mode.IMPLICIT and not client.profile.implicit_tls:
+        tls = False  # the profile says it opens in plaintext
+    kwargs: dict[str, Any] = {
+        "family": client.profile.family,
+        "exception_type": result.exception_type,
+        "server": endpoint.server,
+        "cell": endpoint.cell,
+        "profile": client.profile,
+        "expected": None if expectation.success else expectation.outcome,
+        "tls": tls,
+    }
+    diagnosis = diagnose(result.error_text, server_lines=server_lines, **kwargs)
+    if not diagnosis.ambiguous:
+        return diagnosis, server_lines
+    # Some servers log a failed handshake only when they notice the client is gone (Dovecot's login process).
+    heard = any(e.startswith("server: ") for e in diagnosis.evidence)
+    deadline = time.monotonic() + (0.0 if heard else LATE_LOG_WAIT)
+    while logs_for is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        latest = _new_lines(before, _safe_logs(logs_for, endpoint))
+        if latest != server_lines:
+            server_lines = latest
+            diagnosis = diagnose(result.error_text, server_lines=server_lines, **kwargs)
+            if not diagnosis.ambiguous:
+                return diagnosis, server_lines
+    # Still open between the version and something else: ask the server which versions it speaks
+    # (the probe's own log lines come after the ones read for this run, so they are never mistaken for them).
+    version_in_doubt = "protocol-version-mismatch" in diagnosis.tied or diagnosis.failure_class == UNCLASSIFIED
+    if version_in_doubt and endpoint.cell.tls and result.negotiated_version is None and tls is not False:
+        findings = version_findings(endpoint, client.profile, among=diagnosis.tied)
+        if findings:
+            diagnosis = diagnose(result.error_text, server_lines=server_lines, findings=findings, **kwargs)
+    return diagnosis, server_lines
+
+
+def _insecure_diagnosis(
+    client: Client, endpoint: Endpoint, expectation: Expectation, result: ClientResult
+) -> Diagnosis:
+    """A success that must not happen: name what was accepted and what the client must stop doing."""
+    negotiated = f"{result.negotiated_version} {result.cipher}" if result.negotiated_version else "plaintext"
+    if expectation.success:  # it worked, but in plaintext on a port that offers TLS
+        return Diagnosis(
+            "starttls-required",
+            [f"client: the session succeeded over {negotiated} although the port offers TLS"],
+            "the client went on without TLS: "
+            + remedy("starttls-required", cell=endpoint.cell, profile=client.profile),
+        )
+    cls = expectation.outcome
+    evidence = [f"client: the session succeeded over {negotiated}", f"oracle: {expectation.reason}"]
+    return Diagnosis(cls, evidence, _accepted_remedy(cls, client, endpoint))
+
+
+def version_findings(
+    endpoint: Endpoint, profile: ClientProfile, *, among: Sequence[str] = (), timeout: float = 5.0
+) -> list[Finding]:
+    """Ask the server which versions it completes a handshake at, to settle an ambiguous failure.
+
+    Called only when the client's and the server's words left several classes
+    (a server hanging up mid-handshake says nothing). One handshake per version,
+    verification off and every cipher at security level 0: a probe of what the
+    server speaks, not of what the client accepts.
+    """
+    accepted: list[str] = []
+    for version in VERSIONS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = _TLS_VERSIONS[version]
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        if endpoint.client_cert_file:
+            ctx.load_cert_chain(endpoint.client_cert_file, endpoint.client_key_file)
+        try:
+            tls_handshake(
+                endpoint.host,
+                endpoint.port,
+                protocol=endpoint.protocol,
+                implicit=endpoint.mode is Mode.IMPLICIT,
+                context=ctx,
+                server_hostname=endpoint.server_hostname,
+                timeout=timeout,
+            )
+        except (OSError, MailTLSError):
+            continue
+        accepted.append(version)
+    if not accepted:
+        return []
+    offered = profile.effective_versions
+    said = f"the server completes handshakes at {' '.join(accepted)}; the client offers {' '.join(offered) or 'none'}"
+    if not set(accepted) & set(offered):
+        return [Finding(f"{said}: no common version", ("protocol-version-mismatch",))]
+    # A common version exists: the failure lies elsewhere, among the other classes still in doubt.
+    others = tuple(c for c in among if c != "protocol-version-mismatch") or ("no-shared-cipher",)
+    return [Finding(f"{said}: the version is not the problem", others, 1)]
+
+
+def _accepted_remedy(cls: str, client: Client, endpoint: Endpoint) -> str:
+    p = client.profile
+    if cls in ("starttls-not-offered", "starttls-required"):
+        return (
+            "the client sent its session (and credentials) in plaintext: require TLS "
+            "(STARTTLS required, or implicit TLS) and never authenticate on a connection without it"
+        )
+    if cls in ("untrusted-certificate", "incomplete-chain", "certificate-expired", "certificate-not-yet-valid"):
+        what = "verification is off" if not p.verify else "its verification let this certificate through"
+        return f"the client accepted a certificate it must reject ({what}): " + _verify_on(p.family)
+    if cls == "hostname-mismatch":
+        return "the client does not check the certificate's host name: " + _hostname_on(p.family)
+    if cls == "weak-key-or-signature":
+        return "the client accepted an RSA key under 2048 bits or a SHA-1 signature: raise its minimum " + (
+            '(java.security: jdk.certpath.disabledAlgorithms += "RSA keySize < 2048, SHA1")'
+            if p.family == "java"
+            else "(GnuTLS: tls_priorities with %PROFILE_MEDIUM)"
+            if p.family == "msmtp"
+            else "(OpenSSL: security level 2, no @SECLEVEL=0 in the cipher string)"
+        )
+    if cls in ("protocol-version-mismatch", "no-shared-cipher"):
+        return (
+            "the client negotiated something its profile says it does not offer: check its version and cipher settings"
+        )
+    if cls == "client-certificate-required":
+        return "the server let the client in without a client certificate: the server's mTLS setting does not hold"
+    return "the client succeeded where the cell must fail: check its TLS settings"
+
+
+def _verify_on(family: str) -> str:
+    return {
+        "java": "remove mail.<proto>.ssl.trust=* and use a truststore with the CA",
+        "python": "use ssl.create_default_context(cafile=...) (CERT_REQUIRED)",
+        "curl": "drop --insecure and pass --cacert",
+        "openssl": "pass -verify_return_error",
+        "swaks": "pass --tls-verify",
+        "msmtp": "set tls_certcheck on",
+    }.get(family, "turn certificate verification on")
+
+
+def _hostname_on(family: str) -> str:
+    return {
+        "java": "set mail.<proto>.ssl.checkserveridentity=true",
+        "python": "keep context.check_hostname = True",
+        "curl": "drop --insecure",
+        "openssl": "pass -verify_hostname NAME",
+        "swaks": "use a swaks with --tls-verify-host (20240103+)",
+        "msmtp": "keep tls_certcheck on",
+    }.get(family, "turn host name verification on")
+
+
+def _safe_logs(logs_for: LogSource | None, endpoint: Endpoint) -> list[str]:
+    if logs_for is None:
+        return []
+    try:
+        return list(logs_for(endpoint))
+    except Exception as exc:  # a log that cannot be read must not stop a certification
+        return [f"(server log unavailable: {exc})"]
+
+
+def _settled_logs(logs_for: LogSource, endpoint: Endpoint) -> list[str]:
+    """The endpoint's log once it stopped growing (or after ``LOG_SETTLE`` seconds)."""
+    deadline = time.monotonic() + LOG_SETTLE
+    lines = _safe_logs(logs_for, endpoint)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        latest = _safe_logs(logs_for, endpoint)
+        if latest != lines:
+            lines, quiet_since = latest, time.monotonic()
+        elif time.monotonic() - quiet_since >= LOG_QUIET:
+            break
+    return lines
+
+
+def _new_lines(before: list[str], after: list[str]) -> list[str]:
+    """The lines of ``after`` past ``before`` (logs only grow; if one was rotated, keep all of it)."""
+    if after[: len(before)] == before:
+        return after[len(before) :]
+    return after
+
+
+def exit_status(report: Report) -> int:
+    """0 when no cell is ``incompatible`` or ``insecure``; 1 otherwise."""
+    return 1 if any(r.verdict in ("incompatible", "insecure") for r in report.cells) else 0
+
+
+class OutcomeError(AssertionError):
+    """A client's outcome on a cell is not what the oracle expects; carries the record."""
+
+    def __init__(self, record: CellRecord) -> None:
+        self.record = record
+        super().__init__(record.explain())
+
+
+def assert_outcome(record: CellRecord, *, exact: bool = True) -> None:
+    """Fail (``OutcomeError``, an ``AssertionError``) unless the verdict is ``pass`` or ``refused-correctly``.
+
+    With ``exact`` (the default) a refusal must also carry the expected class:
+    what must fail, fails with the right error.
+    """
+    if record.verdict not in ("pass", "refused-correctly"):
+        raise OutcomeError(record)
+    if exact and not record.class_matches:
+        raise OutcomeError(record)

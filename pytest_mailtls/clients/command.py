@@ -1,0 +1,459 @@
+"""Command-line clients: a generic template, curl, openssl s_client, swaks and msmtp.
+
+Each builds an argument vector (never a shell line) from the endpoint and its
+profile, runs it with a deadline and reads the exit status and output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import MailTLSError
+from ..manifest import Endpoint
+from ..oracle import ClientProfile
+from ..policy import Mode
+from .base import (
+    Client,
+    ClientResult,
+    ClientUnavailable,
+    OutgoingMessage,
+    mask_secrets,
+    run_command,
+    wait_for_delivery,
+)
+
+__all__ = [
+    "CommandClient",
+    "CurlClient",
+    "OpenSSLClient",
+    "SwaksClient",
+    "MsmtpClient",
+    "COMMAND_PROFILES",
+    "PLACEHOLDERS",
+    "TemplateError",
+]
+
+#: Placeholders a command template may use.
+PLACEHOLDERS: tuple[str, ...] = (
+    "host",
+    "port",
+    "server_hostname",
+    "url",
+    "ca_file",
+    "protocol",
+    "mode",
+    "user",
+    "password",
+    "address",
+    "client_cert",
+    "client_key",
+)
+
+_ALL_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+COMMAND_PROFILES: dict[str, ClientProfile] = {
+    # OpenSSL 3 at security level 2 sends TLSv1 in its range but cannot complete it: 1.2 and 1.3 are what works.
+    "curl": ClientProfile("curl", family="curl", description="curl with --cacert and --ssl-reqd"),
+    "openssl-s_client": ClientProfile(
+        "openssl-s_client",
+        family="openssl",
+        scope="handshake",
+        description="openssl s_client -verify_return_error -verify_hostname: the handshake alone",
+    ),
+    # swaks 20201014 verifies the chain (--tls-verify) but has no host name check (added in 20240103).
+    "swaks": ClientProfile(
+        "swaks", family="swaks", protocols=("smtp",), check_hostname=False, description="swaks --tls --tls-verify"
+    ),
+    # msmtp on Debian uses GnuTLS, whose NORMAL priorities still allow TLSv1 and TLSv1.1.
+    "msmtp": ClientProfile(
+        "msmtp", family="msmtp", protocols=("smtp",), versions=_ALL_VERSIONS, description="msmtp tls on, certcheck on"
+    ),
+}
+
+
+class TemplateError(MailTLSError):
+    """A command template is malformed or names an unknown placeholder."""
+
+
+def _values(endpoint: Endpoint) -> dict[str, str]:
+    return {
+        "host": endpoint.host,
+        "port": str(endpoint.port),
+        "server_hostname": endpoint.server_hostname,
+        "url": endpoint.url,
+        "ca_file": endpoint.ca_file,
+        "protocol": endpoint.protocol,
+        "mode": str(endpoint.mode),
+        "user": endpoint.username,
+        "password": endpoint.password,
+        "address": endpoint.address,
+        "client_cert": endpoint.client_cert_file or "",
+        "client_key": endpoint.client_key_file or "",
+    }
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class CommandClient(Client):
+    """Any program: exit status 0 means the session worked.
+
+    ``template`` is split like a shell line (no shell runs) and each word is
+    filled in: ``{host}``, ``{port}``, ``{server_hostname}``, ``{url}``
+    (``smtp://`` for plain and STARTTLS cells, ``smtps://`` for implicit ones,
+    likewise imap(s), pop3(s)), ``{ca_file}``, ``{protocol}``, ``{mode}``,
+    ``{user}``, ``{password}``, ``{address}``, ``{client_cert}``, ``{client_key}``.
+    """
+
+    def __init__(
+        self, template: str, *, name: str = "command", profile: ClientProfile | None = None, timeout: float = 60.0
+    ) -> None:
+        try:
+            self.words = shlex.split(template)
+        except ValueError as exc:
+            raise TemplateError(f"command template {template!r}: {exc}") from None
+        if not self.words:
+            raise TemplateError("the command template is empty")
+        fields = {f for w in self.words for f in re.findall(r"\{(\w*)[^}]*\}", w)}
+        unknown = sorted(fields - set(PLACEHOLDERS))
+        if unknown:
+            raise TemplateError(
+                f"command template names unknown placeholder(s) {', '.join(unknown)}; allowed: {', '.join(PLACEHOLDERS)}"
+            )
+        self.template = template
+        self.name = name
+        self.profile = profile or ClientProfile(name, family="command", description=template)
+        self.timeout = timeout
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which(self.words[0]) else f"{self.words[0]!r} is not installed (not on PATH)"
+
+    def argv(self, endpoint: Endpoint) -> list[str]:
+        values = _values(endpoint)
+        return [w.format_map(values) for w in self.words]
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        argv = self.argv(endpoint)
+        try:
+            code, out, err, seconds = run_command(argv, timeout=self.timeout)
+        except ClientUnavailable as exc:
+            return ClientResult(ok=False, error_text=str(exc), exception_type="ClientUnavailable")
+        transcript = mask_secrets(f"$ {shlex.join(argv)}\n{out}{err}", endpoint)
+        error = "" if code == 0 else _tail(err + "\n" + out) or f"exit status {code}"
+        return ClientResult(
+            ok=code == 0,
+            error_text=mask_secrets(error, endpoint),
+            duration=seconds,
+            transcript=transcript.strip(),
+            exit_code=code,
+        )
+
+
+class _ToolClient(Client):
+    """Shared run logic of the known command-line clients."""
+
+    program: str = ""
+
+    def __init__(self, profile: ClientProfile, *, timeout: float = 30.0) -> None:
+        self.profile = profile
+        self.name = profile.name
+        self.timeout = timeout
+
+    def unavailable(self) -> str | None:
+        if shutil.which(self.program) is None:
+            return f"{self.program!r} is not installed: apt-get install {self.program.split('-')[0]}"
+        return None
+
+    def _finish(
+        self,
+        endpoint: Endpoint,
+        argv: list[str],
+        code: int,
+        out: str,
+        err: str,
+        seconds: float,
+        *,
+        version: str | None,
+        cipher: str | None,
+        message: OutgoingMessage | None,
+        error_lines: str | None = None,
+    ) -> ClientResult:
+        transcript = mask_secrets(f"$ {shlex.join(argv)}\n{out}\n{err}".strip(), endpoint)
+        ok = code == 0
+        error = ""
+        if ok and message is not None:
+            problem = wait_for_delivery(endpoint, message.message_id)
+            if problem is not None:
+                ok, error = False, problem
+        elif not ok:
+            error = error_lines if error_lines is not None else _tail(err + "\n" + out)
+            error = error or f"exit status {code}"
+        tls = version is not None or (None if not ok and version is None else False)
+        return ClientResult(
+            ok=ok,
+            error_text=mask_secrets(error, endpoint),
+            negotiated_version=version,
+            cipher=cipher,
+            duration=seconds,
+            transcript=transcript[-20000:],
+            tls=tls,
+            exit_code=code,
+        )
+
+
+# --- curl -----------------------------------------------------------------------
+
+_CURL_VERSION_FLAG = {"TLSv1": "--tlsv1.0", "TLSv1.1": "--tlsv1.1", "TLSv1.2": "--tlsv1.2", "TLSv1.3": "--tlsv1.3"}
+_CURL_MAX = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
+
+
+class CurlClient(_ToolClient):
+    """curl speaking smtp(s)/imap(s)/pop3(s) URLs."""
+
+    program = "curl"
+
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None) -> list[str]:
+        p = self.profile
+        argv = ["curl", "-sS", "-v", "--max-time", str(int(self.timeout))]
+        argv += ["--resolve", f"{endpoint.server_hostname}:{endpoint.port}:{endpoint.host}"]
+        scheme = endpoint.protocol + ("s" if endpoint.mode is Mode.IMPLICIT and p.implicit_tls else "")
+        url = f"{scheme}://{endpoint.server_hostname}:{endpoint.port}"
+        if endpoint.mode is not Mode.IMPLICIT:
+            argv += {"required": ["--ssl-reqd"], "opportunistic": ["--ssl"], "never": []}[p.starttls]
+        if p.verify:
+            argv += ["--cacert", endpoint.ca_file] if p.trusts_ca else []
+        else:
+            argv += ["--insecure"]
+        versions = p.effective_versions or p.versions
+        argv += [_CURL_VERSION_FLAG[versions[0]], "--tls-max", _CURL_MAX[versions[-1]]]
+        ciphers = p.ciphers or ("DEFAULT:@SECLEVEL=0" if p.legacy else None)
+        if ciphers:
+            argv += ["--ciphers", p.cipher_string() if p.ciphers else ciphers]
+        if p.client_cert and endpoint.client_cert_file:
+            argv += [
+                "--cert",
+                endpoint.client_cert_file,
+                "--key",
+                endpoint.client_key_file or endpoint.client_cert_file,
+            ]
+        if p.sends_credentials and (endpoint.protocol != "smtp" or endpoint.auth.mechanisms):
+            argv += ["--user", f"{endpoint.username}:{endpoint.password}"]
+        if endpoint.protocol == "smtp":
+            if message is not None:
+                argv += ["--mail-from", message.sender, "--mail-rcpt", message.recipient, "--upload-file", "-"]
+            else:
+                argv += ["-X", "NOOP"]
+        else:
+            url += "/"  # LIST after login
+        return [*argv, url]
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send and endpoint.protocol == "smtp" else None
+        argv = self.argv(endpoint, message)
+        code, out, err, seconds = run_command(
+            argv, stdin=message.as_bytes() if message else None, timeout=self.timeout + 5
+        )
+        found = re.search(r"SSL connection using (\S+) / (\S+)", err)
+        # Keep what the client said and what the server answered; drop what curl sent (it carries credentials).
+        said = [ln for ln in err.splitlines() if not ln.startswith(("> ", "} [", "{ [")) and ln.strip()]
+        return self._finish(
+            endpoint,
+            argv,
+            code,
+            out,
+            err,
+            seconds,
+            version=found.group(1) if found else None,
+            cipher=found.group(2) if found else None,
+            message=message,
+            error_lines="\n".join(said[-40:]),
+        )
+
+
+# --- openssl s_client ---------------------------------------------------------------
+
+_S_CLIENT_NO = {"TLSv1": "-no_tls1", "TLSv1.1": "-no_tls1_1", "TLSv1.2": "-no_tls1_2", "TLSv1.3": "-no_tls1_3"}
+_S_CLIENT_BYE = {"smtp": "QUIT\n", "imap": "a1 LOGOUT\n", "pop3": "QUIT\n"}
+
+
+class OpenSSLClient(_ToolClient):
+    """``openssl s_client``: the TLS handshake (after STARTTLS where the port needs it) and nothing else."""
+
+    program = "openssl"
+
+    def argv(self, endpoint: Endpoint) -> list[str]:
+        p = self.profile
+        argv = ["openssl", "s_client", "-connect", f"{endpoint.host}:{endpoint.port}", "-brief"]
+        argv += ["-servername", endpoint.server_hostname]
+        if p.verify:
+            argv += ["-verify_return_error"]
+            if p.check_hostname:
+                argv += ["-verify_hostname", endpoint.server_hostname]
+            if p.trusts_ca:
+                argv += ["-CAfile", endpoint.ca_file]
+        if endpoint.mode is not Mode.IMPLICIT or not p.implicit_tls:
+            argv += ["-starttls", endpoint.protocol]
+        offered = p.effective_versions or p.versions
+        argv += [flag for v, flag in _S_CLIENT_NO.items() if v not in offered]
+        ciphers = p.cipher_string() if p.ciphers else ("DEFAULT:@SECLEVEL=0" if p.legacy else None)
+        if ciphers:
+            argv += ["-cipher", ciphers]
+        if p.client_cert and endpoint.client_cert_file:
+            argv += ["-cert", endpoint.client_cert_file, "-key", endpoint.client_key_file or endpoint.client_cert_file]
+        return argv
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        argv = self.argv(endpoint)
+        # One line for the server to answer: a TLS 1.3 client-certificate rejection arrives with the first read.
+        code, out, err, seconds = run_command(
+            argv, stdin=_S_CLIENT_BYE[endpoint.protocol].encode(), timeout=self.timeout
+        )
+        version = re.search(r"Protocol version: (\S+)", err)
+        cipher = re.search(r"Ciphersuite: (\S+)", err)
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("Requested Signature", "Peer "))]
+        return self._finish(
+            endpoint,
+            argv,
+            code,
+            out,
+            err,
+            seconds,
+            version=version.group(1) if version else None,
+            cipher=cipher.group(1) if cipher else None,
+            message=None,
+            error_lines="\n".join(lines[-30:]),
+        )
+
+
+# --- swaks --------------------------------------------------------------------------
+
+_SWAKS_PROTOCOLS = {"TLSv1": "tlsv1", "TLSv1.1": "tlsv1_1", "TLSv1.2": "tlsv1_2", "TLSv1.3": "tlsv1_3"}
+
+
+class SwaksClient(_ToolClient):
+    """swaks: one SMTP transaction, STARTTLS or implicit TLS, AUTH where the cell offers it."""
+
+    program = "swaks"
+
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None) -> list[str]:
+        p = self.profile
+        argv = ["swaks", "--server", endpoint.host, "--port", str(endpoint.port), "--timeout", str(int(self.timeout))]
+        argv += ["--helo", "mailtls.client", "--to", endpoint.address, "--from", endpoint.address]
+        if endpoint.mode is Mode.IMPLICIT and p.implicit_tls:
+            argv += ["--tls-on-connect"]
+        else:
+            argv += {"required": ["--tls"], "opportunistic": ["--tls-optional-strict"], "never": []}[p.starttls]
+        argv += ["--tls-sni", endpoint.server_hostname]
+        if p.verify:
+            argv += ["--tls-verify"] + (["--tls-ca-path", endpoint.ca_file] if p.trusts_ca else [])
+        offered = p.effective_versions or p.versions
+        argv += ["--tls-protocol", ",".join(_SWAKS_PROTOCOLS[v] for v in offered)]
+        ciphers = p.cipher_string() if p.ciphers else ("DEFAULT:@SECLEVEL=0" if p.legacy else None)
+        if ciphers:
+            argv += ["--tls-cipher", ciphers]
+        if p.client_cert and endpoint.client_cert_file:
+            argv += ["--tls-cert", endpoint.client_cert_file, "--tls-key", endpoint.client_key_file or ""]
+        auth = p.sends_credentials and bool(endpoint.auth.mechanisms)
+        if auth:
+            argv += ["--auth", "--auth-user", endpoint.username, "--auth-password", endpoint.password]
+        if message is not None:
+            argv += ["--header", f"Subject: {message.subject}", "--header", f"Message-Id: {message.message_id}"]
+        else:
+            argv += ["--quit-after", "AUTH" if auth else "EHLO"]
+        return argv
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send else None
+        argv = self.argv(endpoint, message)
+        code, out, err, seconds = run_command(argv, timeout=self.timeout + 5)
+        found = re.search(r"TLS started with cipher (TLSv[\d.]+):([^:\s]+)", out + err)
+        # Keep swaks' own remarks (===, ***) and the server's replies (<-, <~, <**); drop what it sent.
+        said = [ln for ln in (out + "\n" + err).splitlines() if ln.lstrip().startswith(("***", "<", "==="))]
+        return self._finish(
+            endpoint,
+            argv,
+            code,
+            out,
+            err,
+            seconds,
+            version=found.group(1) if found else None,
+            cipher=found.group(2) if found else None,
+            message=message,
+            error_lines="\n".join(said[-30:]) + f"\nswaks exit status {code}",
+        )
+
+
+# --- msmtp --------------------------------------------------------------------------
+
+_GNUTLS_VERSIONS = {"TLSv1": "TLS1.0", "TLSv1.1": "TLS1.1", "TLSv1.2": "TLS1.2", "TLSv1.3": "TLS1.3"}
+
+
+class MsmtpClient(_ToolClient):
+    """msmtp (GnuTLS): an account written to a private config file, the message on stdin."""
+
+    program = "msmtp"
+
+    def config(self, endpoint: Endpoint) -> str:
+        p = self.profile
+        implicit = endpoint.mode is Mode.IMPLICIT and p.implicit_tls
+        tls = implicit or p.starttls != "never"
+        lines = [
+            "account default",
+            f"host {endpoint.host}",
+            f"port {endpoint.port}",
+            f"from {endpoint.address}",
+            f"tls {'on' if tls else 'off'}",
+            f"tls_starttls {'off' if implicit else 'on'}",
+            f"tls_certcheck {'on' if p.verify else 'off'}",
+            f"tls_host_override {endpoint.server_hostname}",
+            "timeout 20",
+        ]
+        if p.verify and p.trusts_ca:
+            lines.append(f"tls_trust_file {endpoint.ca_file}")
+        elif p.verify:
+            lines.append("tls_trust_file system")
+        if p.versions != _ALL_VERSIONS:
+            allowed = ":".join(f"+VERS-{_GNUTLS_VERSIONS[v]}" for v in p.effective_versions or p.versions)
+            lines.append(f"tls_priorities NORMAL:-VERS-ALL:{allowed}")
+        if p.client_cert and endpoint.client_cert_file:
+            lines += [f"tls_cert_file {endpoint.client_cert_file}", f"tls_key_file {endpoint.client_key_file}"]
+        if p.sends_credentials and endpoint.auth.mechanisms:
+            lines += ["auth on", f"user {endpoint.username}", f"password {endpoint.password}"]
+        else:
+            lines.append("auth off")
+        return "\n".join(lines) + "\n"
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send else None
+        fd, path = tempfile.mkstemp(prefix="mailtls-msmtp-", suffix=".conf")
+        try:
+            with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600, which msmtp insists on
+                fh.write(self.config(endpoint))
+            argv = ["msmtp", "-C", path, "-a", "default", "--debug"]
+            argv += [endpoint.address] if message is not None else ["--serverinfo"]
+            code, out, err, seconds = run_command(
+                argv, stdin=message.as_bytes() if message else None, timeout=self.timeout + 5
+            )
+        finally:
+            Path(path).unlink(missing_ok=True)
+        params = re.search(r"\((TLS1\.\d)\)-(\S+)", out + err)
+        version = {v: k for k, v in _GNUTLS_VERSIONS.items()}.get(params.group(1)) if params else None
+        said = [ln for ln in err.splitlines() if ln.startswith("msmtp:")]
+        return self._finish(
+            endpoint,
+            argv,
+            code,
+            out,
+            err,
+            seconds,
+            version=version,
+            cipher=params.group(2) if params else None,
+            message=message,
+            error_lines="\n".join(said) or None,
+        )
