@@ -225,6 +225,60 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return run(grid.endpoints)
 
 
+class _ProgressBar:
+    """A one-line bar on a terminal; a line per step elsewhere (CI logs)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, line: str) -> None:
+        if not self.tty:
+            _say(f"[{done}/{total}] {line}")
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {line}"[:160]
+        sys.stderr.write(text.ljust(160))
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from .certify import certify, exit_status
+    from .clients import command_client, get_client
+
+    if bool(args.client) == bool(args.command):
+        raise MailTLSError("certify needs exactly one of --client NAME or --command TEMPLATE")
+    client = command_client(args.command) if args.command else get_client(args.client)
+    if hasattr(client, "progress"):
+        client.progress = _say  # the Java client says when it builds
+    why = client.unavailable()
+    if why:
+        raise MailTLSError(why)
+
+    def run(endpoints: Sequence[Endpoint], logs_for: Callable[[Endpoint], list[str]]) -> int:
+        _say(f"certifying {client.name} on {len(endpoints)} cells")
+        report = certify(client, endpoints, logs_for=logs_for, progress=_ProgressBar(), send=not args.no_send)
+        rows = [[r.manifest["id"], r.expected, r.actual, r.verdict, r.negotiated_version or "-"] for r in report.cells]
+        print(_table(["CELL", "EXPECTED", "ACTUAL", "VERDICT", "NEGOTIATED"], rows))
+        paths = report.write_all(args.report)
+        counts = report.summary
+        print(
+            f"\n{client.name}: {counts['pass']} pass, {counts['refused-correctly']} refused correctly, "
+            f"{counts['incompatible']} incompatible, {counts['insecure']} insecure; report: {paths['html']}"
+        )
+        return exit_status(report)
+
+    if args.manifest:
+        return run(read_manifest(args.manifest), lambda e: [])
+    cells = _selected_cells(args)
+    with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
+        for cell_id, skipped in grid.skipped.items():
+            _say(f"not served: {cell_id}: {skipped}")
+        return run(grid.endpoints, lambda e: grid.cell_logs(e.id))
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from . import runtime
 
@@ -247,6 +301,12 @@ def cmd_reap(args: argparse.Namespace) -> int:
     removed = runtime.reap_orphans()
     print(f"removed {len(removed)} orphaned container(s)")
     return EXIT_OK
+
+
+def _client_names() -> list[str]:
+    from .clients import CLIENT_NAMES
+
+    return list(CLIENT_NAMES)
 
 
 # --- wiring -----------------------------------------------------------------------------
@@ -297,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per connection (default 5)")
     p.add_argument("--workers", type=int, default=4, help="cells probed at once (default 4)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("certify", help="run a client across the grid; report what worked, what failed and why")
+    _add_selection(p)
+    p.add_argument("--client", default=None, help="built-in client: " + ", ".join(_client_names()))
+    p.add_argument(
+        "--command",
+        default=None,
+        metavar="TEMPLATE",
+        help="your client as a shell command (exit 0 = success) with {host} {port} {server_hostname} {url} "
+        "{ca_file} {protocol} {mode} {user} {password}",
+    )
+    p.add_argument("--manifest", default=None, help="certify against running servers from this manifest")
+    p.add_argument("--report", default="mailtls-report", help="report folder (default: mailtls-report)")
+    p.add_argument("--no-send", action="store_true", help="connect and log in, but send no message")
+    p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("images", help="build the server images (cached by content hash)")
     p.add_argument("action", choices=["build", "base"], help="build: server images; base: the local Debian base image")

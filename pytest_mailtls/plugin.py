@@ -8,7 +8,7 @@ one container per server kind, and are removed at the end of the session.
 from __future__ import annotations
 
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from .policy import Cell
 
 _STATE = pytest.StashKey["_Session"]()
 _ENDPOINT = pytest.StashKey[Endpoint]()
+_RECORDS = pytest.StashKey[list[Any]]()
+_LOG_MARK = pytest.StashKey[int]()  # how many log lines the cell had when the test started
 
 
 class _Session:
@@ -210,6 +212,7 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
     endpoint = grid.endpoint(cell.id)
     request.node.stash[_ENDPOINT] = endpoint
+    request.node.stash[_LOG_MARK] = len(grid.cell_logs(cell.id))
     if endpoint.mailbox is not None:
         endpoint.clear()
     yield endpoint
@@ -222,6 +225,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         runtime.stop_all()
 
 
+@pytest.fixture
+def mailtls_check(request: pytest.FixtureRequest, mailtls_server: Endpoint) -> Callable[..., Any]:
+    """Function: ``mailtls_check(client)`` runs a client on this test's cell and asserts its outcome.
+
+    ``client`` is a built-in name (``"python"``, ``"curl"``, ``"jakarta-mail"``, ...) or a
+    ``pytest_mailtls.clients`` Client (``command_client("my-tool --host {host} ...")``).
+    The outcome must be what the oracle expects for the client's profile on this cell
+    (success, or the right failure class); otherwise the test fails with the diagnosis,
+    its evidence (client error and server log lines) and a remedy in the report.
+    Returns the cell's report record. ``exact=False`` accepts any refusal where one is due.
+    """
+    from .certify import assert_outcome, check
+    from .clients import get_client
+
+    def run(client: Any, *, send: bool = True, exact: bool = True) -> Any:
+        chosen = get_client(client) if isinstance(client, str) else client
+        why = chosen.unavailable()
+        if why:
+            pytest.skip(f"client {chosen.name} unavailable: {why}")
+        grid = request.config.stash[_STATE].grid
+        record = check(chosen, mailtls_server, logs_for=lambda e: grid.cell_logs(e.id) if grid else [], send=send)
+        request.node.stash.setdefault(_RECORDS, []).append(record)
+        assert_outcome(record, exact=exact)
+        return record
+
+    return run
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
@@ -229,9 +260,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     endpoint = item.stash.get(_ENDPOINT, None)
     if endpoint is None or not report.failed or report.when != "call":
         return
+    for record in item.stash.get(_RECORDS, []):
+        report.sections.append((f"mailtls diagnosis ({endpoint.id})", record.explain()))
     state = item.config.stash[_STATE]
     if state.grid is None:
         return
-    lines = state.grid.cell_logs(endpoint.id)[-40:]
+    lines = state.grid.cell_logs(endpoint.id)[item.stash.get(_LOG_MARK, 0) :][-60:]
     if lines:
         report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

@@ -47,6 +47,10 @@ class RunningServer(abc.ABC):
     def logs(self) -> str:
         """The server's log so far."""
 
+    def cell_logs(self, cell_id: str) -> list[str]:
+        """Log lines about one cell; backends that can tell cells apart override this."""
+        return self.logs().splitlines()
+
     @abc.abstractmethod
     def stop(self) -> None:
         """Stop and remove everything started; safe to call twice."""

@@ -487,3 +487,33 @@ def test_inner_sessions_see_the_plugin(pytester: pytest.Pytester) -> None:
         )
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_mailtls_check_passes_a_safe_client_and_reports_an_unsafe_one(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(service="smtps", policy="intermediate", cert=["valid", "expired"], auth="default")
+        def test_safe(mailtls_check):
+            record = mailtls_check("python")
+            assert record.verdict in ("pass", "refused-correctly")
+
+        @pytest.mark.mailtls(service="smtps", policy="intermediate", cert="expired")
+        def test_unsafe(mailtls_check):
+            mailtls_check("python-unsafe")
+        """
+    )
+    result = pytester.runpytest_subprocess("--mailtls-servers", "embedded", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*mailtls diagnosis (embedded-smtps-implicit-intermediate-expired)*",
+            "*insecure*certificate-expired*",
+            "*remedy:*",
+            "*mailtls server log (embedded-smtps-implicit-intermediate-expired)*",
+        ]
+    )
+    # Only this test's connection: the earlier test on the same cell is not in the section.
+    section = result.stdout.str().split("mailtls server log")[1]
+    assert "SSLV3_ALERT_CERTIFICATE_EXPIRED" not in section
