@@ -1,0 +1,1034 @@
+"""Apache James: one JVM serves every selected James cell, each on its own port.
+
+James accepts several ``<smtpserver>``, ``<imapserver>`` and ``<pop3server>``
+entries, each with its own port, TLS mode (``socketTLS`` = implicit,
+``startTLS``), protocol list, JSSE cipher-suite list, PKCS12 keystore and, for
+mutual TLS, a ``<clientAuth>`` truststore holding the session CA. Policies are
+translated, not approximated:
+
+* versions: every TLS cell lists its protocols explicitly. JDK 17 disables
+  TLSv1/TLSv1.1 (and static-RSA suites) in ``jdk.tls.disabledAlgorithms``,
+  which wins over any server setting; when a cell needs them, the entrypoint
+  drops exactly those entries from the image's own ``java.security`` and
+  passes the result with ``-Djava.security.properties``. Because that widens
+  the JVM's defaults, no cell relies on defaults.
+* ciphers: the policy's OpenSSL cipher string is expanded by the local OpenSSL
+  and mapped to JSSE (IANA) names; what the JVM cannot offer (CAMELLIA, ARIA,
+  PSK, anonymous suites, TLS 1.3 CCM...) is reported by :func:`cipher_plan`
+  and in ``Endpoint.extra["jvm_missing_ciphers"]``. A cell left with none is
+  unsupported.
+* what stock James lacks comes from a small extension jar compiled in the image
+  (``containers/james/ext``): SMTP hooks that refuse MAIL before STARTTLS
+  (``starttls-required``) or before AUTH (``required``), a POP3 handler that
+  refuses USER/PASS before STLS, and the capture hook below.
+
+Capture: a message hook writes every accepted message into
+``/mailtls/mail/<local port>/new/`` (a bind-mounted host folder) before James
+goes on with it, so each cell's Maildir holds exactly what that port received.
+The mailet pipeline then delivers mail for the test user locally (visible over
+IMAP/POP3) and drops everything else: nothing is ever relayed, and DNS points
+at a refusing loopback resolver.
+
+Rendering is pure (:func:`render`, :func:`cipher_plan`, the keystore writers);
+:class:`JamesBackend` writes the files, starts the container, waits for the
+users to exist and then for a verified handshake on every port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import ssl
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .. import capture
+from ..errors import ServerStartError
+from ..manifest import Endpoint
+from ..pki import SessionPKI
+from ..policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
+from .base import Backend, RunningServer, StartOptions
+
+if TYPE_CHECKING:
+    from ..runtime import Container
+
+__all__ = [
+    "DOMAIN",
+    "FIRST_PORT",
+    "JAMES_VERSION",
+    "JDK_DEFAULT_SUITES",
+    "JSSE_SUITES",
+    "JSSE_TLS13_SUITES",
+    "MECHANISMS",
+    "CipherPlan",
+    "JamesBackend",
+    "JamesServer",
+    "RenderedConfig",
+    "cell_log_lines",
+    "cipher_plan",
+    "container_ports",
+    "jks_truststore",
+    "host_ca_bundle",
+    "host_maven_mirror",
+    "pkcs12_keystore",
+    "prepare_build_context",
+    "render",
+    "security_reenable",
+    "training_cells",
+    "training_files",
+    "unsupported_reason",
+    "write_training_files",
+]
+
+#: The James release in the image (3.8.2 is not on the Maven Central this project reaches; 3.9 needs Java 21).
+JAMES_VERSION = "3.8.1"
+#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
+FIRST_PORT = 10000
+#: The mail domain James serves; the test user lives there.
+DOMAIN = "mailtls.test"
+#: SASL mechanisms James offers for SMTP (always together); IMAP offers AUTHENTICATE PLAIN plus the LOGIN
+#: command, POP3 USER/PASS only.
+MECHANISMS = ("PLAIN", "LOGIN")
+
+# Where things are inside the container (one read-write bind mount of a host folder).
+ROOT = "/mailtls"
+MAIL_ROOT = f"{ROOT}/mail"
+TLS_ROOT = f"{ROOT}/tls"
+WEBADMIN_PORT = 8000  # on the container's loopback only, never published
+HOSTNAME = "mail.mailtls.test"
+#: JVM options for one James serving about a hundred ports within a 600 MB resident budget.
+JAVA_OPTS = (
+    "-Xms64m",
+    "-Xmx256m",
+    "-XX:MaxMetaspaceSize=192m",
+    "-XX:ReservedCodeCacheSize=64m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Xss512k",
+    "-Djava.net.preferIPv4Stack=true",
+)
+
+_EXT = "org.mailtls.james"
+_READY_LINE = "MAILTLS: provisioned"
+_FAILED_LINE = "MAILTLS: FAILED"
+
+# --------------------------------------------------------------------------- cipher suites
+
+#: OpenSSL name -> JSSE (IANA) name of every TLS <= 1.2 suite JDK 17 can offer once static RSA is re-enabled.
+#: Read off the image's JVM (``getSupportedCipherSuites`` with an empty ``jdk.tls.disabledAlgorithms`` minus
+#: what stays disabled here: anon, NULL, RC4, 3DES, static ECDH) and mapped with ``openssl ciphers -stdname``.
+JSSE_SUITES: dict[str, str] = {
+    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "DHE-DSS-AES256-GCM-SHA384": "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
+    "DHE-RSA-AES256-GCM-SHA384": "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "DHE-RSA-CHACHA20-POLY1305": "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "DHE-DSS-AES128-GCM-SHA256": "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
+    "DHE-RSA-AES128-GCM-SHA256": "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES256-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+    "ECDHE-RSA-AES256-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+    "DHE-RSA-AES256-SHA256": "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+    "DHE-DSS-AES256-SHA256": "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
+    "ECDHE-ECDSA-AES128-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "ECDHE-RSA-AES128-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    "DHE-RSA-AES128-SHA256": "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+    "DHE-DSS-AES128-SHA256": "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
+    "ECDHE-ECDSA-AES256-SHA": "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "ECDHE-RSA-AES256-SHA": "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "DHE-RSA-AES256-SHA": "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
+    "DHE-DSS-AES256-SHA": "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
+    "ECDHE-ECDSA-AES128-SHA": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "ECDHE-RSA-AES128-SHA": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "DHE-RSA-AES128-SHA": "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+    "DHE-DSS-AES128-SHA": "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
+    "AES256-GCM-SHA384": "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "AES128-GCM-SHA256": "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "AES256-SHA256": "TLS_RSA_WITH_AES_256_CBC_SHA256",
+    "AES128-SHA256": "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "AES256-SHA": "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "AES128-SHA": "TLS_RSA_WITH_AES_128_CBC_SHA",
+}
+#: TLS 1.3 suites JSSE implements (no CCM), in JDK 17's default order; OpenSSL spells them the same.
+JSSE_TLS13_SUITES: tuple[str, ...] = (
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_CHACHA20_POLY1305_SHA256",
+)
+#: JDK 17's default TLS <= 1.2 suites, in its order (the image's ``getDefaultCipherSuites``): what a policy
+#: without a cipher list gets, written out so a JVM-wide java.security override cannot widen it.
+JDK_DEFAULT_SUITES: tuple[str, ...] = (
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
+    "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+    "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
+    "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
+    "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
+)
+_STATIC_RSA = re.compile(r"^TLS_RSA_WITH_")
+
+
+@dataclass(frozen=True)
+class CipherPlan:
+    """What one policy becomes in JSSE terms.
+
+    ``suites``: the JSSE names to configure (TLS 1.3 first, then TLS <= 1.2 in the policy's order);
+    ``missing``: OpenSSL names the policy asks for that the JVM cannot offer, each once.
+    """
+
+    suites: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def tls12_suites(self) -> tuple[str, ...]:
+        return tuple(s for s in self.suites if s not in JSSE_TLS13_SUITES)
+
+    @property
+    def tls13_suites(self) -> tuple[str, ...]:
+        return tuple(s for s in self.suites if s in JSSE_TLS13_SUITES)
+
+    @property
+    def static_rsa(self) -> bool:
+        """Whether a suite needs ``TLS_RSA_*`` re-enabled in ``jdk.tls.disabledAlgorithms``."""
+        return any(_STATIC_RSA.match(s) for s in self.suites)
+
+
+def _expand_openssl(cipher_string: str) -> list[str]:
+    """The TLS <= 1.2 suites (OpenSSL names, in order) that the local OpenSSL makes of ``cipher_string``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    text = cipher_string if "@SECLEVEL" in cipher_string else cipher_string + ":@SECLEVEL=0"
+    try:
+        ctx.set_ciphers(text)
+    except ssl.SSLError:
+        return []
+    return [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+
+
+def cipher_plan(policy: TLSPolicy) -> CipherPlan:
+    """Map ``policy`` to JSSE suite names and list what the JVM cannot offer.
+
+    A policy without ``ciphers`` gets :data:`JDK_DEFAULT_SUITES`; one without ``ciphersuites`` gets every
+    TLS 1.3 suite JSSE has. Suites for versions outside the policy are left out.
+    """
+    versions = policy.versions
+    tls13: list[str] = []
+    tls12: list[str] = []
+    missing: list[str] = []
+    if "TLSv1.3" in versions:
+        if policy.ciphersuites is None:
+            tls13 = list(JSSE_TLS13_SUITES)
+        else:
+            for suite in policy.ciphersuites.split(":"):
+                (tls13 if suite in JSSE_TLS13_SUITES else missing).append(suite)
+    if any(v != "TLSv1.3" for v in versions):
+        if policy.ciphers is None:
+            tls12 = list(JDK_DEFAULT_SUITES)
+        else:
+            for name in _expand_openssl(policy.ciphers):
+                jsse = JSSE_SUITES.get(name)
+                if jsse is None:
+                    missing.append(name)
+                elif jsse not in tls12:
+                    tls12.append(jsse)
+    return CipherPlan(tuple(dict.fromkeys(tls13 + tls12)), tuple(dict.fromkeys(missing)))
+
+
+def security_reenable(cells: Sequence[Cell]) -> tuple[str, ...]:
+    """Entries of ``jdk.tls.disabledAlgorithms`` the JVM must drop so every cell can be served."""
+    drop: list[str] = []
+    for cell in cells:
+        if cell.policy is None:
+            continue
+        drop += [v for v in cell.policy.versions if v in LEGACY_VERSIONS]
+        if cipher_plan(cell.policy).static_rsa:
+            drop.append("TLS_RSA_*")
+    order = ("TLSv1", "TLSv1.1", "TLS_RSA_*")
+    return tuple(entry for entry in order if entry in drop)
+
+
+# --------------------------------------------------------------------------- what cannot be served
+
+
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why James cannot serve ``cell`` (a sentence), or ``None`` if it can."""
+    if cell.server != "james":
+        return f"the James backend serves james cells, not {cell.server}"
+    auth = cell.auth
+    extra = [m for m in auth.mechanisms if m not in MECHANISMS]
+    if extra:
+        return (
+            f"James offers the SASL mechanisms {' and '.join(MECHANISMS)} only; {', '.join(extra)} "
+            "would need an OIDC provider (XOAUTH2/OAUTHBEARER) or is not implemented (CRAM-MD5)"
+        )
+    if cell.protocol is Protocol.SMTP and auth.mechanisms and set(auth.mechanisms) != set(MECHANISMS):
+        return f"James SMTP announces AUTH PLAIN and LOGIN together; it cannot offer {', '.join(auth.mechanisms)} alone"
+    if cell.protocol is not Protocol.SMTP and not auth.mechanisms:
+        return f"James {cell.protocol.upper()} always takes a password login; an auth policy without mechanisms"
+    if cell.protocol is not Protocol.SMTP and not auth.required:
+        return f"James {cell.protocol.upper()} has no anonymous access: a login is always required"
+    if auth.client_cert and not cell.tls:
+        return "mutual TLS needs a TLS mode"
+    if cell.policy is not None:
+        plan = cipher_plan(cell.policy)
+        # A version left without suites would refuse handshakes the policy promises.
+        if "TLSv1.3" in cell.policy.versions and not plan.tls13_suites:
+            return (
+                f"policy {cell.policy.name}: JSSE implements none of the TLS 1.3 suites "
+                f"{cell.policy.ciphersuites} (it has no CCM suites)"
+            )
+        if any(v != "TLSv1.3" for v in cell.policy.versions) and not plan.tls12_suites:
+            return (
+                f"policy {cell.policy.name}: the JVM offers none of the ciphers {cell.policy.ciphers!r} "
+                f"(not offered: {', '.join(plan.missing) or 'none known to OpenSSL'})"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- key material (pure)
+
+
+def pkcs12_keystore(key_pem: bytes, chain_pem: bytes, password: str) -> bytes:
+    """A PKCS12 keystore holding the key and the chain exactly as presented (leaf first).
+
+    One PBKDF2 round: each of about a hundred servers opens its keystore at start, and the default
+    (tens of thousands of rounds) cost two thirds of James' start-up CPU. The keys are throwaway test
+    keys in a temp dir whose password sits next to them, so key stretching protects nothing here.
+    """
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    chain = x509.load_pem_x509_certificates(chain_pem)
+    if not chain:
+        raise ValueError("the certificate chain is empty")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(1)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(password.encode())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        b"mailtls",
+        key,  # type: ignore[arg-type]  # RSA or ECDSA, as the PKI makes them
+        chain[0],
+        chain[1:] or None,
+        encryption,
+    )
+
+
+def _java_utf(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack(">H", len(data)) + data
+
+
+def jks_truststore(ca_pem: bytes, password: str, *, timestamp_ms: int = 0) -> bytes:
+    """A JKS truststore of every certificate in ``ca_pem`` (trusted-certificate entries).
+
+    James 3.8 reads the client-auth truststore with the keystore's type, and a PKCS12 file only counts a
+    certificate as trusted with an Oracle-specific attribute that ``cryptography`` cannot write; JKS (which
+    JDK 17 also uses to read PKCS12 keystores) is simple enough to write here.
+    """
+    try:
+        certs = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        certs = []
+    if not certs:
+        raise ValueError("no certificate in the CA file")
+    body = bytearray(struct.pack(">III", 0xFEEDFEED, 2, len(certs)))
+    for index, cert in enumerate(certs):
+        der = cert.public_bytes(serialization.Encoding.DER)
+        body += struct.pack(">I", 2) + _java_utf(f"ca{index}") + struct.pack(">Q", timestamp_ms)
+        body += _java_utf("X.509") + struct.pack(">I", len(der)) + der
+    # JKS integrity: SHA-1 over the password (UTF-16BE), the fixed salt "Mighty Aphrodite" and the body.
+    digest = hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + bytes(body)).digest()
+    return bytes(body) + digest
+
+
+# --------------------------------------------------------------------------- rendering (pure)
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    """Everything the container needs.
+
+    ``files``: path relative to the ``/mailtls`` mount -> content (``conf/...``, ``users/...``);
+    ``environment``: for the entrypoint; ``maildirs``: cell id -> folder under ``mail/``;
+    ``missing_ciphers``: cell id -> OpenSSL names its policy asks for that the JVM cannot offer.
+    """
+
+    files: dict[str, bytes]
+    environment: dict[str, str]
+    maildirs: dict[str, str]
+    missing_ciphers: dict[str, tuple[str, ...]]
+
+
+def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
+    """The container-internal port of each cell, in order."""
+    return [first + i for i in range(len(cells))]
+
+
+def render(
+    cells: Sequence[Cell],
+    *,
+    ports: Sequence[int],
+    keystores: Mapping[CertProfile, str],
+    truststore: str | None,
+    secret: str,
+    username: str,
+    password: str,
+    java_opts: Sequence[str] = JAVA_OPTS,
+    webadmin_port: int = WEBADMIN_PORT,
+    bind_address: str = "0.0.0.0",
+) -> RenderedConfig:
+    """Render James' configuration for ``cells``, one server entry per cell on its port.
+
+    ``keystores`` maps each certificate profile to the container path of its PKCS12 keystore,
+    ``truststore`` is the container path of the JKS holding the client CA (needed for mutual TLS);
+    both are protected by ``secret``. Raises ``ValueError`` for a cell James cannot serve.
+    """
+    if len(ports) != len(cells):
+        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
+    if len(set(ports)) != len(ports) or webadmin_port in ports:
+        raise ValueError(f"ports must be distinct and not {webadmin_port} (WebAdmin): {list(ports)}")
+    if len({c.id for c in cells}) != len(cells):
+        raise ValueError("cells must be distinct (the same cell id appears twice)")
+    for cell in cells:
+        reason = unsupported_reason(cell)
+        if reason:
+            raise ValueError(f"{cell.id}: {reason}")
+        if cell.cert is not None and cell.cert not in keystores:
+            raise ValueError(f"{cell.id}: no keystore for certificate profile {cell.cert}")
+        if cell.auth.client_cert and truststore is None:
+            raise ValueError(f"{cell.id}: mutual TLS needs a truststore")
+    if not username or "/" in username or any(ch.isspace() for ch in username) or not password:
+        raise ValueError("the test user name must be non-empty without '/' or whitespace, the password non-empty")
+    # A bare user name logs in as it is: James then runs without virtual hosting (users without a domain).
+    virtual_hosting = "@" in username
+
+    entries: dict[Protocol, list[str]] = {Protocol.SMTP: [], Protocol.IMAP: [], Protocol.POP3: []}
+    render_entry = {Protocol.SMTP: _smtp_entry, Protocol.IMAP: _imap_entry, Protocol.POP3: _pop3_entry}
+    missing: dict[str, tuple[str, ...]] = {}
+    for cell, port in zip(cells, ports, strict=True):
+        tls = _tls_block(cell, keystores, truststore, secret)
+        if cell.policy is not None:
+            missing[cell.id] = cipher_plan(cell.policy).missing
+        entries[cell.protocol].append(render_entry[cell.protocol](cell, f"{bind_address}:{port}", port, tls))
+
+    conf = {
+        "smtpserver.xml": _wrap("smtpservers", entries[Protocol.SMTP]),
+        "imapserver.xml": _wrap("imapservers", entries[Protocol.IMAP]),
+        "pop3server.xml": _wrap("pop3servers", entries[Protocol.POP3]),
+        "lmtpserver.xml": _wrap("lmtpservers", []),
+        "managesieveserver.xml": _wrap("managesieveservers", []),
+        "mailetcontainer.xml": _MAILETCONTAINER.format(domain=DOMAIN),
+        "mailrepositorystore.xml": _MAILREPOSITORYSTORE,
+        "domainlist.xml": _DOMAINLIST.format(domain=DOMAIN),
+        "usersrepository.xml": _USERSREPOSITORY.format(virtual_hosting=str(virtual_hosting).lower()),
+        "dnsservice.xml": _DNSSERVICE,
+        "webadmin.properties": f"enabled=true\nhost=127.0.0.1\nport={webadmin_port}\n",
+        "jmx.properties": "jmx.enabled=false\n",
+        "jmap.properties": "enabled=false\n",
+        "logback.xml": _LOGBACK,
+    }
+    files = {f"conf/{name}": text.encode() for name, text in conf.items()}
+    files[f"users/{username}"] = json.dumps({"password": password}).encode()
+    environment = {
+        "MAILTLS_JAVA_OPTS": " ".join(java_opts),
+        "MAILTLS_DOMAIN": DOMAIN,
+        "MAILTLS_WEBADMIN_PORT": str(webadmin_port),
+    }
+    reenable = security_reenable(cells)
+    if reenable:
+        environment["MAILTLS_REENABLE"] = " ".join(reenable)
+    maildirs = {cell.id: str(port) for cell, port in zip(cells, ports, strict=True)}
+    return RenderedConfig(files=files, environment=environment, maildirs=maildirs, missing_ciphers=missing)
+
+
+def _x(text: object) -> str:
+    return escape(str(text))
+
+
+def _wrap(root: str, entries: Sequence[str]) -> str:
+    body = "\n".join(entries)
+    return f'<?xml version="1.0"?>\n<!-- Rendered by pytest-mailtls: one entry per cell. -->\n<{root}>\n{body}\n</{root}>\n'
+
+
+def _tls_block(cell: Cell, keystores: Mapping[CertProfile, str], truststore: str | None, secret: str) -> str:
+    if cell.policy is None or cell.cert is None:
+        return '    <tls socketTLS="false" startTLS="false"/>'
+    implicit = cell.mode is Mode.IMPLICIT
+    plan = cipher_plan(cell.policy)
+    # JKS is JDK 17's dual-format type: it reads the PKCS12 keystore, and the truststore uses the keystore's type.
+    lines = [
+        f'    <tls socketTLS="{str(implicit).lower()}" startTLS="{str(not implicit).lower()}">',
+        f"      <keystore>file://{_x(keystores[cell.cert])}</keystore>",
+        "      <keystoreType>JKS</keystoreType>",
+        f"      <secret>{_x(secret)}</secret>",
+        "      <supportedProtocols>",
+        *(f"        <protocol>{v}</protocol>" for v in cell.policy.versions),
+        "      </supportedProtocols>",
+        "      <supportedCipherSuites>",
+        *(f"        <cipherSuite>{s}</cipherSuite>" for s in plan.suites),
+        "      </supportedCipherSuites>",
+    ]
+    if cell.auth.client_cert:
+        assert truststore is not None
+        lines += [
+            "      <clientAuth>",
+            f"        <truststore>file://{_x(truststore)}</truststore>",
+            f"        <truststoreSecret>{_x(secret)}</truststoreSecret>",
+            "      </clientAuth>",
+        ]
+    lines.append("    </tls>")
+    return "\n".join(lines)
+
+
+def _common(kind: str, cell: Cell, bind: str, port: int, tls: str) -> list[str]:
+    return [
+        f"  <!-- {cell.id} -->",
+        f'  <{kind} enabled="true">',
+        # Netty names each server's threads after its jmxName: that is how log lines find their cell.
+        f"    <jmxName>{kind}-{port}</jmxName>",
+        f"    <bind>{bind}</bind>",
+        "    <connectionBacklog>64</connectionBacklog>",
+        # No 2 s drain per server on shutdown (about a hundred servers would take minutes to stop).
+        "    <gracefulShutdown>false</gracefulShutdown>",
+        f'    <helloName autodetect="false">{HOSTNAME}</helloName>',
+        tls,
+        "    <connectionLimit>0</connectionLimit>",
+        "    <connectionLimitPerIP>0</connectionLimitPerIP>",
+        # Threads are created per server: keep each server small, there are about a hundred.
+        "    <bossWorkerCount>1</bossWorkerCount>",
+        "    <ioWorkerCount>1</ioWorkerCount>",
+        "    <maxExecutorCount>4</maxExecutorCount>",
+    ]
+
+
+def _requires_tls_login(cell: Cell) -> bool:
+    """Logins refused before TLS: STARTTLS required, or an auth policy that allows AUTH only inside TLS."""
+    return cell.tls and (cell.mode is Mode.STARTTLS_REQUIRED or cell.auth.tls_only)
+
+
+def _smtp_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
+    auth = cell.auth
+    lines = _common("smtpserver", cell, bind, port, tls)
+    lines += [
+        "    <connectiontimeout>120</connectiontimeout>",
+        "    <auth>",
+        f"      <announce>{'always' if auth.mechanisms else 'never'}</announce>",
+        f"      <requireSSL>{str(_requires_tls_login(cell)).lower()}</requireSSL>",
+        f"      <plainAuthEnabled>{str(bool(auth.mechanisms)).lower()}</plainAuthEnabled>",
+        "    </auth>",
+    ]
+    if not auth.required:
+        # Anyone may send to anyone on this port; the pipeline still drops everything that is not local.
+        lines.append("    <authorizedAddresses>0.0.0.0/0</authorizedAddresses>")
+    lines += [
+        "    <verifyIdentity>false</verifyIdentity>",
+        "    <maxmessagesize>0</maxmessagesize>",
+        "    <addressBracketsEnforcement>true</addressBracketsEnforcement>",
+        f"    <smtpGreeting>{HOSTNAME} ESMTP pytest-mailtls (Apache James)</smtpGreeting>",
+        "    <handlerchain>",
+    ]
+    if cell.mode is Mode.STARTTLS_REQUIRED:
+        lines.append(f'      <handler class="{_EXT}.RequireTlsHook"/>')
+    if auth.required:
+        lines.append(f'      <handler class="{_EXT}.RequireAuthHook"/>')
+    lines += [
+        f'      <handler class="{_EXT}.MaildirCaptureHook"><directory>{MAIL_ROOT}</directory></handler>',
+        '      <handler class="org.apache.james.smtpserver.CoreCmdHandlerLoader"/>',
+        "    </handlerchain>",
+        "  </smtpserver>",
+    ]
+    return "\n".join(lines)
+
+
+def _imap_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
+    lines = _common("imapserver", cell, bind, port, tls)
+    lines += [
+        "    <connectiontimeout>120</connectiontimeout>",
+        "    <enableIdle>true</enableIdle>",
+        "    <idleTimeInterval>120</idleTimeInterval>",
+        "    <idleTimeIntervalUnit>SECONDS</idleTimeIntervalUnit>",
+        "    <auth>",
+        # requireSSL: LOGIN and AUTHENTICATE refused (LOGINDISABLED announced) until STARTTLS.
+        f"      <requireSSL>{str(_requires_tls_login(cell)).lower()}</requireSSL>",
+        "      <plainAuthEnabled>true</plainAuthEnabled>",
+        "    </auth>",
+        "  </imapserver>",
+    ]
+    return "\n".join(lines)
+
+
+def _pop3_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
+    lines = _common("pop3server", cell, bind, port, tls)
+    lines += ["    <connectiontimeout>120</connectiontimeout>", "    <handlerchain>"]
+    if _requires_tls_login(cell):
+        lines.append(f'      <handler class="{_EXT}.RequireTlsLoginHandler"/>')
+    lines += [
+        '      <handler class="org.apache.james.pop3server.core.CoreCmdHandlerLoader"/>',
+        "    </handlerchain>",
+        "  </pop3server>",
+    ]
+    return "\n".join(lines)
+
+
+_MAILETCONTAINER = """\
+<?xml version="1.0"?>
+<!-- Rendered by pytest-mailtls. Every message was already captured by the SMTP hook; here mail for local
+     users is delivered (for IMAP/POP3) and everything else is dropped: nothing is ever relayed. -->
+<mailetcontainer enableJmx="false">
+  <context>
+    <postmaster>postmaster@{domain}</postmaster>
+  </context>
+  <spooler>
+    <threads>2</threads>
+    <errorRepository>memory://var/mail/error/</errorRepository>
+  </spooler>
+  <processors>
+    <processor state="root" enableJmx="false">
+      <mailet match="All" class="ToProcessor">
+        <processor>transport</processor>
+      </mailet>
+    </processor>
+    <!-- James refuses to start without a transport processor that removes Bcc. -->
+    <processor state="transport" enableJmx="false">
+      <mailet match="All" class="RemoveMimeHeader">
+        <name>bcc</name>
+        <onMailetException>ignore</onMailetException>
+      </mailet>
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor state="error" enableJmx="false">
+      <mailet match="All" class="ToRepository">
+        <repositoryPath>memory://var/mail/error/</repositoryPath>
+      </mailet>
+    </processor>
+  </processors>
+</mailetcontainer>
+"""
+
+_MAILREPOSITORYSTORE = """\
+<?xml version="1.0"?>
+<mailrepositorystore>
+  <defaultProtocol>memory</defaultProtocol>
+  <mailrepositories>
+    <mailrepository class="org.apache.james.mailrepository.memory.MemoryMailRepository">
+      <protocols>
+        <protocol>memory</protocol>
+      </protocols>
+    </mailrepository>
+  </mailrepositories>
+</mailrepositorystore>
+"""
+
+_DOMAINLIST = """\
+<?xml version="1.0"?>
+<domainlist>
+  <autodetect>false</autodetect>
+  <autodetectIP>false</autodetectIP>
+  <defaultDomain>{domain}</defaultDomain>
+</domainlist>
+"""
+
+_USERSREPOSITORY = """\
+<?xml version="1.0"?>
+<usersrepository name="LocalUsers">
+  <enableVirtualHosting>{virtual_hosting}</enableVirtualHosting>
+</usersrepository>
+"""
+
+# Test servers ask no DNS server: the only one named is a refusing resolver on the loopback.
+_DNSSERVICE = """\
+<?xml version="1.0"?>
+<dnsservice>
+  <servers>
+    <server>127.0.0.1</server>
+  </servers>
+  <autodiscover>false</autodiscover>
+  <authoritative>false</authoritative>
+  <maxcachesize>50000</maxcachesize>
+  <singleIPperMX>true</singleIPperMX>
+</dnsservice>
+"""
+
+_LOGBACK = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<configuration>
+  <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder>
+      <pattern>%d{HH:mm:ss.SSS} %-5level [%thread] %logger{36} %X - %msg%n%rEx{6}</pattern>
+    </encoder>
+  </appender>
+  <root level="WARN">
+    <appender-ref ref="CONSOLE"/>
+  </root>
+  <logger name="org.apache.james" level="INFO"/>
+  <logger name="org.apache.james.protocols.netty.BasicChannelInboundHandler" level="DEBUG"/>
+</configuration>
+"""
+
+
+# --------------------------------------------------------------------------- CDS training (pure)
+
+#: Ports of the image build's training run. The build runs with host networking, so they are odd ones.
+TRAINING_PORTS = (47391, 47392, 47393, 47394, 47395)
+TRAINING_WEBADMIN_PORT = 47390
+TRAINING_SECRET = "training"
+TRAINING_USER = "trainer@mailtls.test"
+
+
+def training_cells() -> list[Cell]:
+    """A few cells that make James load what a real start loads: every protocol, both TLS modes, the
+    extension hooks, client authentication and the java.security override."""
+    intermediate = TLSPolicy("intermediate", ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    default = AuthPolicy("default")
+    return [
+        Cell("james", SERVICES["submission"], Mode.STARTTLS_REQUIRED, intermediate, CertProfile.VALID, default),
+        Cell("james", SERVICES["imaps"], Mode.IMPLICIT, TLSPolicy("modern", "TLSv1.3"), CertProfile.VALID, default),
+        Cell("james", SERVICES["pop3"], Mode.STARTTLS, TLSPolicy("tls10-only", "TLSv1", "TLSv1"), CertProfile.VALID),
+        Cell(
+            "james",
+            SERVICES["smtps"],
+            Mode.IMPLICIT,
+            TLSPolicy("tls12-only", "TLSv1.2", "TLSv1.2"),
+            CertProfile.VALID,
+            AuthPolicy("mtls", client_cert=True),
+        ),
+        Cell("james", SERVICES["smtp"], Mode.PLAIN, None, None, AuthPolicy("open", (), required=False)),
+    ]
+
+
+def training_files() -> dict[str, bytes]:
+    """The files under ``containers/james/training/`` (see ``train.sh``): the rendered configuration
+    and the entrypoint's environment, as shell-quoted ``KEY=value`` lines."""
+    config = render(
+        training_cells(),
+        ports=TRAINING_PORTS,
+        keystores={CertProfile.VALID: f"{TLS_ROOT}/valid.p12"},
+        truststore=f"{TLS_ROOT}/client-ca.jks",
+        secret=TRAINING_SECRET,
+        username=TRAINING_USER,
+        password=TRAINING_SECRET,
+        webadmin_port=TRAINING_WEBADMIN_PORT,
+        bind_address="127.0.0.1",  # the build shares the host's network: listen on its loopback only
+    )
+    files = dict(config.files)
+    files["environment"] = "".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(config.environment.items())).encode()
+    return files
+
+
+def write_training_files(folder: str | Path) -> None:
+    """Rewrite ``folder`` (``containers/james/training``) from :func:`training_files`."""
+    root = Path(folder)
+    if root.exists():
+        shutil.rmtree(root)
+    for rel, data in training_files().items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+# Each server's Netty threads are named after its jmxName (``smtpserver-10003-io-0``), which holds the port.
+_THREAD = re.compile(r"^\S+ +[A-Z]+ +\[(?:smtp|imap|pop3)server-(\d+)-")
+# Stack traces (root cause first): frames, "Wrapped by:" lines and bare exception lines.
+_CONTINUATION = re.compile(r"^(\s|Caused by:|Wrapped by:|[a-z][\w.$]*(Exception|Error)\b)")
+
+
+def cell_log_lines(log: str, port: int) -> list[str]:
+    """The lines of ``log`` written by the threads of the server on container port ``port``, with the stack
+    traces that follow them."""
+    out: list[str] = []
+    mine = False
+    for line in log.splitlines():
+        m = _THREAD.match(line)
+        if m:
+            mine = m.group(1) == str(port)
+        elif not _CONTINUATION.match(line):
+            mine = False
+        if mine:
+            out.append(line)
+    return out
+
+
+# --------------------------------------------------------------------------- the image's build context
+
+_MIRROR_OF_CENTRAL = re.compile(r"^(\*|central)$")
+
+
+def host_ca_bundle() -> Path | None:
+    """The CA bundle this host's OpenSSL trusts (``SSL_CERT_FILE`` or OpenSSL's default), if there is one."""
+    candidates = [
+        os.environ.get("SSL_CERT_FILE"),
+        ssl.get_default_verify_paths().cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def host_maven_mirror(settings_files: Sequence[Path] | None = None) -> str | None:
+    """The URL of the mirror of Maven Central named in the host's Maven settings (user's first, then global).
+
+    Only an enabled ``<mirror>`` whose ``mirrorOf`` covers ``central`` (``*`` or ``central`` in its list)
+    counts; Maven's own ``external:http:*`` blocker does not.
+    """
+    if settings_files is None:
+        maven_home = os.environ.get("MAVEN_HOME") or os.environ.get("M2_HOME") or "/usr/share/maven"
+        settings_files = [Path.home() / ".m2" / "settings.xml", Path(maven_home) / "conf" / "settings.xml"]
+    for path in settings_files:
+        try:
+            root = ElementTree.parse(path).getroot()
+        except (OSError, ElementTree.ParseError):
+            continue
+        for mirror in root.iter():
+            if not mirror.tag.endswith("mirror") or mirror.tag.endswith("mirrors"):
+                continue
+            fields = {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in mirror}
+            covers = any(_MIRROR_OF_CENTRAL.match(part.strip()) for part in fields.get("mirrorOf", "").split(","))
+            if covers and fields.get("url") and fields.get("blocked", "false").lower() != "true":
+                return fields["url"]
+    return None
+
+
+def prepare_build_context(recipe: Path, target: Path) -> Path:
+    """Copy the image recipe ``recipe`` (``containers/james``) to ``target/james`` and add what Maven needs to
+    reach Maven Central as this host does: its CA bundle (``host-ca.pem``) and its Maven mirror
+    (``maven-mirror.url``). Neither is ever committed; both enter the image tag's content hash. Returns the
+    folder to pass to ``runtime.ensure_image(..., containers_dir=)``."""
+    folder = target / "james"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(
+        recipe, folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "host-ca.pem", "maven-mirror.url")
+    )
+    bundle = host_ca_bundle()
+    if bundle is not None:
+        shutil.copyfile(bundle, folder / "host-ca.pem")
+    mirror = host_maven_mirror()
+    if mirror is not None:
+        (folder / "maven-mirror.url").write_text(mirror + "\n")
+    return target
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class JamesServer(RunningServer):
+    """One James JVM (one container) serving many cells."""
+
+    def __init__(self, container: Container, endpoints: list[Endpoint], ports: dict[str, int], workdir: Path) -> None:
+        self.container = container
+        self.endpoints = endpoints
+        self.workdir = workdir
+        self._ports = ports
+
+    def logs(self) -> str:
+        """The container's log: James' own log plus the entrypoint's ``MAILTLS:`` lines."""
+        return self.container.logs()
+
+    def cell_logs(self, cell_id: str) -> list[str]:
+        """James' log lines about connections to one cell's port."""
+        try:
+            port = self._ports[cell_id]
+        except KeyError:
+            raise KeyError(f"no cell {cell_id!r} in this James server (it serves {len(self.endpoints)})") from None
+        return cell_log_lines(self.logs(), port)
+
+    def stop(self) -> None:
+        """Remove the container (idempotent); captured Maildirs stay in the workdir."""
+        self.container.stop()
+
+
+class JamesBackend(Backend):
+    """Real Apache James (memory app, OpenJDK 17) in Docker, one JVM for all James cells."""
+
+    name = "james"
+    needs_docker = True
+
+    def unsupported(self, cell: Cell) -> str | None:
+        """Why James cannot serve ``cell``, or ``None``."""
+        return unsupported_reason(cell)
+
+    def missing_ciphers(self, cell: Cell) -> tuple[str, ...]:
+        """OpenSSL names of ciphers ``cell``'s policy asks for that the JVM cannot offer."""
+        return cipher_plan(cell.policy).missing if cell.policy is not None else ()
+
+    def start(self, cells: Sequence[Cell], options: StartOptions) -> JamesServer:
+        """Render, start one container for ``cells``, wait for the users and a verified handshake on each port."""
+        from .. import runtime
+        from ..readiness import wait_ready
+
+        if not cells:
+            raise ValueError("JamesBackend.start needs at least one cell")
+        for cell in cells:
+            reason = self.unsupported(cell)
+            if reason:
+                raise ValueError(f"{cell.id}: {reason}")
+        root = Path(options.workdir) / "james"
+        if root.exists():
+            shutil.rmtree(root)
+        (root / "tls").mkdir(parents=True)
+        pki = options.pki
+        secret = secrets.token_hex(16)
+        keystores = _write_keystores(cells, pki, root / "tls", secret)
+        truststore = None
+        if any(c.auth.client_cert for c in cells):
+            (root / "tls" / "client-ca.jks").write_bytes(jks_truststore(pki.client_ca_file.read_bytes(), secret))
+            truststore = f"{TLS_ROOT}/client-ca.jks"
+        ports = container_ports(cells)
+        config = render(
+            cells,
+            ports=ports,
+            keystores=keystores,
+            truststore=truststore,
+            secret=secret,
+            username=options.username,
+            password=options.password,
+        )
+        for rel, data in config.files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        for path in root.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
+        mail = root / "mail"
+        mail.mkdir()
+        mail.chmod(0o777)
+        for folder in config.maildirs.values():
+            capture.ensure_maildir(mail / folder)
+        reported: set[str] = set()
+        for cell in cells:
+            gaps = config.missing_ciphers.get(cell.id)
+            if gaps and cell.policy is not None and cell.policy.name not in reported:
+                reported.add(cell.policy.name)
+                shown = ", ".join(gaps[:6]) + (", ..." if len(gaps) > 6 else "")
+                options.progress(
+                    f"james: policy {cell.policy.name}: the JVM cannot offer {len(gaps)} of its ciphers ({shown}); "
+                    "each endpoint lists them in extra['jvm_missing_ciphers']"
+                )
+
+        context = prepare_build_context(runtime.containers_root() / "james", Path(options.workdir) / "image-context")
+        image = runtime.ensure_image("james", progress=options.progress, containers_dir=context)
+        options.progress(f"james: starting one JVM for {len(cells)} cells")
+        started = time.monotonic()  # the deadline covers the JVM, not a first image build
+        container = runtime.start_container(
+            image,
+            name="mailtls-james",
+            ports=ports,
+            volumes={str(root): {"bind": ROOT, "mode": "rw"}},
+            environment=config.environment,
+        )
+        try:
+            client = pki.client_files() if any(c.auth.client_cert for c in cells) else None
+            endpoints = []
+            for cell, port in zip(cells, ports, strict=True):
+                mtls = client is not None and cell.auth.client_cert
+                extra: dict[str, object] = {"container": container.name, "container_port": port}
+                if config.missing_ciphers.get(cell.id):
+                    extra["jvm_missing_ciphers"] = list(config.missing_ciphers[cell.id])
+                endpoints.append(
+                    Endpoint(
+                        cell=cell,
+                        host="127.0.0.1",
+                        port=container.host_port(port),
+                        server_hostname=pki.server_hostname,
+                        ca_file=str(pki.ca_file),
+                        username=options.username,
+                        password=options.password,
+                        mailbox=str(mail / config.maildirs[cell.id]),
+                        client_cert_file=str(client.cert_file) if mtls and client else None,
+                        client_key_file=str(client.key_file) if mtls and client else None,
+                        extra=extra,
+                    )
+                )
+            deadline = started + options.ready_timeout
+
+            def alive() -> str | None:
+                return None if container.is_running() else "the James container exited"
+
+            _wait_provisioned(container.logs, alive, deadline)
+            wait_ready(endpoints, timeout=max(1.0, deadline - time.monotonic()), logs=container.logs, alive=alive)
+            options.progress(f"james: {len(cells)} cells ready in {time.monotonic() - started:.1f} s")
+        except BaseException as exc:
+            log = container.logs()
+            container.stop()
+            if isinstance(exc, ServerStartError):
+                raise
+            if isinstance(exc, Exception):
+                raise ServerStartError(f"James container {container.name} failed to start: {exc}", log) from exc
+            raise
+        return JamesServer(container, endpoints, {c.id: p for c, p in zip(cells, ports, strict=True)}, root)
+
+
+def _write_keystores(cells: Sequence[Cell], pki: SessionPKI, folder: Path, secret: str) -> dict[CertProfile, str]:
+    """One PKCS12 keystore per certificate profile in use; returns their container paths."""
+    out: dict[CertProfile, str] = {}
+    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
+        files = pki.server_files(profile)
+        data = pkcs12_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), secret)
+        (folder / f"{profile}.p12").write_bytes(data)
+        out[profile] = f"{TLS_ROOT}/{profile}.p12"
+    return out
+
+
+def _wait_provisioned(logs: Callable[[], str], alive: Callable[[], str | None], deadline: float) -> None:
+    """Wait for the entrypoint's "users provisioned" line (James is up and the test user exists)."""
+    while True:
+        text = logs()
+        if _READY_LINE in text:
+            return
+        failed = next((line for line in text.splitlines() if _FAILED_LINE in line), None)
+        gone = alive()
+        if failed or gone:
+            raise ServerStartError(f"James did not start: {failed or gone}", text)
+        if time.monotonic() >= deadline:
+            raise ServerStartError(
+                "James did not finish starting (no 'MAILTLS: provisioned' line) before the deadline; "
+                "raise it with --mailtls-ready-timeout on a slow machine",
+                text,
+            )
+        time.sleep(0.2)

@@ -1,0 +1,693 @@
+"""Every James cell of the default matrix, served by ONE real Apache James JVM in one container.
+
+Each test talks to the container through its published 127.0.0.1 port, like a client would, and checks
+both sides of each rule: what the cell must accept works, what it must refuse fails with the matching
+error. A failing test shows James' log lines for its cell (the threads of that cell's server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import imaplib
+import poplib
+import smtplib
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mailtls import runtime
+from pytest_mailtls.backends import james as james_backend
+from pytest_mailtls.backends.base import StartOptions
+from pytest_mailtls.backends.james import JamesBackend, JamesServer, cipher_plan
+from pytest_mailtls.connect import HandshakeResult, ProtocolError, open_client, tls_handshake
+from pytest_mailtls.errors import ServerStartError
+from pytest_mailtls.manifest import Endpoint
+from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import (
+    LEGACY_VERSIONS,
+    SERVICES,
+    VERSIONS,
+    AuthPolicy,
+    Cell,
+    CertProfile,
+    Mode,
+    Protocol,
+    TLSPolicy,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    # Legacy protocol versions are the point of several cells; Python warns about naming them.
+    pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning"),
+]
+
+CELLS = load_matrix().cells(servers=["james"])
+TLS_CELLS = [c for c in CELLS if c.tls]
+SMTP_CELLS = [c for c in CELLS if c.protocol is Protocol.SMTP]
+
+CERT_ERRORS = {
+    CertProfile.EXPIRED: "certificate has expired",
+    CertProfile.NOT_YET_VALID: "certificate is not yet valid",
+    CertProfile.WRONG_HOST: "Hostname mismatch",
+    CertProfile.SELF_SIGNED: "self-signed certificate",
+    CertProfile.UNTRUSTED_CA: "unable to get local issuer certificate",
+    CertProfile.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
+    CertProfile.WEAK_RSA_1024: "key too weak",
+    CertProfile.SHA1_SIGNATURE: "digest algorithm too weak",
+}
+# JSSE refuses a version with a protocol_version alert, or (only TLSv1 enabled, TLSv1.2 asked) handshake_failure;
+# OpenSSL itself refuses a version the server picked that the client does not allow.
+VERSION_FAILURES = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+LOGIN_ERRORS = (smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto)
+SESSION_ERRORS = (ssl.SSLError, OSError, EOFError, ProtocolError, *LOGIN_ERRORS)
+DELIVERY_TIMEOUT = 15.0
+RSS_BUDGET_KB = 600 * 1024
+TLS_VERSIONS = {v: getattr(ssl.TLSVersion, v.replace(".", "_")) for v in VERSIONS}
+
+
+def ids(cells: list[Cell]) -> list[str]:
+    return [c.id for c in cells]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+    return SessionPKI(tmp_path_factory.mktemp("james-pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JamesServer]:
+    problem = runtime.engine_problem()
+    if problem:
+        pytest.skip(problem)
+    options = StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("james"), ready_timeout=180)
+    running = JamesBackend().start(CELLS, options)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def endpoint(server: JamesServer, request: pytest.FixtureRequest) -> Endpoint:
+    """The endpoint serving the cell the test is parametrized with (indirectly, by cell)."""
+    cell: Cell = request.param
+    return next(e for e in server.endpoints if e.id == cell.id)
+
+
+def cells_param(cells: list[Cell]) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("endpoint", cells, ids=ids(cells), indirect=True)
+
+
+@contextlib.contextmanager
+def server_side(server: JamesServer, endpoint: Endpoint) -> Iterator[None]:
+    """Attach the cell's server log lines to any failure inside the block."""
+    try:
+        yield
+    except BaseException as exc:
+        lines = server.cell_logs(endpoint.id)[-40:]
+        exc.add_note(f"James log of {endpoint.id} ({len(lines)} last lines):\n" + "\n".join(lines))
+        raise
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def context(
+    endpoint: Endpoint,
+    version: str | None = None,
+    *,
+    verify: bool | None = None,
+    ciphers: str | None = None,
+    client_cert: bool | None = None,
+) -> ssl.SSLContext:
+    """A client context as a well-configured client builds it for the cell: the policy's cipher list and
+    version range (unless ``version`` pins one), security level 0 with legacy versions, verification where
+    the certificate verifies."""
+    policy = endpoint.policy
+    assert policy is not None and endpoint.cert is not None
+    if ciphers is None:
+        ciphers = policy.ciphers
+    if version in LEGACY_VERSIONS or (version is None and policy.legacy):
+        ciphers = ciphers or "DEFAULT"
+        if "@SECLEVEL" not in ciphers:
+            ciphers += ":@SECLEVEL=0"
+    ctx = endpoint.client_context(
+        version, ciphers=ciphers, verify=endpoint.cert.verifies if verify is None else verify, client_cert=client_cert
+    )
+    if version is None:
+        ctx.minimum_version = TLS_VERSIONS[policy.min_version]
+        ctx.maximum_version = TLS_VERSIONS[policy.max_version]
+    return ctx
+
+
+def handshake(endpoint: Endpoint, ctx: ssl.SSLContext, *, implicit: bool | None = None) -> HandshakeResult:
+    return tls_handshake(
+        endpoint.host,
+        endpoint.port,
+        protocol=endpoint.protocol,
+        implicit=endpoint.mode is Mode.IMPLICIT if implicit is None else implicit,
+        context=ctx,
+        server_hostname=endpoint.server_hostname,
+        timeout=5.0,
+    )
+
+
+def connect(endpoint: Endpoint, *, starttls: bool | None = None, ctx: ssl.SSLContext | None = None) -> Any:
+    """An smtplib/imaplib/poplib client for the cell, upgraded to TLS as the cell's mode says."""
+    if ctx is None:
+        ctx = context(endpoint, verify=False) if endpoint.cell.tls else ssl.create_default_context()
+    return open_client(endpoint, context=ctx, starttls=starttls, timeout=10.0)
+
+
+def close(client: Any) -> None:
+    with contextlib.suppress(*SESSION_ERRORS):
+        if isinstance(client, smtplib.SMTP):
+            client.close()
+        elif isinstance(client, imaplib.IMAP4):
+            client.shutdown()
+        else:
+            client.close()
+
+
+def login(endpoint: Endpoint, client: Any, *, password: str | None = None, mechanism: str | None = None) -> None:
+    """Log in the test user the way the protocol does; raises one of LOGIN_ERRORS when refused."""
+    secret = endpoint.password if password is None else password
+    if isinstance(client, smtplib.SMTP):
+        if mechanism is None:
+            client.login(endpoint.username, secret)
+            return
+        client.user, client.password = endpoint.username, secret
+        code, text = client.auth(mechanism, getattr(client, "auth_" + mechanism.lower()))
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, text)
+    elif isinstance(client, imaplib.IMAP4):
+        if mechanism == "PLAIN":
+            client.authenticate("PLAIN", lambda _: f"\0{endpoint.username}\0{secret}".encode())
+        else:
+            client.login(endpoint.username, secret)
+    else:
+        client.user(endpoint.username)
+        client.pass_(secret)
+
+
+def noop(client: Any) -> None:
+    """One harmless command: surfaces a refusal that TLS 1.3 only shows after the handshake."""
+    if isinstance(client, smtplib.SMTP):
+        code, text = client.noop()
+        if code >= 400:
+            raise smtplib.SMTPResponseException(code, text)
+    elif isinstance(client, imaplib.IMAP4):
+        client.noop()
+    else:
+        client.capa()  # valid before and after login (NOOP is not, before it)
+
+
+def refused(endpoint: Endpoint, ctx: ssl.SSLContext) -> str | None:
+    """Try a session (handshake and one command); return how it was refused, or None if it was not."""
+    try:
+        client = connect(endpoint, ctx=ctx)
+    except SESSION_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        noop(client)
+    except SESSION_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        close(client)
+    return None
+
+
+def cleartext_login_allowed(cell: Cell) -> bool:
+    """The policy's rule: before TLS a login is taken on plain ports, and on STARTTLS ports only when the
+    auth policy allows cleartext; never where STARTTLS is required."""
+    return cell.mode is Mode.PLAIN or (cell.mode is Mode.STARTTLS and not cell.auth.tls_only)
+
+
+def message(endpoint: Endpoint, recipient: str, tag: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = endpoint.address
+    msg["To"] = recipient
+    msg["Subject"] = tag
+    msg.set_content(f"sent to {endpoint.id}\n")
+    return msg
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float = DELIVERY_TIMEOUT, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def subjects(endpoint: Endpoint) -> list[str]:
+    return [str(m["Subject"]) for m in endpoint.messages()]
+
+
+def _ciphers(spec: str) -> list[dict[str, str]]:
+    """The TLS <= 1.2 ciphers an OpenSSL cipher string selects (name, auth, ...)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers(spec if "@SECLEVEL" in spec else spec + ":@SECLEVEL=0")
+    return [{k: str(v) for k, v in c.items()} for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+
+
+# --------------------------------------------------------------------------- protocol versions
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@cells_param(TLS_CELLS)
+def test_protocol_version(server: JamesServer, endpoint: Endpoint, version: str) -> None:
+    """A handshake pinned to ``version`` completes exactly where the cell's policy accepts it (TLSv1/1.1 on
+    JDK 17 only through the java.security override, which must not open them anywhere else)."""
+    with server_side(server, endpoint):
+        # OpenSSL's whole default list (it has the single-cipher cell's static-RSA cipher, Python's has not).
+        ctx = context(endpoint, version, ciphers="DEFAULT")
+        if endpoint.cell.accepts_version(version):
+            assert handshake(endpoint, ctx).version == version
+        else:
+            with pytest.raises(ssl.SSLError) as caught:
+                handshake(endpoint, ctx)
+            assert not isinstance(caught.value, ssl.SSLCertVerificationError)
+            assert caught.value.reason in VERSION_FAILURES, caught.value
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+@cells_param(TLS_CELLS)
+def test_certificate(server: JamesServer, endpoint: Endpoint) -> None:
+    """A verifying client accepts valid certificates and names each fault; without verification all connect."""
+    cert = endpoint.cert
+    assert cert is not None and endpoint.policy is not None
+    top = endpoint.policy.max_version
+    with server_side(server, endpoint):
+        verifying = context(endpoint, top, verify=True)
+        if cert.verifies:
+            assert handshake(endpoint, verifying).version == top
+        else:
+            with pytest.raises(ssl.SSLCertVerificationError, match=CERT_ERRORS[cert]):
+                handshake(endpoint, verifying)
+        assert handshake(endpoint, context(endpoint, top, verify=False)).version == top
+
+
+# --------------------------------------------------------------------------- TLS mode
+
+
+@cells_param(CELLS)
+def test_tls_mode(server: JamesServer, endpoint: Endpoint) -> None:
+    """The cell's own mode works; implicit TLS on a plaintext port and plaintext on an implicit port fail;
+    plain ports do not offer STARTTLS, STARTTLS ports do."""
+    with server_side(server, endpoint):
+        if endpoint.mode is Mode.IMPLICIT:
+            assert handshake(endpoint, context(endpoint)).greeting.banner
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as sock:
+                sock.sendall(b"EHLO mailtls.client\r\n")
+                try:
+                    answer = sock.recv(64)
+                except ConnectionResetError:
+                    answer = b""
+            assert answer == b"" or answer[:1] == b"\x15", answer  # closed, or a TLS alert: never a greeting
+            return
+        ctx = context(endpoint) if endpoint.cell.tls else endpoint.client_context(verify=False)
+        with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
+            handshake(endpoint, ctx, implicit=True)
+        if endpoint.mode is Mode.PLAIN:
+            with pytest.raises(ProtocolError):
+                handshake(endpoint, ctx)
+            client = connect(endpoint)
+            noop(client)  # the plaintext session still works
+            close(client)
+        else:
+            result = handshake(endpoint, ctx)
+            assert result.version and result.greeting.starttls
+
+
+# --------------------------------------------------------------------------- logins
+
+
+@cells_param([c for c in CELLS if c.auth.mechanisms and c.mode is not Mode.IMPLICIT])
+def test_login_before_tls(server: JamesServer, endpoint: Endpoint) -> None:
+    """Before TLS a login works exactly where the policy allows cleartext; where it does not, SMTP hides AUTH,
+    IMAP announces LOGINDISABLED and POP3 answers -ERR."""
+    with server_side(server, endpoint):
+        client = connect(endpoint, starttls=False)
+        try:
+            if cleartext_login_allowed(endpoint.cell):
+                login(endpoint, client)
+            else:
+                if isinstance(client, smtplib.SMTP):
+                    assert "auth" not in client.esmtp_features
+                if isinstance(client, imaplib.IMAP4):
+                    assert "LOGINDISABLED" in client.capabilities
+                with pytest.raises(LOGIN_ERRORS):
+                    login(endpoint, client)
+        finally:
+            close(client)
+
+
+@cells_param([c for c in CELLS if c.auth.mechanisms])
+def test_login(server: JamesServer, endpoint: Endpoint) -> None:
+    """Inside the cell's session every way to log in takes the test user's password, and a wrong one fails:
+    SMTP AUTH with each mechanism of the policy, IMAP LOGIN and AUTHENTICATE PLAIN, POP3 USER/PASS."""
+    ways: list[str | None]
+    if endpoint.protocol == "smtp":
+        ways = list(endpoint.auth.mechanisms)
+    elif endpoint.protocol == "imap":
+        ways = [None, "PLAIN"]
+    else:
+        ways = [None]
+    with server_side(server, endpoint):
+        for way in ways:
+            client = connect(endpoint)
+            try:
+                if isinstance(client, smtplib.SMTP):
+                    assert set(client.esmtp_features["auth"].upper().split()) == set(endpoint.auth.mechanisms)
+                login(endpoint, client, mechanism=way)
+                noop(client)
+            finally:
+                close(client)
+            client = connect(endpoint)
+            try:
+                with pytest.raises(LOGIN_ERRORS):
+                    login(endpoint, client, password=endpoint.password + "-wrong", mechanism=way)
+            finally:
+                close(client)
+
+
+@cells_param([c for c in SMTP_CELLS if not c.auth.mechanisms])
+def test_no_auth_offered(server: JamesServer, endpoint: Endpoint) -> None:
+    """A port without mechanisms (an MX) never offers AUTH, before or after TLS."""
+    with server_side(server, endpoint):
+        for starttls in (False, True) if endpoint.cell.tls else (False,):
+            client = connect(endpoint, starttls=starttls)
+            assert "auth" not in client.esmtp_features
+            with pytest.raises(smtplib.SMTPNotSupportedError):
+                login(endpoint, client)
+            close(client)
+
+
+@cells_param([c for c in SMTP_CELLS if c.mode is Mode.STARTTLS_REQUIRED])
+def test_starttls_required_refuses_plaintext_mail(server: JamesServer, endpoint: Endpoint) -> None:
+    """MAIL before STARTTLS gets 530; after STARTTLS and AUTH the same MAIL is accepted."""
+    with server_side(server, endpoint):
+        client = connect(endpoint, starttls=False)
+        code, text = client.mail(endpoint.address)
+        assert (code, b"Must issue a STARTTLS command first" in text) == (530, True), text
+        close(client)
+        client = connect(endpoint)
+        login(endpoint, client)
+        assert client.mail(endpoint.address)[0] == 250
+        close(client)
+
+
+# --------------------------------------------------------------------------- sending and capture
+
+
+@cells_param(SMTP_CELLS)
+def test_send_and_capture(server: JamesServer, endpoint: Endpoint) -> None:
+    """Where auth is required MAIL gets 530 until AUTH; every accepted message, to a remote or a local
+    recipient, lands in the cell's own Maildir and nowhere else, and nothing is relayed."""
+    tag = f"capture {uuid.uuid4().hex}"
+    remote = f"someone-{uuid.uuid4().hex[:8]}@example.org"
+    with server_side(server, endpoint):
+        client = connect(endpoint)
+        if endpoint.auth.required:
+            code, text = client.mail(endpoint.address)
+            assert (code, b"Authentication required" in text) == (530, True), text
+            client.rset()
+            login(endpoint, client)
+        assert client.send_message(message(endpoint, remote, tag)) == {}
+        assert client.send_message(message(endpoint, endpoint.address, tag + " local")) == {}
+        close(client)
+        wait_for(lambda: {tag, tag + " local"} <= set(subjects(endpoint)), what=f"{tag!r} in {endpoint.mailbox}")
+        received = next(m for m in endpoint.messages() if m["Subject"] == tag)
+        assert received["To"] == remote
+        assert "mail.mailtls.test" in str(received["Received"])
+        others = [e for e in server.endpoints if e.id != endpoint.id and e.mailbox]
+        assert not [e.id for e in others if tag in subjects(e)]
+        files = list(Path(endpoint.mailbox or "").joinpath("new").iterdir())
+        assert files and all(p.stat().st_mode & 0o444 == 0o444 for p in files)  # the host user reads them
+
+
+def test_mail_is_attributed_to_the_cell_that_received_it(server: JamesServer) -> None:
+    """Two cells take mail at the same time; each Maildir holds exactly its own messages."""
+    by_id = {e.id: e for e in server.endpoints}
+    first = by_id["james-smtp-plain-open"]
+    second = by_id["james-submission-starttls-intermediate-valid"]
+    run = uuid.uuid4().hex[:8]
+    sent: dict[str, set[str]] = {first.id: set(), second.id: set()}
+    errors: list[BaseException] = []
+
+    def send(endpoint: Endpoint, n: int) -> None:
+        try:
+            client = connect(endpoint)
+            if endpoint.auth.required:
+                login(endpoint, client)
+            tag = f"{run} {endpoint.id} {n}"
+            client.send_message(message(endpoint, "shared-recipient@example.org", tag))
+            client.quit()
+            sent[endpoint.id].add(tag)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(ep, n)) for n in range(10) for ep in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+    def mine(endpoint: Endpoint) -> set[str]:
+        return {s for s in subjects(endpoint) if s.startswith(run)}
+
+    wait_for(lambda: mine(first) == sent[first.id] and mine(second) == sent[second.id], what="20 deliveries")
+    assert len(sent[first.id]) == len(sent[second.id]) == 10
+
+
+def test_local_mail_reaches_imap_and_pop3(server: JamesServer) -> None:
+    """Mail for the test user is delivered to its mailbox: IMAP finds it by subject, POP3 counts it."""
+    by_id = {e.id: e for e in server.endpoints}
+    mx = by_id["james-smtp-plain-open"]
+    imap, pop3 = by_id["james-imaps-implicit-modern-valid"], by_id["james-pop3s-implicit-modern-valid"]
+    tag = f"local {uuid.uuid4().hex}"
+    box = connect(pop3)
+    login(pop3, box)
+    before = box.stat()[0]
+    close(box)
+    client = connect(mx)
+    client.send_message(message(mx, mx.address, tag))
+    client.quit()
+
+    def in_imap() -> bool:
+        client = connect(imap)
+        try:
+            login(imap, client)
+            client.select("INBOX", readonly=True)
+            _, found = client.search(None, "SUBJECT", f'"{tag}"')
+            return bool(found and found[0].split())
+        finally:
+            close(client)
+
+    wait_for(in_imap, what=f"{tag!r} in the test user's INBOX")
+    box = connect(pop3)
+    login(pop3, box)
+    count = box.stat()[0]
+    assert count > before
+    headers = [b"\n".join(box.top(n, 0)[1]) for n in range(1, count + 1)]
+    assert sum(f"Subject: {tag}".encode() in h for h in headers) == 1
+    close(box)
+
+
+# --------------------------------------------------------------------------- mutual TLS
+
+
+@cells_param([c for c in CELLS if c.auth.client_cert])
+def test_client_certificate_required(server: JamesServer, endpoint: Endpoint, pki: SessionPKI) -> None:
+    """No certificate or a foreign one is refused (in the handshake, or with TLS 1.3 at the first command);
+    the session's certificate is served, at both TLS versions of the policy."""
+    with server_side(server, endpoint):
+        for version in ("TLSv1.2", "TLSv1.3"):
+            assert refused(endpoint, context(endpoint, version)) is None
+            assert refused(endpoint, context(endpoint, version, client_cert=False)) is not None
+            foreign = context(endpoint, version, client_cert=False)
+            files = pki.foreign_client_files()
+            foreign.load_cert_chain(files.cert_file, files.key_file)
+            assert refused(endpoint, foreign) is not None
+
+
+# --------------------------------------------------------------------------- ciphers
+
+
+@cells_param([c for c in TLS_CELLS if c.policy and c.policy.ciphers and "ALL" not in c.policy.ciphers])
+def test_cipher_list(server: JamesServer, endpoint: Endpoint) -> None:
+    """A cipher of the policy's list is negotiated; one outside it is refused; Python's default list works
+    exactly when it shares a cipher with the policy (the single-cipher cell refuses it)."""
+    policy = endpoint.policy
+    assert policy is not None and policy.ciphers is not None and endpoint.cert is not None
+    allowed = _ciphers(policy.ciphers)
+    auth = "auth-ecdsa" if endpoint.cert.key_type == "ecdsa" else "auth-rsa"
+    usable = next(c["name"] for c in allowed if c["auth"] == auth)
+    outsider = next(c["name"] for c in _ciphers("AES128-SHA:ECDHE-RSA-AES128-SHA") if c["name"] not in allowed)
+    with server_side(server, endpoint):
+        assert handshake(endpoint, context(endpoint, "TLSv1.2", ciphers=usable)).cipher == usable
+        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+            handshake(endpoint, context(endpoint, "TLSv1.2", ciphers=outsider))
+        default = endpoint.client_context("TLSv1.2", verify=endpoint.cert.verifies)
+        shared = {c["name"] for c in default.get_ciphers()} & {c["name"] for c in allowed}
+        if shared:
+            assert handshake(endpoint, default).cipher in shared
+        else:
+            with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+                handshake(endpoint, default)
+
+
+@cells_param([c for c in TLS_CELLS if c.policy and c.policy.name == "legacy"])
+def test_ciphers_the_jvm_cannot_offer_are_reported_truthfully(server: JamesServer, endpoint: Endpoint) -> None:
+    """The legacy policy names ciphers JSSE lacks: the endpoint lists them, and a client offering only one of
+    them is refused, while one offering a listed cipher the JVM has gets it, even at TLSv1."""
+    missing = endpoint.extra.get("jvm_missing_ciphers", [])
+    assert "DHE-RSA-CAMELLIA128-SHA" in missing and "ECDHE-ARIA128-GCM-SHA256" in missing
+    with server_side(server, endpoint):
+        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+            handshake(endpoint, context(endpoint, "TLSv1.2", ciphers="DHE-RSA-CAMELLIA128-SHA"))
+        assert handshake(endpoint, context(endpoint, "TLSv1", ciphers="AES128-SHA")).cipher == "AES128-SHA"
+        assert handshake(endpoint, context(endpoint, "TLSv1.2", ciphers="DHE-RSA-AES128-SHA")).version == "TLSv1.2"
+
+
+def test_default_suites_are_listed_not_widened(server: JamesServer) -> None:
+    """A policy without a cipher list gets JDK 17's defaults; the JVM-wide override that re-enables static RSA
+    for other cells must not add static RSA there (nor to TLSv1-only cells)."""
+    by_id = {e.id: e for e in server.endpoints}
+    for cell_id in ("james-imaps-implicit-tls12-only-valid", "james-smtps-implicit-tls10-only-valid"):
+        endpoint = by_id[cell_id]
+        version = endpoint.cell.policy.min_version if endpoint.cell.policy else "TLSv1.2"
+        with server_side(server, endpoint), pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+            handshake(endpoint, context(endpoint, version, ciphers="AES128-SHA:AES256-GCM-SHA384"))
+    assert cipher_plan(TLSPolicy("x", "TLSv1.2", "TLSv1.2")).static_rsa is False
+
+
+# --------------------------------------------------------------------------- logs, memory, failures
+
+
+def test_cell_logs_hold_only_that_cell(server: JamesServer) -> None:
+    """cell_logs() returns the lines of the cell's own server threads, not other cells' lines."""
+    by_id = {e.id: e for e in server.endpoints}
+    endpoint, other = by_id["james-smtp-plain-open"], by_id["james-smtps-implicit-modern-valid"]
+    client = connect(endpoint)
+    client.noop()
+    client.quit()
+    port = str(endpoint.extra["container_port"])
+    wait_for(lambda: bool(server.cell_logs(endpoint.id)), timeout=5, what="a log line of the cell")
+    lines = server.cell_logs(endpoint.id)
+    assert any(f"smtpserver-{port}-" in line for line in lines)
+    assert not any(f"-{other.extra['container_port']}-" in line for line in lines)
+    assert "JAMES server started" in server.logs()
+    with pytest.raises(KeyError):
+        server.cell_logs("james-no-such-cell")
+
+
+def test_refusals_are_logged_for_the_refusing_cell(server: JamesServer, pki: SessionPKI) -> None:
+    """Each kind of TLS refusal leaves JSSE's reason in the refusing cell's log (the words diagnose reads),
+    and not in the log of a cell that refused nothing."""
+    by_id = {e.id: e for e in server.endpoints}
+    quiet = by_id["james-pop3-starttls-intermediate-valid"]
+    quiet_before = len(server.cell_logs(quiet.id))
+    mtls = by_id["james-imaps-implicit-intermediate-valid-mtls"]
+    foreign = context(mtls, "TLSv1.2", client_cert=False)
+    files = pki.foreign_client_files()
+    foreign.load_cert_chain(files.cert_file, files.key_file)
+    cases = [
+        (by_id["james-smtps-implicit-modern-valid"], None, "Client requested protocol TLSv1.2 is not enabled"),
+        (by_id["james-submission-starttls-tls12-single-cipher-valid"], None, "no cipher suites in common"),
+        (mtls, context(mtls, "TLSv1.2", client_cert=False), "Empty client certificate chain"),
+        (mtls, foreign, "PKIX path building failed"),
+    ]
+    for endpoint, ctx, words in cases:
+        if ctx is None:
+            ciphers = "ECDHE-RSA-AES128-GCM-SHA256" if "single-cipher" in endpoint.id else None
+            ctx = context(endpoint, "TLSv1.2", ciphers=ciphers)
+
+        def count(endpoint: Endpoint = endpoint, words: str = words) -> int:
+            return sum(words in line for line in server.cell_logs(endpoint.id))
+
+        before = count()
+        with server_side(server, endpoint):
+            with pytest.raises(ssl.SSLError):
+                handshake(endpoint, ctx)
+
+            def grew(count: Callable[[], int] = count, before: int = before) -> bool:
+                return count() > before
+
+            wait_for(grew, timeout=5, what=f"{words!r} in the log of {endpoint.id}")
+    assert len(server.cell_logs(quiet.id)) == quiet_before
+
+
+def test_resident_memory_within_budget(server: JamesServer) -> None:
+    """The JVM serving every cell stays under 600 MB resident after the suite's traffic."""
+    code, output = server.container.exec(["grep", "VmRSS", "/proc/1/status"])
+    assert code == 0, output
+    rss_kb = int(str(output).split()[1])
+    assert 50 * 1024 < rss_kb < RSS_BUDGET_KB, output
+
+
+def test_failed_start_raises_with_log_and_leaves_no_container(
+    pki: SessionPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A James that refuses its configuration (here: no transport processor) fails fast with ServerStartError
+    carrying the log, and the container is gone."""
+    problem = runtime.engine_problem()
+    if problem:
+        pytest.skip(problem)
+    monkeypatch.setattr(james_backend, "_MAILETCONTAINER", "<mailetcontainer><processors/></mailetcontainer>")
+    client = runtime.docker_client()
+    label = {"label": [f"{runtime.LABEL}.session={runtime.SESSION_ID}"]}
+    before = {c.id for c in client.containers.list(all=True, filters=label)}
+    cell = Cell("james", SERVICES["smtp"], Mode.PLAIN, None, None, AuthPolicy("open", (), required=False))
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as caught:
+        JamesBackend().start([cell], StartOptions(pki=pki, workdir=tmp_path, ready_timeout=120))
+    assert time.monotonic() - started < 60, "a dead JVM must not be waited on until the deadline"
+    assert "Fatal error while starting James" in caught.value.log
+    after = {c.id for c in client.containers.list(all=True, filters=label)}
+    assert after <= before
+
+
+def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) -> None:
+    """A user name without a domain and a password with ':', spaces and quotes log in over SMTP (PLAIN and
+    LOGIN), IMAP and POP3; the same password under user@domain does not."""
+    problem = runtime.engine_problem()
+    if problem:
+        pytest.skip(problem)
+    intermediate = next(c.policy for c in CELLS if c.policy is not None and c.policy.name == "intermediate")
+    cells = [
+        Cell("james", SERVICES[name], Mode.IMPLICIT, intermediate, CertProfile.VALID, AuthPolicy("default"))
+        for name in ("smtps", "imaps", "pop3s")
+    ]
+    password = "p:ss w0rd 'quoted' \"$HOME\""
+    running = JamesBackend().start(cells, StartOptions(pki=pki, workdir=tmp_path, username="tester", password=password))
+    try:
+        for endpoint in running.endpoints:
+            with server_side(running, endpoint):
+                for way in ("PLAIN", "LOGIN") if endpoint.protocol == "smtp" else (None,):
+                    client = connect(endpoint)
+                    login(endpoint, client, mechanism=way)
+                    close(client)
+                client = connect(endpoint)
+                with pytest.raises(LOGIN_ERRORS):
+                    login(dataclasses.replace(endpoint, username="tester@mailtls.test"), client)
+                close(client)
+    finally:
+        running.stop()
