@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 
@@ -145,12 +146,13 @@ def cmd_messages(args: argparse.Namespace) -> int:
     if args.json:
         out = [
             {
-                "from": m.get("From"),
-                "to": m.get("To"),
-                "original_to": m.get("X-Original-To"),
-                "subject": m.get("Subject"),
-                "date": m.get("Date"),
-                "message_id": m.get("Message-ID"),
+                "from": _header(m, "From"),
+                "to": _header(m, "To"),
+                "original_to": _header(m, "X-Original-To"),
+                "cell": _header(m, "X-Mailtls-Cell"),
+                "subject": _header(m, "Subject"),
+                "date": _header(m, "Date"),
+                "message_id": _header(m, "Message-ID"),
                 "body": _body(m),
             }
             for m in messages
@@ -163,6 +165,11 @@ def cmd_messages(args: argparse.Namespace) -> int:
         print(f"--- {i}: From {m.get('From')} To {m.get('X-Original-To') or m.get('To')} Subject {m.get('Subject')}")
         print(_body(m).rstrip())
     return EXIT_OK
+
+
+def _header(message: EmailMessage, name: str) -> str | None:
+    value = message.get(name)
+    return None if value is None else " ".join(str(value).split())  # unfold long headers
 
 
 def _body(message: object) -> str:

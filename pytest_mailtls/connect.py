@@ -345,21 +345,17 @@ def open_client(
 
 def _dialing(cls: type, ip: str, name: str, port: int, **kwargs: Any) -> Any:
     # The stdlib connects in __init__ using self.host for both the socket and SNI: set where to dial first.
-    obj = cls.__new__(cls)
+    obj: Any = object.__new__(cls)
     obj._dial_host = ip
     obj.__init__(name, port, **kwargs)
     return obj
 
 
-class _DialIMAP4(imaplib.IMAP4):
+class _IMAP4(imaplib.IMAP4):
     _dial_host: str
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         return socket.create_connection((self._dial_host, self.port), timeout)
-
-
-class _IMAP4(_DialIMAP4):
-    pass
 
 
 class _IMAP4_SSL(imaplib.IMAP4_SSL):
@@ -371,19 +367,16 @@ class _IMAP4_SSL(imaplib.IMAP4_SSL):
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
-class _DialPOP3(poplib.POP3):
+class _POP3(poplib.POP3):
     _dial_host: str
 
     def _create_socket(self, timeout: float) -> socket.socket:
         return socket.create_connection((self._dial_host, self.port), timeout)
 
 
-class _POP3(_DialPOP3):
-    pass
-
-
 class _POP3_SSL(poplib.POP3_SSL):
     _dial_host: str
+    context: ssl.SSLContext  # set by POP3_SSL.__init__; typeshed does not declare it
 
     def _create_socket(self, timeout: float) -> socket.socket:
         sock = socket.create_connection((self._dial_host, self.port), timeout)

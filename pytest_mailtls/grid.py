@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends.base import Backend, Progress, RunningServer, StartOptions, no_progress
+from .backends.stack import link_backends
 from .errors import MailTLSError
 from .manifest import Endpoint
 from .matrix import filter_cells
@@ -170,6 +171,9 @@ class Grid:
 
         if any(name in DOCKER_SERVERS for name in plans):
             _reap_once(self.progress)
+        # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
+        # before anything starts; each start's outcome is published to the others through its peer.
+        peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
 
         def start_one(name: str) -> None:
             backend, cells = plans[name]
@@ -180,10 +184,15 @@ class Grid:
                 ready_timeout=self.ready_timeout,
                 progress=lambda line: self.progress(f"{name}: {line}"),
             )
-            options.workdir.mkdir(parents=True, exist_ok=True)
-            server = backend.start(cells, options)
+            try:
+                options.workdir.mkdir(parents=True, exist_ok=True)
+                server = backend.start(cells, options)
+            except BaseException as exc:
+                peers[name].resolve(error=exc)
+                raise
             with self._lock:
                 self.servers[name] = server
+            peers[name].resolve(server)
             self.progress(f"{name}: {len(server.endpoints)} cells ready")
 
         try:

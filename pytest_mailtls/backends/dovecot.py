@@ -25,7 +25,10 @@ cleartext auth is ``ssl = yes`` with ``disable_plaintext_auth = no``.
 Every cell reads and writes the test user's one Maildir, a bind-mounted host folder; the server can put
 messages there (:meth:`DovecotServer.deliver`) and report flags, folders and expunges
 (:meth:`DovecotServer.mailbox_state`). LMTP and auth sockets appear in ``<workdir>/sockets`` for a Postfix
-container to hand mail and SASL to.
+container to hand mail and SASL to (the mail flow, ``backends/stack.py``); :meth:`DovecotBackend.link` then
+offers that Postfix's mechanisms on the auth socket too. Every refusal ends in a deny passdb with
+``nodelay``, so a wrong password is answered in milliseconds, and the per-IP auth penalty is off: every
+client arrives from the Docker gateway address.
 
 Rendering is pure (:func:`render`); :class:`DovecotBackend` writes the files, starts the container and
 waits until every port passed a real exchange.
@@ -61,9 +64,12 @@ from .base import Backend, RunningServer, StartOptions
 
 if TYPE_CHECKING:
     from ..runtime import Container
+    from .stack import Peer
 
 __all__ = [
+    "AUTH_SOCKET",
     "FIRST_PORT",
+    "LMTP_SOCKET",
     "MECHANISMS",
     "OAUTH_ISSUER",
     "CertPaths",
@@ -78,8 +84,10 @@ __all__ = [
     "deliver_to_maildir",
     "encode_mailbox_name",
     "mint_jwt",
+    "prepare_sockets",
     "read_mailbox_state",
     "render",
+    "sockets_dir",
     "unsupported_reason",
 ]
 
@@ -96,6 +104,8 @@ ETC = "/mailtls/etc"  # rendered configuration + PKI copies (read-only mount)
 MAIL_ROOT = "/mailtls/mail"  # the test user's Maildir lives here (read-write mount of a host folder)
 SOCKETS = "/mailtls/sockets"  # LMTP and auth sockets for a Postfix container (read-write mount)
 MAILDIR = "Maildir"  # the user's Maildir (INBOX) under the mail root
+AUTH_SOCKET = "auth"  # file names under SOCKETS (and under sockets_dir() on the host)
+LMTP_SOCKET = "lmtp"
 MAIL_UID = 5000  # the image's "mailtls" user: Dovecot refuses mail access as root, so root hosts get this one
 LOGIN_WRAPPER = "/usr/local/bin/mailtls-login-env"
 DH_FILE = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core; DHE suites (legacy cells) need it
@@ -103,6 +113,8 @@ DH_FILE = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core; DHE suites (le
 # Certificates OpenSSL refuses to load below security level 0: the server must present them all the same.
 _WEAK_CERTS = frozenset({CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE})
 _SERVICE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+#: The one name in the "refuse" deny passdb: every failed lookup ends there, without delay (see _dovecot_conf).
+_REFUSE_KEY = "refused"
 
 
 # --------------------------------------------------------------------------- what cannot be served
@@ -154,13 +166,16 @@ def render(
     oauth_key: bytes,
     mail_uid: int = MAIL_UID,
     mail_gid: int = MAIL_UID,
+    extra_mechanisms: Sequence[str] = (),
 ) -> RenderedConfig:
     """Render dovecot.conf, one settings file per cell, the OpenSSL caps, the user and deny tables, OAuth2.
 
     ``ports`` are container-internal, one per cell; ``cert_files`` and ``client_ca_file`` are container
     paths. ``oauth_key`` is the HMAC key of the XOAUTH2/OAUTHBEARER tokens. ``mail_uid``/``mail_gid`` own
-    the mail files (the host user's, so it can read and delete them). Raises ``ValueError`` for a cell
-    Dovecot cannot serve or an unusable user name.
+    the mail files (the host user's, so it can read and delete them). ``extra_mechanisms`` are offered on
+    the auth socket besides the cells' own (a Postfix of the same stack needs its cells' mechanisms there;
+    the cells keep refusing what they do not declare). Raises ``ValueError`` for a cell Dovecot cannot
+    serve, an unknown mechanism or an unusable user name.
     """
     if len(ports) != len(cells):
         raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
@@ -183,12 +198,16 @@ def render(
         raise ValueError("the test password must be non-empty, on one line")
     if not oauth_key:
         raise ValueError("oauth_key must not be empty")
+    unknown = [m for m in extra_mechanisms if m not in MECHANISMS]
+    if unknown:
+        raise ValueError(f"unknown SASL mechanisms {unknown}; Dovecot offers {', '.join(MECHANISMS)} here")
     if mail_uid <= 0 or mail_gid < 0:
         raise ValueError(f"mail_uid must be > 0 (Dovecot refuses mail access as root), got {mail_uid}")
 
     services = _service_names(cells)
     # The auth process offers one global list: the union of what the cells declare.
-    offered = [m for m in MECHANISMS if any(m in c.auth.mechanisms for c in cells)] or ["PLAIN"]
+    wanted = {m for c in cells for m in c.auth.mechanisms} | set(extra_mechanisms)
+    offered = [m for m in MECHANISMS if m in wanted] or ["PLAIN"]
     files: dict[str, str] = {}
     blocks: list[str] = []
     caps: set[str] = set()
@@ -209,6 +228,7 @@ def render(
         files[f"openssl/max-{version}.cnf"] = _openssl_cap(version)
     files["deny-mechanism"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_mech)
     files["deny-without-cert"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_cert)
+    files["refuse"] = f"{_REFUSE_KEY}:{{PLAIN}}deny\n"
     encoded = base64.b64encode(password.encode()).decode()
     files["passwd"] = f"{username.lower()}:{{PLAIN.b64}}{encoded}\n"
     files["oauth2.conf.ext"] = _OAUTH2_CONF.format(etc=ETC, issuer=OAUTH_ISSUER)
@@ -391,13 +411,20 @@ ssl_require_crl = no"""
   default_fields = nodelay=yes
 }}"""
         )
-    password_mechs = [m.lower() for m in mechanisms if m not in _OAUTH_MECHANISMS]
+    password_mechs = " ".join(m.lower() for m in mechanisms if m not in _OAUTH_MECHANISMS)
     if password_mechs:
+        # A wrong password must be answered at once: tests (and every Postfix SASL client of the stack)
+        # fail logins on purpose. Dovecot drops a passdb's fields (nodelay too) when its check fails, and
+        # answers at its next 0.5 s failure tick; a deny passdb keeps them. So a failure continues to a
+        # deny passdb that holds every name (the last one below): refused with nodelay, in milliseconds.
+        # (nodelay here covers CRAM-MD5, whose check happens after a successful lookup.)
         passdbs.append(
             f"""passdb {{
   driver = passwd-file
   args = {ETC}/passwd
-  mechanisms = {" ".join(password_mechs)}
+  mechanisms = {password_mechs}
+  default_fields = nodelay=yes
+  result_failure = continue
 }}"""
         )
     oauth_mechs = [m.lower() for m in mechanisms if m in _OAUTH_MECHANISMS]
@@ -408,8 +435,19 @@ ssl_require_crl = no"""
   args = {ETC}/oauth2.conf.ext
   mechanisms = {" ".join(oauth_mechs)}
   default_fields = nodelay=yes
+  result_failure = continue
 }}"""
         )
+    # The end of every failed lookup (bad password, unknown user, bad or expired token): one name for all.
+    passdbs.append(
+        f"""passdb {{
+  driver = passwd-file
+  args = username_format={_REFUSE_KEY} {ETC}/refuse
+  mechanisms = {" ".join(m.lower() for m in mechanisms)}
+  deny = yes
+  default_fields = nodelay=yes
+}}"""
+    )
     passdb_text = "\n".join(passdbs)
     return f"""# Rendered by pytest-mailtls (backends/dovecot.py) for {count} cells; rewritten at every start.
 # Each cell is one login service below; its TLS settings come from cells/<service>.env (see
@@ -429,7 +467,8 @@ disable_plaintext_auth = yes
 auth_mechanisms = {" ".join(m.lower() for m in mechanisms)}
 auth_username_format = %Lu
 # Refusals must be fast: negative tests log in wrongly on purpose, many times. Dovecot 2.3.19 still
-# answers a wrong password at its next 0.5 s failure tick; deny passdbs answer at once (nodelay).
+# answers a plain failure at its next 0.5 s tick; deny passdbs answer at once (nodelay), so every
+# refusal below ends in one.
 auth_failure_delay = 0
 auth_cache_size = 0
 auth_verbose = yes
@@ -458,12 +497,12 @@ service anvil {{
 }}
 service auth {{
   client_limit = {client_limit}
-  unix_listener {SOCKETS}/auth {{
+  unix_listener {SOCKETS}/{AUTH_SOCKET} {{
     mode = 0666
   }}
 }}
 service lmtp {{
-  unix_listener {SOCKETS}/lmtp {{
+  unix_listener {SOCKETS}/{LMTP_SOCKET} {{
     mode = 0666
   }}
   inet_listener lmtp {{
@@ -767,6 +806,21 @@ def cell_log_lines(log: str, service: str) -> list[str]:
 # --------------------------------------------------------------------------- the backend
 
 
+def sockets_dir(workdir: str | os.PathLike[str]) -> Path:
+    """Host folder where a Dovecot started with ``workdir`` puts its auth and LMTP sockets."""
+    return Path(workdir) / "sockets"
+
+
+def prepare_sockets(folder: Path) -> None:
+    """Make ``folder`` an empty, world-writable socket folder (containers of any uid use it). A socket left
+    by an earlier run would let a Postfix connect before this Dovecot listens, so old entries go."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o777)
+    for entry in folder.iterdir():
+        if entry.is_socket() or entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
 class DovecotServer(RunningServer):
     """One Dovecot container serving many IMAP/POP3 cells, all on the test user's one Maildir."""
 
@@ -792,12 +846,12 @@ class DovecotServer(RunningServer):
     @property
     def lmtp_socket(self) -> Path:
         """Host path of Dovecot's LMTP socket (mount ``<workdir>/sockets`` into a Postfix container)."""
-        return self.workdir / "sockets" / "lmtp"
+        return sockets_dir(self.workdir) / LMTP_SOCKET
 
     @property
     def auth_socket(self) -> Path:
         """Host path of Dovecot's auth (SASL) socket, for Postfix's ``smtpd_sasl_type = dovecot``."""
-        return self.workdir / "sockets" / "auth"
+        return sockets_dir(self.workdir) / AUTH_SOCKET
 
     def logs(self) -> str:
         """The container's log (``docker logs``: every Dovecot process logs to stdout)."""
@@ -839,10 +893,28 @@ class DovecotServer(RunningServer):
 
 
 class DovecotBackend(Backend):
-    """Real Dovecot 2.3 (Debian bookworm) in Docker, one container for all Dovecot cells."""
+    """Real Dovecot 2.3 (Debian bookworm) in Docker, one container for all Dovecot cells.
+
+    ``extra_mechanisms``: SASL mechanisms to offer on the auth socket besides the cells' own, for a
+    Postfix that authenticates through it. :meth:`link` sets them from a Postfix of the same grid.
+    """
 
     name = "dovecot"
     needs_docker = True
+
+    def __init__(self, *, extra_mechanisms: Sequence[str] = ()) -> None:
+        self.extra_mechanisms: tuple[str, ...] = tuple(extra_mechanisms)
+
+    def link(self, plans: Mapping[str, Peer]) -> None:
+        """Before a grid starts (``plans``: every server of it, this one included): a Postfix among them
+        authenticates through this Dovecot, so offer its cells' mechanisms too, and empty the socket folder
+        now, so that the Postfix never meets a stale socket of an earlier run."""
+        postfix = plans.get("postfix")
+        if postfix is None or self.name not in plans:
+            return
+        wanted = set(self.extra_mechanisms) | {m for c in postfix.cells for m in c.auth.mechanisms}
+        self.extra_mechanisms = tuple(m for m in MECHANISMS if m in wanted)
+        prepare_sockets(sockets_dir(plans[self.name].workdir))
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why Dovecot cannot serve ``cell``, or ``None``."""
@@ -862,7 +934,7 @@ class DovecotBackend(Backend):
             if reason:
                 raise ValueError(f"{cell.id}: {reason}")
         workdir = Path(options.workdir)
-        etc, mail, sockets = workdir / "etc", workdir / "mail", workdir / "sockets"
+        etc, mail, sockets = workdir / "etc", workdir / "mail", sockets_dir(workdir)
         pki = options.pki
         cert_files = _copy_pki(cells, pki, etc / "pki")
         client_ca = None
@@ -885,6 +957,7 @@ class DovecotBackend(Backend):
             oauth_key=oauth_key,
             mail_uid=uid,
             mail_gid=gid,
+            extra_mechanisms=self.extra_mechanisms,
         )
         for rel, text in config.files.items():
             path = etc / rel
@@ -893,9 +966,9 @@ class DovecotBackend(Backend):
                 (etc / parent).chmod(0o755)
             path.write_text(text)
             path.chmod(0o644)  # read inside the container by root, dovecot and dovenull alike
-        for folder in (mail, sockets):
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(0o777)
+        mail.mkdir(parents=True, exist_ok=True)
+        mail.chmod(0o777)
+        prepare_sockets(sockets)
         capture.ensure_maildir(mail / MAILDIR)
 
         options.progress(f"dovecot: starting one container for {len(cells)} cells")

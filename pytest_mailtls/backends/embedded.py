@@ -42,10 +42,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 
 from .. import capture
+from ..connect import set_version_range
 from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol
-from ..connect import set_version_range
 from ..readiness import wait_ready
 from .base import Backend, RunningServer, StartOptions
 

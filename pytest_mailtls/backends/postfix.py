@@ -9,6 +9,14 @@ into that cell's Maildir, a bind-mounted host folder. Nothing is ever relayed
 (every non-virtual transport is ``error``) and nothing is looked up in DNS.
 SMTP AUTH is Cyrus SASL inside smtpd, checking a sasldb made at container start.
 
+Combined with Dovecot (the mail flow: :class:`DovecotLink`, set by :meth:`PostfixBackend.link` when a grid
+serves both), SMTP AUTH is answered by Dovecot's auth socket (``smtpd_sasl_type = dovecot``) and each
+cell's cleanup rewrites every recipient to TWO addresses: the cell's capture address, as above (so
+``Endpoint.messages()`` still shows what that cell received), and the test user's address, which the
+``lmtp`` transport hands to Dovecot's LMTP socket (so IMAP/POP3 cells read it). Each message also carries
+an ``X-Mailtls-Cell`` header naming the Postfix cell that accepted it. Both sockets live in a host folder
+of the Dovecot's, mounted into this container; the entrypoint starts Postfix only once they exist.
+
 Rendering is pure (:func:`render`); :class:`PostfixBackend` writes the files,
 starts the container and waits until every port passed a real exchange.
 """
@@ -19,10 +27,11 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import capture
 from ..errors import ServerStartError
@@ -33,11 +42,15 @@ from .base import Backend, RunningServer, StartOptions
 
 if TYPE_CHECKING:
     from ..runtime import Container
+    from .stack import Peer
 
 __all__ = [
     "CAPTURE_DOMAIN",
+    "CELL_HEADER",
     "FIRST_PORT",
     "MECHANISMS",
+    "DovecotHandoff",
+    "DovecotLink",
     "PostfixBackend",
     "PostfixServer",
     "RenderedConfig",
@@ -58,14 +71,21 @@ UNATTRIBUTED = "unattributed"
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 #: SASL realm of a user name without "@" (Cyrus looks users up as user@realm).
 LOCAL_REALM = "local.mailtls.invalid"
+#: Header each message gets in the combined stack: the id of the Postfix cell that accepted it.
+CELL_HEADER = "X-Mailtls-Cell"
+#: Mail domain of a test user name without "@" (as ``Endpoint.address`` spells it).
+USER_DOMAIN = "mailtls.test"
 
 # Where things are inside the container.
 ETC = "/mailtls/etc"  # rendered configuration + PKI copies (read-only mount)
 MAIL_ROOT = "/mailtls/mail"  # one Maildir per cell (read-write mount of a host folder)
 POSTFIX_ETC = "/etc/postfix"  # the entrypoint copies ETC/postfix/* here
+SOCKETS = "/mailtls/sockets"  # combined stack: the Dovecot's socket folder (read-write mount)
 MAIL_UID = 5000  # the image's "mailtls" user: virtual(8) refuses uid 0, so root hosts get this one
 
 _SAFE_VALUE = re.compile(r"^[^\s{}]*$")
+# What a stack mailbox may hold: it is written into a regexp map (no "$"), a texthash map and main.cf.
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#%&*+=?^_`|~-]+@[A-Za-z0-9.-]+$")
 
 
 # --------------------------------------------------------------------------- what cannot be served
@@ -108,6 +128,16 @@ class ServiceFiles:
 
 
 @dataclass(frozen=True)
+class DovecotHandoff:
+    """The combined stack as :func:`render` needs it: every message also goes to ``mailbox`` over LMTP,
+    and SASL is Dovecot's. Socket paths are container paths."""
+
+    mailbox: str  # the test user's address: LMTP recipient of every accepted message
+    auth_socket: str = f"{SOCKETS}/auth"
+    lmtp_socket: str = f"{SOCKETS}/lmtp"
+
+
+@dataclass(frozen=True)
 class RenderedConfig:
     """Every file the container needs, by path relative to the mounted ``/mailtls/etc``."""
 
@@ -134,12 +164,15 @@ def render(
     mail_uid: int = MAIL_UID,
     mail_gid: int = MAIL_UID,
     hostname: str = "mail.mailtls.test",
+    dovecot: DovecotHandoff | None = None,
 ) -> RenderedConfig:
     """Render main.cf, master.cf, the maps, the OpenSSL configuration and the SASL (Cyrus) files.
 
     ``ports`` are container-internal, one per cell; ``cert_files`` and ``client_ca_file`` are container
     paths. ``mail_uid``/``mail_gid`` own the delivered files (the host user's, so it can read and delete
-    them). Raises ``ValueError`` for a cell Postfix cannot serve or an unusable user name/password.
+    them). With ``dovecot`` (the combined stack) SASL goes to Dovecot's auth socket instead of Cyrus, and
+    every message also goes to ``dovecot.mailbox`` over LMTP. Raises ``ValueError`` for a cell Postfix
+    cannot serve or an unusable user name/password/mailbox.
     """
     if len(ports) != len(cells):
         raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
@@ -162,6 +195,13 @@ def render(
         raise ValueError("the test password must be non-empty and on one line")
     if mail_uid <= 0 or mail_gid < 0:
         raise ValueError(f"mail_uid must be > 0 (virtual(8) refuses root), got {mail_uid}")
+    if dovecot is not None:
+        local, at, domain = dovecot.mailbox.partition("@")
+        if not local or not at or "@" in domain or not _ADDRESS.match(dovecot.mailbox):
+            raise ValueError(f"unusable stack mailbox {dovecot.mailbox!r}: one user@domain address, no specials")
+        for path in (dovecot.auth_socket, dovecot.lmtp_socket):
+            if not path.startswith("/") or not _SAFE_VALUE.match(path) or "," in path:
+                raise ValueError(f"socket paths must be absolute, without spaces or commas: {path!r}")
 
     maildirs = {cell.id: cell.id for cell in cells}
     syslog_names = {cell.id: f"postfix/{cell.id}" for cell in cells}
@@ -181,19 +221,32 @@ def render(
                 cert=cert_files.get(cell.cert) if cell.cert is not None else None,
                 client_ca_file=client_ca_file,
                 openssl_name=suites_name,
+                stack=dovecot is not None,
             )
         )
+    if dovecot is not None:
+        master.append(_STACK_MASTER)
     mailboxes = [f"{UNATTRIBUTED}@{CAPTURE_DOMAIN} {UNATTRIBUTED}/"]
     mailboxes += [f"{_capture_address(cell)} {maildirs[cell.id]}/" for cell in cells]
     files = {
-        "postfix/main.cf": _main_cf(hostname=hostname, uid=mail_uid, gid=mail_gid),
+        "postfix/main.cf": _main_cf(hostname=hostname, uid=mail_uid, gid=mail_gid, dovecot=dovecot),
         "postfix/master.cf": "\n".join(master),
         "postfix/mailboxes": "\n".join(mailboxes) + "\n",
         "postfix/auth-required.regexp": "/^/ 530 5.7.0 Authentication required\n",
         "postfix/openssl.cnf": _openssl_cnf(openssl_sections),
-        "sasl/smtpd.conf": _SASL_CONF,
-        **_sasl_user_files(username, password),
     }
+    if dovecot is None:
+        files["sasl/smtpd.conf"] = _SASL_CONF
+        files.update(_sasl_user_files(username, password))
+    else:
+        files["postfix/transport"] = f"{dovecot.mailbox} lmtp:unix:{dovecot.lmtp_socket}\n"
+        # Read by the entrypoint: Postfix starts once Dovecot's sockets exist (smtpd dies without auth).
+        files["wait-for-sockets"] = f"{dovecot.auth_socket}\n{dovecot.lmtp_socket}\n"
+        for index, cell in enumerate(cells):
+            # Every recipient becomes two: the cell's capture address and the test user (delivered by LMTP).
+            # Postfix expands an address into itself once and drops duplicates, so both stay single.
+            files[f"postfix/cell-{index}.alias"] = f"/^/ {_capture_address(cell)}, {dovecot.mailbox}\n"
+            files[f"postfix/cell-{index}.header"] = f"/^/ PREPEND {CELL_HEADER}: {cell.id}\n"
     return RenderedConfig(files=files, maildirs=maildirs, syslog_names=syslog_names)
 
 
@@ -226,6 +279,7 @@ def _service(
     cert: ServiceFiles | None,
     client_ca_file: str | None,
     openssl_name: str | None,
+    stack: bool = False,
 ) -> str:
     cleanup = f"cleanup-{index}"
     lines = [f"# {cell.id}", f"{port} inet n - n - - smtpd"]
@@ -283,11 +337,15 @@ def _service(
     else:
         # Anyone may send, to any recipient: every client counts as "my network" on this port only.
         opts.append(("mynetworks", "0.0.0.0/0"))
+    if stack:
+        # PREPEND from a client access table at DATA: once per message, whatever its headers.
+        opts.append(("smtpd_data_restrictions", f"check_client_access,regexp:{POSTFIX_ETC}/cell-{index}.header"))
     lines += [_opt(name, value) for name, value in opts]
+    aliases = f"regexp:{POSTFIX_ETC}/cell-{index}.alias" if stack else f"static:{_capture_address(cell)}"
     lines += [
         f"{cleanup} unix n - n - 0 cleanup",
         _opt("syslog_name", syslog_name),
-        _opt("virtual_alias_maps", f"static:{_capture_address(cell)}"),
+        _opt("virtual_alias_maps", aliases),
         "",
     ]
     return "\n".join(lines)
@@ -319,18 +377,27 @@ def _sasl_user_files(username: str, password: str) -> dict[str, str]:
     return {"sasl-user": user, "sasl-realm": realm or LOCAL_REALM, "sasl-password": password}
 
 
-def _main_cf(*, hostname: str, uid: int, gid: int) -> str:
-    return _MAIN_CF.format(
+def _main_cf(*, hostname: str, uid: int, gid: int, dovecot: DovecotHandoff | None = None) -> str:
+    domains = [CAPTURE_DOMAIN]
+    if dovecot is not None:
+        domain = dovecot.mailbox.partition("@")[2].lower()
+        if domain != CAPTURE_DOMAIN:
+            domains.append(domain)
+    text = _MAIN_CF.format(
         hostname=hostname,
         uid=uid,
         gid=gid,
         min_uid=min(uid, 100),
         capture=CAPTURE_DOMAIN,
+        domains=", ".join(domains),
         unattributed=UNATTRIBUTED,
         mail_root=MAIL_ROOT,
         etc=POSTFIX_ETC,
         local_realm=LOCAL_REALM,
     )
+    if dovecot is None:
+        return text + _SASL_CYRUS.format(etc=POSTFIX_ETC, local_realm=LOCAL_REALM)
+    return text + _STACK_MAIN.format(auth=dovecot.auth_socket, etc=POSTFIX_ETC)
 
 
 _MAIN_CF = """\
@@ -361,7 +428,7 @@ smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
 virtual_alias_domains =
 virtual_alias_maps = static:{unattributed}@{capture}
-virtual_mailbox_domains = {capture}
+virtual_mailbox_domains = {domains}
 virtual_mailbox_base = {mail_root}
 virtual_mailbox_maps = texthash:{etc}/mailboxes
 virtual_uid_maps = static:{uid}
@@ -371,13 +438,6 @@ virtual_mailbox_limit = 0
 smtpd_reject_unlisted_recipient = no
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 notify_classes =
-
-# SASL: Cyrus inside smtpd, users in sasldb (made by the entrypoint); no daemon, no failure delay,
-# no per-IP penalty (all clients share the Docker gateway address). Enabled per service.
-smtpd_sasl_type = cyrus
-cyrus_sasl_config_path = {etc}/sasl
-smtpd_sasl_path = smtpd
-smtpd_sasl_local_domain = {local_realm}
 smtpd_sasl_auth_enable = no
 smtpd_sasl_security_options = noanonymous
 smtpd_sasl_tls_security_options = noanonymous
@@ -407,6 +467,33 @@ smtpd_timeout = 30s
 smtpd_starttls_timeout = 30s
 smtpd_sasl_response_limit = 12288
 max_idle = 30s
+"""
+
+_SASL_CYRUS = """
+# SASL: Cyrus inside smtpd, users in sasldb (made by the entrypoint); no daemon, no failure delay,
+# no per-IP penalty (all clients share the Docker gateway address). Enabled per service.
+smtpd_sasl_type = cyrus
+cyrus_sasl_config_path = {etc}/sasl
+smtpd_sasl_path = smtpd
+smtpd_sasl_local_domain = {local_realm}
+"""
+
+_STACK_MAIN = """
+# Combined stack: Dovecot answers SMTP AUTH (its auth socket, mounted from the host) and receives every
+# message for the test user over LMTP (the transport map); the cells' cleanups add that user to each message.
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {auth}
+transport_maps = texthash:{etc}/transport
+# Should Dovecot hiccup, retry within seconds, not the default minutes; a dying smtpd is restarted at once.
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 5s
+service_throttle_time = 1s
+"""
+
+_STACK_MASTER = """\
+# Combined stack: the LMTP client that hands mail to Dovecot.
+lmtp      unix  - - n - - lmtp
 """
 
 _MASTER_HEAD = """\
@@ -480,15 +567,41 @@ def cell_log_lines(log: str, syslog_name: str) -> list[str]:
 # --------------------------------------------------------------------------- the backend
 
 
+@dataclass(frozen=True)
+class DovecotLink:
+    """The Dovecot a Postfix hands mail and SASL to (the combined stack).
+
+    ``sockets`` is the Dovecot's host socket folder (``dovecot.sockets_dir(workdir)``); ``mailbox`` the
+    address every message is delivered to (default: the test user's, from ``StartOptions``); ``started``
+    resolves once that Dovecot serves (or fails) when both start side by side, and is ``None`` when it
+    serves already.
+    """
+
+    sockets: Path
+    started: Future[Any] | None = None
+    mailbox: str | None = None
+
+
 class PostfixServer(RunningServer):
-    """One Postfix container serving many cells."""
+    """One Postfix container serving many cells.
+
+    In the combined stack (``dovecot`` is set) each endpoint's ``messages()`` is still what that cell
+    accepted (its capture Maildir); the same messages are in the Dovecot user's INBOX, with a
+    :data:`CELL_HEADER` header naming the cell.
+    """
 
     def __init__(
-        self, container: Container, endpoints: list[Endpoint], syslog_names: dict[str, str], workdir: Path
+        self,
+        container: Container,
+        endpoints: list[Endpoint],
+        syslog_names: dict[str, str],
+        workdir: Path,
+        dovecot: DovecotLink | None = None,
     ) -> None:
         self.container = container
         self.endpoints = endpoints
         self.workdir = workdir
+        self.dovecot = dovecot
         self._syslog_names = syslog_names
 
     def logs(self) -> str:
@@ -509,10 +622,27 @@ class PostfixServer(RunningServer):
 
 
 class PostfixBackend(Backend):
-    """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells."""
+    """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells.
+
+    Alone it authenticates with Cyrus SASL and captures mail per cell. With ``dovecot`` (or after
+    :meth:`link` with a grid that serves Dovecot too) it is the front of the combined stack.
+    """
 
     name = "postfix"
     needs_docker = True
+
+    def __init__(self, *, dovecot: DovecotLink | None = None) -> None:
+        self.dovecot = dovecot
+
+    def link(self, plans: Mapping[str, Peer]) -> None:
+        """Before a grid starts (``plans``: every server of it, this one included): with a Dovecot among
+        them, hand mail and SASL to it; this start then waits for that one's sockets (and its start)."""
+        dovecot = plans.get("dovecot")
+        if dovecot is None or self.name not in plans:
+            return
+        from .dovecot import sockets_dir
+
+        self.dovecot = DovecotLink(sockets_dir(dovecot.workdir), dovecot.started)
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why Postfix cannot serve ``cell``, or ``None``."""
@@ -545,6 +675,10 @@ class PostfixBackend(Backend):
         if uid == 0:
             uid = gid = MAIL_UID  # root on the host reads any file; virtual(8) will not write as root
         ports = container_ports(cells)
+        link = self.dovecot
+        handoff = None
+        if link is not None:
+            handoff = DovecotHandoff(link.mailbox or _address(options.username))
         config = render(
             cells,
             ports=ports,
@@ -554,6 +688,7 @@ class PostfixBackend(Backend):
             password=options.password,
             mail_uid=uid,
             mail_gid=gid,
+            dovecot=handoff,
         )
         for rel, text in config.files.items():
             path = etc / rel
@@ -565,14 +700,22 @@ class PostfixBackend(Backend):
         for folder in [UNATTRIBUTED, *config.maildirs.values()]:
             capture.ensure_maildir(mail / folder)
 
+        volumes = {str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}}
+        environment: dict[str, str] = {}
+        if link is not None:
+            link.sockets.mkdir(parents=True, exist_ok=True)  # or the engine would make it, owned by root
+            volumes[str(link.sockets)] = {"bind": SOCKETS, "mode": "rw"}
+            # The entrypoint's own limit on waiting for the sockets; this process watches the Dovecot's start.
+            environment["MAILTLS_WAIT_SECONDS"] = str(int(max(options.ready_timeout, 600)))
+            if link.started is None and not (link.sockets / "auth").is_socket():
+                raise ServerStartError(
+                    f"no Dovecot auth socket in {link.sockets}: start the Dovecot of this stack first "
+                    "(DovecotBackend().start), or start both through pytest_mailtls.grid.Grid"
+                )
         options.progress(f"postfix: starting one container for {len(cells)} cells")
         image = runtime.ensure_image("postfix", progress=options.progress)
         container = runtime.start_container(
-            image,
-            name="mailtls-postfix",
-            ports=ports,
-            volumes={str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}},
-            environment={},
+            image, name="mailtls-postfix", ports=ports, volumes=volumes, environment=environment
         )
         try:
             client = pki.client_files() if mtls else None
@@ -595,16 +738,32 @@ class PostfixBackend(Backend):
                             "container": container.name,
                             "container_port": port,
                             "syslog_name": config.syslog_names[cell.id],
+                            **({"delivers_to": handoff.mailbox, "sasl": "dovecot"} if handoff else {}),
                         },
                     )
                 )
+
+            def alive() -> str | None:
+                if link is not None and link.started is not None and link.started.done():
+                    failure = link.started.exception()
+                    if failure is not None:
+                        return f"the Dovecot it hands mail to did not start ({type(failure).__name__}: {failure})"
+                return None if container.is_running() else "the Postfix container exited"
+
             started = time.monotonic()
-            wait_ready(
-                endpoints,
-                timeout=options.ready_timeout,
-                logs=container.logs,
-                alive=lambda: None if container.is_running() else "the Postfix container exited",
-            )
+            if link is not None:
+                _await_sockets(link, alive)
+            wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=alive)
+            if link is not None and link.started is not None:
+                # Ready means the flow works: the Dovecot's IMAP/POP3 and LMTP side must be up too.
+                left = max(1.0, options.ready_timeout - (time.monotonic() - started))
+                try:
+                    link.started.result(timeout=left)
+                except Exception as exc:
+                    why = "did not finish starting in time" if isinstance(exc, TimeoutError) else f"failed: {exc}"
+                    raise ServerStartError(
+                        f"the Dovecot this Postfix hands mail to {why}", _safe_logs(container)
+                    ) from exc
             options.progress(f"postfix: {len(cells)} cells ready in {time.monotonic() - started:.2f} s")
         except Exception as exc:
             log = _safe_logs(container)
@@ -615,7 +774,30 @@ class PostfixBackend(Backend):
         except BaseException:  # KeyboardInterrupt and friends: leave nothing behind
             container.stop()
             raise
-        return PostfixServer(container, endpoints, config.syslog_names, workdir)
+        return PostfixServer(container, endpoints, config.syslog_names, workdir, link)
+
+
+def _address(username: str) -> str:
+    """The test user's mail address, as ``Endpoint.address`` spells it."""
+    return username if "@" in username else f"{username}@{USER_DOMAIN}"
+
+
+def _await_sockets(link: DovecotLink, alive: Callable[[], str | None]) -> None:
+    """Wait until the Dovecot's sockets exist (the entrypoint waits for them too, inside the container).
+
+    No deadline of its own: the wait ends when the sockets appear, the Dovecot's start ends (its own
+    deadlines bound it), or this container dies."""
+    wanted = [link.sockets / "auth", link.sockets / "lmtp"]
+    while not all(p.is_socket() for p in wanted):
+        gone = alive()  # also says why, if the Dovecot's start failed
+        if gone:
+            raise ServerStartError(f"Postfix gave up waiting for Dovecot's sockets in {link.sockets}: {gone}")
+        if link.started is None:
+            raise ServerStartError(f"no Dovecot sockets in {link.sockets}: start that Dovecot first")
+        if link.started.done():
+            missing = [str(p) for p in wanted if not p.is_socket()]
+            raise ServerStartError(f"Dovecot started but these sockets are missing: {', '.join(missing)}")
+        time.sleep(0.02)
 
 
 def _safe_logs(container: Container) -> str:
