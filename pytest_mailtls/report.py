@@ -104,8 +104,11 @@ class CellRecord:
             lines.append(f"  diagnosis: {self.diagnosis.failure_class}")
             lines += [f"    evidence: {e}" for e in self.diagnosis.evidence]
             lines.append(f"  remedy: {self.diagnosis.remedy}")
-        if self.error and (self.diagnosis is None or not self.diagnosis.evidence):
-            lines.append(f"  client error: {self.error.splitlines()[0][:300]}")
+        client_said = self.diagnosis is not None and any(e.startswith("client") for e in self.diagnosis.evidence)
+        if self.error and (not client_said or self.actual != self.expected):
+            # The client's own last words: verbose tools (curl -v) put the error at the end.
+            tail = [line.strip()[:300] for line in self.error.splitlines() if line.strip()][-6:]
+            lines += [f"  client said: {line}" for line in tail]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

@@ -573,12 +573,23 @@ def _free_port() -> int:
 
 @TLSV1_DEPRECATED
 def test_wait_ready_returns_when_servers_come_up_late(pki: SessionPKI, serve: ServerFactory) -> None:
-    ports = [_free_port(), _free_port()]
+    # Hold the ports bound but not listening (connections are refused, as before a server starts), so a
+    # parallel test cannot take them before the late servers do.
+    holders = []
+    for _ in range(2):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holders.append(holder)
+    ports = [h.getsockname()[1] for h in holders]
     endpoints = [_endpoint(pki, "smtp", ports[0], Mode.PLAIN), _endpoint(pki, "imap", ports[1], Mode.STARTTLS)]
     late: list[MiniServer] = []
-    timer = threading.Timer(
-        0.3, lambda: late.extend(serve(p, port=port) for p, port in zip(["smtp", "imap"], ports, strict=True))
-    )
+
+    def start_late() -> None:
+        for protocol, port, holder in zip(["smtp", "imap"], ports, holders, strict=True):
+            holder.close()
+            late.append(serve(protocol, port=port))
+
+    timer = threading.Timer(0.3, start_late)
     started = time.monotonic()
     timer.start()
     try:
