@@ -61,9 +61,10 @@ def _selected_cells(
     if choice.note:
         say(choice.note)
     elif choice.engine_problem and any(s in DOCKER_SERVERS for s in choice.servers):
-        raise MailTLSError(
-            f"{', '.join(s for s in choice.servers if s in DOCKER_SERVERS)} need a Docker engine: {choice.engine_problem}"
-        )
+        needing = [s for s in choice.servers if s in DOCKER_SERVERS]
+        verb = "needs" if len(needing) == 1 else "need"
+        problem = choice.engine_problem.replace("--mailtls-servers embedded", "--servers embedded")
+        raise MailTLSError(f"{', '.join(needing)} {verb} a Docker engine: {problem}")
     cells = load_matrix(args.matrix).cells(servers=choice.servers, selection=args.select)
     criteria: dict[str, list[str]] = {}
     for item in args.where:

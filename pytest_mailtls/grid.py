@@ -86,7 +86,11 @@ def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
         return ServerChoice(list(requested), None, problem)
     if problem is None:
         return ServerChoice(list(DOCKER_SERVERS), None, None)
-    note = f"No Docker engine is reachable ({problem.splitlines()[0]}); serving the grid with the embedded backend."
+    note = (
+        "No Docker engine is reachable: serving the grid with the embedded backend (SMTP cells in this process). "
+        "For Postfix, Dovecot and James start an engine (as root: `bash containers/base/start-engine.sh` in a "
+        "checkout) or point DOCKER_HOST at one."
+    )
     return ServerChoice(["embedded"], note, problem)
 
 

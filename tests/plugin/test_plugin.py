@@ -290,7 +290,7 @@ def test_auto_fallback_is_said_once(pytester: pytest.Pytester, monkeypatch: pyte
     result = pytester.runpytest_subprocess("--collect-only", "-q", "--mailtls-select", "quick")
     notes = [line for line in result.outlines if "serving the grid with the embedded backend" in line]
     assert len(notes) == 1
-    assert notes[0].startswith("mailtls: No Docker engine is reachable (")
+    assert notes[0].startswith("mailtls: No Docker engine is reachable: serving the grid with the embedded backend")
 
 
 # --- fixtures are documented ---------------------------------------------------------------------------

@@ -278,9 +278,9 @@ def test_up_without_docker_for_container_servers_says_how_to_fix(tmp_path: Path)
     )
     assert proc.returncode == 1
     line = _one_error_line(proc.stderr)
-    assert "postfix need a Docker engine" in line
+    assert "postfix needs a Docker engine" in line
     assert "DOCKER_HOST=unix:///nonexistent/docker.sock" in line
-    assert "--mailtls-servers embedded" in line
+    assert "--servers embedded" in line
     assert not (tmp_path / "m.json").exists()
 
 
