@@ -7,16 +7,16 @@ pytest and the command line and nothing of any one server.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from ..manifest import Endpoint
-from ..pki import SessionPKI
+from ..pki import ClientCertFiles, SessionPKI
 from ..policy import Cell
 
-__all__ = ["Backend", "RunningServer", "StartOptions", "Progress", "no_progress"]
+__all__ = ["Backend", "RunningServer", "StartOptions", "Progress", "cell_endpoint", "no_progress"]
 
 #: Progress callback: one human-readable line about long work ("building image ...").
 Progress = Callable[[str], None]
@@ -36,6 +36,33 @@ class StartOptions:
     password: str = "mailtls-password"
     ready_timeout: float = 60.0
     progress: Progress = no_progress
+
+
+def cell_endpoint(
+    cell: Cell,
+    options: StartOptions,
+    *,
+    port: int,
+    mailbox: str,
+    client: ClientCertFiles | None,
+    extra: Mapping[str, object],
+) -> Endpoint:
+    """How clients reach ``cell`` on 127.0.0.1:``port``: the session's CA and server name, the test user, the
+    cell's host Maildir, and ``client`` (the session's client certificate) where the cell wants mutual TLS."""
+    own = client if cell.auth.client_cert else None
+    return Endpoint(
+        cell=cell,
+        host="127.0.0.1",
+        port=port,
+        server_hostname=options.pki.server_hostname,
+        ca_file=str(options.pki.ca_file),
+        username=options.username,
+        password=options.password,
+        mailbox=mailbox,
+        client_cert_file=str(own.cert_file) if own else None,
+        client_key_file=str(own.key_file) if own else None,
+        extra=dict(extra),
+    )
 
 
 class RunningServer(abc.ABC):

@@ -44,7 +44,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import threading
 import time
@@ -56,11 +55,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import capture
-from ..errors import ServerStartError
 from ..manifest import Endpoint
-from ..pki import SessionPKI
 from ..policy import Cell, CertProfile, Mode, Protocol, version_index
-from .base import Backend, RunningServer, StartOptions
+from .base import Backend, StartOptions
+from .container import (
+    FIRST_PORT,
+    CertPaths,
+    ContainerServer,
+    check_cells,
+    check_render_input,
+    container_ports,
+    copy_client_ca,
+    copy_pki,
+    launch,
+    mail_owner,
+    make_mail_root,
+    write_files,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Container
@@ -91,8 +102,6 @@ __all__ = [
     "unsupported_reason",
 ]
 
-#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
-FIRST_PORT = 10000
 #: SASL mechanisms this backend can offer (passwords are stored plaintext-equivalent, tokens checked locally).
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
 #: ``iss`` of the tokens :func:`mint_jwt` makes; Dovecot accepts no other issuer.
@@ -134,25 +143,12 @@ def unsupported_reason(cell: Cell) -> str | None:
 
 
 @dataclass(frozen=True)
-class CertPaths:
-    """Container paths of one certificate profile's key and presented chain."""
-
-    key_file: str
-    cert_file: str
-
-
-@dataclass(frozen=True)
 class RenderedConfig:
     """Every file the container needs, by path relative to the mounted ``/mailtls/etc``."""
 
     files: dict[str, str]
     #: cell id -> login service name (the prefix of that cell's log lines: ``<name>: Info: ...``)
     services: dict[str, str]
-
-
-def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
-    """The container-internal port of each cell, in order."""
-    return [first + i for i in range(len(cells))]
 
 
 def render(
@@ -177,21 +173,7 @@ def render(
     the cells keep refusing what they do not declare). Raises ``ValueError`` for a cell Dovecot cannot
     serve, an unknown mechanism or an unusable user name.
     """
-    if len(ports) != len(cells):
-        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
-    if len(set(ports)) != len(ports):
-        raise ValueError(f"ports must be distinct: {list(ports)}")
-    ids = [c.id for c in cells]
-    if len(set(ids)) != len(ids):
-        raise ValueError("cells must be distinct (the same cell id appears twice)")
-    for cell in cells:
-        reason = unsupported_reason(cell)
-        if reason:
-            raise ValueError(f"{cell.id}: {reason}")
-        if cell.cert is not None and cell.cert not in cert_files:
-            raise ValueError(f"{cell.id}: no certificate files for profile {cell.cert}")
-        if cell.auth.client_cert and not client_ca_file:
-            raise ValueError(f"{cell.id}: mutual TLS needs client_ca_file")
+    check_render_input(cells, ports, unsupported_reason, certs=cert_files, client_ca=bool(client_ca_file))
     if not username or any(ch in username for ch in ":/\r\n\t "):
         raise ValueError(f"the test user name must be non-empty without ':', '/' or whitespace, got {username!r}")
     if not password or any(ch in password for ch in "\r\n"):
@@ -821,8 +803,14 @@ def prepare_sockets(folder: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-class DovecotServer(RunningServer):
-    """One Dovecot container serving many IMAP/POP3 cells, all on the test user's one Maildir."""
+class DovecotServer(ContainerServer[str]):
+    """One Dovecot container serving many IMAP/POP3 cells, all on the test user's one Maildir.
+
+    Its log is every Dovecot process's (they log to stdout); a cell's lines are its login service's, plus
+    the mail and auth lines of the sessions that service started.
+    """
+
+    title = "Dovecot"
 
     def __init__(
         self,
@@ -834,13 +822,10 @@ class DovecotServer(RunningServer):
         username: str,
         oauth_key: bytes,
     ) -> None:
-        self.container = container
-        self.endpoints = endpoints
-        self.workdir = workdir
+        super().__init__(container, endpoints, workdir, services)
         self.username = username
         #: Host path of the test user's Maildir (INBOX); every cell's ``Endpoint.mailbox``.
         self.maildir = workdir / "mail" / MAILDIR
-        self._services = services
         self._oauth_key = oauth_key
 
     @property
@@ -853,17 +838,9 @@ class DovecotServer(RunningServer):
         """Host path of Dovecot's auth (SASL) socket, for Postfix's ``smtpd_sasl_type = dovecot``."""
         return sockets_dir(self.workdir) / AUTH_SOCKET
 
-    def logs(self) -> str:
-        """The container's log (``docker logs``: every Dovecot process logs to stdout)."""
-        return self.container.logs()
-
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Log lines of one cell: its login lines, plus the mail and auth lines of the sessions it started."""
-        try:
-            service = self._services[cell_id]
-        except KeyError:
-            raise KeyError(f"no cell {cell_id!r} in this Dovecot server (it serves {len(self.endpoints)})") from None
-        return cell_log_lines(self.logs(), service)
+    def log_lines(self, log: str, key: str) -> list[str]:
+        """The lines of the cell whose login service is named ``key``, with those of its sessions."""
+        return cell_log_lines(log, key)
 
     def mint_oauth_token(self, username: str | None = None, *, lifetime: float = 3600.0) -> str:
         """A bearer token this server accepts for XOAUTH2/OAUTHBEARER as ``username`` (default: the test
@@ -886,10 +863,6 @@ class DovecotServer(RunningServer):
     def mailbox_state(self, folder: str = "INBOX") -> MailboxState:
         """Messages of ``folder`` with UIDs and flags, and the user's folders, as stored right now."""
         return read_mailbox_state(self.maildir, folder)
-
-    def stop(self) -> None:
-        """Remove the container (idempotent); the Maildir stays in the workdir."""
-        self.container.stop()
 
 
 class DovecotBackend(Backend):
@@ -925,26 +898,14 @@ class DovecotBackend(Backend):
     def start(self, cells: Sequence[Cell], options: StartOptions) -> DovecotServer:
         """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
         from .. import runtime
-        from ..readiness import wait_ready
 
-        if not cells:
-            raise ValueError("DovecotBackend.start needs at least one cell")
-        for cell in cells:
-            reason = self.unsupported(cell)
-            if reason:
-                raise ValueError(f"{cell.id}: {reason}")
+        check_cells(self, cells)
         workdir = Path(options.workdir)
         etc, mail, sockets = workdir / "etc", workdir / "mail", sockets_dir(workdir)
         pki = options.pki
-        cert_files = _copy_pki(cells, pki, etc / "pki")
-        client_ca = None
-        if any(c.auth.client_cert for c in cells):
-            shutil.copyfile(pki.client_ca_file, etc / "pki" / "client-ca.pem")
-            (etc / "pki" / "client-ca.pem").chmod(0o644)
-            client_ca = f"{ETC}/pki/client-ca.pem"
-        uid, gid = os.getuid(), os.getgid()
-        if uid == 0:
-            uid = gid = MAIL_UID  # root on the host reads any file; Dovecot will not write mail as root
+        cert_files = copy_pki(cells, pki, etc / "pki", f"{ETC}/pki")
+        client_ca = copy_client_ca(cells, pki, etc / "pki", f"{ETC}/pki")
+        uid, gid = mail_owner(MAIL_UID)  # Dovecot will not write mail as root
         oauth_key = secrets.token_bytes(32)
         ports = container_ports(cells)
         config = render(
@@ -959,89 +920,27 @@ class DovecotBackend(Backend):
             mail_gid=gid,
             extra_mechanisms=self.extra_mechanisms,
         )
-        for rel, text in config.files.items():
-            path = etc / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for parent in path.relative_to(etc).parents:
-                (etc / parent).chmod(0o755)
-            path.write_text(text)
-            path.chmod(0o644)  # read inside the container by root, dovecot and dovenull alike
-        mail.mkdir(parents=True, exist_ok=True)
-        mail.chmod(0o777)
+        write_files(etc, config.files)  # read inside the container by root, dovecot and dovenull alike
+        make_mail_root(mail, [MAILDIR])
         prepare_sockets(sockets)
-        capture.ensure_maildir(mail / MAILDIR)
 
         options.progress(f"dovecot: starting one container for {len(cells)} cells")
         image = runtime.ensure_image("dovecot", progress=options.progress)
-        container = runtime.start_container(
+        container, endpoints = launch(
+            "dovecot",
             image,
-            name="mailtls-dovecot",
-            ports=ports,
+            cells,
+            ports,
+            options,
             volumes={
                 str(etc): {"bind": ETC, "mode": "ro"},
                 str(mail): {"bind": MAIL_ROOT, "mode": "rw"},
                 str(sockets): {"bind": SOCKETS, "mode": "rw"},
             },
             environment={},
+            mailbox=lambda cell: str(mail / MAILDIR),
+            extra=lambda cell, port: {"service": config.services[cell.id]},
         )
-        try:
-            client = pki.client_files() if any(c.auth.client_cert for c in cells) else None
-            endpoints = []
-            for cell, port in zip(cells, ports, strict=True):
-                mtls = client is not None and cell.auth.client_cert
-                endpoints.append(
-                    Endpoint(
-                        cell=cell,
-                        host="127.0.0.1",
-                        port=container.host_port(port),
-                        server_hostname=pki.server_hostname,
-                        ca_file=str(pki.ca_file),
-                        username=options.username,
-                        password=options.password,
-                        mailbox=str(mail / MAILDIR),
-                        client_cert_file=str(client.cert_file) if mtls and client else None,
-                        client_key_file=str(client.key_file) if mtls and client else None,
-                        extra={
-                            "container": container.name,
-                            "container_port": port,
-                            "service": config.services[cell.id],
-                        },
-                    )
-                )
-            started = time.monotonic()
-            wait_ready(
-                endpoints,
-                timeout=options.ready_timeout,
-                logs=container.logs,
-                alive=lambda: None if container.is_running() else "the Dovecot container exited",
-            )
-            options.progress(f"dovecot: {len(cells)} cells ready in {time.monotonic() - started:.2f} s")
-        except BaseException as exc:
-            log = container.logs()
-            container.stop()
-            if isinstance(exc, ServerStartError):
-                raise
-            if isinstance(exc, Exception):
-                raise ServerStartError(f"Dovecot container {container.name} failed to start: {exc}", log) from exc
-            raise
         return DovecotServer(
             container, endpoints, config.services, workdir, username=options.username, oauth_key=oauth_key
         )
-
-
-def _copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path) -> dict[CertProfile, CertPaths]:
-    """Copy each profile's key and chain under the mounted folder; return their container paths."""
-    out: dict[CertProfile, CertPaths] = {}
-    target.mkdir(parents=True, exist_ok=True)
-    target.chmod(0o755)
-    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
-        files = pki.server_files(profile)
-        folder = target / str(profile)
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o755)
-        shutil.copyfile(files.key_file, folder / "key.pem")
-        shutil.copyfile(files.cert_file, folder / "chain.pem")
-        for name in ("key.pem", "chain.pem"):
-            (folder / name).chmod(0o644)
-        out[profile] = CertPaths(f"{ETC}/pki/{profile}/key.pem", f"{ETC}/pki/{profile}/chain.pem")
-    return out

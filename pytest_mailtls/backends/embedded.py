@@ -47,7 +47,7 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol
 from ..readiness import wait_ready
-from .base import Backend, RunningServer, StartOptions
+from .base import Backend, RunningServer, StartOptions, cell_endpoint
 
 __all__ = ["EmbeddedBackend", "EmbeddedServer", "server_context"]
 
@@ -557,18 +557,8 @@ class EmbeddedBackend(Backend):
             if cell.auth.client_cert:
                 client_files = pki.client_files()
         mailbox = capture.ensure_maildir(Path(options.workdir) / "maildirs" / cell.id, mode=0o700)
-        endpoint = Endpoint(
-            cell=cell,
-            host="127.0.0.1",
-            port=0,
-            server_hostname=pki.server_hostname,
-            ca_file=str(pki.ca_file),
-            username=options.username,
-            password=options.password,
-            mailbox=str(mailbox),
-            client_cert_file=str(client_files.cert_file) if client_files else None,
-            client_key_file=str(client_files.key_file) if client_files else None,
-            extra={"backend": "embedded"},
+        endpoint = cell_endpoint(
+            cell, options, port=0, mailbox=str(mailbox), client=client_files, extra={"backend": "embedded"}
         )
         state = _Cell(endpoint, tls_context, log)
         server._cells[cell.id] = state

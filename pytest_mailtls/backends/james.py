@@ -57,12 +57,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from .. import capture
 from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..pki import SessionPKI
 from ..policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
-from .base import Backend, RunningServer, StartOptions
+from .base import Backend, StartOptions
+from .container import (
+    FIRST_PORT,
+    ContainerServer,
+    check_cells,
+    check_render_input,
+    container_ports,
+    exited,
+    launch,
+    make_mail_root,
+    write_files,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Container
@@ -97,8 +107,6 @@ __all__ = [
 
 #: The James release in the image (3.8.2 is not on the Maven Central this project reaches; 3.9 needs Java 21).
 JAMES_VERSION = "3.8.1"
-#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
-FIRST_PORT = 10000
 #: The mail domain James serves; the test user lives there.
 DOMAIN = "mailtls.test"
 #: SASL mechanisms James offers for SMTP (always together); IMAP offers AUTHENTICATE PLAIN plus the LOGIN
@@ -399,11 +407,6 @@ class RenderedConfig:
     missing_ciphers: dict[str, tuple[str, ...]]
 
 
-def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
-    """The container-internal port of each cell, in order."""
-    return [first + i for i in range(len(cells))]
-
-
 def render(
     cells: Sequence[Cell],
     *,
@@ -423,20 +426,16 @@ def render(
     ``truststore`` is the container path of the JKS holding the client CA (needed for mutual TLS);
     both are protected by ``secret``. Raises ``ValueError`` for a cell James cannot serve.
     """
-    if len(ports) != len(cells):
-        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
-    if len(set(ports)) != len(ports) or webadmin_port in ports:
-        raise ValueError(f"ports must be distinct and not {webadmin_port} (WebAdmin): {list(ports)}")
-    if len({c.id for c in cells}) != len(cells):
-        raise ValueError("cells must be distinct (the same cell id appears twice)")
-    for cell in cells:
-        reason = unsupported_reason(cell)
-        if reason:
-            raise ValueError(f"{cell.id}: {reason}")
-        if cell.cert is not None and cell.cert not in keystores:
-            raise ValueError(f"{cell.id}: no keystore for certificate profile {cell.cert}")
-        if cell.auth.client_cert and truststore is None:
-            raise ValueError(f"{cell.id}: mutual TLS needs a truststore")
+    check_render_input(
+        cells,
+        ports,
+        unsupported_reason,
+        certs=keystores,
+        client_ca=truststore is not None,
+        certs_name="keystore for certificate profile",
+        client_ca_name="a truststore",
+        reserved_port=(webadmin_port, "WebAdmin"),
+    )
     if not username or "/" in username or any(ch.isspace() for ch in username) or not password:
         raise ValueError("the test user name must be non-empty without '/' or whitespace, the password non-empty")
     # A bare user name logs in as it is: James then runs without virtual hosting (users without a domain).
@@ -857,30 +856,21 @@ def prepare_build_context(recipe: Path, target: Path) -> Path:
 # --------------------------------------------------------------------------- the backend
 
 
-class JamesServer(RunningServer):
-    """One James JVM (one container) serving many cells."""
+class JamesServer(ContainerServer[int]):
+    """One James JVM (one container) serving many cells.
+
+    Its log is James' own log plus the entrypoint's ``MAILTLS:`` lines; a cell's lines are those of the
+    threads of its server (named after its container port), with the stack traces that follow them.
+    """
+
+    title = "James"
 
     def __init__(self, container: Container, endpoints: list[Endpoint], ports: dict[str, int], workdir: Path) -> None:
-        self.container = container
-        self.endpoints = endpoints
-        self.workdir = workdir
-        self._ports = ports
+        super().__init__(container, endpoints, workdir, ports)
 
-    def logs(self) -> str:
-        """The container's log: James' own log plus the entrypoint's ``MAILTLS:`` lines."""
-        return self.container.logs()
-
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """James' log lines about connections to one cell's port."""
-        try:
-            port = self._ports[cell_id]
-        except KeyError:
-            raise KeyError(f"no cell {cell_id!r} in this James server (it serves {len(self.endpoints)})") from None
-        return cell_log_lines(self.logs(), port)
-
-    def stop(self) -> None:
-        """Remove the container (idempotent); captured Maildirs stay in the workdir."""
-        self.container.stop()
+    def log_lines(self, log: str, key: int) -> list[str]:
+        """The lines of the threads of the server on container port ``key``."""
+        return cell_log_lines(log, key)
 
 
 class JamesBackend(Backend):
@@ -900,14 +890,8 @@ class JamesBackend(Backend):
     def start(self, cells: Sequence[Cell], options: StartOptions) -> JamesServer:
         """Render, start one container for ``cells``, wait for the users and a verified handshake on each port."""
         from .. import runtime
-        from ..readiness import wait_ready
 
-        if not cells:
-            raise ValueError("JamesBackend.start needs at least one cell")
-        for cell in cells:
-            reason = self.unsupported(cell)
-            if reason:
-                raise ValueError(f"{cell.id}: {reason}")
+        check_cells(self, cells)
         root = Path(options.workdir) / "james"
         if root.exists():
             shutil.rmtree(root)
@@ -929,17 +913,10 @@ class JamesBackend(Backend):
             username=options.username,
             password=options.password,
         )
-        for rel, data in config.files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        write_files(root, config.files)
         for path in root.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
-        mail = root / "mail"
-        mail.mkdir()
-        mail.chmod(0o777)
-        for folder in config.maildirs.values():
-            capture.ensure_maildir(mail / folder)
+        make_mail_root(root / "mail", config.maildirs.values())
         reported: set[str] = set()
         for cell in cells:
             gaps = config.missing_ciphers.get(cell.id)
@@ -954,53 +931,32 @@ class JamesBackend(Backend):
         context = prepare_build_context(runtime.containers_root() / "james", Path(options.workdir) / "image-context")
         image = runtime.ensure_image("james", progress=options.progress, containers_dir=context)
         options.progress(f"james: starting one JVM for {len(cells)} cells")
-        started = time.monotonic()  # the deadline covers the JVM, not a first image build
-        container = runtime.start_container(
-            image,
-            name="mailtls-james",
-            ports=ports,
-            volumes={str(root): {"bind": ROOT, "mode": "rw"}},
-            environment=config.environment,
-        )
-        try:
-            client = pki.client_files() if any(c.auth.client_cert for c in cells) else None
-            endpoints = []
-            for cell, port in zip(cells, ports, strict=True):
-                mtls = client is not None and cell.auth.client_cert
-                extra: dict[str, object] = {"container": container.name, "container_port": port}
-                if config.missing_ciphers.get(cell.id):
-                    extra["jvm_missing_ciphers"] = list(config.missing_ciphers[cell.id])
-                endpoints.append(
-                    Endpoint(
-                        cell=cell,
-                        host="127.0.0.1",
-                        port=container.host_port(port),
-                        server_hostname=pki.server_hostname,
-                        ca_file=str(pki.ca_file),
-                        username=options.username,
-                        password=options.password,
-                        mailbox=str(mail / config.maildirs[cell.id]),
-                        client_cert_file=str(client.cert_file) if mtls and client else None,
-                        client_key_file=str(client.key_file) if mtls and client else None,
-                        extra=extra,
-                    )
-                )
+
+        def ready(container: Container, endpoints: list[Endpoint], started: float) -> None:
+            from ..readiness import wait_ready
+
             deadline = started + options.ready_timeout
-
-            def alive() -> str | None:
-                return None if container.is_running() else "the James container exited"
-
+            alive = exited(container, "James")
             _wait_provisioned(container.logs, alive, deadline)
             wait_ready(endpoints, timeout=max(1.0, deadline - time.monotonic()), logs=container.logs, alive=alive)
-            options.progress(f"james: {len(cells)} cells ready in {time.monotonic() - started:.1f} s")
-        except BaseException as exc:
-            log = container.logs()
-            container.stop()
-            if isinstance(exc, ServerStartError):
-                raise
-            if isinstance(exc, Exception):
-                raise ServerStartError(f"James container {container.name} failed to start: {exc}", log) from exc
-            raise
+
+        def extra(cell: Cell, port: int) -> dict[str, object]:
+            missing = config.missing_ciphers.get(cell.id)
+            return {"jvm_missing_ciphers": list(missing)} if missing else {}
+
+        container, endpoints = launch(
+            "james",
+            image,
+            cells,
+            ports,
+            options,
+            volumes={str(root): {"bind": ROOT, "mode": "rw"}},
+            environment=config.environment,
+            mailbox=lambda cell: str(root / "mail" / config.maildirs[cell.id]),
+            extra=extra,
+            ready=ready,
+            started=time.monotonic(),  # the deadline covers the JVM, not a first image build
+        )
         return JamesServer(container, endpoints, {c.id: p for c, p in zip(cells, ports, strict=True)}, root)
 
 

@@ -23,9 +23,8 @@ starts the container and waits until every port passed a real exchange.
 
 from __future__ import annotations
 
-import os
+import functools
 import re
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -33,12 +32,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import capture
 from ..errors import ServerStartError
 from ..manifest import Endpoint
-from ..pki import SessionPKI
 from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
-from .base import Backend, RunningServer, StartOptions
+from .base import Backend, StartOptions
+from .container import (
+    FIRST_PORT,
+    CertPaths,
+    ContainerServer,
+    check_cells,
+    check_render_input,
+    container_ports,
+    copy_client_ca,
+    copy_pki,
+    exited,
+    launch,
+    mail_owner,
+    make_mail_root,
+    safe_logs,
+    write_files,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Container
@@ -61,8 +74,6 @@ __all__ = [
     "unsupported_reason",
 ]
 
-#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
-FIRST_PORT = 10000
 #: Mail domain of the per-cell capture addresses (``<cell id>@capture.mailtls.invalid``); never a real one.
 CAPTURE_DOMAIN = "capture.mailtls.invalid"
 #: Maildir (under the mail root) for mail no cell received: bounces, ``sendmail`` inside the container.
@@ -119,12 +130,8 @@ def unsupported_reason(cell: Cell) -> str | None:
 # --------------------------------------------------------------------------- rendering (pure)
 
 
-@dataclass(frozen=True)
-class ServiceFiles:
-    """Container paths of one certificate profile's files, as ``smtpd_tls_chain_files`` wants them."""
-
-    key_file: str
-    cert_file: str
+#: Container paths of one certificate profile's files, as ``smtpd_tls_chain_files`` wants them.
+ServiceFiles = CertPaths
 
 
 @dataclass(frozen=True)
@@ -148,11 +155,6 @@ class RenderedConfig:
     syslog_names: dict[str, str]
 
 
-def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
-    """The container-internal port of each cell, in order."""
-    return [first + i for i in range(len(cells))]
-
-
 def render(
     cells: Sequence[Cell],
     *,
@@ -174,21 +176,7 @@ def render(
     every message also goes to ``dovecot.mailbox`` over LMTP. Raises ``ValueError`` for a cell Postfix
     cannot serve or an unusable user name/password/mailbox.
     """
-    if len(ports) != len(cells):
-        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
-    if len(set(ports)) != len(ports):
-        raise ValueError(f"ports must be distinct: {list(ports)}")
-    ids = [c.id for c in cells]
-    if len(set(ids)) != len(ids):
-        raise ValueError("cells must be distinct (the same cell id appears twice)")
-    for cell in cells:
-        reason = unsupported_reason(cell)
-        if reason:
-            raise ValueError(f"{cell.id}: {reason}")
-        if cell.cert is not None and cell.cert not in cert_files:
-            raise ValueError(f"{cell.id}: no certificate files for profile {cell.cert}")
-        if cell.auth.client_cert and not client_ca_file:
-            raise ValueError(f"{cell.id}: mutual TLS needs client_ca_file")
+    check_render_input(cells, ports, unsupported_reason, certs=cert_files, client_ca=bool(client_ca_file))
     if not username or any(ch.isspace() or ch in ":/'\"\\" for ch in username) or username.count("@") > 1:
         raise ValueError(f"unusable test user name {username!r}: no whitespace, quotes, ':' or '/', one '@' at most")
     if not password or "\n" in password or "\r" in password:
@@ -582,13 +570,16 @@ class DovecotLink:
     mailbox: str | None = None
 
 
-class PostfixServer(RunningServer):
+class PostfixServer(ContainerServer[str]):
     """One Postfix container serving many cells.
 
-    In the combined stack (``dovecot`` is set) each endpoint's ``messages()`` is still what that cell
-    accepted (its capture Maildir); the same messages are in the Dovecot user's INBOX, with a
-    :data:`CELL_HEADER` header naming the cell.
+    Its log is Postfix's maillog (SASL failures included); a cell's lines are those of its smtpd and
+    cleanup services plus the queue and delivery lines of its mail. In the combined stack (``dovecot`` is
+    set) each endpoint's ``messages()`` is still what that cell accepted (its capture Maildir); the same
+    messages are in the Dovecot user's INBOX, with a :data:`CELL_HEADER` header naming the cell.
     """
+
+    title = "Postfix"
 
     def __init__(
         self,
@@ -598,27 +589,12 @@ class PostfixServer(RunningServer):
         workdir: Path,
         dovecot: DovecotLink | None = None,
     ) -> None:
-        self.container = container
-        self.endpoints = endpoints
-        self.workdir = workdir
+        super().__init__(container, endpoints, workdir, syslog_names)
         self.dovecot = dovecot
-        self._syslog_names = syslog_names
 
-    def logs(self) -> str:
-        """The container's log (``docker logs``: Postfix's maillog, SASL failures included)."""
-        return self.container.logs()
-
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Log lines of one cell: its smtpd and cleanup lines, plus queue and delivery lines of its mail."""
-        try:
-            name = self._syslog_names[cell_id]
-        except KeyError:
-            raise KeyError(f"no cell {cell_id!r} in this Postfix server (it serves {len(self.endpoints)})") from None
-        return cell_log_lines(self.logs(), name)
-
-    def stop(self) -> None:
-        """Remove the container (idempotent); captured Maildirs stay in the workdir."""
-        self.container.stop()
+    def log_lines(self, log: str, key: str) -> list[str]:
+        """The lines of the cell whose services log as ``key`` (its ``syslog_name``)."""
+        return cell_log_lines(log, key)
 
 
 class PostfixBackend(Backend):
@@ -653,27 +629,14 @@ class PostfixBackend(Backend):
     def start(self, cells: Sequence[Cell], options: StartOptions) -> PostfixServer:
         """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
         from .. import runtime
-        from ..readiness import wait_ready
 
-        if not cells:
-            raise ValueError("PostfixBackend.start needs at least one cell")
-        for cell in cells:
-            reason = self.unsupported(cell)
-            if reason:
-                raise ValueError(f"{cell.id}: {reason}")
+        check_cells(self, cells)
         workdir = Path(options.workdir)
         etc, mail = workdir / "etc", workdir / "mail"
         pki = options.pki
-        cert_files = _copy_pki(cells, pki, etc / "pki")
-        mtls = any(c.auth.client_cert for c in cells)
-        client_ca = None
-        if mtls:
-            (etc / "pki").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pki.client_ca_file, etc / "pki" / "client-ca.pem")
-            client_ca = f"{ETC}/pki/client-ca.pem"
-        uid, gid = os.getuid(), os.getgid()
-        if uid == 0:
-            uid = gid = MAIL_UID  # root on the host reads any file; virtual(8) will not write as root
+        cert_files = copy_pki(cells, pki, etc / "pki", f"{ETC}/pki")
+        client_ca = copy_client_ca(cells, pki, etc / "pki", f"{ETC}/pki")
+        uid, gid = mail_owner(MAIL_UID)  # virtual(8) will not write as root
         ports = container_ports(cells)
         link = self.dovecot
         handoff = None
@@ -690,15 +653,8 @@ class PostfixBackend(Backend):
             mail_gid=gid,
             dovecot=handoff,
         )
-        for rel, text in config.files.items():
-            path = etc / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            path.chmod(0o644)  # read inside the container by root and by postfix
-        mail.mkdir(parents=True, exist_ok=True)
-        mail.chmod(0o777)
-        for folder in [UNATTRIBUTED, *config.maildirs.values()]:
-            capture.ensure_maildir(mail / folder)
+        write_files(etc, config.files)  # read inside the container by root and by postfix
+        make_mail_root(mail, [UNATTRIBUTED, *config.maildirs.values()])
 
         volumes = {str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}}
         environment: dict[str, str] = {}
@@ -714,67 +670,50 @@ class PostfixBackend(Backend):
                 )
         options.progress(f"postfix: starting one container for {len(cells)} cells")
         image = runtime.ensure_image("postfix", progress=options.progress)
-        container = runtime.start_container(
-            image, name="mailtls-postfix", ports=ports, volumes=volumes, environment=environment
+        container, endpoints = launch(
+            "postfix",
+            image,
+            cells,
+            ports,
+            options,
+            volumes=volumes,
+            environment=environment,
+            mailbox=lambda cell: str(mail / config.maildirs[cell.id]),
+            extra=lambda cell, port: {
+                "syslog_name": config.syslog_names[cell.id],
+                **({"delivers_to": handoff.mailbox, "sasl": "dovecot"} if handoff else {}),
+            },
+            ready=None if link is None else functools.partial(_ready_with_dovecot, link, options),
         )
-        try:
-            client = pki.client_files() if mtls else None
-            endpoints = []
-            for cell, port in zip(cells, ports, strict=True):
-                own = client if cell.auth.client_cert else None
-                endpoints.append(
-                    Endpoint(
-                        cell=cell,
-                        host="127.0.0.1",
-                        port=container.host_port(port),
-                        server_hostname=pki.server_hostname,
-                        ca_file=str(pki.ca_file),
-                        username=options.username,
-                        password=options.password,
-                        mailbox=str(mail / config.maildirs[cell.id]),
-                        client_cert_file=str(own.cert_file) if own else None,
-                        client_key_file=str(own.key_file) if own else None,
-                        extra={
-                            "container": container.name,
-                            "container_port": port,
-                            "syslog_name": config.syslog_names[cell.id],
-                            **({"delivers_to": handoff.mailbox, "sasl": "dovecot"} if handoff else {}),
-                        },
-                    )
-                )
-
-            def alive() -> str | None:
-                if link is not None and link.started is not None and link.started.done():
-                    failure = link.started.exception()
-                    if failure is not None:
-                        return f"the Dovecot it hands mail to did not start ({type(failure).__name__}: {failure})"
-                return None if container.is_running() else "the Postfix container exited"
-
-            started = time.monotonic()
-            if link is not None:
-                _await_sockets(link, alive)
-            wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=alive)
-            if link is not None and link.started is not None:
-                # Ready means the flow works: the Dovecot's IMAP/POP3 and LMTP side must be up too.
-                left = max(1.0, options.ready_timeout - (time.monotonic() - started))
-                try:
-                    link.started.result(timeout=left)
-                except Exception as exc:
-                    why = "did not finish starting in time" if isinstance(exc, TimeoutError) else f"failed: {exc}"
-                    raise ServerStartError(
-                        f"the Dovecot this Postfix hands mail to {why}", _safe_logs(container)
-                    ) from exc
-            options.progress(f"postfix: {len(cells)} cells ready in {time.monotonic() - started:.2f} s")
-        except Exception as exc:
-            log = _safe_logs(container)
-            container.stop()
-            if isinstance(exc, ServerStartError):
-                raise
-            raise ServerStartError(f"Postfix container {container.name} did not start: {exc}", log) from exc
-        except BaseException:  # KeyboardInterrupt and friends: leave nothing behind
-            container.stop()
-            raise
         return PostfixServer(container, endpoints, config.syslog_names, workdir, link)
+
+
+def _ready_with_dovecot(
+    link: DovecotLink, options: StartOptions, container: Container, endpoints: list[Endpoint], started: float
+) -> None:
+    """Wait for the Dovecot's sockets, then for every port, then (ready means the flow works) for the
+    Dovecot's own start; fail at once when either container dies or the Dovecot's start fails."""
+    from ..readiness import wait_ready
+
+    container_alive = exited(container, "Postfix")
+
+    def alive() -> str | None:
+        if link.started is not None and link.started.done():
+            failure = link.started.exception()
+            if failure is not None:
+                return f"the Dovecot it hands mail to did not start ({type(failure).__name__}: {failure})"
+        return container_alive()
+
+    _await_sockets(link, alive)
+    wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=alive)
+    if link.started is not None:
+        # Ready means the flow works: the Dovecot's IMAP/POP3 and LMTP side must be up too.
+        left = max(1.0, options.ready_timeout - (time.monotonic() - started))
+        try:
+            link.started.result(timeout=left)
+        except Exception as exc:
+            why = "did not finish starting in time" if isinstance(exc, TimeoutError) else f"failed: {exc}"
+            raise ServerStartError(f"the Dovecot this Postfix hands mail to {why}", safe_logs(container)) from exc
 
 
 def _address(username: str) -> str:
@@ -798,25 +737,3 @@ def _await_sockets(link: DovecotLink, alive: Callable[[], str | None]) -> None:
             missing = [str(p) for p in wanted if not p.is_socket()]
             raise ServerStartError(f"Dovecot started but these sockets are missing: {', '.join(missing)}")
         time.sleep(0.02)
-
-
-def _safe_logs(container: Container) -> str:
-    try:
-        return container.logs()
-    except Exception as exc:  # the engine went away: the error at hand matters more than the log
-        return f"(could not read the container log: {exc})"
-
-
-def _copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path) -> dict[CertProfile, ServiceFiles]:
-    """Copy each profile's key and chain under the mounted folder; return their container paths."""
-    out: dict[CertProfile, ServiceFiles] = {}
-    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
-        files = pki.server_files(profile)
-        folder = target / str(profile)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(files.key_file, folder / "key.pem")
-        shutil.copyfile(files.cert_file, folder / "chain.pem")
-        for name in ("key.pem", "chain.pem"):
-            (folder / name).chmod(0o644)
-        out[profile] = ServiceFiles(f"{ETC}/pki/{profile}/key.pem", f"{ETC}/pki/{profile}/chain.pem")
-    return out

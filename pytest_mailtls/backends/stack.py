@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,16 +131,8 @@ def start_stack(
     def start(name: str) -> RunningServer:
         peer = peers[name]
         peer.workdir.mkdir(parents=True, exist_ok=True)
-        own = StartOptions(
-            pki=options.pki,
-            workdir=peer.workdir,
-            username=options.username,
-            password=options.password,
-            ready_timeout=options.ready_timeout,
-            progress=options.progress,
-        )
         try:
-            server = peer.backend.start(peer.cells, own)
+            server = peer.backend.start(peer.cells, replace(options, workdir=peer.workdir))
         except BaseException as exc:
             peer.resolve(error=exc)
             raise

@@ -6,11 +6,13 @@ profile, runs it with a deadline and reads the exit status and output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MailTLSError
@@ -156,9 +158,16 @@ class CommandClient(Client):
 
 
 class _ToolClient(Client):
-    """Shared run logic of the known command-line clients."""
+    """Shared run logic of the known command-line clients.
+
+    A tool says how it is called (:meth:`argv`, or :meth:`command` when it needs more than an argument
+    vector; :meth:`outgoing`, :meth:`stdin`) and how its output reads (:meth:`outcome`); :meth:`run` runs it
+    and judges the result the same way for every tool.
+    """
 
     program: str = ""
+    #: Seconds the process gets beyond ``timeout`` (the tool's own deadline) before it is killed.
+    grace: float = 5.0
 
     def __init__(self, profile: ClientProfile, *, timeout: float = 30.0) -> None:
         self.profile = profile
@@ -170,20 +179,35 @@ class _ToolClient(Client):
             return f"{self.program!r} is not installed: apt-get install {self.program.split('-')[0]}"
         return None
 
-    def _finish(
-        self,
-        endpoint: Endpoint,
-        argv: list[str],
-        code: int,
-        out: str,
-        err: str,
-        seconds: float,
-        *,
-        version: str | None,
-        cipher: str | None,
-        message: OutgoingMessage | None,
-        error_lines: str | None = None,
-    ) -> ClientResult:
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None = None) -> list[str]:
+        """The argument vector for one session with ``endpoint`` (sending ``message``, if any)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def command(self, endpoint: Endpoint, message: OutgoingMessage | None) -> Iterator[list[str]]:
+        """The argument vector, valid while the block runs (a tool may need files that long)."""
+        yield self.argv(endpoint, message)
+
+    def outgoing(self, endpoint: Endpoint, send: bool) -> OutgoingMessage | None:
+        """The message this run sends (``send``: whether the caller wants one sent)."""
+        return OutgoingMessage.for_endpoint(endpoint, self.name) if send else None
+
+    def stdin(self, endpoint: Endpoint, message: OutgoingMessage | None) -> bytes | None:
+        """What the tool reads on its standard input: the message, where there is one."""
+        return message.as_bytes() if message else None
+
+    def outcome(self, code: int, out: str, err: str) -> tuple[str | None, str | None, str | None]:
+        """The negotiated version and cipher the output names, and the lines that explain a failure
+        (``None``: the output's tail)."""
+        raise NotImplementedError
+
+    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
+        message = self.outgoing(endpoint, send)
+        with self.command(endpoint, message) as argv:
+            code, out, err, seconds = run_command(
+                argv, stdin=self.stdin(endpoint, message), timeout=self.timeout + self.grace
+            )
+        version, cipher, error_lines = self.outcome(code, out, err)
         transcript = mask_secrets(f"$ {shlex.join(argv)}\n{out}\n{err}".strip(), endpoint)
         ok = code == 0
         error = ""
@@ -218,7 +242,7 @@ class CurlClient(_ToolClient):
 
     program = "curl"
 
-    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None) -> list[str]:
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None = None) -> list[str]:
         p = self.profile
         argv = ["curl", "-sS", "-v", "--max-time", str(int(self.timeout))]
         argv += ["--resolve", f"{endpoint.server_hostname}:{endpoint.port}:{endpoint.host}"]
@@ -253,27 +277,14 @@ class CurlClient(_ToolClient):
             url += "/"  # LIST after login
         return [*argv, url]
 
-    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
-        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send and endpoint.protocol == "smtp" else None
-        argv = self.argv(endpoint, message)
-        code, out, err, seconds = run_command(
-            argv, stdin=message.as_bytes() if message else None, timeout=self.timeout + 5
-        )
+    def outgoing(self, endpoint: Endpoint, send: bool) -> OutgoingMessage | None:
+        return super().outgoing(endpoint, send and endpoint.protocol == "smtp")
+
+    def outcome(self, code: int, out: str, err: str) -> tuple[str | None, str | None, str | None]:
         found = re.search(r"SSL connection using (\S+) / (\S+)", err)
         # Keep what the client said and what the server answered; drop what curl sent (it carries credentials).
         said = [ln for ln in err.splitlines() if not ln.startswith(("> ", "} [", "{ [")) and ln.strip()]
-        return self._finish(
-            endpoint,
-            argv,
-            code,
-            out,
-            err,
-            seconds,
-            version=found.group(1) if found else None,
-            cipher=found.group(2) if found else None,
-            message=message,
-            error_lines="\n".join(said[-40:]),
-        )
+        return *_groups(found), "\n".join(said[-40:])
 
 
 # --- openssl s_client ---------------------------------------------------------------
@@ -286,8 +297,9 @@ class OpenSSLClient(_ToolClient):
     """``openssl s_client``: the TLS handshake (after STARTTLS where the port needs it) and nothing else."""
 
     program = "openssl"
+    grace = 0.0  # s_client has no deadline of its own: ``timeout`` is the whole session's
 
-    def argv(self, endpoint: Endpoint) -> list[str]:
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None = None) -> list[str]:
         p = self.profile
         argv = ["openssl", "s_client", "-connect", f"{endpoint.host}:{endpoint.port}", "-brief"]
         argv += ["-servername", endpoint.server_hostname]
@@ -308,27 +320,18 @@ class OpenSSLClient(_ToolClient):
             argv += ["-cert", endpoint.client_cert_file, "-key", endpoint.client_key_file or endpoint.client_cert_file]
         return argv
 
-    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
-        argv = self.argv(endpoint)
+    def outgoing(self, endpoint: Endpoint, send: bool) -> OutgoingMessage | None:
+        return None  # the handshake alone
+
+    def stdin(self, endpoint: Endpoint, message: OutgoingMessage | None) -> bytes | None:
         # One line for the server to answer: a TLS 1.3 client-certificate rejection arrives with the first read.
-        code, out, err, seconds = run_command(
-            argv, stdin=_S_CLIENT_BYE[endpoint.protocol].encode(), timeout=self.timeout
-        )
+        return _S_CLIENT_BYE[endpoint.protocol].encode()
+
+    def outcome(self, code: int, out: str, err: str) -> tuple[str | None, str | None, str | None]:
         version = re.search(r"Protocol version: (\S+)", err)
         cipher = re.search(r"Ciphersuite: (\S+)", err)
         lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("Requested Signature", "Peer "))]
-        return self._finish(
-            endpoint,
-            argv,
-            code,
-            out,
-            err,
-            seconds,
-            version=version.group(1) if version else None,
-            cipher=cipher.group(1) if cipher else None,
-            message=None,
-            error_lines="\n".join(lines[-30:]),
-        )
+        return version.group(1) if version else None, cipher.group(1) if cipher else None, "\n".join(lines[-30:])
 
 
 # --- swaks --------------------------------------------------------------------------
@@ -341,7 +344,7 @@ class SwaksClient(_ToolClient):
 
     program = "swaks"
 
-    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None) -> list[str]:
+    def argv(self, endpoint: Endpoint, message: OutgoingMessage | None = None) -> list[str]:
         p = self.profile
         argv = ["swaks", "--server", endpoint.host, "--port", str(endpoint.port), "--timeout", str(int(self.timeout))]
         argv += ["--helo", "mailtls.client", "--to", endpoint.address, "--from", endpoint.address]
@@ -368,25 +371,14 @@ class SwaksClient(_ToolClient):
             argv += ["--quit-after", "AUTH" if auth else "EHLO"]
         return argv
 
-    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
-        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send else None
-        argv = self.argv(endpoint, message)
-        code, out, err, seconds = run_command(argv, timeout=self.timeout + 5)
+    def stdin(self, endpoint: Endpoint, message: OutgoingMessage | None) -> bytes | None:
+        return None  # swaks writes the message itself (its headers come from the arguments)
+
+    def outcome(self, code: int, out: str, err: str) -> tuple[str | None, str | None, str | None]:
         found = re.search(r"TLS started with cipher (TLSv[\d.]+):([^:\s]+)", out + err)
         # Keep swaks' own remarks (===, ***) and the server's replies (<-, <~, <**); drop what it sent.
         said = [ln for ln in (out + "\n" + err).splitlines() if ln.lstrip().startswith(("***", "<", "==="))]
-        return self._finish(
-            endpoint,
-            argv,
-            code,
-            out,
-            err,
-            seconds,
-            version=found.group(1) if found else None,
-            cipher=found.group(2) if found else None,
-            message=message,
-            error_lines="\n".join(said[-30:]) + f"\nswaks exit status {code}",
-        )
+        return *_groups(found), "\n".join(said[-30:]) + f"\nswaks exit status {code}"
 
 
 # --- msmtp --------------------------------------------------------------------------
@@ -429,31 +421,25 @@ class MsmtpClient(_ToolClient):
             lines.append("auth off")
         return "\n".join(lines) + "\n"
 
-    def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
-        message = OutgoingMessage.for_endpoint(endpoint, self.name) if send else None
+    @contextlib.contextmanager
+    def command(self, endpoint: Endpoint, message: OutgoingMessage | None) -> Iterator[list[str]]:
+        """msmtp's arguments, with the account in a private config file that lives as long as the block."""
         fd, path = tempfile.mkstemp(prefix="mailtls-msmtp-", suffix=".conf")
         try:
             with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600, which msmtp insists on
                 fh.write(self.config(endpoint))
             argv = ["msmtp", "-C", path, "-a", "default", "--debug"]
-            argv += [endpoint.address] if message is not None else ["--serverinfo"]
-            code, out, err, seconds = run_command(
-                argv, stdin=message.as_bytes() if message else None, timeout=self.timeout + 5
-            )
+            yield argv + ([endpoint.address] if message is not None else ["--serverinfo"])
         finally:
             Path(path).unlink(missing_ok=True)
+
+    def outcome(self, code: int, out: str, err: str) -> tuple[str | None, str | None, str | None]:
         params = re.search(r"\((TLS1\.\d)\)-(\S+)", out + err)
         version = {v: k for k, v in _GNUTLS_VERSIONS.items()}.get(params.group(1)) if params else None
         said = [ln for ln in err.splitlines() if ln.startswith("msmtp:")]
-        return self._finish(
-            endpoint,
-            argv,
-            code,
-            out,
-            err,
-            seconds,
-            version=version,
-            cipher=params.group(2) if params else None,
-            message=message,
-            error_lines="\n".join(said) or None,
-        )
+        return version, params.group(2) if params else None, "\n".join(said) or None
+
+
+def _groups(found: re.Match[str] | None) -> tuple[str | None, str | None]:
+    """Groups 1 and 2 of a match, or two ``None``."""
+    return (found.group(1), found.group(2)) if found else (None, None)

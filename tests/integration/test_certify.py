@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mailtls import runtime
-from pytest_mailtls.backends.base import RunningServer, StartOptions
+from pytest_mailtls.backends.base import Backend, RunningServer, StartOptions
 from pytest_mailtls.backends.embedded import EmbeddedBackend, EmbeddedServer
 from pytest_mailtls.certify import assert_outcome, certify, check, exit_status, version_findings
 from pytest_mailtls.clients import get_client
@@ -29,6 +29,8 @@ from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import FAILURE_CLASSES
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.report import Report
+
+from .cellchecks import serve
 
 pytestmark = pytest.mark.integration
 
@@ -318,30 +320,25 @@ def docker_pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
     return SessionPKI(tmp_path_factory.mktemp("certify-docker-pki"))
 
 
+def _default_cells(backend: Backend, pki: SessionPKI, workdir: Path) -> Iterator[RunningServer]:
+    """A server fixture's body: ``backend`` serving its default cells."""
+    yield from serve(
+        lambda: backend.start(MATRIX.cells(servers=[backend.name]), StartOptions(pki=pki, workdir=workdir))
+    )
+
+
 @pytest.fixture(scope="module")
 def postfix(docker_pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     from pytest_mailtls.backends.postfix import PostfixBackend
 
-    server = PostfixBackend().start(
-        MATRIX.cells(servers=["postfix"]), StartOptions(pki=docker_pki, workdir=tmp_path_factory.mktemp("pf"))
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _default_cells(PostfixBackend(), docker_pki, tmp_path_factory.mktemp("pf"))
 
 
 @pytest.fixture(scope="module")
 def dovecot(docker_pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     from pytest_mailtls.backends.dovecot import DovecotBackend
 
-    server = DovecotBackend().start(
-        MATRIX.cells(servers=["dovecot"]), StartOptions(pki=docker_pki, workdir=tmp_path_factory.mktemp("dv"))
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _default_cells(DovecotBackend(), docker_pki, tmp_path_factory.mktemp("dv"))
 
 
 def test_python_smtplib_against_postfix(postfix: RunningServer) -> None:

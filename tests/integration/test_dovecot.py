@@ -29,15 +29,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pytest_mailtls import runtime
-from pytest_mailtls.backends import dovecot as dovecot_backend
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.dovecot import MECHANISMS, DovecotBackend, DovecotServer, mint_jwt
-from pytest_mailtls.connect import ProtocolError, open_client, plain_exchange, tls_handshake
+from pytest_mailtls.connect import ProtocolError, open_client, plain_exchange
 from pytest_mailtls.errors import ServerStartError
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+
+from .cellchecks import CERT_ERRORS, break_dovecot_render, find, handshake, ids, needs_engine, serve, server_side
 
 pytestmark = [
     pytest.mark.integration,
@@ -69,24 +70,9 @@ CELLS = [*MATRIX_CELLS, *EXTRA_CELLS]
 TLS_CELLS = [c for c in CELLS if c.tls]
 STARTTLS_CELLS = [c for c in CELLS if c.mode in (Mode.STARTTLS, Mode.STARTTLS_REQUIRED)]
 
-# What a verifying client must report for each faulty certificate (OpenSSL's words).
-CERT_ERRORS = {
-    CertProfile.EXPIRED: "certificate has expired",
-    CertProfile.NOT_YET_VALID: "certificate is not yet valid",
-    CertProfile.WRONG_HOST: "Hostname mismatch",
-    CertProfile.SELF_SIGNED: "self-signed certificate",
-    CertProfile.UNTRUSTED_CA: "unable to get local issuer certificate",
-    CertProfile.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
-    CertProfile.WEAK_RSA_1024: "key too weak",
-    CertProfile.SHA1_SIGNATURE: "digest algorithm too weak",
-}
 # A client that offers every cipher OpenSSL has, so that only the server's version rules decide.
 EVERY_CIPHER = "ALL:@SECLEVEL=0"
 LOGIN_ERRORS = (imaplib.IMAP4.error, poplib.error_proto)
-
-
-def ids(cells: list[Cell]) -> list[str]:
-    return [c.id for c in cells]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -99,36 +85,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
 
 @pytest.fixture(scope="module")
 def server(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    problem = runtime.engine_problem()
-    if problem:
-        pytest.skip(problem)
-    running = DovecotBackend().start(CELLS, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("dovecot")))
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serve(
+        lambda: DovecotBackend().start(CELLS, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("dovecot")))
+    )
 
 
 @pytest.fixture
 def endpoint(server: DovecotServer, request: pytest.FixtureRequest) -> Endpoint:
     """The endpoint serving the cell the test is parametrized with (indirectly, by cell)."""
-    cell: Cell = request.param
-    return find(server, cell.id)
-
-
-def find(server: DovecotServer, cell_id: str) -> Endpoint:
-    return next(e for e in server.endpoints if e.id == cell_id)
+    return find(server, request.param.id)
 
 
 @contextlib.contextmanager
-def server_side(server: DovecotServer, endpoint: Endpoint) -> Iterator[None]:
-    """Attach the cell's server log lines to any failure inside the block."""
+def session(endpoint: Endpoint, **options: Any) -> Iterator[Any]:
+    """An imaplib/poplib client for the cell (``open_client`` options), closed however the block ends."""
+    client = open_client(endpoint, **options)
     try:
-        yield
-    except BaseException as exc:
-        lines = server.cell_logs(endpoint.id)[-40:]
-        exc.add_note(f"server log of {endpoint.id} ({len(lines)} last lines):\n" + "\n".join(lines))
-        raise
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
 def wait_for_log(server: DovecotServer, cell_id: str, predicate: Callable[[list[str]], bool]) -> list[str]:
@@ -150,22 +126,10 @@ def working_context(endpoint: Endpoint, *, client_cert: bool | None = None) -> s
     return ctx
 
 
-def handshake(endpoint: Endpoint, context: ssl.SSLContext) -> Any:
-    return tls_handshake(
-        endpoint.host,
-        endpoint.port,
-        protocol=endpoint.protocol,
-        implicit=endpoint.mode is Mode.IMPLICIT,
-        context=context,
-        server_hostname=endpoint.server_hostname,
-    )
-
-
 def login(endpoint: Endpoint, *, password: str | None = None, context: ssl.SSLContext | None = None) -> str:
     """Log in as the test user and touch the mailbox; return the server's reply. Raises on refusal."""
-    client = open_client(endpoint, context=context if context is not None else working_context(endpoint))
     secret = password if password is not None else endpoint.password
-    try:
+    with session(endpoint, context=context if context is not None else working_context(endpoint)) as client:
         if endpoint.protocol == "imap":
             _, data = client.login(endpoint.username, secret)
             assert client.select("INBOX")[0] == "OK"
@@ -176,15 +140,11 @@ def login(endpoint: Endpoint, *, password: str | None = None, context: ssl.SSLCo
         client.stat()
         client.quit()
         return reply
-    finally:
-        with contextlib.suppress(Exception):
-            client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
 def sasl(endpoint: Endpoint, mechanism: str, initial: Callable[[bytes], bytes]) -> None:
     """Authenticate with ``mechanism`` after TLS (IMAP AUTHENTICATE / POP3 AUTH); raise when refused."""
-    client = open_client(endpoint, context=working_context(endpoint))
-    try:
+    with session(endpoint, context=working_context(endpoint)) as client:
         if endpoint.protocol == "imap":
             client.authenticate(mechanism, initial)
             client.logout()
@@ -196,9 +156,6 @@ def sasl(endpoint: Endpoint, mechanism: str, initial: Callable[[bytes], bytes]) 
             reply = client._shortcmd(f"AUTH {mechanism} " + base64.b64encode(initial(b"")).decode())
         assert reply.startswith(b"+OK"), reply
         client.quit()
-    finally:
-        with contextlib.suppress(Exception):
-            client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
 def mechanism_response(endpoint: Endpoint, mechanism: str, token: str) -> Callable[[bytes], bytes]:
@@ -384,8 +341,7 @@ TLS_ONLY_STARTTLS = [c for c in STARTTLS_CELLS if c.auth.tls_only or c.mode is M
 def test_no_authentication_before_starttls(server: DovecotServer, endpoint: Endpoint) -> None:
     """IMAP LOGIN/AUTHENTICATE and POP3 USER/AUTH are refused before STARTTLS; the same client succeeds
     after it (the twin). Pre-TLS capabilities announce no mechanism."""
-    client = open_client(endpoint, starttls=False)
-    try:
+    with session(endpoint, starttls=False) as client:
         if endpoint.protocol == "imap":
             assert "LOGINDISABLED" in client.capabilities
             assert not any(c.startswith("AUTH=") for c in client.capabilities)
@@ -406,9 +362,6 @@ def test_no_authentication_before_starttls(server: DovecotServer, endpoint: Endp
             client.user(endpoint.username)
             assert client.pass_(endpoint.password).startswith(b"+OK")
             client.quit()
-    finally:
-        with contextlib.suppress(Exception):
-            client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
 CLEARTEXT_CELLS = [c for c in CELLS if not c.auth.tls_only and c.mode is not Mode.STARTTLS_REQUIRED]
@@ -416,8 +369,7 @@ CLEARTEXT_CELLS = [c for c in CELLS if not c.auth.tls_only and c.mode is not Mod
 
 @pytest.mark.parametrize("endpoint", CLEARTEXT_CELLS, ids=ids(CLEARTEXT_CELLS), indirect=True)
 def test_cleartext_auth_cells_take_passwords_without_tls(endpoint: Endpoint) -> None:
-    client = open_client(endpoint, starttls=False)
-    try:
+    with session(endpoint, starttls=False) as client:
         if endpoint.protocol == "imap":
             assert "AUTH=PLAIN" in client.capabilities and "LOGINDISABLED" not in client.capabilities
             assert client.login(endpoint.username, endpoint.password)[0] == "OK"
@@ -427,9 +379,6 @@ def test_cleartext_auth_cells_take_passwords_without_tls(endpoint: Endpoint) -> 
             client.user(endpoint.username)
             assert client.pass_(endpoint.password).startswith(b"+OK")
             client.quit()
-    finally:
-        with contextlib.suppress(Exception):
-            client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
 MECHANISM_CELLS = [
@@ -661,16 +610,8 @@ def test_cell_logs_hold_that_cells_sessions_only(server: DovecotServer) -> None:
 def test_a_failed_start_leaves_nothing_behind(
     pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if runtime.engine_problem():
-        pytest.skip(runtime.engine_problem() or "")
-    real_render = dovecot_backend.render
-
-    def broken_render(*args: Any, **kwargs: Any) -> dovecot_backend.RenderedConfig:
-        config = real_render(*args, **kwargs)
-        config.files["dovecot.conf"] += "\nno_such_setting = 1\n"
-        return config
-
-    monkeypatch.setattr(dovecot_backend, "render", broken_render)
+    needs_engine()
+    break_dovecot_render(monkeypatch)
     before = {c.id for c in runtime.running_containers()}
     with pytest.raises(ServerStartError) as info:
         DovecotBackend().start(

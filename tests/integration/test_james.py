@@ -12,37 +12,44 @@ import dataclasses
 import imaplib
 import poplib
 import smtplib
-import socket
 import ssl
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mailtls import runtime
 from pytest_mailtls.backends import james as james_backend
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.james import JamesBackend, JamesServer, cipher_plan
-from pytest_mailtls.connect import HandshakeResult, ProtocolError, open_client, tls_handshake
-from pytest_mailtls.errors import ServerStartError
+from pytest_mailtls.connect import ProtocolError
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
-from pytest_mailtls.policy import (
-    LEGACY_VERSIONS,
-    SERVICES,
-    VERSIONS,
-    AuthPolicy,
-    Cell,
-    CertProfile,
-    Mode,
-    Protocol,
-    TLSPolicy,
+from pytest_mailtls.policy import SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
+
+from .cellchecks import (
+    cells_param,
+    check_certificate,
+    check_cipher_list,
+    check_protocol_version,
+    check_starttls_required,
+    check_tls_mode,
+    connect,
+    context,
+    find,
+    foreign_context,
+    handshake,
+    message,
+    needs_engine,
+    send_from_two_cells,
+    serve,
+    server_side,
+    smtp_session,
+    start_fails,
+    subjects,
+    wait_for,
 )
 
 pytestmark = [
@@ -55,28 +62,9 @@ CELLS = load_matrix().cells(servers=["james"])
 TLS_CELLS = [c for c in CELLS if c.tls]
 SMTP_CELLS = [c for c in CELLS if c.protocol is Protocol.SMTP]
 
-CERT_ERRORS = {
-    CertProfile.EXPIRED: "certificate has expired",
-    CertProfile.NOT_YET_VALID: "certificate is not yet valid",
-    CertProfile.WRONG_HOST: "Hostname mismatch",
-    CertProfile.SELF_SIGNED: "self-signed certificate",
-    CertProfile.UNTRUSTED_CA: "unable to get local issuer certificate",
-    CertProfile.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
-    CertProfile.WEAK_RSA_1024: "key too weak",
-    CertProfile.SHA1_SIGNATURE: "digest algorithm too weak",
-}
-# JSSE refuses a version with a protocol_version alert, or (only TLSv1 enabled, TLSv1.2 asked) handshake_failure;
-# OpenSSL itself refuses a version the server picked that the client does not allow.
-VERSION_FAILURES = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
 LOGIN_ERRORS = (smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto)
 SESSION_ERRORS = (ssl.SSLError, OSError, EOFError, ProtocolError, *LOGIN_ERRORS)
-DELIVERY_TIMEOUT = 15.0
 RSS_BUDGET_KB = 600 * 1024
-TLS_VERSIONS = {v: getattr(ssl.TLSVersion, v.replace(".", "_")) for v in VERSIONS}
-
-
-def ids(cells: list[Cell]) -> list[str]:
-    return [c.id for c in cells]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -89,87 +77,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
 
 @pytest.fixture(scope="module")
 def server(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JamesServer]:
-    problem = runtime.engine_problem()
-    if problem:
-        pytest.skip(problem)
-    options = StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("james"), ready_timeout=180)
-    running = JamesBackend().start(CELLS, options)
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serve(
+        lambda: JamesBackend().start(
+            CELLS, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("james"), ready_timeout=180)
+        )
+    )
 
 
 @pytest.fixture
 def endpoint(server: JamesServer, request: pytest.FixtureRequest) -> Endpoint:
     """The endpoint serving the cell the test is parametrized with (indirectly, by cell)."""
-    cell: Cell = request.param
-    return next(e for e in server.endpoints if e.id == cell.id)
-
-
-def cells_param(cells: list[Cell]) -> pytest.MarkDecorator:
-    return pytest.mark.parametrize("endpoint", cells, ids=ids(cells), indirect=True)
-
-
-@contextlib.contextmanager
-def server_side(server: JamesServer, endpoint: Endpoint) -> Iterator[None]:
-    """Attach the cell's server log lines to any failure inside the block."""
-    try:
-        yield
-    except BaseException as exc:
-        lines = server.cell_logs(endpoint.id)[-40:]
-        exc.add_note(f"James log of {endpoint.id} ({len(lines)} last lines):\n" + "\n".join(lines))
-        raise
+    return find(server, request.param.id)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def context(
-    endpoint: Endpoint,
-    version: str | None = None,
-    *,
-    verify: bool | None = None,
-    ciphers: str | None = None,
-    client_cert: bool | None = None,
-) -> ssl.SSLContext:
-    """A client context as a well-configured client builds it for the cell: the policy's cipher list and
-    version range (unless ``version`` pins one), security level 0 with legacy versions, verification where
-    the certificate verifies."""
-    policy = endpoint.policy
-    assert policy is not None and endpoint.cert is not None
-    if ciphers is None:
-        ciphers = policy.ciphers
-    if version in LEGACY_VERSIONS or (version is None and policy.legacy):
-        ciphers = ciphers or "DEFAULT"
-        if "@SECLEVEL" not in ciphers:
-            ciphers += ":@SECLEVEL=0"
-    ctx = endpoint.client_context(
-        version, ciphers=ciphers, verify=endpoint.cert.verifies if verify is None else verify, client_cert=client_cert
-    )
-    if version is None:
-        ctx.minimum_version = TLS_VERSIONS[policy.min_version]
-        ctx.maximum_version = TLS_VERSIONS[policy.max_version]
-    return ctx
-
-
-def handshake(endpoint: Endpoint, ctx: ssl.SSLContext, *, implicit: bool | None = None) -> HandshakeResult:
-    return tls_handshake(
-        endpoint.host,
-        endpoint.port,
-        protocol=endpoint.protocol,
-        implicit=endpoint.mode is Mode.IMPLICIT if implicit is None else implicit,
-        context=ctx,
-        server_hostname=endpoint.server_hostname,
-        timeout=5.0,
-    )
-
-
-def connect(endpoint: Endpoint, *, starttls: bool | None = None, ctx: ssl.SSLContext | None = None) -> Any:
-    """An smtplib/imaplib/poplib client for the cell, upgraded to TLS as the cell's mode says."""
-    if ctx is None:
-        ctx = context(endpoint, verify=False) if endpoint.cell.tls else ssl.create_default_context()
-    return open_client(endpoint, context=ctx, starttls=starttls, timeout=10.0)
 
 
 def close(client: Any) -> None:
@@ -236,34 +157,6 @@ def cleartext_login_allowed(cell: Cell) -> bool:
     return cell.mode is Mode.PLAIN or (cell.mode is Mode.STARTTLS and not cell.auth.tls_only)
 
 
-def message(endpoint: Endpoint, recipient: str, tag: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = endpoint.address
-    msg["To"] = recipient
-    msg["Subject"] = tag
-    msg.set_content(f"sent to {endpoint.id}\n")
-    return msg
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float = DELIVERY_TIMEOUT, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def subjects(endpoint: Endpoint) -> list[str]:
-    return [str(m["Subject"]) for m in endpoint.messages()]
-
-
-def _ciphers(spec: str) -> list[dict[str, str]]:
-    """The TLS <= 1.2 ciphers an OpenSSL cipher string selects (name, auth, ...)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.set_ciphers(spec if "@SECLEVEL" in spec else spec + ":@SECLEVEL=0")
-    return [{k: str(v) for k, v in c.items()} for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
-
-
 # --------------------------------------------------------------------------- protocol versions
 
 
@@ -272,16 +165,7 @@ def _ciphers(spec: str) -> list[dict[str, str]]:
 def test_protocol_version(server: JamesServer, endpoint: Endpoint, version: str) -> None:
     """A handshake pinned to ``version`` completes exactly where the cell's policy accepts it (TLSv1/1.1 on
     JDK 17 only through the java.security override, which must not open them anywhere else)."""
-    with server_side(server, endpoint):
-        # OpenSSL's whole default list (it has the single-cipher cell's static-RSA cipher, Python's has not).
-        ctx = context(endpoint, version, ciphers="DEFAULT")
-        if endpoint.cell.accepts_version(version):
-            assert handshake(endpoint, ctx).version == version
-        else:
-            with pytest.raises(ssl.SSLError) as caught:
-                handshake(endpoint, ctx)
-            assert not isinstance(caught.value, ssl.SSLCertVerificationError)
-            assert caught.value.reason in VERSION_FAILURES, caught.value
+    check_protocol_version(server, endpoint, version)
 
 
 # --------------------------------------------------------------------------- certificates
@@ -290,17 +174,7 @@ def test_protocol_version(server: JamesServer, endpoint: Endpoint, version: str)
 @cells_param(TLS_CELLS)
 def test_certificate(server: JamesServer, endpoint: Endpoint) -> None:
     """A verifying client accepts valid certificates and names each fault; without verification all connect."""
-    cert = endpoint.cert
-    assert cert is not None and endpoint.policy is not None
-    top = endpoint.policy.max_version
-    with server_side(server, endpoint):
-        verifying = context(endpoint, top, verify=True)
-        if cert.verifies:
-            assert handshake(endpoint, verifying).version == top
-        else:
-            with pytest.raises(ssl.SSLCertVerificationError, match=CERT_ERRORS[cert]):
-                handshake(endpoint, verifying)
-        assert handshake(endpoint, context(endpoint, top, verify=False)).version == top
+    check_certificate(server, endpoint)
 
 
 # --------------------------------------------------------------------------- TLS mode
@@ -310,29 +184,15 @@ def test_certificate(server: JamesServer, endpoint: Endpoint) -> None:
 def test_tls_mode(server: JamesServer, endpoint: Endpoint) -> None:
     """The cell's own mode works; implicit TLS on a plaintext port and plaintext on an implicit port fail;
     plain ports do not offer STARTTLS, STARTTLS ports do."""
-    with server_side(server, endpoint):
-        if endpoint.mode is Mode.IMPLICIT:
-            assert handshake(endpoint, context(endpoint)).greeting.banner
-            with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as sock:
-                sock.sendall(b"EHLO mailtls.client\r\n")
-                try:
-                    answer = sock.recv(64)
-                except ConnectionResetError:
-                    answer = b""
-            assert answer == b"" or answer[:1] == b"\x15", answer  # closed, or a TLS alert: never a greeting
-            return
-        ctx = context(endpoint) if endpoint.cell.tls else endpoint.client_context(verify=False)
-        with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER"):
-            handshake(endpoint, ctx, implicit=True)
-        if endpoint.mode is Mode.PLAIN:
-            with pytest.raises(ProtocolError):
-                handshake(endpoint, ctx)
-            client = connect(endpoint)
-            noop(client)  # the plaintext session still works
-            close(client)
-        else:
-            result = handshake(endpoint, ctx)
-            assert result.version and result.greeting.starttls
+    check_tls_mode(server, endpoint, _plain_port)
+
+
+def _plain_port(endpoint: Endpoint, ctx: ssl.SSLContext) -> None:
+    with pytest.raises(ProtocolError):
+        handshake(endpoint, ctx)
+    client = connect(endpoint)
+    noop(client)  # the plaintext session still works
+    close(client)
 
 
 # --------------------------------------------------------------------------- logins
@@ -402,15 +262,7 @@ def test_no_auth_offered(server: JamesServer, endpoint: Endpoint) -> None:
 @cells_param([c for c in SMTP_CELLS if c.mode is Mode.STARTTLS_REQUIRED])
 def test_starttls_required_refuses_plaintext_mail(server: JamesServer, endpoint: Endpoint) -> None:
     """MAIL before STARTTLS gets 530; after STARTTLS and AUTH the same MAIL is accepted."""
-    with server_side(server, endpoint):
-        client = connect(endpoint, starttls=False)
-        code, text = client.mail(endpoint.address)
-        assert (code, b"Must issue a STARTTLS command first" in text) == (530, True), text
-        close(client)
-        client = connect(endpoint)
-        login(endpoint, client)
-        assert client.mail(endpoint.address)[0] == 250
-        close(client)
+    check_starttls_required(server, endpoint)
 
 
 # --------------------------------------------------------------------------- sending and capture
@@ -423,12 +275,7 @@ def test_send_and_capture(server: JamesServer, endpoint: Endpoint) -> None:
     tag = f"capture {uuid.uuid4().hex}"
     remote = f"someone-{uuid.uuid4().hex[:8]}@example.org"
     with server_side(server, endpoint):
-        client = connect(endpoint)
-        if endpoint.auth.required:
-            code, text = client.mail(endpoint.address)
-            assert (code, b"Authentication required" in text) == (530, True), text
-            client.rset()
-            login(endpoint, client)
+        client = smtp_session(endpoint)
         assert client.send_message(message(endpoint, remote, tag)) == {}
         assert client.send_message(message(endpoint, endpoint.address, tag + " local")) == {}
         close(client)
@@ -444,37 +291,9 @@ def test_send_and_capture(server: JamesServer, endpoint: Endpoint) -> None:
 
 def test_mail_is_attributed_to_the_cell_that_received_it(server: JamesServer) -> None:
     """Two cells take mail at the same time; each Maildir holds exactly its own messages."""
-    by_id = {e.id: e for e in server.endpoints}
-    first = by_id["james-smtp-plain-open"]
-    second = by_id["james-submission-starttls-intermediate-valid"]
-    run = uuid.uuid4().hex[:8]
-    sent: dict[str, set[str]] = {first.id: set(), second.id: set()}
-    errors: list[BaseException] = []
-
-    def send(endpoint: Endpoint, n: int) -> None:
-        try:
-            client = connect(endpoint)
-            if endpoint.auth.required:
-                login(endpoint, client)
-            tag = f"{run} {endpoint.id} {n}"
-            client.send_message(message(endpoint, "shared-recipient@example.org", tag))
-            client.quit()
-            sent[endpoint.id].add(tag)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(ep, n)) for n in range(10) for ep in (first, second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-
-    def mine(endpoint: Endpoint) -> set[str]:
-        return {s for s in subjects(endpoint) if s.startswith(run)}
-
-    wait_for(lambda: mine(first) == sent[first.id] and mine(second) == sent[second.id], what="20 deliveries")
-    assert len(sent[first.id]) == len(sent[second.id]) == 10
+    send_from_two_cells(
+        find(server, "james-smtp-plain-open"), find(server, "james-submission-starttls-intermediate-valid")
+    )
 
 
 def test_local_mail_reaches_imap_and_pop3(server: JamesServer) -> None:
@@ -522,10 +341,7 @@ def test_client_certificate_required(server: JamesServer, endpoint: Endpoint, pk
         for version in ("TLSv1.2", "TLSv1.3"):
             assert refused(endpoint, context(endpoint, version)) is None
             assert refused(endpoint, context(endpoint, version, client_cert=False)) is not None
-            foreign = context(endpoint, version, client_cert=False)
-            files = pki.foreign_client_files()
-            foreign.load_cert_chain(files.cert_file, files.key_file)
-            assert refused(endpoint, foreign) is not None
+            assert refused(endpoint, foreign_context(endpoint, pki, version)) is not None
 
 
 # --------------------------------------------------------------------------- ciphers
@@ -535,23 +351,7 @@ def test_client_certificate_required(server: JamesServer, endpoint: Endpoint, pk
 def test_cipher_list(server: JamesServer, endpoint: Endpoint) -> None:
     """A cipher of the policy's list is negotiated; one outside it is refused; Python's default list works
     exactly when it shares a cipher with the policy (the single-cipher cell refuses it)."""
-    policy = endpoint.policy
-    assert policy is not None and policy.ciphers is not None and endpoint.cert is not None
-    allowed = _ciphers(policy.ciphers)
-    auth = "auth-ecdsa" if endpoint.cert.key_type == "ecdsa" else "auth-rsa"
-    usable = next(c["name"] for c in allowed if c["auth"] == auth)
-    outsider = next(c["name"] for c in _ciphers("AES128-SHA:ECDHE-RSA-AES128-SHA") if c["name"] not in allowed)
-    with server_side(server, endpoint):
-        assert handshake(endpoint, context(endpoint, "TLSv1.2", ciphers=usable)).cipher == usable
-        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
-            handshake(endpoint, context(endpoint, "TLSv1.2", ciphers=outsider))
-        default = endpoint.client_context("TLSv1.2", verify=endpoint.cert.verifies)
-        shared = {c["name"] for c in default.get_ciphers()} & {c["name"] for c in allowed}
-        if shared:
-            assert handshake(endpoint, default).cipher in shared
-        else:
-            with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
-                handshake(endpoint, default)
+    check_cipher_list(server, endpoint, "AES128-SHA:ECDHE-RSA-AES128-SHA")
 
 
 @cells_param([c for c in TLS_CELLS if c.policy and c.policy.name == "legacy"])
@@ -606,9 +406,7 @@ def test_refusals_are_logged_for_the_refusing_cell(server: JamesServer, pki: Ses
     quiet = by_id["james-pop3-starttls-intermediate-valid"]
     quiet_before = len(server.cell_logs(quiet.id))
     mtls = by_id["james-imaps-implicit-intermediate-valid-mtls"]
-    foreign = context(mtls, "TLSv1.2", client_cert=False)
-    files = pki.foreign_client_files()
-    foreign.load_cert_chain(files.cert_file, files.key_file)
+    foreign = foreign_context(mtls, pki, "TLSv1.2")
     cases = [
         (by_id["james-smtps-implicit-modern-valid"], None, "Client requested protocol TLSv1.2 is not enabled"),
         (by_id["james-submission-starttls-tls12-single-cipher-valid"], None, "no cipher suites in common"),
@@ -648,29 +446,21 @@ def test_failed_start_raises_with_log_and_leaves_no_container(
 ) -> None:
     """A James that refuses its configuration (here: no transport processor) fails fast with ServerStartError
     carrying the log, and the container is gone."""
-    problem = runtime.engine_problem()
-    if problem:
-        pytest.skip(problem)
+    needs_engine()
     monkeypatch.setattr(james_backend, "_MAILETCONTAINER", "<mailetcontainer><processors/></mailetcontainer>")
-    client = runtime.docker_client()
-    label = {"label": [f"{runtime.LABEL}.session={runtime.SESSION_ID}"]}
-    before = {c.id for c in client.containers.list(all=True, filters=label)}
     cell = Cell("james", SERVICES["smtp"], Mode.PLAIN, None, None, AuthPolicy("open", (), required=False))
-    started = time.monotonic()
-    with pytest.raises(ServerStartError) as caught:
-        JamesBackend().start([cell], StartOptions(pki=pki, workdir=tmp_path, ready_timeout=120))
-    assert time.monotonic() - started < 60, "a dead JVM must not be waited on until the deadline"
-    assert "Fatal error while starting James" in caught.value.log
-    after = {c.id for c in client.containers.list(all=True, filters=label)}
-    assert after <= before
+    error = start_fails(
+        lambda: JamesBackend().start([cell], StartOptions(pki=pki, workdir=tmp_path, ready_timeout=120)),
+        within=60,
+        what="JVM",
+    )
+    assert "Fatal error while starting James" in error.log
 
 
 def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) -> None:
     """A user name without a domain and a password with ':', spaces and quotes log in over SMTP (PLAIN and
     LOGIN), IMAP and POP3; the same password under user@domain does not."""
-    problem = runtime.engine_problem()
-    if problem:
-        pytest.skip(problem)
+    needs_engine()
     intermediate = next(c.policy for c in CELLS if c.policy is not None and c.policy.name == "intermediate")
     cells = [
         Cell("james", SERVICES[name], Mode.IMPLICIT, intermediate, CertProfile.VALID, AuthPolicy("default"))

@@ -48,6 +48,8 @@ from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, AuthPolicy, Cell, CertProfile, Mode
 
+from .cellchecks import break_dovecot_render, needs_engine, serve
+
 # Legacy versions are no part of this module, but a pinned context names them in warnings.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 integration = pytest.mark.integration
@@ -95,14 +97,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
 
 @pytest.fixture(scope="module")
 def stack(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
-    problem = runtime.engine_problem()
-    if problem:
-        pytest.skip(problem)
-    running = start_stack(POSTFIX_CELLS, DOVECOT_CELLS, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("flow")))
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from serve(
+        lambda: start_stack(
+            POSTFIX_CELLS, DOVECOT_CELLS, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("flow"))
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -416,8 +415,7 @@ def test_two_hundred_messages_from_eight_threads_arrive_exactly_once(stack: Mail
 def test_postfix_waits_for_its_dovecot_and_gives_up_when_that_fails(pki: SessionPKI, tmp_path: Path) -> None:
     """Linked to a Dovecot that is still starting, Postfix does not serve (no socket yet); when that start
     fails, the Postfix start fails at once, naming the cause, and leaves no container."""
-    if runtime.engine_problem():
-        pytest.skip(runtime.engine_problem() or "")
+    needs_engine()
     sockets = tmp_path / "dovecot-sockets"
     dovecot_backend.prepare_sockets(sockets)
     pending: Future[Any] = Future()
@@ -451,16 +449,8 @@ def test_postfix_waits_for_its_dovecot_and_gives_up_when_that_fails(pki: Session
 def test_a_broken_dovecot_fails_the_stack_quickly_and_leaves_nothing(
     pki: SessionPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if runtime.engine_problem():
-        pytest.skip(runtime.engine_problem() or "")
-    real_render = dovecot_backend.render
-
-    def broken(*args: Any, **kwargs: Any) -> dovecot_backend.RenderedConfig:
-        config = real_render(*args, **kwargs)
-        config.files["dovecot.conf"] += "\nno_such_setting = 1\n"
-        return config
-
-    monkeypatch.setattr(dovecot_backend, "render", broken)
+    needs_engine()
+    break_dovecot_render(monkeypatch)
     before = {c.id for c in runtime.running_containers()}
     started = time.monotonic()
     with pytest.raises(ServerStartError) as caught:
@@ -478,8 +468,7 @@ def test_the_grid_serves_postfix_and_dovecot_as_one_stack(tmp_path: Path, capsys
     """``Grid(cells).start()`` with Postfix and Dovecot cells links them: mail sent on a Postfix cell is in the
     Dovecot cells' mailbox, and `mailtls messages` shows it for the Dovecot cell (from the manifest), while a
     Postfix cell that did not take it shows nothing."""
-    if runtime.engine_problem():
-        pytest.skip(runtime.engine_problem() or "")
+    needs_engine()
     from pytest_mailtls.grid import Grid
 
     ids = ["postfix-submission-starttls-intermediate-valid", "postfix-smtp-plain-open", IMAP_IDS[0], POP3_IDS[0]]
@@ -506,8 +495,7 @@ def test_the_grid_serves_postfix_and_dovecot_as_one_stack(tmp_path: Path, capsys
 def test_mailtls_up_serves_the_default_postfix_and_dovecot_grid_as_a_stack(tmp_path: Path) -> None:
     """`mailtls up --servers postfix,dovecot --once` (a real process) starts every default cell of both,
     Postfix linked to Dovecot; the manifest lists both with the same schema."""
-    if runtime.engine_problem():
-        pytest.skip(runtime.engine_problem() or "")
+    needs_engine()
     manifest = tmp_path / "manifest.json"
     started = time.monotonic()
     done = subprocess.run(

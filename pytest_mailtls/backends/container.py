@@ -1,0 +1,304 @@
+"""What the container backends (Postfix, Dovecot, James) share around their own rendering.
+
+Each backend renders its server's configuration itself; this module checks the cells, puts the PKI and
+the rendered files where the container reads them, starts the container, builds one
+:class:`~pytest_mailtls.manifest.Endpoint` per cell and waits until every port passed a real exchange
+(:func:`launch`), and wraps the running container (:class:`ContainerServer`).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+
+from .. import capture
+from ..errors import ServerStartError
+from ..manifest import Endpoint
+from ..pki import SessionPKI
+from ..policy import Cell, CertProfile
+from .base import Backend, RunningServer, StartOptions, cell_endpoint
+
+if TYPE_CHECKING:
+    from ..runtime import Container
+
+__all__ = [
+    "FIRST_PORT",
+    "CertPaths",
+    "ContainerServer",
+    "Ready",
+    "check_cells",
+    "check_render_input",
+    "container_ports",
+    "copy_client_ca",
+    "copy_pki",
+    "exited",
+    "launch",
+    "mail_owner",
+    "make_mail_root",
+    "safe_logs",
+    "write_files",
+]
+
+#: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
+FIRST_PORT = 10000
+#: What tells one cell's log lines apart in the container's log (a syslog name, a service name, a port).
+K = TypeVar("K")
+#: Waits until the started container serves: ``(container, endpoints, started)``, ``started`` being the
+#: monotonic time the start's deadline counts from. Raises ``ServerStartError`` when it does not.
+Ready = Callable[["Container", list[Endpoint], float], None]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_cells(backend: Backend, cells: Sequence[Cell]) -> None:
+    """Raise ``ValueError`` unless there are cells and ``backend`` can serve every one of them."""
+    if not cells:
+        raise ValueError(f"{type(backend).__name__}.start needs at least one cell")
+    for cell in cells:
+        reason = backend.unsupported(cell)
+        if reason:
+            raise ValueError(f"{cell.id}: {reason}")
+
+
+def check_render_input(
+    cells: Sequence[Cell],
+    ports: Sequence[int],
+    unsupported: Callable[[Cell], str | None],
+    *,
+    certs: Collection[CertProfile],
+    client_ca: bool,
+    certs_name: str = "certificate files for profile",
+    client_ca_name: str = "client_ca_file",
+    reserved_port: tuple[int, str] | None = None,
+) -> None:
+    """Raise ``ValueError`` unless each cell has its own distinct port, can be served (``unsupported``),
+    finds its certificate profile among ``certs`` and, with mutual TLS, a client CA (``client_ca``).
+    ``reserved_port`` is a ``(port, what uses it)`` no cell may take. The ``*_name`` words name the missing
+    piece in the message."""
+    if len(ports) != len(cells):
+        raise ValueError(f"{len(cells)} cells but {len(ports)} ports")
+    if len(set(ports)) != len(ports) or (reserved_port is not None and reserved_port[0] in ports):
+        rule = "" if reserved_port is None else f" and not {reserved_port[0]} ({reserved_port[1]})"
+        raise ValueError(f"ports must be distinct{rule}: {list(ports)}")
+    if len({c.id for c in cells}) != len(cells):
+        raise ValueError("cells must be distinct (the same cell id appears twice)")
+    for cell in cells:
+        reason = unsupported(cell)
+        if reason:
+            raise ValueError(f"{cell.id}: {reason}")
+        if cell.cert is not None and cell.cert not in certs:
+            raise ValueError(f"{cell.id}: no {certs_name} {cell.cert}")
+        if cell.auth.client_cert and not client_ca:
+            raise ValueError(f"{cell.id}: mutual TLS needs {client_ca_name}")
+
+
+def container_ports(cells: Sequence[Cell], first: int = FIRST_PORT) -> list[int]:
+    """The container-internal port of each cell, in order."""
+    return [first + i for i in range(len(cells))]
+
+
+# --------------------------------------------------------------------------- files for the container
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    """Container paths of one certificate profile's key and presented chain (leaf first)."""
+
+    key_file: str
+    cert_file: str
+
+
+def copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path, mounted_at: str) -> dict[CertProfile, CertPaths]:
+    """Copy the key and chain of each certificate profile ``cells`` use to ``target/<profile>/``, readable by
+    every user inside the container; return their paths there (``target`` is mounted at ``mounted_at``)."""
+    out: dict[CertProfile, CertPaths] = {}
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o755)
+    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
+        files = pki.server_files(profile)
+        folder = target / str(profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        shutil.copyfile(files.key_file, folder / "key.pem")
+        shutil.copyfile(files.cert_file, folder / "chain.pem")
+        for name in ("key.pem", "chain.pem"):
+            (folder / name).chmod(0o644)
+        out[profile] = CertPaths(f"{mounted_at}/{profile}/key.pem", f"{mounted_at}/{profile}/chain.pem")
+    return out
+
+
+def copy_client_ca(cells: Sequence[Cell], pki: SessionPKI, target: Path, mounted_at: str) -> str | None:
+    """With a mutual-TLS cell among ``cells``, copy the CA client certificates must come from to
+    ``target/client-ca.pem`` and return its container path; ``None`` without one."""
+    if not any(c.auth.client_cert for c in cells):
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pki.client_ca_file, target / "client-ca.pem")
+    (target / "client-ca.pem").chmod(0o644)
+    return f"{mounted_at}/client-ca.pem"
+
+
+def mail_owner(fallback: int) -> tuple[int, int]:
+    """The uid and gid that own delivered mail: the host user's, so that it can read and delete the files;
+    ``fallback`` for both when that is root (root on the host reads any file, and mail servers refuse to
+    write mail as root)."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        uid = gid = fallback
+    return uid, gid
+
+
+def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
+    """Write rendered files (path relative to ``root`` -> content) so that every user in the container reads
+    them: folders 0755, files 0644."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.relative_to(root).parents:
+            (root / parent).chmod(0o755)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        path.chmod(0o644)
+
+
+def make_mail_root(mail: Path, maildirs: Iterable[str]) -> None:
+    """Make ``mail`` a folder any container user writes to, holding an empty Maildir per name of ``maildirs``."""
+    mail.mkdir(parents=True, exist_ok=True)
+    mail.chmod(0o777)
+    for folder in maildirs:
+        capture.ensure_maildir(mail / folder)
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def safe_logs(container: Container) -> str:
+    """The container's log, or why it cannot be read (the error at hand matters more than the log)."""
+    try:
+        return container.logs()
+    except Exception as exc:  # the engine went away
+        return f"(could not read the container log: {exc})"
+
+
+def exited(container: Container, title: str) -> Callable[[], str | None]:
+    """An ``alive()`` check for ``wait_ready``: why the server is gone, or ``None`` while it runs."""
+
+    def alive() -> str | None:
+        return None if container.is_running() else f"the {title} container exited"
+
+    return alive
+
+
+def launch(
+    server: str,
+    image: str,
+    cells: Sequence[Cell],
+    ports: Sequence[int],
+    options: StartOptions,
+    *,
+    volumes: Mapping[str, Mapping[str, str]],
+    environment: Mapping[str, str],
+    mailbox: Callable[[Cell], str],
+    extra: Callable[[Cell, int], Mapping[str, object]] | None = None,
+    ready: Ready | None = None,
+    started: float | None = None,
+) -> tuple[Container, list[Endpoint]]:
+    """Start ``image`` as ``mailtls-<server>`` serving ``cells`` on container ``ports`` (in order), build one
+    endpoint per cell and wait until every port passed a real exchange; return the container and endpoints.
+
+    ``mailbox(cell)`` is the cell's host Maildir; ``extra(cell, port)`` adds to ``Endpoint.extra`` (which
+    always names the container and the container port). ``ready`` replaces the plain wait (every port,
+    ``options.ready_timeout`` from now, failing fast when the container exits); it is given ``started``
+    (default: once the container runs), which also starts the clock of the "ready" progress line. On any
+    failure the container is removed first, and errors other than ``ServerStartError`` become one carrying
+    the container's log.
+    """
+    from .. import runtime
+    from ..readiness import wait_ready
+
+    title = server.capitalize()
+    container = runtime.start_container(
+        image, name=f"mailtls-{server}", ports=ports, volumes=volumes, environment=environment
+    )
+    try:
+        client = options.pki.client_files() if any(c.auth.client_cert for c in cells) else None
+        endpoints = [
+            cell_endpoint(
+                cell,
+                options,
+                port=container.host_port(port),
+                mailbox=mailbox(cell),
+                client=client,
+                extra={"container": container.name, "container_port": port, **(extra(cell, port) if extra else {})},
+            )
+            for cell, port in zip(cells, ports, strict=True)
+        ]
+        begun = time.monotonic() if started is None else started
+        if ready is None:
+            wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=exited(container, title))
+        else:
+            ready(container, endpoints, begun)
+        options.progress(f"{server}: {len(cells)} cells ready in {time.monotonic() - begun:.2f} s")
+    except Exception as exc:
+        log = safe_logs(container)
+        container.stop()
+        if isinstance(exc, ServerStartError):
+            raise
+        raise ServerStartError(f"{title} container {container.name} failed to start: {exc}", log) from exc
+    except BaseException:  # KeyboardInterrupt and friends: leave nothing behind
+        container.stop()
+        raise
+    return container, endpoints
+
+
+# --------------------------------------------------------------------------- the running server
+
+
+class ContainerServer(RunningServer, Generic[K]):
+    """One container serving many cells.
+
+    ``cell_keys`` maps each cell id to what marks its lines in the container's log; subclasses read those
+    lines in :meth:`log_lines`. What the server wrote to ``workdir`` (captured mail) outlives :meth:`stop`.
+    """
+
+    #: The server's name in messages ("Postfix").
+    title: ClassVar[str] = "container"
+
+    def __init__(
+        self, container: Container, endpoints: list[Endpoint], workdir: Path, cell_keys: Mapping[str, K]
+    ) -> None:
+        self.container = container
+        self.endpoints = endpoints
+        self.workdir = workdir
+        self._cell_keys = dict(cell_keys)
+
+    def logs(self) -> str:
+        """The container's log (``docker logs``)."""
+        return self.container.logs()
+
+    def cell_logs(self, cell_id: str) -> list[str]:
+        """The log lines about one cell (``KeyError`` for a cell this server does not serve)."""
+        try:
+            key = self._cell_keys[cell_id]
+        except KeyError:
+            raise KeyError(
+                f"no cell {cell_id!r} in this {self.title} server (it serves {len(self.endpoints)})"
+            ) from None
+        return self.log_lines(self.logs(), key)
+
+    @abc.abstractmethod
+    def log_lines(self, log: str, key: K) -> list[str]:
+        """The lines of ``log`` about the cell marked by ``key``."""
+
+    def stop(self) -> None:
+        """Remove the container (idempotent); what it wrote to the workdir stays."""
+        self.container.stop()
