@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import MailTLSError
-from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
+from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, get_backend, parse_servers
 from .manifest import Endpoint, find_endpoint, read_manifest, write_manifest
 from .matrix import CELL_KEYS, filter_cells, load_matrix
 from .policy import Cell
@@ -298,7 +298,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         if server not in DOCKER_SERVERS:
             raise MailTLSError(f"{server} has no image; images exist for {', '.join(DOCKER_SERVERS)}")
         started = time.monotonic()
-        tag = runtime.ensure_image(server, progress=_say)
+        tag = get_backend(server).image(progress=_say)
         print(f"{server}: {tag} ({time.monotonic() - started:.1f} s)")
     return EXIT_OK
 

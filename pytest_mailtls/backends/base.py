@@ -101,6 +101,20 @@ class Backend(abc.ABC):
         """Why this backend cannot serve ``cell``, or ``None`` if it can."""
         return None
 
+    def image(self, *, progress: Progress = no_progress) -> str:
+        """This backend's image tag, built first if missing.
+
+        ``start()`` and ``mailtls images build`` both come here, so an image is always
+        built the same way.
+        """
+        from .. import runtime
+        from ..errors import MailTLSError
+
+        if not self.needs_docker:
+            raise MailTLSError(f"the {self.name} backend runs in-process: it has no image")
+
+        return runtime.ensure_image(self.name, progress=progress)
+
     @abc.abstractmethod
     def start(self, cells: Sequence[Cell], options: StartOptions) -> RunningServer:
         """Start one server for all ``cells`` and wait until every port passed a real

@@ -897,7 +897,6 @@ class DovecotBackend(Backend):
 
     def start(self, cells: Sequence[Cell], options: StartOptions) -> DovecotServer:
         """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
-        from .. import runtime
 
         check_cells(self, cells)
         workdir = Path(options.workdir)
@@ -925,7 +924,7 @@ class DovecotBackend(Backend):
         prepare_sockets(sockets)
 
         options.progress(f"dovecot: starting one container for {len(cells)} cells")
-        image = runtime.ensure_image("dovecot", progress=options.progress)
+        image = self.image(progress=options.progress)
         container, endpoints = launch(
             "dovecot",
             image,

@@ -45,6 +45,7 @@ import shlex
 import shutil
 import ssl
 import struct
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..pki import SessionPKI
 from ..policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
-from .base import Backend, StartOptions
+from .base import Backend, Progress, StartOptions, no_progress
 from .container import (
     FIRST_PORT,
     ContainerServer,
@@ -879,6 +880,15 @@ class JamesBackend(Backend):
     name = "james"
     needs_docker = True
 
+    def image(self, *, progress: Progress = no_progress) -> str:
+        """Build from a copy of the recipe that carries the host's CA bundle and Maven mirror, so Maven in
+        the build reaches Maven Central as this host does (e.g. behind a TLS-inspecting proxy)."""
+        from .. import runtime
+
+        with tempfile.TemporaryDirectory(prefix="mailtls-james-context-") as tmp:
+            context = prepare_build_context(runtime.containers_root() / "james", Path(tmp))
+            return runtime.ensure_image("james", progress=progress, containers_dir=context)
+
     def unsupported(self, cell: Cell) -> str | None:
         """Why James cannot serve ``cell``, or ``None``."""
         return unsupported_reason(cell)
@@ -889,7 +899,6 @@ class JamesBackend(Backend):
 
     def start(self, cells: Sequence[Cell], options: StartOptions) -> JamesServer:
         """Render, start one container for ``cells``, wait for the users and a verified handshake on each port."""
-        from .. import runtime
 
         check_cells(self, cells)
         root = Path(options.workdir) / "james"
@@ -928,8 +937,7 @@ class JamesBackend(Backend):
                     "each endpoint lists them in extra['jvm_missing_ciphers']"
                 )
 
-        context = prepare_build_context(runtime.containers_root() / "james", Path(options.workdir) / "image-context")
-        image = runtime.ensure_image("james", progress=options.progress, containers_dir=context)
+        image = self.image(progress=options.progress)
         options.progress(f"james: starting one JVM for {len(cells)} cells")
 
         def ready(container: Container, endpoints: list[Endpoint], started: float) -> None:

@@ -628,7 +628,6 @@ class PostfixBackend(Backend):
 
     def start(self, cells: Sequence[Cell], options: StartOptions) -> PostfixServer:
         """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
-        from .. import runtime
 
         check_cells(self, cells)
         workdir = Path(options.workdir)
@@ -669,7 +668,7 @@ class PostfixBackend(Backend):
                     "(DovecotBackend().start), or start both through pytest_mailtls.grid.Grid"
                 )
         options.progress(f"postfix: starting one container for {len(cells)} cells")
-        image = runtime.ensure_image("postfix", progress=options.progress)
+        image = self.image(progress=options.progress)
         container, endpoints = launch(
             "postfix",
             image,
