@@ -48,7 +48,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree
@@ -939,6 +939,10 @@ class JamesBackend(Backend):
 
         image = self.image(progress=options.progress)
         options.progress(f"james: starting one JVM for {len(cells)} cells")
+        # Endpoints declare the SASL mechanisms James really advertises, so the manifest, verify and the
+        # oracle see the truth; the cell ids (and the matrix's auth policy names) stay as they are.
+        notes = {c.id: offered_auth(c)[1] for c in cells}
+        served = [offered_auth(c)[0] for c in cells]
 
         def ready(container: Container, endpoints: list[Endpoint], started: float) -> None:
             from ..readiness import wait_ready
@@ -950,12 +954,15 @@ class JamesBackend(Backend):
 
         def extra(cell: Cell, port: int) -> dict[str, object]:
             missing = config.missing_ciphers.get(cell.id)
-            return {"jvm_missing_ciphers": list(missing)} if missing else {}
+            out: dict[str, object] = {"jvm_missing_ciphers": list(missing)} if missing else {}
+            if notes.get(cell.id):
+                out["auth_note"] = notes[cell.id]
+            return out
 
         container, endpoints = launch(
             "james",
             image,
-            cells,
+            served,
             ports,
             options,
             volumes={str(root): {"bind": ROOT, "mode": "rw"}},
@@ -966,6 +973,25 @@ class JamesBackend(Backend):
             started=time.monotonic(),  # the deadline covers the JVM, not a first image build
         )
         return JamesServer(container, endpoints, {c.id: p for c, p in zip(cells, ports, strict=True)}, root)
+
+
+#: SASL mechanisms James 3.8 advertises per protocol (SMTP: all it is given). IMAP has AUTHENTICATE PLAIN and
+#: the LOGIN command but no AUTHENTICATE LOGIN; POP3 has USER/PASS and no SASL AUTH at all.
+_ADVERTISED = {"imap": ("PLAIN",), "pop3": ()}
+
+
+def offered_auth(cell: Cell) -> tuple[Cell, str | None]:
+    """``cell`` with the mechanisms James really advertises for its protocol, and a note when they differ."""
+    allowed = _ADVERTISED.get(str(cell.protocol))
+    if allowed is None:
+        return cell, None
+    mechanisms = tuple(m for m in cell.auth.mechanisms if m in allowed)
+    if mechanisms == cell.auth.mechanisms:
+        return cell, None
+    dropped = ", ".join(m for m in cell.auth.mechanisms if m not in mechanisms)
+    login = "the LOGIN command" if cell.protocol == "imap" else "USER/PASS"
+    note = f"James {cell.protocol.upper()} does not advertise SASL {dropped}; clients log in with {login}"
+    return replace(cell, auth=replace(cell.auth, mechanisms=mechanisms)), note
 
 
 def _write_keystores(cells: Sequence[Cell], pki: SessionPKI, folder: Path, secret: str) -> dict[CertProfile, str]:

@@ -1,0 +1,101 @@
+"""The command line against real servers: verify every backend's whole default grid, certify clients.
+
+These are the checks the issues name as "done": `mailtls verify` passes on every backend, and
+`mailtls certify` writes complete reports for the Python and the Jakarta Mail clients.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_mailtls.cli import main
+from pytest_mailtls.runtime import engine_problem
+
+pytestmark = pytest.mark.integration
+
+needs_engine = pytest.mark.skipif(engine_problem() is not None, reason=f"no Docker engine: {engine_problem()}")
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["embedded", pytest.param("postfix", marks=needs_engine), pytest.param("dovecot", marks=needs_engine),
+     pytest.param("james", marks=needs_engine)],
+)  # fmt: skip
+def test_verify_passes_on_the_whole_default_grid(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_file = tmp_path / "verify.json"
+    code = main(["verify", "--servers", server, "--json", str(report_file)])
+    out = capsys.readouterr()
+    assert code == 0, out.out[-4000:] + out.err[-2000:]
+    report = json.loads(report_file.read_text())
+    assert report["ok"] is True and report["mismatched_cells"] == 0
+    assert report["cells"] == len(report["verdicts"]) >= 39
+    assert "all cells match their declaration" in out.out
+
+
+def _certify(client: str, server: str, report_dir: Path) -> tuple[int, dict]:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "certify", "--client", client, "--servers", server,
+         "--report", str(report_dir)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert (report_dir / "report.json").is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("report.html", "junit.xml", "report.md"):
+        assert (report_dir / name).stat().st_size > 0
+    return run.returncode, json.loads((report_dir / "report.json").read_text())
+
+
+def _check_failures_are_diagnosed(report: dict) -> None:
+    for cell in report["cells"]:
+        if cell["actual"] != "success":
+            diagnosis = cell["diagnosis"]
+            assert diagnosis["class"] == cell["actual"], cell["id"]
+            assert diagnosis["evidence"] and diagnosis["remedy"], cell["id"]
+
+
+@needs_engine
+def test_certify_python_smtplib_on_postfix(tmp_path: Path) -> None:
+    code, report = _certify("python-smtplib", "postfix", tmp_path / "report")
+    assert code == 0
+    assert len(report["cells"]) == 39
+    verdicts = {c["verdict"] for c in report["cells"]}
+    assert verdicts <= {"pass", "refused-correctly"}, verdicts
+    _check_failures_are_diagnosed(report)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "postfix-submission-starttls-tls10-only-valid" in html
+
+
+@needs_engine
+@pytest.mark.skipif(shutil.which("mvn") is None or shutil.which("java") is None, reason="needs java and mvn")
+def test_certify_jakarta_mail_on_postfix(tmp_path: Path) -> None:
+    code, report = _certify("jakarta-mail", "postfix", tmp_path / "report")
+    by_verdict: dict[str, set[str]] = {}
+    for cell in report["cells"]:
+        by_verdict.setdefault(cell["verdict"], set()).add(cell["cert"] or "-")
+    # JDK 17 accepts an RSA-1024 key and a SHA-1 signature from a private CA: a true finding, and the
+    # only insecure one; nothing is incompatible.
+    assert by_verdict.get("insecure", set()) == {"weak-rsa-1024", "sha1-signature"}
+    assert "incompatible" not in by_verdict
+    assert code == 1  # certify exits non-zero on any insecure cell
+    _check_failures_are_diagnosed(report)
+
+
+@needs_engine
+@pytest.mark.skipif(shutil.which("mvn") is None or shutil.which("java") is None, reason="needs java and mvn")
+def test_certify_reproduces_the_javax_mail_tls1_field_failure(tmp_path: Path) -> None:
+    code, report = _certify("jakarta-mail-tls1", "postfix", tmp_path / "report")
+    modern = [
+        c for c in report["cells"] if c["policy"] and c["policy"]["name"] in ("modern", "intermediate", "tls12-only")
+    ]
+    assert modern
+    for cell in modern:
+        assert cell["actual"] == "protocol-version-mismatch", cell["id"]
+        assert any("No appropriate protocol" in e for e in cell["diagnosis"]["evidence"]), cell["diagnosis"]
+    assert code == 1  # a TLSv1-only client is incompatible with TLS 1.2+ servers
