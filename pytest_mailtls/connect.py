@@ -316,30 +316,20 @@ def open_client(
                 smtp.close()
             raise
         return smtp
-    if proto == "imap":
-        cls = _IMAP4_SSL if implicit else _IMAP4
-        kwargs: dict[str, Any] = {"ssl_context": ctx} if implicit else {}
-        imap = _dialing(cls, ip, name, port, timeout=timeout, **kwargs)
+    if proto in _MAILBOX_CLIENTS:
+        plain_cls, tls_cls, ctx_arg, upgrade_with, close_with = _MAILBOX_CLIENTS[proto]
+        tls_kwargs: dict[str, Any] = {ctx_arg: ctx}
+        client = _dialing(
+            tls_cls if implicit else plain_cls, ip, name, port, timeout=timeout, **(tls_kwargs if implicit else {})
+        )
         try:
             if upgrade and not implicit:
-                imap.starttls(ssl_context=ctx)
+                getattr(client, upgrade_with)(**tls_kwargs)
         except BaseException:
             with contextlib.suppress(OSError):
-                imap.shutdown()
+                getattr(client, close_with)()
             raise
-        return imap
-    if proto == "pop3":
-        pcls = _POP3_SSL if implicit else _POP3
-        pkwargs: dict[str, Any] = {"context": ctx} if implicit else {}
-        pop = _dialing(pcls, ip, name, port, timeout=timeout, **pkwargs)
-        try:
-            if upgrade and not implicit:
-                pop.stls(context=ctx)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                pop.close()
-            raise
-        return pop
+        return client
     raise ValueError(f"unknown protocol {proto!r}")
 
 
@@ -381,3 +371,11 @@ class _POP3_SSL(poplib.POP3_SSL):
     def _create_socket(self, timeout: float) -> socket.socket:
         sock = socket.create_connection((self._dial_host, self.port), timeout)
         return self.context.wrap_socket(sock, server_hostname=self.host)
+
+
+# imaplib and poplib differ only in names: (plain class, implicit-TLS class, the keyword that takes the
+# SSLContext in both the constructor and the upgrade, the STARTTLS method, the close method).
+_MAILBOX_CLIENTS: dict[str, tuple[type, type, str, str, str]] = {
+    "imap": (_IMAP4, _IMAP4_SSL, "ssl_context", "starttls", "shutdown"),
+    "pop3": (_POP3, _POP3_SSL, "context", "stls", "close"),
+}
