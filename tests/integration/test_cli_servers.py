@@ -99,3 +99,52 @@ def test_certify_reproduces_the_javax_mail_tls1_field_failure(tmp_path: Path) ->
         assert cell["actual"] == "protocol-version-mismatch", cell["id"]
         assert any("No appropriate protocol" in e for e in cell["diagnosis"]["evidence"]), cell["diagnosis"]
     assert code == 1  # a TLSv1-only client is incompatible with TLS 1.2+ servers
+
+
+@needs_engine
+def test_plugin_end_to_end_on_real_postfix_cells(pytester: pytest.Pytester) -> None:
+    """The fixtures on real containers: a safe client passes every quick cell, an unsafe one fails with
+    the diagnosis and the Postfix log lines of its own connection in the report."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_safe_client(mailtls_check):
+            mailtls_check("python")
+
+        @pytest.mark.mailtls(cert="expired")
+        def test_unsafe_client(mailtls_check):
+            mailtls_check("python-unsafe")
+
+        @pytest.mark.mailtls(mode="starttls", cert="valid", policy="intermediate", auth="default")
+        def test_sent_mail_is_captured(mailtls_server):
+            from email.message import EmailMessage
+            from pytest_mailtls.connect import open_client
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = "a@example.org", "b@example.org", "captured"
+            msg.set_content("hello")
+            with open_client(mailtls_server) as smtp:
+                smtp.login(mailtls_server.username, mailtls_server.password)
+                smtp.send_message(msg)
+            [got] = mailtls_server.messages()
+            assert got["Subject"] == "captured" and got["X-Original-To"] == "b@example.org"
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--mailtls-servers",
+        "postfix",
+        "--mailtls-select",
+        "quick",
+        "-p",
+        "no:cacheprovider",
+        "--mailtls-require-docker",
+    )
+    result.assert_outcomes(passed=12, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*mailtls diagnosis (postfix-smtps-implicit-intermediate-expired)*",
+            "*insecure*",
+            "*mailtls server log (postfix-smtps-implicit-intermediate-expired)*",
+            "*postfix/postfix-smtps-implicit-intermediate-expired*",
+        ]
+    )
