@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -145,11 +146,21 @@ class Endpoint:
         return ctx
 
     # --- captured mail -------------------------------------------------------
-    def messages(self) -> list[EmailMessage]:
-        """Messages this cell received, oldest first, parsed."""
+    def messages(self, count: int | None = None, *, timeout: float = 10.0) -> list[EmailMessage]:
+        """Messages this cell received, oldest first, parsed.
+
+        Servers deliver after they answer the client (Postfix queues, then delivers), so
+        right after sending pass ``count``: the call then waits, at most ``timeout``
+        seconds, until that many messages are there, and returns what arrived either way.
+        """
         if self.mailbox is None:
             raise ManifestError(f"{self.id}: this endpoint captures no mail")
-        return capture.read_maildir(self.mailbox)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = capture.read_maildir(self.mailbox)
+            if count is None or len(found) >= count or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.02)
 
     def clear(self) -> None:
         """Forget the messages received so far."""

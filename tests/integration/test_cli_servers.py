@@ -126,7 +126,7 @@ def test_plugin_end_to_end_on_real_postfix_cells(pytester: pytest.Pytester) -> N
             with open_client(mailtls_server) as smtp:
                 smtp.login(mailtls_server.username, mailtls_server.password)
                 smtp.send_message(msg)
-            [got] = mailtls_server.messages()
+            [got] = mailtls_server.messages(count=1)
             assert got["Subject"] == "captured" and got["X-Original-To"] == "b@example.org"
         """
     )
