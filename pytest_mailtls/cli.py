@@ -293,6 +293,10 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.action == "base":
         runtime.ensure_base_image(progress=_say)
         return EXIT_OK
+    if args.action == "prune":
+        removed = runtime.prune_images(progress=_say)
+        print(f"removed {len(removed)} old image(s)")
+        return EXIT_OK
     servers = parse_servers(args.servers) or list(DOCKER_SERVERS)
     for server in servers:
         if server not in DOCKER_SERVERS:
@@ -382,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("images", help="build the server images (cached by content hash)")
-    p.add_argument("action", choices=["build", "base"], help="build: server images; base: the local Debian base image")
+    p.add_argument(
+        "action",
+        choices=["build", "base", "prune"],
+        help="build: server images; base: the local Debian base image; prune: remove all but the newest of each",
+    )
     p.add_argument("--servers", default=",".join(DOCKER_SERVERS), help="which images (default: all)")
     p.set_defaults(func=cmd_images)
 

@@ -55,6 +55,7 @@ __all__ = [
     "engine_problem",
     "ensure_base_image",
     "ensure_image",
+    "prune_images",
     "find_debian_mirror",
     "free_ports",
     "image_tag",
@@ -133,6 +134,13 @@ def docker_client() -> docker.DockerClient:
             raise EngineUnavailable(
                 f"the Python package `docker` is not installed ({exc}): `pip install docker`, {EMBEDDED_HINT}"
             ) from exc
+        remote = _remote_engine(os.environ.get("DOCKER_HOST", ""))
+        if remote:
+            raise EngineUnavailable(
+                f"DOCKER_HOST={os.environ['DOCKER_HOST']} is an engine on {remote}, not on this machine: pytest-mailtls "
+                f"bind-mounts local folders (keys, configs, captured mail) and reaches servers on 127.0.0.1, so it "
+                f"needs the engine here. Unset DOCKER_HOST or point it at a local socket; {EMBEDDED_HINT}"
+            )
         try:
             # from_env negotiates the API version, which already needs an answering engine.
             client = docker.from_env(timeout=int(PING_TIMEOUT))
@@ -146,6 +154,51 @@ def docker_client() -> docker.DockerClient:
         _clients[pid] = client
     _install_exit_hooks()  # usually the main thread asks first, before any worker thread starts containers
     return client
+
+
+def _remote_engine(docker_host: str) -> str | None:
+    """The remote host a DOCKER_HOST names (tcp:// or ssh:// to another machine), or ``None`` if local."""
+    scheme, sep, rest = docker_host.partition("://")
+    if not sep or scheme not in ("tcp", "ssh", "http", "https"):
+        return None  # unix://, npipe://, unset
+    host = rest.split("@")[-1].split("/")[0].rsplit(":", 1)[0].strip("[]")
+    return None if host in ("localhost", "127.0.0.1", "::1", "") else host
+
+
+def prune_images(*, progress: Progress = _noop) -> list[str]:
+    """Remove every ``mailtls-<server>`` image but the newest of each server; return the removed tags.
+
+    Image tags follow their recipe's content, so each change of a recipe leaves the previous image
+    behind. Images in use by a container are kept.
+    """
+    client = docker_client()
+    newest: dict[str, tuple[str, Any]] = {}
+    removable: list[tuple[str, Any]] = []
+    for image in client.images.list():
+        for tag in image.tags:
+            repo = tag.rsplit(":", 1)[0]
+            if not repo.startswith("mailtls-"):
+                continue
+            created = image.attrs.get("Created", "")
+            if repo not in newest or created > newest[repo][1].attrs.get("Created", ""):
+                if repo in newest:
+                    removable.append(newest[repo])
+                newest[repo] = (tag, image)
+            else:
+                removable.append((tag, image))
+    in_use = {c.image.id for c in client.containers.list(all=True) if c.image is not None}
+    removed: list[str] = []
+    for tag, image in removable:
+        if image.id in in_use:
+            progress(f"keeping {tag}: a container uses it")
+            continue
+        try:
+            client.images.remove(tag)
+            removed.append(tag)
+            progress(f"removed {tag}")
+        except _docker_errors().APIError as exc:
+            progress(f"could not remove {tag}: {exc}")
+    return removed
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -383,3 +384,26 @@ def test_missing_base_is_made_with_debootstrap(client, recipes, monkeypatch: pyt
     # The base itself is not rebuilt, and images on it do not change tag, while it exists.
     assert runtime.ensure_base_image(tag=base) == runtime._image_id(client, base)
     assert runtime.ensure_image(server, containers_dir=root) == tag
+
+
+def test_prune_keeps_the_newest_image_of_each_server() -> None:
+    client = runtime.docker_client()
+    older, newer = client.images.get(runtime.BASE_IMAGE), None
+    for image in client.images.list():
+        if image.attrs["Created"] > older.attrs["Created"] and image.id != older.id:
+            newer = image
+            break
+    assert newer is not None, "needs one image newer than the base (any built server image)"
+    older.tag("mailtls-prunetest", "old")
+    newer.tag("mailtls-prunetest", "new")
+    try:
+        removed = runtime.prune_images()
+        assert "mailtls-prunetest:old" in removed
+        assert "mailtls-prunetest:new" not in removed
+        tags = {t for i in client.images.list(name="mailtls-prunetest") for t in i.tags if "prunetest" in t}
+        assert tags == {"mailtls-prunetest:new"}
+        assert client.images.get(runtime.BASE_IMAGE).id == older.id  # only the extra tag went
+    finally:
+        for tag in ("mailtls-prunetest:old", "mailtls-prunetest:new"):
+            with contextlib.suppress(Exception):
+                client.images.remove(tag)

@@ -309,3 +309,27 @@ def test_import_needs_no_docker_and_missing_sdk_is_explained() -> None:
 def test_stop_all_without_containers_is_a_no_op() -> None:
     runtime.stop_all()
     assert runtime.running_containers() == []
+
+
+@pytest.mark.parametrize(
+    ("docker_host", "remote"),
+    [
+        ("", None),
+        ("unix:///var/run/docker.sock", None),
+        ("tcp://127.0.0.1:2375", None),
+        ("tcp://localhost:2376", None),
+        ("tcp://[::1]:2375", None),
+        ("tcp://build-host.example:2376", "build-host.example"),
+        ("ssh://me@box", "box"),
+        ("tcp://10.0.0.5:2376", "10.0.0.5"),
+    ],
+)
+def test_remote_engines_are_recognised(docker_host: str, remote: str | None) -> None:
+    assert runtime._remote_engine(docker_host) == remote
+
+
+def test_a_remote_engine_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://build-host.example:2376")
+    monkeypatch.setattr(runtime, "_clients", {})
+    with pytest.raises(EngineUnavailable, match=r"not on this machine.*bind-mounts local folders"):
+        runtime.docker_client()
