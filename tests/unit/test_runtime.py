@@ -86,10 +86,14 @@ def test_base_images_of_a_dockerfile() -> None:
     assert runtime._base_images("RUN echo FROM nowhere\n") == []
 
 
-def test_containers_root_is_the_checkout_folder() -> None:
+def test_containers_root_holds_every_recipe() -> None:
+    # In a wheel the recipes live inside the package (hatch force-include); in a checkout beside it.
+    package = Path(runtime.__file__).resolve().parent
     root = runtime.containers_root()
-    assert root == Path(runtime.__file__).resolve().parent.parent / "containers"
+    assert root in (package / "containers", package.parent / "containers")
     assert (root / "base" / "make-base.sh").is_file()
+    for server in ("postfix", "dovecot", "james"):
+        assert (root / server / "Dockerfile").is_file(), server
 
 
 def test_ensure_image_rejects_bad_names_and_missing_recipes(tmp_path: Path) -> None:
