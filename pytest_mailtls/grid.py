@@ -186,7 +186,7 @@ class Grid:
                 pki=self.pki,
                 workdir=self.workdir / name,
                 ready_timeout=self.ready_timeout,
-                progress=lambda line: self.progress(f"{name}: {line}"),
+                progress=lambda line: self.progress(line if line.startswith(f"{name}:") else f"{name}: {line}"),
             )
             try:
                 options.workdir.mkdir(parents=True, exist_ok=True)
