@@ -278,13 +278,16 @@ def cmd_certify(args: argparse.Namespace) -> int:
         )
         return exit_status(report)
 
-    if args.manifest:
-        return run(read_manifest(args.manifest), lambda e: [])
-    cells = _selected_cells(args)
-    with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
-        for cell_id, skipped in grid.skipped.items():
-            _say(f"not served: {cell_id}: {skipped}")
-        return run(grid.endpoints, lambda e: grid.cell_logs(e.id))
+    try:
+        if args.manifest:
+            return run(read_manifest(args.manifest), lambda e: [])
+        cells = _selected_cells(args)
+        with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
+            for cell_id, skipped in grid.skipped.items():
+                _say(f"not served: {cell_id}: {skipped}")
+            return run(grid.endpoints, lambda e: grid.cell_logs(e.id))
+    finally:
+        client.close()
 
 
 def cmd_images(args: argparse.Namespace) -> int:

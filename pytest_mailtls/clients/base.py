@@ -115,6 +115,10 @@ class Client(abc.ABC):
     def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
         """One session against ``endpoint``; never raises for a failed connection (that is a result)."""
 
+    def close(self) -> None:
+        """Release what the client keeps between cells (e.g. the Java client's JVM); safe to call twice."""
+        return None  # most clients keep nothing
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

@@ -3,7 +3,12 @@
 The small Java program under ``clients/java/`` is built once per content hash
 with ``mvn -q package`` into a user cache directory (dependencies from Maven
 Central through the machine's own Maven settings). Each run writes a request
-file of ``mail.*`` session properties and starts one JVM.
+file of ``mail.*`` session properties. By default one long-lived JVM per client
+object (``MailTlsClient --batch``, started on the first run) takes the request
+paths on stdin and answers one JSON line each, so a cell costs no JVM start; a
+JVM that dies is restarted once, then the client falls back to one JVM per cell
+(also forced by ``PYTEST_MAILTLS_JAVA_BATCH=0``). A job past its deadline kills
+the JVM; the next run starts a new one.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..backends.base import Progress, no_progress
 from ..errors import MailTLSError
@@ -172,15 +181,154 @@ def session_properties(profile: ClientProfile, endpoint: Endpoint) -> dict[str, 
     return props
 
 
-class JakartaMailClient(Client):
-    """Angus Mail in a JVM per session; the request is a properties file, the answer one JSON line."""
+class _BatchDied(Exception):
+    """The batch JVM exited (or could not start) before answering."""
 
-    def __init__(self, profile: ClientProfile, *, timeout: float = 60.0, progress: Progress = no_progress) -> None:
+
+class _BatchTimeout(Exception):
+    """The batch JVM did not answer a job within its deadline."""
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    # A thread per JVM so that a job can wait for its answer with a deadline; None marks end of output.
+    try:
+        for line in stream:
+            lines.put(line)
+    except (OSError, ValueError):
+        pass
+    lines.put(None)
+
+
+def _shutdown(proc: subprocess.Popen[str], log: IO[bytes], folder: Path) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()  # end of jobs: the JVM leaves its loop and exits
+        proc.wait(timeout=2)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+    log.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class _BatchJVM:
+    """One ``MailTlsClient --batch`` process: a request path per line in, one JSON result line out."""
+
+    def __init__(self, classpath: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="mailtls-java-batch-"))
+        # Rewritten before each job; the JVM re-reads it per lookup (address caching is off in batch mode).
+        self.hosts = self.folder / "hosts"
+        self.hosts.write_text("")
+        self._log_path = self.folder / "stderr.log"
+        log = self._log_path.open("wb")  # a file, not a pipe: a chatty JVM must never block on a full pipe
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    "java",
+                    f"-Djdk.net.hosts.file={self.hosts}",
+                    "-XX:TieredStopAtLevel=1",  # many short sessions: C1 is warm quickly and costs little CPU
+                    "-cp",
+                    classpath,
+                    "mailtls.MailTlsClient",
+                    "--batch",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
+        except OSError as exc:
+            log.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise _BatchDied(f"could not start java: {exc}") from None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True).start()
+        # Stops the JVM at interpreter exit too; the finalizer holds no reference to self.
+        self._finalizer = weakref.finalize(self, _shutdown, self.proc, log, self.folder)
+
+    @property
+    def pid(self) -> int:
+        """The JVM's process id."""
+        return self.proc.pid
+
+    def job(self, request: Path, hosts: str, timeout: float) -> str:
+        """The JSON answer to ``request``; raises ``_BatchTimeout`` or ``_BatchDied``."""
+        self.hosts.write_text(hosts)
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"{request}\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            raise _BatchDied(self._why_dead()) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise _BatchTimeout from None
+            if line is None:
+                raise _BatchDied(self._why_dead())
+            if line.startswith("{"):
+                return line
+
+    def _why_dead(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = self._log_path.read_text(errors="replace").strip()[-2000:] if self._log_path.exists() else ""
+        return f"the batch JVM exited (status {code}): {tail or 'no output on stderr'}"
+
+    def stop(self) -> None:
+        """End the JVM (idempotent)."""
+        self._finalizer()
+
+
+class JakartaMailClient(Client):
+    """Angus Mail driven by a request properties file, answered with one JSON line.
+
+    ``batch`` (default: unless ``PYTEST_MAILTLS_JAVA_BATCH=0``) runs all cells through one long-lived JVM;
+    call :meth:`close` when done (it also stops at interpreter exit).
+    """
+
+    _MAX_BATCH_STARTS = 2  # the first JVM and one restart after a crash; then one JVM per cell
+
+    def __init__(
+        self,
+        profile: ClientProfile,
+        *,
+        timeout: float = 60.0,
+        progress: Progress = no_progress,
+        batch: bool | None = None,
+    ) -> None:
         self.profile = profile
         self.name = profile.name
         self.timeout = timeout
         self.progress = progress
+        self.batch = os.environ.get("PYTEST_MAILTLS_JAVA_BATCH", "1") != "0" if batch is None else batch
         self._target: Path | None = None
+        self._jvm: _BatchJVM | None = None
+        self._crashes = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the batch JVM, if one runs; a later run starts a new one."""
+        with self._lock:
+            self._stop_jvm()
+
+    def __enter__(self) -> JakartaMailClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stop_jvm(self) -> None:
+        if self._jvm is not None:
+            self._jvm.stop()
+            self._jvm = None
 
     def unavailable(self) -> str | None:
         problem = _missing_tools("java")
@@ -206,7 +354,13 @@ class JakartaMailClient(Client):
         with tempfile.TemporaryDirectory(prefix="mailtls-java-") as tmp:
             work = Path(tmp)
             request = self._request(endpoint, work, message)
-            (work / "hosts").write_text(f"{endpoint.host} {endpoint.server_hostname}\n")
+            hosts = f"{endpoint.host} {endpoint.server_hostname}\n"
+            if self.batch:
+                with self._lock:
+                    answer = self._run_batch(target, request, hosts)
+                if answer is not None:
+                    return self._result(endpoint, *answer, message)
+            (work / "hosts").write_text(hosts)
             argv = [
                 "java",
                 f"-Djdk.net.hosts.file={work / 'hosts'}",  # dial the endpoint's IP, verify its host name
@@ -221,6 +375,35 @@ class JakartaMailClient(Client):
             except ClientUnavailable as exc:
                 return ClientResult(ok=False, error_text=str(exc), exception_type="ClientUnavailable")
         return self._result(endpoint, code, out, err, seconds, message)
+
+    def _run_batch(self, target: Path, request: Path, hosts: str) -> tuple[int, str, str, float] | None:
+        """``(code, out, err, seconds)`` as a per-cell JVM would give them, or ``None``: run this cell alone."""
+        while self._crashes < self._MAX_BATCH_STARTS:
+            start = time.monotonic()
+            try:
+                if self._jvm is None:
+                    self._jvm = _BatchJVM(f"{target / 'mailtls-client.jar'}{os.pathsep}{target / 'lib' / '*'}")
+                line = self._jvm.job(request, hosts, self.timeout)
+            except _BatchTimeout:
+                # A stuck session: kill the JVM with it (the next cell starts a new one), answer like a timed-out run.
+                self._stop_jvm()
+                note = f"\n[pytest-mailtls] timed out after {self.timeout:.0f} s"
+                return 124, "", note, time.monotonic() - start
+            except _BatchDied as exc:
+                self._stop_jvm()
+                self._crashes += 1
+                self.progress(
+                    f"{self.name}: {exc}; "
+                    + ("restarting it" if self._crashes < self._MAX_BATCH_STARTS else "one JVM per cell")
+                )
+                continue
+            try:
+                ok = json.loads(line).get("ok") is True
+            except json.JSONDecodeError:
+                ok = False  # _result reports the unreadable answer
+            return (0 if ok else 1), line, "", time.monotonic() - start
+        self.batch = False
+        return None
 
     def _request(self, endpoint: Endpoint, work: Path, message: OutgoingMessage | None) -> Path:
         p = self.profile

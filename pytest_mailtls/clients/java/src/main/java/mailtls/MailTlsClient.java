@@ -7,8 +7,10 @@ import jakarta.mail.Store;
 import jakarta.mail.Transport;
 import jakarta.mail.internet.InternetAddress;
 import jakarta.mail.internet.MimeMessage;
+import java.io.BufferedReader;
 import java.io.ByteArrayOutputStream;
 import java.io.InputStream;
+import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.io.Reader;
 import java.net.InetAddress;
@@ -17,6 +19,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.KeyStore;
+import java.security.Security;
 import java.security.cert.Certificate;
 import java.security.cert.CertificateFactory;
 import java.util.ArrayList;
@@ -40,20 +43,57 @@ import org.eclipse.angus.mail.util.MailSSLSocketFactory;
  * the {@code mail.*} session properties verbatim plus {@code client.*} keys (protocol, host, port, user, password,
  * send, from, to, ca_file, keystore). Prints one JSON object on stdout: ok, error, exception, causes, version,
  * cipher, tls, transcript. Exit status 0 when the session succeeded.
+ *
+ * <p>Batch mode: {@code ... mailtls.MailTlsClient --batch} reads one request file path per line on stdin and answers
+ * each with one JSON line on stdout, in order, until stdin closes. Every job gets its own Session, SSLContext and
+ * socket factory; nothing but the loaded classes is shared between jobs.
  */
 public final class MailTlsClient {
 
     private MailTlsClient() {}
 
     public static void main(String[] args) throws Exception {
-        Properties request = new Properties();
-        try (Reader reader = Files.newBufferedReader(Path.of(args[0]), StandardCharsets.UTF_8)) {
-            request.load(reader);
+        if (args.length == 1 && "--batch".equals(args[0])) {
+            batch();
+            return;
         }
-        Result result = run(request);
+        Result result = run(load(args[0]));
         System.out.println(result.toJson());
         System.out.flush();
         System.exit(result.ok ? 0 : 1);
+    }
+
+    private static Properties load(String file) throws java.io.IOException {
+        Properties request = new Properties();
+        try (Reader reader = Files.newBufferedReader(Path.of(file), StandardCharsets.UTF_8)) {
+            request.load(reader);
+        }
+        return request;
+    }
+
+    /** Serve jobs from stdin until it closes; stdout carries only the result lines. */
+    private static void batch() throws java.io.IOException {
+        // The driver rewrites the jdk.net.hosts.file between jobs: no cached lookups may outlive a job.
+        Security.setProperty("networkaddress.cache.ttl", "0");
+        Security.setProperty("networkaddress.cache.negative.ttl", "0");
+        PrintStream answers = System.out;
+        System.setOut(System.err); // stray prints from libraries must not corrupt the protocol
+        BufferedReader jobs = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        for (String line = jobs.readLine(); line != null; line = jobs.readLine()) {
+            if (line.isBlank()) {
+                continue;
+            }
+            Result result;
+            try {
+                result = run(load(line.strip()));
+            } catch (Throwable exc) {
+                result = new Result();
+                result.exception = exc.getClass().getName();
+                result.error = "could not read the request " + line.strip() + ": " + exc.getMessage();
+            }
+            answers.println(result.toJson());
+            answers.flush();
+        }
     }
 
     static Result run(Properties request) {
