@@ -36,6 +36,8 @@ from pytest_mailtls.probe import (
 )
 from pytest_mailtls.verify import policy_ciphers, probe_endpoint
 
+from .loopserver import LoopServer
+
 CELLS = [
     "embedded-submission-starttls-modern-valid",
     "embedded-submission-starttls-intermediate-valid",
@@ -230,37 +232,12 @@ def test_json_document(probed: dict[str, ProbeResult]) -> None:
 # --- IMAP and POP3: a tiny STARTTLS responder -----------------------------------------------------
 
 
-class Responder:
+class Responder(LoopServer):
     """An IMAP or POP3 server just deep enough for the probe: greeting, capabilities, STARTTLS/STLS, login refusal."""
 
     def __init__(self, protocol: str, context: ssl.SSLContext, *, implicit: bool = False, required: bool = True):
         self.protocol, self.context, self.implicit, self.required = protocol, context, implicit, required
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        self.ready.wait(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        ssl_arg = self.context if self.implicit else None
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._session, "127.0.0.1", 0, ssl=ssl_arg))
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        super().__init__(context if implicit else None)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tls = self.implicit

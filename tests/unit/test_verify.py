@@ -11,7 +11,6 @@ import asyncio
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,8 @@ from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode, TLSPolicy
 from pytest_mailtls.verify import Mismatch, probe_endpoint, verify_endpoint, verify_endpoints
+
+from .loopserver import LoopServer
 
 MATRIX = load_matrix()
 POLICIES = MATRIX.policies
@@ -207,38 +208,12 @@ def test_mismatch_reads_as_one_line() -> None:
 # --- mutual TLS checked at login, as Dovecot does -------------------------------------------------
 
 
-class LoginChecker:
+class LoginChecker(LoopServer):
     """An implicit-TLS IMAP server that asks for a client certificate but only checks it at LOGIN."""
 
     def __init__(self, context: ssl.SSLContext, *, enforce: bool, password: str) -> None:
         self.context, self.enforce, self.password = context, enforce, password
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            start = asyncio.start_server(self._session, "127.0.0.1", 0, ssl=self.context)
-            self.server = self.loop.run_until_complete(start)
-            self.port = self.server.sockets[0].getsockname()[1]
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(5)
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        super().__init__(context)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         has_cert = bool(writer.get_extra_info("peercert"))
