@@ -51,7 +51,7 @@ __all__ = [
 #: names: a name that cannot carry a space, a brace, a newline, ``-->`` or a leading ``-`` cannot inject.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 NAME_RULE = (
-    "names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit "
+    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit "
     "(regex [A-Za-z0-9][A-Za-z0-9.-]{0,63})"
 )
 # A cell id pattern in a selection: the characters of ids plus fnmatch's glob characters.
@@ -63,7 +63,7 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9.*?\[\]!-]{1,200}")
 # refuses them before OpenSSL is asked.
 _CIPHER_ELEMENT = re.compile(r"[!+-]?[A-Za-z0-9._-]+(?:\+[A-Za-z0-9._-]+)*|@STRENGTH|@SECLEVEL=[0-5]")
 _CIPHER_RULE = (
-    "a cipher list is elements separated by ':', each [!+-]NAME[+NAME...], @STRENGTH or @SECLEVEL=0..5 "
+    "A cipher list is elements separated by ':', each [!+-]NAME[+NAME...], @STRENGTH or @SECLEVEL=0..5 "
     "(no spaces, braces, commas or control characters)"
 )
 
