@@ -353,7 +353,7 @@ def _check_ciphers(ciphers: Any, source: str, key: str) -> None:
         ctx.set_ciphers(ciphers if "@SECLEVEL" in ciphers else ciphers + ":@SECLEVEL=0")
     except ssl.SSLError:
         raise MatrixError(
-            source, key, f"no cipher of {ciphers!r} is known to OpenSSL", "Run `openssl ciphers -v ALL`"
+            source, key, f"{ciphers!r} selects no cipher of the local OpenSSL", "Run `openssl ciphers -v ALL`"
         ) from None
     for part in ciphers.split(":"):
         if not part or part[0] in "!+-@" or (part.isupper() and "-" not in part):
