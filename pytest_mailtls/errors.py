@@ -13,6 +13,7 @@ __all__ = [
     "ServerStartError",
     "PortInUseError",
     "ManifestError",
+    "OptionError",
 ]
 
 
@@ -64,3 +65,7 @@ class PortInUseError(MailTLSError):
 
 class ManifestError(MailTLSError):
     """A manifest file is missing, malformed, stale (its servers are gone), or lacks the requested cell."""
+
+
+class OptionError(MailTLSError):
+    """An option names something unusable (a report folder that is a file, a place that cannot be written)."""
