@@ -27,6 +27,7 @@ from .policy import (
     Cell,
     CertProfile,
     Mode,
+    Protocol,
     TLSPolicy,
     version_index,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "load_matrix",
     "parse_matrix",
     "filter_cells",
+    "unknown_criterion",
     "default_matrix_path",
     "CELL_KEYS",
     "NAME_PATTERN",
@@ -158,6 +160,22 @@ class Matrix:
                         for cert in block.certs:
                             yield Cell(server, service, mode, self.policies[policy_name], cert, auth)
 
+    def vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """Every value each cell key (:data:`CELL_KEYS`) takes somewhere in this matrix, on any server.
+
+        A marker or ``--where`` value that matches none of these is a typo, not an empty selection.
+        """
+        return {
+            "server": SERVERS,
+            "service": tuple(SERVICES),
+            "protocol": tuple(str(p) for p in Protocol),
+            "mode": tuple(str(m) for m in Mode),
+            "policy": (*self.policies, "none"),
+            "cert": (*(str(c) for c in CertProfile), "none"),
+            "auth": tuple(self.auth),
+            "id": tuple(c.id for c in self.all_cells(SERVERS)),
+        }
+
     def cells(self, *, servers: Iterable[str] = SERVERS, selection: str | None = None) -> list[Cell]:
         """The cells of ``selection`` (default: the matrix's ``default_selection``)."""
         name = selection if selection is not None else self.default_selection
@@ -234,6 +252,19 @@ def filter_cells(cells: Iterable[Cell], criteria: Mapping[str, str | Sequence[st
             raise MatrixError("cell filter", key, "unknown key", _allowed(CELL_KEYS))
     norm = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in criteria.items()}
     return [c for c in cells if _attrs_match(norm, c)]
+
+
+def unknown_criterion(
+    criteria: Mapping[str, str | Sequence[str]], vocabulary: Mapping[str, Sequence[str]]
+) -> tuple[str, str] | None:
+    """The first ``(key, value)`` of ``criteria`` whose value (a glob allowed) matches nothing in
+    ``vocabulary`` (see :meth:`Matrix.vocabulary`), or ``None`` when every value names something."""
+    for key, value in criteria.items():
+        allowed = vocabulary.get(key, ())
+        for pattern in (value,) if isinstance(value, str) else value:
+            if not isinstance(pattern, str) or not any(fnmatch.fnmatchcase(v, pattern) for v in allowed):
+                return key, pattern if isinstance(pattern, str) else repr(pattern)
+    return None
 
 
 def cell_attributes(cell: Cell) -> dict[str, str]:
