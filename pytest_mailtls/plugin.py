@@ -301,6 +301,26 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
 
 
 _ENGINE_SKIP = re.compile(r"docker engine", re.I)
+# The engine's own explanation (runtime.EngineUnavailable): a paragraph, which tests that guard on
+# engine_problem() repeat as their skip reason. "no Docker engine: " is how some guards prefix it.
+_ENGINE_PROBLEM = re.compile(
+    r"(?:no Docker engine: )?no Docker engine answers at (DOCKER_HOST=)?(\S+?)(?: \(DOCKER_HOST is unset\))?: .*", re.S
+)
+_FULL_PROBLEM = pytest.StashKey[str]()
+
+
+def _shorten_engine_skip(config: pytest.Config, report: pytest.TestReport) -> None:
+    """One line, with the fix, instead of the engine's paragraph in every skipped test (said once at the end)."""
+    assert isinstance(report.longrepr, tuple)
+    path, lineno, reason = report.longrepr
+    match = _ENGINE_PROBLEM.search(reason)
+    if match is None:
+        return
+    config.stash[_FULL_PROBLEM] = match.group(0).removeprefix("no Docker engine: ")
+    short = (
+        f"no Docker engine answers at {match.group(2)}: start one or set DOCKER_HOST, or use --mailtls-servers embedded"
+    )
+    report.longrepr = (path, lineno, reason[: match.start()] + short)
 
 
 class _EngineSkips:
@@ -329,6 +349,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    full = config.stash.get(_FULL_PROBLEM, None)
+    if full is not None:
+        terminalreporter.write_line(f"mailtls: container tests skipped: {full}")
     state = config.stash.get(_STATE, None)
     if state is not None and state.cfg.require_docker and state.engine_skips:
         terminalreporter.write_line(
@@ -370,6 +393,8 @@ def mailtls_check(request: pytest.FixtureRequest, mailtls_server: Endpoint) -> C
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple):
+        _shorten_engine_skip(item.config, report)
     endpoint = item.stash.get(_ENDPOINT, None)
     if endpoint is None or not report.failed or report.when != "call":
         return

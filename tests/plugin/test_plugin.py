@@ -667,3 +667,29 @@ def test_mailtls_check_passes_a_safe_client_and_reports_an_unsafe_one(pytester: 
     # Only this test's connection: the earlier test on the same cell is not in the section.
     section = result.stdout.str().split("mailtls server log")[1]
     assert "SSLV3_ALERT_CERTIFICATE_EXPIRED" not in section
+
+
+def test_a_guard_that_skips_with_the_engine_paragraph_shows_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_mailtls.runtime import engine_problem
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_guarded(n):
+            problem = engine_problem()
+            assert problem and len(problem) > 300  # the engine's paragraph
+            pytest.skip(problem)
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED [[]3[]] *: no Docker engine answers at {NO_ENGINE}: start one or set DOCKER_HOST, or use "
+         "--mailtls-servers embedded"]
+    )  # fmt: skip
+    full = [line for line in result.outlines if line.startswith("mailtls: container tests skipped: no Docker engine")]
+    assert len(full) == 1 and "dockerd" in full[0]  # the paragraph, once
