@@ -19,7 +19,7 @@ from .config import MailTLSConfig, add_options, get_config
 from .errors import MailTLSError
 from .factories import ManifestGrid, engine_skip_reason
 from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
-from .manifest import Endpoint, write_manifest
+from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .pki import SessionPKI
 from .policy import Cell
@@ -269,7 +269,8 @@ def mailtls_manifest(mailtls_grid: Grid | ManifestGrid, tmp_path_factory: pytest
     """Session: path of a manifest (JSON) describing every running cell, for external clients."""
     if isinstance(mailtls_grid, ManifestGrid):
         return mailtls_grid.path
-    return write_manifest(tmp_path_factory.mktemp("mailtls-manifest") / "manifest.json", mailtls_grid.endpoints)
+    path = tmp_path_factory.mktemp("mailtls-manifest") / "manifest.json"
+    return write_manifest(path, mailtls_grid.endpoints, owner=ManifestOwner.current("pytest"))
 
 
 @pytest.fixture
