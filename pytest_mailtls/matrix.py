@@ -43,19 +43,31 @@ __all__ = [
     "default_matrix_path",
     "CELL_KEYS",
     "NAME_PATTERN",
+    "NAME_MAX",
     "NAME_RULE",
+    "is_name",
     "check_name",
 ]
 
 #: The grammar of every name a matrix gives (policies, auth policies, grid blocks, selections): letters,
-#: digits, ``-`` and ``.``, starting with a letter or digit, at most 64 characters. Names end up in cell
-#: ids, server configuration (Postfix master.cf, Dovecot service names, James XML), log prefixes and file
-#: names: a name that cannot carry a space, a brace, a newline, ``-->`` or a leading ``-`` cannot inject.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+#: digits, ``-`` and ``.``, starting with a letter or digit, no ``.`` at the end or twice in a row, at most
+#: :data:`NAME_MAX` characters. Names end up in cell ids, server configuration (Postfix master.cf, Dovecot
+#: service names, James XML), log prefixes, file names and the local part of Postfix's capture addresses
+#: (a dot-atom: no empty atom between dots): a name that cannot carry a space, a brace, a newline, ``-->``
+#: or a leading ``-`` cannot inject.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*")
+NAME_MAX = 64
 NAME_RULE = (
-    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit "
-    "(regex [A-Za-z0-9][A-Za-z0-9.-]{0,63})"
+    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit, with no '.' at the end "
+    "or twice in a row (regex [A-Za-z0-9][A-Za-z0-9-]*(\\.[A-Za-z0-9-]+)*)"
 )
+
+
+def is_name(value: object) -> bool:
+    """Whether ``value`` is a name of the matrix grammar (:data:`NAME_PATTERN`, at most :data:`NAME_MAX`)."""
+    return isinstance(value, str) and len(value) <= NAME_MAX and NAME_PATTERN.fullmatch(value) is not None
+
+
 # A cell id pattern in a selection: the characters of ids plus fnmatch's glob characters.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9.*?\[\]!-]{1,200}")
 # One element of an OpenSSL cipher list (TLS <= 1.2): an optional operator (!, +, -) and cipher or
@@ -287,7 +299,7 @@ def check_name(name: Any, source: str, key: str, what: str) -> str:
     """``name`` if it follows :data:`NAME_PATTERN`, else a :class:`MatrixError` naming ``key`` and the rule."""
     if not isinstance(name, str):
         raise MatrixError(source, key, f"{what} name {name!r} must be a string", NAME_RULE)
-    if not NAME_PATTERN.fullmatch(name):
+    if not is_name(name):
         raise MatrixError(source, key, f"{what} name {name!r} is not allowed", NAME_RULE)
     return name
 
@@ -333,7 +345,7 @@ def _known_keys(body: Mapping[Any, Any], allowed: set[str], source: str, where: 
     for key in body:
         if not isinstance(key, str) or key not in allowed:
             prefix = f"{where}." if where else ""
-            shown = key if isinstance(key, str) and NAME_PATTERN.fullmatch(key) else repr(key)
+            shown = key if is_name(key) else repr(key)
             raise MatrixError(source, f"{prefix}{shown}", "unknown key", _allowed(sorted(allowed)))
 
 

@@ -488,6 +488,6 @@ def test_hostile_matrix_names_stop_every_command_in_one_line_before_anything_sta
     assert code == 2 and out == ""
     line = _one_error_line(err)
     assert line.startswith(f"mailtls: error: {matrix}: policies[") and "is not allowed" in line
-    assert "[A-Za-z0-9][A-Za-z0-9.-]{0,63}" in line
+    assert r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*" in line
     assert time.monotonic() - started < 5
     assert not (tmp_path / "m.json").exists()
