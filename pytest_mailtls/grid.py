@@ -1,17 +1,21 @@
 """Serve a set of cells: one server per backend, started side by side, stopped together.
 
 The plugin and the CLI both serve through here, so a failed start, Ctrl-C or
-the end of a run always tears down everything that was started.
+the end of a run always tears down everything that was started. The work dir
+and the PKI dir are registered with the runtime like containers, so a run that
+dies leaves them to the next run's reaper; starts run in daemon threads that a
+cancel event stops, so Ctrl-C or SIGTERM during a start ends it at once.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,17 +101,93 @@ def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
 _reaped = False
 
 
-def _reap_once(progress: Progress) -> None:
-    """Remove containers of earlier runs that died (killed pytest, lost CI job), once per process."""
+def _reap_once(progress: Progress, *, engine: bool) -> None:
+    """Remove what earlier runs of this user that died left (killed pytest, lost CI job), once per process:
+    their temp dirs always, their containers and networks when ``engine`` (a Docker server is planned)."""
     global _reaped
     if _reaped:
         return
-    _reaped = True
-    from .runtime import reap_orphans
+    from . import runtime
 
-    removed = reap_orphans(progress=progress)
+    if engine:
+        _reaped = True
+        removed = runtime.reap_orphans(progress=progress)
+    else:
+        removed = runtime._reap_dirs(progress)
     if removed:
-        progress(f"removed {len(removed)} container(s) left by runs that died: {', '.join(removed)}")
+        progress(f"removed {len(removed)} thing(s) left by runs that died: {', '.join(removed)}")
+
+
+# --------------------------------------------------------------------------- temp-dir registration
+
+
+def _register_dirs(grid: Grid) -> None:
+    """Register the grid's work dir (deleted at stop when the grid made it) and the PKI's dir with the
+    runtime: a marker names this process, so if it dies the next run (or `mailtls reap`) deletes them."""
+    from .runtime import register_dir
+
+    register_dir(grid.workdir, remove_at_exit=grid._own_workdir)
+    if not grid.pki.directory.resolve().is_relative_to(grid.workdir.resolve()):
+        register_dir(grid.pki.directory)
+
+
+def _release_dirs(grid: Grid) -> None:
+    """The counterpart of :func:`_register_dirs`, at stop: delete the work dir if the grid made it."""
+    from .runtime import release_dir
+
+    if not grid.pki.directory.resolve().is_relative_to(grid.workdir.resolve()):
+        release_dir(grid.pki.directory)
+    release_dir(grid.workdir, remove=grid._own_workdir)
+
+
+# --------------------------------------------------------------------------- interruptible start
+
+#: How long an interrupted start waits for its threads to notice before it removes what they made anyway.
+CANCEL_GRACE = 1.0
+
+
+def _start_in_threads(jobs: dict[str, Callable[[], None]]) -> dict[str, Future[None]]:
+    """Run each job in its own daemon thread: a process interrupted during a start exits without waiting
+    for a job (an image build can take minutes); the jobs' cancel event makes them end on their own."""
+    futures: dict[str, Future[None]] = {}
+    for name, job in jobs.items():
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run(job: Callable[[], None] = job, future: Future[None] = future) -> None:
+            try:
+                job()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=run, name=f"mailtls-start-{name}", daemon=True).start()
+        futures[name] = future
+    return futures
+
+
+def _wait_starts(futures: Sequence[Future[None]]) -> BaseException | None:
+    """Wait for every start, in short slices so that Ctrl-C and SIGTERM are handled at once in the main
+    thread; return the first error, as soon as one happens."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                return error
+    return None
+
+
+def _abandon_starts(grid: Grid, futures: Sequence[Future[None]]) -> None:
+    """Cancel the starts in progress: remove their containers now, give their threads a moment to end,
+    then stop what did start. Each thread also cleans up after itself if it ends later."""
+    from .runtime import cancel_starts
+
+    cancel_starts(grid._cancel)
+    wait(futures, timeout=CANCEL_GRACE)
+    grid.stop()
 
 
 class Grid:
@@ -136,6 +216,8 @@ class Grid:
         self.servers: dict[str, RunningServer] = {}
         self.skipped: dict[str, str] = {}  # cell id -> why its backend cannot serve it
         self._lock = threading.Lock()
+        self._cancel = threading.Event()  # set when a start is interrupted or one server fails
+        self._registered = False
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -173,8 +255,11 @@ class Grid:
             if served:
                 plans[name] = (backend, served)
 
-        if any(name in DOCKER_SERVERS for name in plans):
-            _reap_once(self.progress)
+        _reap_once(self.progress, engine=any(name in DOCKER_SERVERS for name in plans))
+        if not self._registered:
+            _register_dirs(self)
+            self._registered = True
+        self._cancel.clear()
         # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
         # before anything starts; each start's outcome is published to the others through its peer.
         peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
@@ -187,6 +272,7 @@ class Grid:
                 workdir=self.workdir / name,
                 ready_timeout=self.ready_timeout,
                 progress=lambda line: self.progress(line if line.startswith(f"{name}:") else f"{name}: {line}"),
+                cancel=self._cancel,
             )
             try:
                 options.workdir.mkdir(parents=True, exist_ok=True)
@@ -195,20 +281,35 @@ class Grid:
                 peers[name].resolve(error=exc)
                 raise
             with self._lock:
-                self.servers[name] = server
+                cancelled = self._cancel.is_set()
+                if not cancelled:
+                    self.servers[name] = server
+            if cancelled:  # the grid gave up on this start while it finished: leave nothing behind
+                server.stop()
+                peers[name].resolve(error=MailTLSError(f"{name}: start cancelled"))
+                return
             peers[name].resolve(server)
             self.progress(f"{name}: {len(server.endpoints)} cells ready")
 
+        futures = _start_in_threads({name: functools.partial(start_one, name) for name in plans})
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
-                futures = [pool.submit(start_one, name) for name in plans]
-                errors = [f.exception() for f in futures]
-            first = next((e for e in errors if e is not None), None)
-            if first is not None:
-                raise first
-        except BaseException:
-            self.stop()
+            first = _wait_starts(list(futures.values()))
+        except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt or SystemExit): stop now, not after the starts
+            from .runtime import signals_deferred
+
+            with signals_deferred(self.progress):
+                _abandon_starts(self, list(futures.values()))
             raise
+        if first is not None:
+            from .runtime import StartCancelled, signals_deferred
+
+            with signals_deferred(self.progress):
+                _abandon_starts(self, list(futures.values()))
+                # Report the cause, not a sibling that was cancelled because of it.
+                causes = [f.exception() for f in futures.values() if f.done() and f.exception() is not None]
+                first = next((e for e in causes if not isinstance(e, StartCancelled)), first)
+            assert first is not None
+            raise first
         return self
 
     def logs(self, server: str) -> str:
@@ -223,16 +324,24 @@ class Grid:
         return []
 
     def stop(self) -> None:
-        """Stop every server (best effort, never raises), then remove the work dir if we made it."""
-        with self._lock:
-            servers, self.servers = list(self.servers.values()), {}
-        for server in servers:
-            try:
-                server.stop()
-            except Exception as exc:  # teardown is best-effort; report and go on
-                self.progress(f"warning: could not stop a server cleanly: {exc}")
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Stop every server (best effort, never raises), then remove the work dir if we made it. A second
+        Ctrl-C or a SIGTERM meanwhile waits until everything is removed."""
+        from .runtime import signals_deferred
+
+        with signals_deferred(self.progress):
+            self._cancel.set()  # a start still finishing in a thread stops what it made
+            with self._lock:
+                servers, self.servers = list(self.servers.values()), {}
+            for server in servers:
+                try:
+                    server.stop()
+                except Exception as exc:  # teardown is best-effort; report and go on
+                    self.progress(f"warning: could not stop a server cleanly: {exc}")
+            if self._registered:
+                self._registered = False
+                _release_dirs(self)
+            elif self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Grid:
         return self.start()

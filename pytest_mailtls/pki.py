@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 import subprocess
 import threading
@@ -65,7 +66,8 @@ class SessionPKI:
     def __init__(self, directory: str | Path, *, server_hostname: str = "localhost") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.directory.chmod(0o755)  # containers read it as their own users; keys are 0644 for that reason
+        # Private: it holds every key of the session. Containers get copies (backends/container.copy_pki).
+        self.directory.chmod(0o700)
         self.server_hostname = server_hostname
         self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
         self.ca_file = self.directory / "ca.pem"
@@ -129,7 +131,7 @@ class SessionPKI:
                 intermediate = self.ca.create_child_ca(key_type=_RSA)
                 leaf = intermediate.issue_cert(*names, key_type=_RSA)
                 # Present the leaf alone: the intermediate clients would need is withheld.
-                leaf.private_key_pem.write_to_path(str(key_file))
+                _write_private(key_file, leaf.private_key_pem.bytes())
                 leaf.cert_chain_pems[0].write_to_path(str(cert_file))
                 (folder / "intermediate.pem").write_bytes(intermediate.cert_pem.bytes())
             case CertProfile.SELF_SIGNED:
@@ -144,12 +146,12 @@ class SessionPKI:
                 _write_key_and_cert(key, [cert], key_file, cert_file)
             case CertProfile.SHA1_SIGNATURE:
                 self._make_sha1(folder, names, now)
-        for path in (key_file, cert_file):
-            path.chmod(0o644)
+        key_file.chmod(0o600)  # never readable by others, even for the instant before a chmod
+        cert_file.chmod(0o644)
         return ServerCertFiles(key_file, cert_file)
 
     def _write_leaf(self, leaf: trustme.LeafCert, folder: Path) -> None:
-        leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+        _write_private(folder / "key.pem", leaf.private_key_pem.bytes())
         (folder / "chain.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
 
     def _ca_key(self) -> rsa.RSAPrivateKey:
@@ -173,7 +175,7 @@ class SessionPKI:
         work = folder / "sha1-work"
         work.mkdir(exist_ok=True)
         ca_key = work / "ca-key.pem"
-        ca_key.write_bytes(self.ca.private_key_pem.bytes())
+        _write_private(ca_key, self.ca.private_key_pem.bytes())
         (work / "request.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
         _write_key_and_cert(key, [], folder / "key.pem", None)
         cmd = [
@@ -215,6 +217,14 @@ class SessionPKI:
             return self._clients[name]
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600 from creation on, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
         [
@@ -254,8 +264,9 @@ def _builder(
 def _write_key_and_cert(
     key: rsa.RSAPrivateKey, certs: list[x509.Certificate], key_file: Path, cert_file: Path | None
 ) -> None:
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(
+        key_file,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
     if cert_file is not None:
         cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))

@@ -925,6 +925,8 @@ class JamesBackend(Backend):
         write_files(root, config.files)
         for path in root.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
+        for path in (root / "tls").glob("*.p12"):
+            path.chmod(0o600)  # keystores hold private keys: the host user only (root in the container reads them)
         make_mail_root(root / "mail", config.maildirs.values())
         reported: set[str] = set()
         for cell in cells:
