@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends.base import Backend, Progress, RunningServer, StartOptions, no_progress
-from .backends.stack import link_backends
+from .backends.stack import Peer, link_backends
 from .errors import MailTLSError
 from .manifest import Endpoint
 from .matrix import filter_cells
@@ -122,28 +122,61 @@ def _reap_once(progress: Progress, *, engine: bool) -> None:
 
 
 def _register_dirs(grid: Grid) -> None:
-    """Register the grid's work dir (deleted at stop when the grid made it) and the PKI's dir with the
-    runtime: a marker names this process, so if it dies the next run (or `mailtls reap`) deletes them."""
+    """Register the grid's work dir (deleted at stop, or at exit, when the grid made it) and the PKI's dir
+    with the runtime: a marker names this process, so if it dies the next run (or `mailtls reap`) deletes
+    them. Called as soon as the work dir exists, before any key is written into it."""
     from .runtime import register_dir
 
-    register_dir(grid.workdir, remove_at_exit=grid._own_workdir)
-    if not grid.pki.directory.resolve().is_relative_to(grid.workdir.resolve()):
+    if not grid._registered:
+        register_dir(grid.workdir, remove_at_exit=grid._own_workdir)
+        grid._registered = True
+    if not grid._pki_registered and not _pki_inside(grid):
         register_dir(grid.pki.directory)
+        grid._pki_registered = True
 
 
-def _release_dirs(grid: Grid) -> None:
-    """The counterpart of :func:`_register_dirs`, at stop: delete the work dir if the grid made it."""
+def _release_dirs(grid: Grid, *, keep_index: bool = False) -> None:
+    """The counterpart of :func:`_register_dirs`, at stop: delete the work dir if the grid made it
+    (``keep_index``: start threads still run and may write into it again; the reaper takes it then)."""
     from .runtime import release_dir
 
-    if not grid.pki.directory.resolve().is_relative_to(grid.workdir.resolve()):
+    if grid._pki_registered:
+        grid._pki_registered = False
         release_dir(grid.pki.directory)
-    release_dir(grid.workdir, remove=grid._own_workdir)
+    if grid._registered:
+        grid._registered = False
+        release_dir(grid.workdir, remove=grid._own_workdir, keep_index=keep_index)
+    elif grid._own_workdir:
+        shutil.rmtree(grid.workdir, ignore_errors=True)
+
+
+def _register_dirs_early(grid: Grid) -> None:
+    """Register a work dir the grid made before anything is written into it (the PKI comes next)."""
+    from .runtime import register_dir
+
+    register_dir(grid.workdir, remove_at_exit=True)
+    grid._registered = True
+
+
+def _pki_inside(grid: Grid) -> bool:
+    return grid.pki.directory.resolve().is_relative_to(grid.workdir.resolve())
 
 
 # --------------------------------------------------------------------------- interruptible start
 
 #: How long an interrupted start waits for its threads to notice before it removes what they made anyway.
-CANCEL_GRACE = 1.0
+CANCEL_GRACE = 0.5
+
+
+def _prepare_pki(pki: SessionPKI, cells: Iterable[Cell]) -> None:
+    """Make every key and certificate the starts will need, here in the main thread: a Ctrl-C during the
+    slowest part of a start (key generation, serialized by the PKI anyway) then interrupts it at once, and
+    no start thread is left writing keys into a work dir that the interrupted grid already removed."""
+    cells = list(cells)
+    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
+        pki.server_files(profile)
+    if any(c.auth.client_cert for c in cells):
+        pki.client_files()
 
 
 def _start_in_threads(jobs: dict[str, Callable[[], None]]) -> dict[str, Future[None]]:
@@ -180,14 +213,15 @@ def _wait_starts(futures: Sequence[Future[None]]) -> BaseException | None:
     return None
 
 
-def _abandon_starts(grid: Grid, futures: Sequence[Future[None]]) -> None:
-    """Cancel the starts in progress: remove their containers now, give their threads a moment to end,
-    then stop what did start. Each thread also cleans up after itself if it ends later."""
+def _abandon_starts(grid: Grid, futures: Sequence[Future[None]], *, interrupted: bool) -> None:
+    """Cancel the starts in progress: remove their containers now (``interrupted``: from the runtime's
+    detached janitor, so that the process exits at once), give their threads a moment to end, then stop
+    what did start. A thread that ends later still cleans up after itself."""
     from .runtime import cancel_starts
 
-    cancel_starts(grid._cancel)
-    wait(futures, timeout=CANCEL_GRACE)
-    grid.stop()
+    cancel_starts(grid._cancel, background=interrupted)
+    _, running = wait(futures, timeout=CANCEL_GRACE if interrupted else None)
+    grid._stop(keep_index=bool(running))
 
 
 class Grid:
@@ -208,16 +242,23 @@ class Grid:
     ) -> None:
         self.cells = list(cells)
         self._own_workdir = workdir is None
+        self._registered = self._pki_registered = False
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mailtls-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.pki = pki or SessionPKI(self.workdir / "pki")
         self.ready_timeout = ready_timeout
         self.progress = progress
         self.servers: dict[str, RunningServer] = {}
         self.skipped: dict[str, str] = {}  # cell id -> why its backend cannot serve it
         self._lock = threading.Lock()
         self._cancel = threading.Event()  # set when a start is interrupted or one server fails
-        self._registered = False
+        try:
+            if self._own_workdir:
+                _register_dirs_early(self)
+            self.pki = pki or SessionPKI(self.workdir / "pki")
+            _register_dirs(self)
+        except BaseException:  # Ctrl-C during the CA's key generation: leave no dir behind
+            _release_dirs(self)
+            raise
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -255,62 +296,70 @@ class Grid:
             if served:
                 plans[name] = (backend, served)
 
-        _reap_once(self.progress, engine=any(name in DOCKER_SERVERS for name in plans))
-        if not self._registered:
-            _register_dirs(self)
-            self._registered = True
-        self._cancel.clear()
-        # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
-        # before anything starts; each start's outcome is published to the others through its peer.
-        peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
-
-        def start_one(name: str) -> None:
-            backend, cells = plans[name]
-            self.progress(f"{name}: starting {len(cells)} cells")
-            options = StartOptions(
-                pki=self.pki,
-                workdir=self.workdir / name,
-                ready_timeout=self.ready_timeout,
-                progress=lambda line: self.progress(line if line.startswith(f"{name}:") else f"{name}: {line}"),
-                cancel=self._cancel,
-            )
-            try:
-                options.workdir.mkdir(parents=True, exist_ok=True)
-                server = backend.start(cells, options)
-            except BaseException as exc:
-                peers[name].resolve(error=exc)
-                raise
-            with self._lock:
-                cancelled = self._cancel.is_set()
-                if not cancelled:
-                    self.servers[name] = server
-            if cancelled:  # the grid gave up on this start while it finished: leave nothing behind
-                server.stop()
-                peers[name].resolve(error=MailTLSError(f"{name}: start cancelled"))
-                return
-            peers[name].resolve(server)
-            self.progress(f"{name}: {len(server.endpoints)} cells ready")
-
-        futures = _start_in_threads({name: functools.partial(start_one, name) for name in plans})
+        futures: list[Future[None]] = []
         try:
-            first = _wait_starts(list(futures.values()))
+            _reap_once(self.progress, engine=any(name in DOCKER_SERVERS for name in plans))
+            _register_dirs(self)
+            self._cancel.clear()
+            _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells])
+            # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
+            # before anything starts; each start's outcome is published to the others through its peer.
+            peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
+            futures = list(
+                _start_in_threads(
+                    {name: functools.partial(self._start_one, plans, peers, name) for name in plans}
+                ).values()
+            )
+            first = _wait_starts(futures)
         except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt or SystemExit): stop now, not after the starts
             from .runtime import signals_deferred
 
             with signals_deferred(self.progress):
-                _abandon_starts(self, list(futures.values()))
+                _abandon_starts(self, futures, interrupted=True)
             raise
         if first is not None:
             from .runtime import StartCancelled, signals_deferred
 
             with signals_deferred(self.progress):
-                _abandon_starts(self, list(futures.values()))
+                _abandon_starts(self, futures, interrupted=False)
                 # Report the cause, not a sibling that was cancelled because of it.
-                causes = [f.exception() for f in futures.values() if f.done() and f.exception() is not None]
+                causes = [f.exception() for f in futures if f.done() and f.exception() is not None]
                 first = next((e for e in causes if not isinstance(e, StartCancelled)), first)
             assert first is not None
             raise first
         return self
+
+    def _start_one(self, plans: dict[str, tuple[Backend, list[Cell]]], peers: dict[str, Peer], name: str) -> None:
+        """Start one backend's server (in its own thread); publish the outcome to its peers."""
+        backend, cells = plans[name]
+        self.progress(f"{name}: starting {len(cells)} cells")
+        options = StartOptions(
+            pki=self.pki,
+            workdir=self.workdir / name,
+            ready_timeout=self.ready_timeout,
+            progress=lambda line: self.progress(line if line.startswith(f"{name}:") else f"{name}: {line}"),
+            cancel=self._cancel,
+        )
+        try:
+            options.workdir.mkdir(exist_ok=True)  # never re-creates a work dir removed by a cancel
+            server = backend.start(cells, options)
+        except BaseException as exc:
+            peers[name].resolve(error=exc)
+            if self._cancel.is_set() and self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)  # what this thread wrote after the grid left
+            raise
+        with self._lock:
+            cancelled = self._cancel.is_set()
+            if not cancelled:
+                self.servers[name] = server
+        if cancelled:  # the grid gave up on this start while it finished: leave nothing behind
+            server.stop()
+            peers[name].resolve(error=MailTLSError(f"{name}: start cancelled"))
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            return
+        peers[name].resolve(server)
+        self.progress(f"{name}: {len(server.endpoints)} cells ready")
 
     def logs(self, server: str) -> str:
         running = self.servers.get(server)
@@ -326,6 +375,9 @@ class Grid:
     def stop(self) -> None:
         """Stop every server (best effort, never raises), then remove the work dir if we made it. A second
         Ctrl-C or a SIGTERM meanwhile waits until everything is removed."""
+        self._stop()
+
+    def _stop(self, *, keep_index: bool = False) -> None:
         from .runtime import signals_deferred
 
         with signals_deferred(self.progress):
@@ -337,11 +389,7 @@ class Grid:
                     server.stop()
                 except Exception as exc:  # teardown is best-effort; report and go on
                     self.progress(f"warning: could not stop a server cleanly: {exc}")
-            if self._registered:
-                self._registered = False
-                _release_dirs(self)
-            elif self._own_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            _release_dirs(self, keep_index=keep_index)
 
     def __enter__(self) -> Grid:
         return self.start()

@@ -225,6 +225,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         runtime.stop_all()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    # pytest-xdist, in the controller: a worker that died (SIGKILL, OOM) stopped nothing; remove its
+    # containers, network and temp dirs now, before the session ends (the reaper sees it is dead).
+    if error is None:
+        return
+    from . import runtime
+
+    if runtime.engine_problem() is None:
+        runtime.reap_orphans(progress=lambda line: print(f"mailtls: {line}", file=sys.stderr))
+
+
 @pytest.fixture
 def mailtls_check(request: pytest.FixtureRequest, mailtls_server: Endpoint) -> Callable[..., Any]:
     """Function: ``mailtls_check(client)`` runs a client on this test's cell and asserts its outcome.
