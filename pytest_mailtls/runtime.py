@@ -909,12 +909,14 @@ def _unregister(container: Container) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     previous = _previous_sigterm
-    # A handler of the application's own (the CLI turns SIGTERM into KeyboardInterrupt) goes on with an
-    # orderly teardown: do not wait for the janitor then. Otherwise the process dies right after this.
-    _emergency_cleanup(wait=0.0 if callable(previous) else JANITOR_WAIT)
     if callable(previous):
+        # The application's own handler (the CLI turns SIGTERM into KeyboardInterrupt) leads to an orderly
+        # teardown through the grid: an interrupted start hands its containers to the janitor, a serving
+        # grid removes them before the process ends, atexit catches the rest.
         previous(signum, frame)
-    elif previous != signal.SIG_IGN:
+        return
+    _emergency_cleanup(wait=JANITOR_WAIT)  # the process dies right after this
+    if previous != signal.SIG_IGN:
         # Die of SIGTERM as we would have without this handler (exit status 143 seen by the parent).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
