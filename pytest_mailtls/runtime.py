@@ -1534,7 +1534,7 @@ def reap_orphans(*, progress: Progress = _noop, all_users: bool = False) -> list
     """
     removed = _reap_containers(progress, all_users)
     with contextlib.suppress(Exception):  # a network still in use by someone is not an error here
-        _reap_networks(progress, all_users)
+        removed += _reap_networks(progress, all_users)
     removed += _reap_dirs(progress)
     return removed
 
