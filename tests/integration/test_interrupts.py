@@ -45,8 +45,9 @@ def _up(manifest: Path, *selection: str) -> subprocess.Popen[str]:
 
 
 def _containers_of(pid: int) -> list[str]:
-    found = docker_client().containers.list(all=True, filters={"label": f"pytest-mailtls.pid={pid}"})
-    return [c.name for c in found]
+    # The low-level list: the high-level one inspects each container and fails on one removed meanwhile.
+    found = docker_client().api.containers(all=True, filters={"label": f"pytest-mailtls.pid={pid}"})
+    return [(c.get("Names") or [c["Id"]])[0].lstrip("/") for c in found]
 
 
 def _networks_of(pid: int) -> list[str]:
