@@ -130,7 +130,8 @@ class CommandClient(Client):
             )
         self.template = template
         self.name = name
-        self.profile = profile or ClientProfile(name, family="command", description=template)
+        # Without a declared profile the oracle reads the client's capabilities from its own ClientHello.
+        self.profile = profile or ClientProfile(name, family="command", description=template, declared=False)
         self.timeout = timeout
 
     def unavailable(self) -> str | None:
