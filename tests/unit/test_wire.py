@@ -7,6 +7,7 @@ IMAP or POP3 with Python's ssl; the clients are smtplib/imaplib/poplib and raw s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import poplib
 import smtplib
@@ -88,7 +89,7 @@ class _Mail(LoopServer):
     async def imap(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")
         while line := await reader.readline():
-            tag, verb = (line.split(b" ") + [b""])[:2]
+            tag, verb = ([*line.split(b" "), b""])[:2]
             verb = verb.strip().upper()
             if verb == b"CAPABILITY":
                 writer.write(b"* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
@@ -233,11 +234,11 @@ def test_an_implicit_session_records_sni_and_alpn(relay: Recorder, pki: SessionP
         ep = _front(relay, pki, cell, server.port)
         ctx = _client_ctx(pki)
         ctx.set_alpn_protocols(["smtp"])
-        with socket.create_connection((ep.host, ep.port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname=pki.server_hostname) as tls:
-                assert tls.recv(100).startswith(b"220")
-                tls.sendall(b"QUIT\r\n")
-                tls.recv(100)
+        raw = socket.create_connection((ep.host, ep.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname=pki.server_hostname) as tls:
+            assert tls.recv(100).startswith(b"220")
+            tls.sendall(b"QUIT\r\n")
+            tls.recv(100)
         s = ep.last_session()
     assert s.dialogue == [] and s.sni == pki.server_hostname and s.client_hello and s.client_hello.alpn == ["smtp"]
     assert s.client_hello.groups and s.client_hello.signature_algorithms
@@ -251,10 +252,8 @@ def test_a_plaintext_hello_on_an_implicit_port_is_wrong_tls_mode(relay: Recorder
         with socket.create_connection((ep.host, ep.port), timeout=5) as sock:
             sock.sendall(b"EHLO client\r\n")
             sock.settimeout(1)
-            try:
+            with contextlib.suppress(TimeoutError, OSError):
                 sock.recv(100)
-            except (TimeoutError, OSError):
-                pass
         [s] = ep.sessions()
     assert s.not_tls and s.first_client_bytes and s.first_client_bytes.startswith("EHLO")
     assert [f.classes for f in findings(WireView(cell, (s,)))] == [("wrong-tls-mode",)]
