@@ -76,7 +76,8 @@ class Dialogue:
         if self.tls_from_here or not data:
             return data if self.tls_from_here else b""
         buf = self._buffers[side]
-        if side == "client" and not self.lines and not buf and looks_like_tls(data):
+        first_words = side == "client" and not buf and not any(ln.dir == "client" for ln in self.lines)
+        if first_words and looks_like_tls(data):
             self.tls_before_starttls = True
             self._add(side, "(a TLS ClientHello before any STARTTLS)")
             self.tls_from_here = True

@@ -139,7 +139,7 @@ class Recorder:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="mailtls-recorder", daemon=True)
         self._fronts: list[_Front] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        self._live: set[_Connection] = set()
         self._ids = itertools.count(1)
         self._stopped = False
         self._thread.start()
@@ -164,98 +164,11 @@ class Recorder:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
-        front.server = await asyncio.start_server(lambda r, w: self._accept(front, r, w), sock=sock, backlog=128)
+        front.server = await self._loop.create_server(lambda: _ClientSide(self, front), sock=sock, backlog=128)
         return int(sock.getsockname()[1])
 
-    def _accept(self, front: _Front, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = self._loop.create_task(self._relay(front, reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-
-    # --- relaying ------------------------------------------------------------------------
-    async def _relay(self, front: _Front, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        cell = front.endpoint.cell
-        analyzer = SessionAnalyzer(
-            session_id=f"{os.getpid()}-{next(self._ids)}",
-            cell=cell.id,
-            protocol=str(cell.protocol),
-            implicit=cell.mode.value == "implicit",
-            client=f"{peer[0]}:{peer[1]}",
-        )
-        _nodelay(writer)
-        s = analyzer.session
-        _append(
-            front.path,
-            {
-                "event": "open",
-                "id": s.id,
-                "cell": s.cell,
-                "protocol": s.protocol,
-                "client": s.client,
-                "opened": s.opened,
-            },
-        )
-        closed: dict[str, object] = {"by": None, "how": None}
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*front.upstream)
-        except OSError as exc:
-            s.upstream_error = f"{front.upstream[0]}:{front.upstream[1]}: {exc.strerror or exc}"
-            writer.transport.abort()
-            _append(front.path, {"event": "close", **analyzer.finish(closed_by="relay", close_how="rst").model_dump()})
-            return
-        _nodelay(up_writer)
-        s.upstream_port = int(up_writer.get_extra_info("sockname")[1])
-
-        async def pump(side: Side, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            tap = front.tap.client_to_server if side == "client" else front.tap.server_to_client
-            while True:
-                try:
-                    data = await src.read(_CHUNK)
-                except (ConnectionResetError, BrokenPipeError):
-                    if closed["by"] is None:
-                        closed.update(by=side, how="rst")
-                    dst.transport.abort()  # pass the reset on
-                    return
-                if not data:
-                    if closed["by"] is None:
-                        closed.update(by=side, how="fin")
-                    with contextlib.suppress(OSError, RuntimeError):
-                        if dst.can_write_eof():
-                            dst.write_eof()  # half-close: the other side may still answer
-                    return
-                out = tap(analyzer, data)
-                analyzer.feed(side, data)
-                if out:
-                    dst.write(out)
-                    try:
-                        await dst.drain()
-                    except (ConnectionResetError, BrokenPipeError):
-                        if closed["by"] is None:
-                            closed.update(by="server" if side == "client" else "client", how="rst")
-                        return
-
-        pumps = [
-            asyncio.ensure_future(pump("client", reader, up_writer)),
-            asyncio.ensure_future(pump("server", up_reader, writer)),
-        ]
-        try:
-            _done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            if pending:  # one side closed: the other gets a while to finish its answer, then is cut
-                _done, pending = await asyncio.wait(pending, timeout=HALF_CLOSE_GRACE)
-                for task in pending:
-                    task.cancel()
-                if pending and closed["how"] != "rst":
-                    closed["how"] = "timeout"
-        except asyncio.CancelledError:
-            for task in pumps:
-                task.cancel()
-            closed.update(by="relay", how=None)
-        finally:
-            for w in (writer, up_writer):
-                w.transport.abort() if closed["how"] == "rst" else w.close()
-            record = analyzer.finish(closed_by=closed["by"], close_how=closed["how"])  # type: ignore[arg-type]
-            _append(front.path, {"event": "close", **record.model_dump()})
+    def _session_id(self) -> str:
+        return f"{os.getpid()}-{next(self._ids)}"
 
     # --- stopping ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -268,11 +181,8 @@ class Recorder:
             for front in self._fronts:
                 if front.server is not None:
                     front.server.close()
-            tasks = list(self._connections)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks, timeout=2)
+            for conn in list(self._live):
+                conn.finish(closed_by="relay", close_how=None)
 
         if self._loop.is_running():
             with contextlib.suppress(Exception):
@@ -289,8 +199,196 @@ class Recorder:
         self.stop()
 
 
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
+class _Connection:
+    """One relayed connection: the client's transport, the server's, the analyzer, and how it ended."""
+
+    def __init__(self, recorder: Recorder, front: _Front, client: asyncio.Transport) -> None:
+        self.recorder, self.front, self.client = recorder, front, client
+        self.upstream: asyncio.Transport | None = None
+        peer = client.get_extra_info("peername") or ("?", 0)
+        cell = front.endpoint.cell
+        self.analyzer = SessionAnalyzer(
+            session_id=recorder._session_id(),
+            cell=cell.id,
+            protocol=str(cell.protocol),
+            implicit=cell.mode.value == "implicit",
+            client=f"{peer[0]}:{peer[1]}",
+        )
+        self.closed_by: Side | Literal["relay"] | None = None
+        self.close_how: Literal["fin", "rst", "timeout"] | None = None
+        self.eof: set[Side] = set()
+        self.pending: list[bytes] = []  # what the client sent before the server side was connected
+        self.done = False
+        self.grace: asyncio.TimerHandle | None = None
+        s = self.analyzer.session
+        _append(
+            front.path,
+            {
+                "event": "open",
+                "id": s.id,
+                "cell": s.cell,
+                "protocol": s.protocol,
+                "client": s.client,
+                "opened": s.opened,
+            },
+        )
+        recorder._live.add(self)
+
+    def data(self, side: Side, data: bytes) -> None:
+        tap = self.front.tap.client_to_server if side == "client" else self.front.tap.server_to_client
+        out = tap(self.analyzer, data)
+        if out:
+            if side == "client":
+                if self.upstream is None:
+                    self.pending.append(out)
+                else:
+                    self.upstream.write(out)
+            else:
+                self.client.write(out)
+        self.analyzer.feed(side, data)
+
+    def half_closed(self, side: Side) -> None:
+        """``side`` sent FIN: pass it on; the other side gets a while to finish its answer."""
+        if self.closed_by is None:
+            self.closed_by, self.close_how = side, "fin"
+        self.eof.add(side)
+        other = self.upstream if side == "client" else self.client
+        if other is not None and not other.is_closing():
+            with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
+                if other.can_write_eof():
+                    other.write_eof()
+        if len(self.eof) == 2:
+            self.finish()
+        elif self.grace is None:
+            self.grace = self.recorder._loop.call_later(HALF_CLOSE_GRACE, self._timeout)
+
+    def _timeout(self) -> None:
+        self.close_how = "timeout" if self.close_how != "rst" else self.close_how
+        self.finish()
+
+    def lost(self, side: Side, exc: Exception | None) -> None:
+        if self.done:
+            return
+        if exc is not None:  # a reset (or another error) rather than an orderly close
+            if self.closed_by is None or side not in self.eof:
+                self.closed_by, self.close_how = (
+                    (side, "rst") if self.closed_by is None else (self.closed_by, self.close_how)
+                )
+            other = self.upstream if side == "client" else self.client
+            if other is not None:
+                other.abort()  # pass the reset on
+        self.finish()
+
+    def finish(
+        self,
+        *,
+        closed_by: Side | Literal["relay"] | None = None,
+        close_how: Literal["fin", "rst", "timeout"] | None = None,
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.grace is not None:
+            self.grace.cancel()
+        if closed_by is not None:
+            self.closed_by, self.close_how = closed_by, close_how
+        for transport in (self.client, self.upstream):
+            if transport is not None and not transport.is_closing():
+                if self.close_how == "rst":
+                    transport.abort()
+                else:
+                    transport.close()
+        self.recorder._live.discard(self)
+        record = self.analyzer.finish(closed_by=self.closed_by, close_how=self.close_how)
+        _append(self.front.path, {"event": "close", **record.model_dump()})
+
+
+class _ClientSide(asyncio.Protocol):
+    """The client's end of a relayed connection; connects the server's end when a client arrives."""
+
+    def __init__(self, recorder: Recorder, front: _Front) -> None:
+        self.recorder, self.front = recorder, front
+        self.conn: _Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        _nodelay(transport)
+        self.conn = _Connection(self.recorder, self.front, transport)
+        transport.pause_reading()  # until the server's end is connected
+        self.recorder._loop.create_task(self._connect_upstream(transport))
+
+    async def _connect_upstream(self, transport: asyncio.Transport) -> None:
+        conn = self.conn
+        assert conn is not None
+        host, port = self.front.upstream
+        try:
+            upstream, _ = await self.recorder._loop.create_connection(lambda: _ServerSide(conn), host, port)
+        except OSError as exc:
+            conn.analyzer.session.upstream_error = f"{host}:{port}: {exc.strerror or exc}"
+            conn.finish(closed_by="relay", close_how="rst")
+            return
+        if conn.done:
+            upstream.close()
+            return
+        _nodelay(upstream)
+        conn.upstream = upstream
+        conn.analyzer.session.upstream_port = int(upstream.get_extra_info("sockname")[1])
+        for chunk in conn.pending:
+            upstream.write(chunk)
+        conn.pending.clear()
+        if "client" in conn.eof and upstream.can_write_eof():
+            upstream.write_eof()
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.data("client", data)
+
+    def eof_received(self) -> bool:
+        if self.conn is not None:
+            self.conn.half_closed("client")
+        return True  # keep our writing side open: the server may still answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.lost("client", exc)
+
+    def pause_writing(self) -> None:  # the client reads slowly: stop reading the server
+        if self.conn is not None and self.conn.upstream is not None:
+            self.conn.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None and self.conn.upstream is not None and not self.conn.upstream.is_closing():
+            self.conn.upstream.resume_reading()
+
+
+class _ServerSide(asyncio.Protocol):
+    """The server's end of a relayed connection."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data("server", data)
+
+    def eof_received(self) -> bool:
+        self.conn.half_closed("server")
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.lost("server", exc)
+
+    def pause_writing(self) -> None:  # the server reads slowly: stop reading the client
+        self.conn.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.conn.client.is_closing():
+            self.conn.client.resume_reading()
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
