@@ -15,12 +15,12 @@ Serves one STARTTLS submission cell (Postfix when an engine answers, else the em
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import smtplib
 import socket
 import statistics
 import sys
 import time
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 
