@@ -96,7 +96,9 @@ JDK17_DEFAULT_SUITES: tuple[str, ...] = (
     "TLS_RSA_WITH_AES_128_CBC_SHA",
 )
 
-Family = Literal["python", "openssl", "curl", "swaks", "msmtp", "java", "command"]
+Family = Literal[
+    "python", "openssl", "curl", "swaks", "msmtp", "java", "node", "go", "rust", "dotnet", "gnutls", "command"
+]
 StartTLS = Literal["required", "opportunistic", "never"]
 
 
