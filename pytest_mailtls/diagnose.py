@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .oracle import (  # the cell's real suites, for honest remedies
+# _server_ciphers/_server_tls13_suites: the cell's real suites, so that a remedy names only what is really missing.
+from .oracle import (
     FAILURE_CLASSES,
     JDK17_DEFAULT_SUITES,
     SECURE_VERSIONS,
