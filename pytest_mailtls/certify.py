@@ -10,7 +10,6 @@ diagnosis and its evidence.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import ssl
 import time
 import warnings
@@ -217,7 +216,8 @@ def _failure_diagnosis(
         tls = bool(view.tls)
     if tls is None and endpoint.mode is Mode.IMPLICIT and not profile.implicit_tls:
         tls = False  # the profile says it opens in plaintext
-    wire = [Finding(f"wire: {f.line}", f.classes, f.weight) for f in findings(view)] if view is not None else []
+    wire = [Finding(f.line, f.classes, f.weight) for f in findings(view)] if view is not None else []
+    hello = view.hello.client_hello if view is not None and view.hello is not None else None
     kwargs: dict[str, Any] = {
         "family": profile.family,
         "exception_type": result.exception_type,
@@ -226,7 +226,9 @@ def _failure_diagnosis(
         "profile": offered_profile(profile, view) if view is not None else profile,
         "expected": None if expectation.success else expectation.outcome,
         "tls": tls,
-        **_wire_kwargs(wire),
+        "wire": wire,
+        "offered_versions": hello.versions if hello else None,
+        "offered_ciphers": hello.ciphers if hello else None,
     }
     diagnosis = diagnose(result.error_text, server_lines=server_lines, **kwargs)
     if not diagnosis.ambiguous:
@@ -257,15 +259,6 @@ def _failure_diagnosis(
         if probed:
             diagnosis = diagnose(result.error_text, server_lines=server_lines, findings=probed, **kwargs)
     return diagnosis, server_lines
-
-
-def _wire_kwargs(wire: list[Finding]) -> dict[str, Any]:
-    """Wire findings for ``diagnose``: its ``wire`` parameter where it has one (read first), else as findings."""
-    if not wire:
-        return {}
-    if "wire" in inspect.signature(diagnose).parameters:
-        return {"wire": wire}
-    return {"findings": wire}
 
 
 def _insecure_diagnosis(
