@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .errors import MailTLSError
 from .policy import CertProfile
 
-__all__ = ["SessionPKI", "ServerCertFiles", "ClientCertFiles", "SERVER_NAMES", "WRONG_HOST"]
+__all__ = ["SessionPKI", "ServerCertFiles", "ClientCertFiles", "SERVER_NAMES", "WRONG_HOST", "session_intermediates"]
 
 #: Names every valid server certificate carries besides ``server_hostname``.
 SERVER_NAMES = ("mail.mailtls.test", "127.0.0.1")
@@ -213,6 +213,21 @@ class SessionPKI:
                 self._write_leaf(leaf, folder)
                 self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem")
             return self._clients[name]
+
+
+def session_intermediates(ca_file: str | Path) -> list[x509.Certificate]:
+    """The intermediate CAs the session PKI whose root is ``ca_file`` made (and withholds from chains).
+
+    Each lives next to the profile that uses it (``<pki dir>/<profile>/intermediate.pem``); verify compares
+    a presented leaf's issuer with them to tell "issued by our intermediate" from "issued by a stranger".
+    """
+    found = []
+    for path in sorted(Path(ca_file).parent.glob("*/intermediate.pem")):
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _name(common_name: str) -> x509.Name:
