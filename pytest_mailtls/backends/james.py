@@ -598,8 +598,9 @@ def _smtp_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.El
     _el(entry, "addressBracketsEnforcement", "true")
     _el(entry, "smtpGreeting", f"{HOSTNAME} ESMTP pytest-mailtls (Apache James)")
     chain = _el(entry, "handlerchain")
-    # James' <requireSSL> and <announce> only change what EHLO advertises: its AUTH command still logs a
-    # user in (235) in clear or on a port without AUTH. These handlers answer AUTH before James does.
+    # James' <requireSSL> only changes what EHLO advertises: its AUTH command still logs the user in (235) in
+    # clear, even on a STARTTLS-required port (issue 9). These handlers answer AUTH before James does; an MX
+    # port refuses AUTH with Postfix's 503 everywhere.
     if not auth.mechanisms:
         _handler(chain, f"{_EXT}.NoAuthHandler")
     elif _requires_tls_login(cell):

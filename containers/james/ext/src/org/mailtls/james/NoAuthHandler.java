@@ -11,8 +11,8 @@ import org.apache.james.protocols.smtp.SMTPSession;
 
 /**
  * SMTP without AUTH (an MX port): answers every AUTH with 503, in clear and inside TLS, as
- * Postfix does when SASL is off. James' {@code <announce>never</announce>} only hides AUTH from
- * EHLO; the command itself would still log the test user in.
+ * Postfix does when SASL is off, so the refusal reads the same on every backend. James'
+ * {@code <announce>never</announce>} only hides AUTH from EHLO.
  */
 public class NoAuthHandler implements CommandHandler<SMTPSession> {
     @Override
