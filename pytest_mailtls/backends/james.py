@@ -639,9 +639,11 @@ def _with_texts(template: str, texts: Mapping[str, str]) -> str:
     """``template`` (a fixed file) with the text of each element at path ``key`` set to ``texts[key]``."""
     root = ET.fromstring(template, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True)))
     for path, text in texts.items():
-        found = root.find(path)
-        assert found is not None, path
-        found.text = text
+        node = root
+        for tag in path.split("/"):  # made when missing, so a trimmed template still gets the value
+            child = node.find(tag)
+            node = child if child is not None else ET.SubElement(node, tag)
+        node.text = text
     head, _, _ = template.partition(f"<{root.tag}")
     return head + ET.tostring(root, encoding="unicode") + "\n"
 
