@@ -32,6 +32,7 @@ __all__ = [
     "WRONG_HOST",
     "PKCS1_KEY_NAME",
     "pkcs1_key_file",
+    "session_intermediates",
 ]
 
 #: Names every valid server certificate carries besides ``server_hostname``.
@@ -272,6 +273,21 @@ def pkcs1_key_file(key_file: str | Path) -> Path:
     except OSError as exc:
         raise MailTLSError(f"cannot write the PKCS#1 form of {path} to {twin}: {exc}") from None
     return twin
+
+
+def session_intermediates(ca_file: str | Path) -> list[x509.Certificate]:
+    """The intermediate CAs the session PKI whose root is ``ca_file`` made (and withholds from chains).
+
+    Each lives next to the profile that uses it (``<pki dir>/<profile>/intermediate.pem``); verify compares
+    a presented leaf's issuer with them to tell "issued by our intermediate" from "issued by a stranger".
+    """
+    found = []
+    for path in sorted(Path(ca_file).parent.glob("*/intermediate.pem")):
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _name(common_name: str) -> x509.Name:
