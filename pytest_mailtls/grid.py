@@ -22,6 +22,7 @@ from .manifest import Endpoint
 from .matrix import filter_cells
 from .pki import SessionPKI
 from .policy import SERVERS, Cell
+from .wire.recorder import Recorder
 
 __all__ = [
     "DOCKER_SERVERS",
@@ -136,6 +137,7 @@ class Grid:
         self.servers: dict[str, RunningServer] = {}
         self.skipped: dict[str, str] = {}  # cell id -> why its backend cannot serve it
         self._lock = threading.Lock()
+        self.recorder: Recorder | None = None
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -175,6 +177,7 @@ class Grid:
 
         if any(name in DOCKER_SERVERS for name in plans):
             _reap_once(self.progress)
+        recorder = self.recorder = Recorder(self.workdir / "sessions")
         # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
         # before anything starts; each start's outcome is published to the others through its peer.
         peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
@@ -196,6 +199,8 @@ class Grid:
                 raise
             with self._lock:
                 self.servers[name] = server
+            # Clients dial the recorder, which relays to the server and writes down every session.
+            server.endpoints = [recorder.front(e) for e in server.endpoints]
             peers[name].resolve(server)
             self.progress(f"{name}: {len(server.endpoints)} cells ready")
 
@@ -226,6 +231,9 @@ class Grid:
         """Stop every server (best effort, never raises), then remove the work dir if we made it."""
         with self._lock:
             servers, self.servers = list(self.servers.values()), {}
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.stop()
         for server in servers:
             try:
                 server.stop()
