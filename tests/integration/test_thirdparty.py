@@ -99,7 +99,7 @@ LACKS_STATIC_RSA = Holds(
     lambda v: isinstance(v, list) and not {"AES256-GCM-SHA384", "TLS_RSA_WITH_AES_256_GCM_SHA384"} & set(v),
 )
 
-# The cells used below (Postfix, SMTP): one per failure family, plus the legacy and STARTTLS-optional ones.
+# The Postfix (SMTP) cells used below: one per failure family, plus the legacy and STARTTLS-optional ones.
 VALID = "submission-starttls-intermediate-valid"
 MODERN = "smtps-implicit-modern-valid"
 TLS10 = "submission-starttls-tls10-only-valid"
@@ -307,6 +307,27 @@ EXPECTED: dict[str, dict[str, Expect]] = {
         CLEARTEXT_AUTH: refused("starttls-not-offered", mail_in_clear=False),
         PLAIN_OPEN: refused("starttls-not-offered", mail_in_clear=False),
     },
+    # go-imap v2 (beta.8) on Go crypto/tls, against Dovecot: DialStartTLS sends STARTTLS without reading
+    # CAPABILITY first and never goes on in clear. Dovecot hangs up without an alert where the version or the
+    # suite does not match, so the client says only "EOF": the wire (its ClientHello) must decide the class.
+    "go-imap": {
+        "imap-starttls-intermediate-valid": ok(starttls__accepted=True, credentials_in_clear=[]),
+        "imap-starttls-required-intermediate-valid": ok(starttls__accepted=True),
+        "imaps-implicit-modern-valid": ok(),
+        "imaps-implicit-legacy-valid": ok(),
+        "imap-starttls-tls10-only-valid": refused(
+            "protocol-version-mismatch", client_offer__versions=["TLSv1.2", "TLSv1.3"]
+        ),
+        "imap-starttls-tls12-single-cipher-valid": refused("no-shared-cipher", client_offer__ciphers=LACKS_STATIC_RSA),
+        "imaps-implicit-intermediate-expired": refused("certificate-expired"),
+        "imaps-implicit-intermediate-not-yet-valid": refused("certificate-not-yet-valid"),
+        "imaps-implicit-intermediate-wrong-host": refused("hostname-mismatch"),
+        "imaps-implicit-intermediate-untrusted-ca": refused("untrusted-certificate"),
+        "imaps-implicit-intermediate-sha1-signature": refused("weak-key-or-signature"),
+        "imaps-implicit-intermediate-weak-rsa-1024": ACCEPTED_BAD_CERT,
+        # "imap: BAD TLS support isn't enabled.": the STARTTLS answer, and LOGIN never sent.
+        "imap-plain-cleartext-auth": refused("starttls-not-offered"),
+    },
 }
 
 
@@ -384,8 +405,9 @@ def _explain(record: dict[str, Any]) -> str:
 def _certify(
     name: str, folder: Path, cells: list[str], report: Path
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """Run ``mailtls certify --command`` as a user does (a fresh Postfix serving ``cells``); exit and report."""
+    """Run ``mailtls certify --command`` as a user does (a fresh server serving ``cells``); exit and report."""
     client = thirdparty.CLIENTS[name]
+    server = client.server
     argv = [
         sys.executable,
         "-m",
@@ -398,11 +420,11 @@ def _certify(
         "--family",
         client.family,
         "--protocols",
-        "smtp",
+        ",".join(client.protocols),
         "--servers",
-        "postfix",
+        server,
         "--where",
-        "id=" + ",".join(f"postfix-{c}" for c in cells),
+        "id=" + ",".join(f"{server}-{c}" for c in cells),
         "--report",
         str(report),
     ]
@@ -422,7 +444,7 @@ def test_third_party_client_verdicts(built: dict[str, Any], name: str, tmp_path:
     folder = _client(built, name)
     expected = EXPECTED[name]
     proc, report = _certify(name, folder, list(expected), tmp_path)
-    records = {r["id"].removeprefix("postfix-"): r for r in report["cells"]}
+    records = {r["id"].removeprefix(f"{thirdparty.CLIENTS[name].server}-"): r for r in report["cells"]}
     assert set(records) == set(expected), f"cells certified: {sorted(records)}\n{proc.stderr[-2000:]}"
     assert name in json.dumps(report["client"]), report["client"]
     failures = []

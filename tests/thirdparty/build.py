@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ARGUMENTS", "CLIENTS", "BuildError", "ThirdPartyClient", "build", "build_all", "cache_root", "template"]
@@ -101,7 +101,9 @@ class ThirdPartyClient:
     builder: Callable[[Path, Path], None]
     command: Callable[[Path], list[str]]
     description: str = ""
-    sources: tuple[str, ...] = field(default=())
+    #: What the client speaks (``mailtls certify --protocols``) and the server the test certifies it on.
+    protocols: tuple[str, ...] = ("smtp",)
+    server: str = "postfix"
 
     def unavailable(self) -> str | None:
         """Why this client cannot be built here (a missing tool and how to install it), or ``None``."""
@@ -132,13 +134,17 @@ def _build_node(src: Path, out: Path) -> None:
     _run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], cwd=out)
 
 
-def _build_go(src: Path, out: Path) -> None:
-    # No module outside the standard library: nothing to fetch. GOTOOLCHAIN=local: never download a toolchain.
-    _run(
-        ["go", "build", "-trimpath", "-o", str(out / "gosmtp"), "."],
-        cwd=src,
-        env={"GOTOOLCHAIN": "local", "GOWORK": "off", "GOFLAGS": "-buildvcs=false"},
-    )
+def _go_builder(binary: str) -> Callable[[Path, Path], None]:
+    def build_go(src: Path, out: Path) -> None:
+        # go.sum pins every module; after the first fetch they come from Go's module cache (offline).
+        # GOTOOLCHAIN=local: never download a toolchain.
+        _run(
+            ["go", "build", "-trimpath", "-o", str(out / binary), "."],
+            cwd=src,
+            env={"GOTOOLCHAIN": "local", "GOWORK": "off", "GOFLAGS": "-buildvcs=false -mod=readonly"},
+        )
+
+    return build_go
 
 
 def _build_java(src: Path, out: Path) -> None:
@@ -204,7 +210,7 @@ CLIENTS: dict[str, ThirdPartyClient] = {
             tools=("go",),
             install="the machine's Go 1.22+ (Debian bookworm's golang-go 1.19 is too old: the driver uses tls.VersionName)",
             version_of=("go", "version"),
-            builder=_build_go,
+            builder=_go_builder("gosmtp"),
             command=lambda out: [str(out / "gosmtp")],
             description="smtp.SendMail's steps with tls.Config{RootCAs, ServerName} and smtp.PlainAuth",
         ),
@@ -231,6 +237,20 @@ CLIENTS: dict[str, ThirdPartyClient] = {
             builder=_build_rust,
             command=lambda out: [str(out / "mailtls-lettre")],
             description="SmtpTransport: Tls::Wrapper on implicit cells, Tls::Required elsewhere; only the session CA",
+        ),
+        ThirdPartyClient(
+            name="go-imap",
+            family="go",
+            library="github.com/emersion/go-imap/v2 v2.0.0-beta.8 on Go crypto/tls (Go module proxy)",
+            source="go-imap",
+            tools=("go",),
+            install="the machine's Go 1.22+ (Debian bookworm's golang-go 1.19 is too old)",
+            version_of=("go", "version"),
+            builder=_go_builder("goimap"),
+            command=lambda out: [str(out / "goimap")],
+            description="imapclient.DialTLS on implicit cells, DialStartTLS elsewhere; LOGIN, SELECT INBOX, LOGOUT",
+            protocols=("imap",),
+            server="dovecot",
         ),
     )
 }
