@@ -395,6 +395,8 @@ def _problems(record: dict[str, Any], expect: Expect) -> list[str]:
 def _explain(record: dict[str, Any]) -> str:
     keep = ("verdict", "expected", "actual", "secure_overlap", "negotiated", "diagnosis", "wire", "client_offer")
     shown = {k: record.get(k) for k in keep}
+    if isinstance(shown["wire"], dict):  # the summary lines say what each session did; the records are long
+        shown["wire"] = {k: v for k, v in shown["wire"].items() if k != "sessions"}
     shown["client_error"] = (record.get("client_error") or "")[-600:]
     return json.dumps(shown, indent=1, default=str)
 
