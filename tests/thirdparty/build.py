@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -101,6 +102,8 @@ class ThirdPartyClient:
     builder: Callable[[Path, Path], None]
     command: Callable[[Path], list[str]]
     description: str = ""
+    #: The oldest toolchain that builds it: (major, minor) read from ``version_of``'s first version number.
+    min_version: tuple[int, int] = (0, 0)
     #: What the client speaks (``mailtls certify --protocols``) and the server the test certifies it on.
     protocols: tuple[str, ...] = ("smtp",)
     server: str = "postfix"
@@ -110,6 +113,11 @@ class ThirdPartyClient:
         missing = [t for t in self.tools if shutil.which(t) is None]
         if missing:
             return f"{self.name}: {', '.join(missing)} not found on PATH: {self.install}"
+        line = _version(list(self.version_of))
+        found = re.search(r"(\d+)\.(\d+)", line.replace("go version go", ""))
+        if found and (int(found.group(1)), int(found.group(2))) < self.min_version:
+            wanted = ".".join(map(str, self.min_version))
+            return f"{self.name}: {line!r} is older than {wanted}: {self.install}"
         return None
 
     def key(self) -> str:
@@ -175,6 +183,7 @@ _NODE = dict(
     tools=("node", "npm"),
     install="the machine's Node.js 20+ with npm (Debian bookworm's nodejs 18 is too old for nodemailer 10)",
     version_of=("node", "--version"),
+    min_version=(20, 0),
     builder=_build_node,
 )
 _JAVA = dict(
@@ -184,6 +193,7 @@ _JAVA = dict(
     tools=("java", "javac", "mvn"),
     install="apt-get install openjdk-17-jdk-headless maven",
     version_of=("java", "-version"),
+    min_version=(17, 0),
     builder=_build_java,
 )
 
@@ -210,6 +220,7 @@ CLIENTS: dict[str, ThirdPartyClient] = {
             tools=("go",),
             install="the machine's Go 1.22+ (Debian bookworm's golang-go 1.19 is too old: the driver uses tls.VersionName)",
             version_of=("go", "version"),
+            min_version=(1, 22),
             builder=_go_builder("gosmtp"),
             command=lambda out: [str(out / "gosmtp")],
             description="smtp.SendMail's steps with tls.Config{RootCAs, ServerName} and smtp.PlainAuth",
@@ -234,6 +245,7 @@ CLIENTS: dict[str, ThirdPartyClient] = {
             tools=("cargo",),
             install="rustup's cargo 1.85+ (Debian bookworm's cargo is too old for lettre 0.11.23)",
             version_of=("rustc", "--version"),
+            min_version=(1, 85),
             builder=_build_rust,
             command=lambda out: [str(out / "mailtls-lettre")],
             description="SmtpTransport: Tls::Wrapper on implicit cells, Tls::Required elsewhere; only the session CA",
@@ -246,6 +258,7 @@ CLIENTS: dict[str, ThirdPartyClient] = {
             tools=("go",),
             install="the machine's Go 1.22+ (Debian bookworm's golang-go 1.19 is too old)",
             version_of=("go", "version"),
+            min_version=(1, 22),
             builder=_go_builder("goimap"),
             command=lambda out: [str(out / "goimap")],
             description="imapclient.DialTLS on implicit cells, DialStartTLS elsewhere; LOGIN, SELECT INBOX, LOGOUT",
