@@ -111,7 +111,7 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
     server_lines = _new_lines(before, _settled_logs(logs_for, endpoint)) if logs_for is not None else []
     profile = client.profile
     if view is not None and not profile.declared:
-        profile = offered_profile(profile, view)
+        profile = offered_profile(profile, view, ok=result.ok)
     expectation = expect(profile, endpoint.cell)
     ok = result.ok
     if ok and view is not None and (why_not := _no_real_session(view)):
@@ -123,11 +123,11 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
     outcome, why = verdict(expectation, ok=ok, tls=tls)
     wire_insecure = insecurity(view, ok=ok) if view is not None else None
     diagnosis: Diagnosis | None
-    if wire_insecure is not None:
+    if wire_insecure is not None and view is not None:
         cls, evidence = wire_insecure
         outcome = "insecure"
         why = f"{cls}: the wire shows {evidence[0].removeprefix('wire: ')}"
-        diagnosis = Diagnosis(cls, evidence, _insecure_remedy(cls, client, endpoint, profile))
+        diagnosis = Diagnosis(cls, evidence, _insecure_remedy(cls, client, endpoint, profile, view))
     elif ok:
         diagnosis = _insecure_diagnosis(client, endpoint, expectation, result, view) if outcome == "insecure" else None
     else:
@@ -183,7 +183,9 @@ def _offer(view: WireView | None) -> dict[str, Any] | None:
     return {"versions": h.versions, "ciphers": h.ciphers, "sni": h.sni, "versions_from": h.versions_from}
 
 
-def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: ClientProfile) -> str:
+def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: ClientProfile, view: WireView) -> str:
+    hello = view.hello.client_hello if view.hello is not None else None
+    offer: dict[str, Any] = {"offered_versions": hello.versions, "offered_ciphers": hello.ciphers} if hello else {}
     if cls == "starttls-required":
         return (
             "the client sent credentials or mail without TLS on a port that offers it: require STARTTLS ("
@@ -191,9 +193,11 @@ def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: Clie
             + ") and never authenticate or send before the TLS handshake succeeded"
         )
     if cls == "protocol-version-mismatch":
-        return "the client settled for a legacy version: " + remedy(cls, cell=endpoint.cell, profile=profile)
+        return "the client settled for a legacy version: " + remedy(cls, cell=endpoint.cell, profile=profile, **offer)
     if cls == "no-shared-cipher":
-        return "the client offered no forward-secret AEAD suite: " + remedy(cls, cell=endpoint.cell, profile=profile)
+        return "the client offered no forward-secret AEAD suite: " + remedy(
+            cls, cell=endpoint.cell, profile=profile, **offer
+        )
     return _accepted_remedy(cls, client, endpoint)
 
 
@@ -227,7 +231,7 @@ def _failure_diagnosis(
         "expected": None if expectation.success else expectation.outcome,
         "tls": tls,
         "wire": wire,
-        "offered_versions": hello.versions if hello else None,
+        "offered_versions": hello.versions if hello else ([] if view is not None and view.silent_at_tls else None),
         "offered_ciphers": hello.ciphers if hello else None,
     }
     diagnosis = diagnose(result.error_text, server_lines=server_lines, **kwargs)

@@ -1259,6 +1259,11 @@ def _fix_versions(ctx: _Ctx) -> str:
                 f" (javax.mail 1.4.x enables only TLSv1 when mail.{ctx.proto}.ssl.protocols is unset: set it, "
                 "or upgrade to Jakarta/Angus Mail 2)"
             )
+        elif ctx.offered_versions is not None and not ctx.offered_versions:
+            fix += (
+                f" (javax.mail 1.4.x enables only TLSv1 when mail.{ctx.proto}.ssl.protocols is unset, and JDK 17 "
+                "disables TLSv1: set the property, or upgrade to Jakarta/Angus Mail 2)"
+            )
         elif ctx.offered_versions is None and configured and not offered:
             fix += (
                 " (javax.mail 1.4.5 enabled only TLSv1 when ssl.protocols was unset: upgrade to Jakarta/Angus Mail 2)"

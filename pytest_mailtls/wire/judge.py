@@ -68,6 +68,16 @@ class WireView:
         return next((s for s in reversed(self.sessions) if s.client_hello is not None), None)
 
     @property
+    def silent_at_tls(self) -> bool:
+        """TLS was due (STARTTLS accepted, or an implicit-TLS connection) but the client sent no hello."""
+        if not self.sessions or self.hello is not None:
+            return False
+        implicit = self.cell.mode is Mode.IMPLICIT
+        return any(
+            (s.starttls is not None and s.starttls.accepted) or (implicit and not s.not_tls) for s in self.sessions
+        )
+
+    @property
     def negotiated(self) -> tuple[str, str] | None:
         """Version and suite of the last session whose handshake completed."""
         for s in reversed(self.sessions):
@@ -114,19 +124,29 @@ class WireView:
 # --- the client's own offer ------------------------------------------------------------------
 
 
-def offered_profile(base: ClientProfile, view: WireView) -> ClientProfile:
-    """``base`` with the versions and TLS <= 1.2 suites the client put in its ClientHello on this cell.
+def offered_profile(base: ClientProfile, view: WireView, *, ok: bool | None = None) -> ClientProfile:
+    """``base`` with what the client showed on this cell: the versions and TLS <= 1.2 suites of its ClientHello,
+    and how it treats a port without TLS.
 
     Suites OpenSSL does not know (a JVM's names it never built, GREASE) cannot be served by any cell here
-    and are left out; TLS 1.3 suites are implied by TLSv1.3 in the versions.
+    and are left out; TLS 1.3 suites are implied by TLSv1.3 in the versions. On a plaintext port, a client
+    that went on in clear without sending credentials did what an opportunistic client does, which is
+    fine there (``ok``: whether it reported success).
     """
+    profile = base
+    cell = view.cell
+    if cell.mode is Mode.PLAIN and view.sessions and view.hello is None:
+        sent = any(s.credentials for s in view.sessions)
+        went_on = any(s.mail_commands or s.credentials for s in view.sessions) or bool(ok)
+        if went_on:
+            profile = dataclasses.replace(profile, starttls="opportunistic", sends_credentials=sent)
     session = view.hello
     if session is None or session.client_hello is None:
-        return base
+        return profile
     hello = session.client_hello
     known = [c for c in hello.ciphers if not c.startswith("0x") and not c.startswith("TLS_") and "SCSV" not in c]
     return dataclasses.replace(
-        base,
+        profile,
         versions=tuple(hello.versions),
         disabled_versions=(),
         ciphers=":".join(known) if known else base.ciphers,
@@ -169,15 +189,19 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
                     f"{_article(str(cert))} {cert} certificate and sent application data",
                 ]
     negotiated = view.negotiated
-    if ok and negotiated is not None and cell_is_secure(cell) and cell.policy is not None:
+    if ok and negotiated is not None and cell.policy is not None and negotiated[0] not in SECURE_VERSIONS:
+        # TLSv1 and TLSv1.1 are deprecated (RFC 8996): a client that goes on at them has settled for too little,
+        # whether or not the cell also offered better.
         version, cipher = negotiated
         secure_offer = [v for v in cell.policy.versions if v in SECURE_VERSIONS]
         offered = view.hello.offered_versions if view.hello else []
-        if version not in SECURE_VERSIONS:
-            return "protocol-version-mismatch", [
-                f"wire: the session ran at {version} {cipher} although the cell offers {' '.join(secure_offer)}",
-                f"wire: the client offered only {' '.join(offered) or '?'}",
-            ]
+        where = f"although the cell offers {' '.join(secure_offer)}" if secure_offer else "(deprecated, RFC 8996)"
+        return "protocol-version-mismatch", [
+            f"wire: the session ran at {version} {cipher} {where} and the client went on",
+            f"wire: the client offered {' '.join(offered) or '?'}",
+        ]
+    if ok and negotiated is not None and cell_is_secure(cell) and cell.policy is not None:
+        version, cipher = negotiated
         weak = _weak_suite(cipher) if version != "TLSv1.3" else None
         if weak and not _client_offered_strong(view, cell, version):
             return "no-shared-cipher", [
