@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +18,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 
-from .errors import MailTLSError
+from .errors import MailTLSError, ManifestError, MatrixError, OptionError
 from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, get_backend, parse_servers
-from .manifest import Endpoint, find_endpoint, read_manifest, write_manifest
+from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
 from .matrix import CELL_KEYS, filter_cells, load_matrix
 from .policy import Cell
 
@@ -78,6 +80,31 @@ def _selected_cells(
     return cells
 
 
+def _check_writable(path: str, option: str, *, folder: bool) -> None:
+    """Raise a one-line error now, before any cell runs, if ``path`` (a folder or a file) cannot be written."""
+    target = Path(path)
+    if target.exists():
+        if folder and not target.is_dir():
+            raise OptionError(f"{option} {path}: is an existing file, not a folder: choose another {option}")
+        if not folder and target.is_dir():
+            raise OptionError(f"{option} {path}: is a folder, not a file: choose another {option}")
+    probe_in = target if folder and target.is_dir() else target.parent
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise OptionError(f"{option} {path}: {probe_in} is a file, not a folder: choose another {option}")
+    try:  # a real write: permissions, read-only mounts and full disks all answer here
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".mailtls-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OptionError(
+            f"{option} {path}: cannot write in {probe_in} ({exc.strerror}): choose another {option}"
+        ) from None
+    if target.exists() and not folder and not os.access(target, os.W_OK):
+        raise OptionError(f"{option} {path}: the file is not writable: choose another {option}")
+
+
 def _cell_row(cell: Cell) -> list[str]:
     versions = f"{cell.policy.min_version}..{cell.policy.max_version}" if cell.policy else "-"
     return [cell.id, cell.service.name, str(cell.mode), versions, str(cell.cert or "-"), cell.auth.name]
@@ -112,8 +139,9 @@ class _Stop(Exception):
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    cells = _selected_cells(args)
     manifest = Path(args.manifest)
+    check_replaceable(manifest)  # before anything starts: another run's live manifest stays as it is
+    cells = _selected_cells(args)
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -124,7 +152,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
         endpoints = grid.endpoints
-        write_manifest(manifest, endpoints)
+        check_replaceable(manifest)  # another `mailtls up` may have started meanwhile
+        write_manifest(manifest, endpoints, owner=ManifestOwner.current("mailtls up"))
         print(_endpoint_table(endpoints))
         for cell_id, why in grid.skipped.items():
             _say(f"not served: {cell_id}: {why}")
@@ -142,7 +171,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
-    endpoint = find_endpoint(read_manifest(args.manifest), args.cell)
+    endpoint = find_endpoint(read_manifest(args.manifest, live=True), args.cell)
     messages = endpoint.messages()
     if args.json:
         out = [
@@ -224,8 +253,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _say(f"{verdict} ({time.monotonic() - started:.1f} s)")
         return EXIT_OK if report.ok else EXIT_FAIL
 
+    if args.json:
+        _check_writable(args.json, "--json", folder=False)
     if args.manifest:
-        return run(read_manifest(args.manifest))
+        return run(read_manifest(args.manifest, live=True))
     cells = _selected_cells(args)
     with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
         for cell_id, why in grid.skipped.items():
@@ -258,7 +289,20 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     if bool(args.client) == bool(args.command):
         raise MailTLSError("certify needs exactly one of --client NAME or --command TEMPLATE")
-    client = command_client(args.command) if args.command else get_client(args.client)
+    _check_writable(args.report, "--report", folder=True)
+    endpoints_from_manifest = read_manifest(args.manifest, live=True) if args.manifest else None
+    if args.command:
+        protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip()) if args.protocols else None
+        for proto in protocols or ():
+            if proto not in ("smtp", "imap", "pop3"):
+                raise MailTLSError(f"--protocols: unknown protocol {proto!r}; choose from smtp, imap, pop3")
+        client = command_client(args.command, name=args.name or "command", family=args.family, protocols=protocols)
+    else:
+        if args.name or args.family != "command" or args.protocols:
+            raise MailTLSError(
+                "--name, --family and --protocols describe a --command client; built-in clients have their own"
+            )
+        client = get_client(args.client)
     if hasattr(client, "progress"):
         client.progress = _say  # the Java client says when it builds
     why = client.unavailable()
@@ -270,7 +314,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
         report = certify(client, endpoints, logs_for=logs_for, progress=_ProgressBar(), send=not args.no_send)
         rows = [[r.manifest["id"], r.expected, r.actual, r.verdict, r.negotiated_version or "-"] for r in report.cells]
         print(_table(["CELL", "EXPECTED", "ACTUAL", "VERDICT", "NEGOTIATED"], rows))
-        paths = report.write_all(args.report)
+        try:
+            paths = report.write_all(args.report)
+        except OSError as exc:
+            raise MailTLSError(f"--report {args.report}: cannot write the report: {exc.strerror or exc}") from None
         counts = report.summary
         print(
             f"\n{client.name}: {counts['pass']} pass, {counts['refused-correctly']} refused correctly, "
@@ -279,8 +326,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
         return exit_status(report)
 
     try:
-        if args.manifest:
-            return run(read_manifest(args.manifest), lambda e: [])
+        if endpoints_from_manifest is not None:
+            return run(endpoints_from_manifest, lambda e: [])
         cells = _selected_cells(args)
         with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
             for cell_id, skipped in grid.skipped.items():
@@ -316,6 +363,12 @@ def cmd_reap(args: argparse.Namespace) -> int:
     removed = runtime.reap_orphans()
     print(f"removed {len(removed)} orphaned container(s)")
     return EXIT_OK
+
+
+def _families() -> list[str]:
+    from .oracle import FAMILIES
+
+    return list(FAMILIES)
 
 
 def _client_names() -> list[str]:
@@ -381,7 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TEMPLATE",
         help="your client as a shell command (exit 0 = success) with {host} {port} {server_hostname} {url} "
-        "{ca_file} {protocol} {mode} {user} {password}",
+        "{ca_file} {protocol} {mode} {user} {password}; what it offers is read from its own ClientHello",
+    )
+    p.add_argument("--name", default=None, help="with --command: the client's name in the report")
+    p.add_argument(
+        "--family",
+        default="command",
+        choices=_families(),
+        help="with --command: the client's family, so that diagnoses and remedies use its own settings "
+        "(java: mail.smtp.ssl.protocols, node: tls.minVersion, go: tls.Config ...); default: command",
+    )
+    p.add_argument(
+        "--protocols",
+        default=None,
+        metavar="LIST",
+        help="with --command: the protocols it speaks (default smtp,imap,pop3)",
     )
     p.add_argument("--manifest", default=None, help="certify against running servers from this manifest")
     p.add_argument("--report", default="mailtls-report", help="report folder (default: mailtls-report)")
@@ -415,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except MailTLSError as exc:
         print(f"mailtls: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if exc.__class__.__name__ in ("MatrixError", "ManifestError") else EXIT_FAIL
+        return EXIT_USAGE if isinstance(exc, MatrixError | ManifestError | OptionError) else EXIT_FAIL
     except BrokenPipeError:
         return EXIT_OK
 

@@ -13,7 +13,18 @@ __all__ = [
     "ServerStartError",
     "PortInUseError",
     "ManifestError",
+    "OptionError",
 ]
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines above all) escaped, so an error stays one line.
+
+    Errors quote what the user wrote; a name holding a newline must not split the message.
+    """
+    if not any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        return text
+    return "".join(ch if 32 <= ord(ch) != 127 else repr(ch)[1:-1] for ch in text)
 
 
 class MailTLSError(Exception):
@@ -26,7 +37,7 @@ class MatrixError(MailTLSError):
     def __init__(self, source: str, key: str, problem: str, hint: str = "") -> None:
         self.source, self.key, self.problem, self.hint = source, key, problem, hint
         text = f"{source}: {key}: {problem}" if key else f"{source}: {problem}"
-        super().__init__(f"{text}. {hint}".rstrip(". ") + ("." if hint else ""))
+        super().__init__(one_line(f"{text}. {hint}".rstrip(". ") + ("." if hint else "")))
 
 
 class EngineUnavailable(MailTLSError):
@@ -53,4 +64,8 @@ class PortInUseError(MailTLSError):
 
 
 class ManifestError(MailTLSError):
-    """A manifest file is missing, malformed, or lacks the requested cell."""
+    """A manifest file is missing, malformed, stale (its servers are gone), or lacks the requested cell."""
+
+
+class OptionError(MailTLSError):
+    """An option names something unusable (a report folder that is a file, a place that cannot be written)."""

@@ -26,6 +26,7 @@ from .manifest import Endpoint
 from .matrix import filter_cells
 from .pki import SessionPKI
 from .policy import SERVERS, Cell
+from .wire.recorder import Recorder
 
 __all__ = [
     "DOCKER_SERVERS",
@@ -259,6 +260,7 @@ class Grid:
         except BaseException:  # Ctrl-C during the CA's key generation: leave no dir behind
             _release_dirs(self)
             raise
+        self.recorder: Recorder | None = None
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -302,6 +304,8 @@ class Grid:
             _register_dirs(self)
             self._cancel.clear()
             _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells])
+            if self.recorder is None:  # clients dial the recorder, which relays and writes down every session
+                self.recorder = Recorder(self.workdir / "sessions")
             # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
             # before anything starts; each start's outcome is published to the others through its peer.
             peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
@@ -358,6 +362,9 @@ class Grid:
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             return
+        recorder = self.recorder
+        if recorder is not None:
+            server.endpoints = [recorder.front(e) for e in server.endpoints]
         peers[name].resolve(server)
         self.progress(f"{name}: {len(server.endpoints)} cells ready")
 
@@ -384,6 +391,9 @@ class Grid:
             self._cancel.set()  # a start still finishing in a thread stops what it made
             with self._lock:
                 servers, self.servers = list(self.servers.values()), {}
+            recorder, self.recorder = self.recorder, None
+            if recorder is not None:
+                recorder.stop()
             for server in servers:
                 try:
                     server.stop()

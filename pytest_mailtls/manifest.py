@@ -8,8 +8,10 @@ one endpoint (schema in docs/manifest.md). Fixtures, ``mailtls up``,
 from __future__ import annotations
 
 import difflib
+import getpass
 import json
 import os
+import socket
 import ssl
 import tempfile
 import time
@@ -17,16 +19,110 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import capture
 from .connect import set_version_range
-from .errors import ManifestError
+from .errors import ManifestError, one_line
 from .policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 
-__all__ = ["Endpoint", "write_manifest", "read_manifest", "find_endpoint", "MANIFEST_VERSION"]
+if TYPE_CHECKING:
+    from .wire.session import Session
+
+__all__ = [
+    "Endpoint",
+    "ManifestOwner",
+    "write_manifest",
+    "read_manifest",
+    "find_endpoint",
+    "check_replaceable",
+    "MANIFEST_VERSION",
+]
 
 MANIFEST_VERSION = 1
+#: Seconds a reader waits for the first endpoint's port before calling the manifest stale.
+PORT_CHECK_TIMEOUT = 2.0
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """``(state, start time)`` of ``pid`` from /proc (start in clock ticks since boot); ``None`` if gone.
+
+    The start time tells a reused pid apart from the process that wrote the manifest; the state tells a
+    zombie (``Z``: dead, not yet reaped by its parent) from a live process, which ``kill(pid, 0)`` cannot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        return str(os.getuid())
+
+
+@dataclass(frozen=True)
+class ManifestOwner:
+    """The process that serves a manifest's cells: readers check it still runs before they use any cell."""
+
+    pid: int
+    start: str  # the kernel's start time of ``pid`` ("" where /proc is missing)
+    host: str
+    user: str
+    command: str = ""
+
+    @classmethod
+    def current(cls, command: str = "") -> ManifestOwner:
+        """This process."""
+        pid = os.getpid()
+        stat = _process_start(pid)
+        return cls(pid, stat[1] if stat else "", socket.gethostname(), _user(), command)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start": self.start, "host": self.host, "user": self.user, "command": self.command}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> ManifestOwner:
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: owner: must be an object with pid, start, host, user")
+        pid = data.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ManifestError(one_line(f"{source}: owner.pid: {pid!r} is not a process id"))
+        fields = {k: data.get(k, "") for k in ("start", "host", "user", "command")}
+        for key, value in fields.items():
+            if not isinstance(value, str):
+                raise ManifestError(one_line(f"{source}: owner.{key}: {value!r} is not a string"))
+        return cls(pid, **fields)
+
+    @property
+    def here(self) -> bool:
+        """Whether the owner ran on this host (a pid means nothing elsewhere)."""
+        return self.host == socket.gethostname()
+
+    def alive(self) -> bool:
+        """Whether the owner still runs: same host, pid present, not a zombie, same start time."""
+        if not self.here:
+            return False
+        stat = _process_start(self.pid)
+        if stat is None:
+            if Path("/proc/self/stat").exists():
+                return False
+            try:  # no /proc (not Linux): existence is all that can be told
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+            return True
+        state, start = stat
+        return state != "Z" and (not self.start or start == self.start)
+
+    def describe(self) -> str:
+        return f"{self.command or 'a pytest-mailtls process'} (pid {self.pid}, user {self.user}, host {self.host})"
 
 
 @dataclass(frozen=True)
@@ -167,6 +263,32 @@ class Endpoint:
         if self.mailbox is not None:
             capture.clear_maildir(self.mailbox)
 
+    # --- sessions on the wire --------------------------------------------------
+    def sessions(self, *, since: float | None = None, wait: float = 2.0) -> list[Session]:
+        """Every connection to this cell (since the test started, inside a test), as the wire showed it.
+
+        Each :class:`~pytest_mailtls.wire.Session` says what the client offered (``offered_versions``,
+        ``offered_ciphers``, ``sni``), what was negotiated (``tls_version``, ``cipher``), ``starttls``,
+        ``credentials_in_clear``, ``message_accepted``, ``alerts``, ``closed_by`` and the cleartext
+        ``dialogue``. Connections still open are waited for, at most ``wait`` seconds. ``since`` (epoch
+        seconds) overrides the start of the test.
+        """
+        from .wire.session import read_sessions
+
+        path = self.extra.get("sessions_file")
+        if not path:
+            raise ManifestError(f"{self.id}: this endpoint has no session recorder in front of it")
+        if since is None:
+            since = self.extra.get("sessions_since")
+        return read_sessions(path, since=since, wait=wait)
+
+    def last_session(self, *, wait: float = 2.0) -> Session:
+        """The latest connection to this cell; ``LookupError`` when there was none (since the test started)."""
+        found = self.sessions(wait=wait)
+        if not found:
+            raise LookupError(f"{self.id}: no connection reached this cell (since the test started)")
+        return found[-1]
+
     # --- manifest ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         cell = self.cell
@@ -191,39 +313,75 @@ class Endpoint:
         }
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> Endpoint:
+    def from_json(cls, record: dict[str, Any], *, source: str = "manifest", index: int | None = None) -> Endpoint:
+        """An endpoint from its manifest record; a :class:`ManifestError` naming ``source`` and the record if
+        the record is malformed."""
+        where = f"cells[{index}]" if index is not None else "record"
+        if not isinstance(record, dict):
+            raise ManifestError(one_line(f"{source}: {where}: a record is an object, got {type(record).__name__}"))
+        cell_id = record.get("id")
+        where += f" ({cell_id!r})" if cell_id is not None else ""
+
+        def bad(problem: str) -> ManifestError:
+            return ManifestError(one_line(f"{source}: {where} is malformed: {problem}"))
+
         try:
             auth_data = record["auth"]
+            if not isinstance(auth_data, dict):
+                raise bad(f"auth must be an object, got {type(auth_data).__name__}")
+            service = record["service"]
+            if not isinstance(service, str) or service not in SERVICES:
+                raise bad(f"service {service!r} is not one of {', '.join(SERVICES)}")
+            port = record["port"]
+            if isinstance(port, str) and port.isdigit():
+                port = int(port)
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+                raise bad(f"port {port!r} is not a port number (1-65535)")
+            policy = record.get("policy")
+            if policy is not None and not isinstance(policy, dict):
+                raise bad(f"policy must be an object or null, got {type(policy).__name__}")
             cell = Cell(
-                server=record["server"],
-                service=SERVICES[record["service"]],
+                server=str(record["server"]),
+                service=SERVICES[service],
                 mode=Mode(record["mode"]),
-                policy=TLSPolicy.from_json(record["policy"]) if record.get("policy") else None,
+                policy=TLSPolicy.from_json(policy) if policy else None,
                 cert=CertProfile(record["cert"]) if record.get("cert") else None,
                 auth=AuthPolicy.from_json(auth_data, client_cert=bool(record.get("client_cert"))),
             )
+            extra = record.get("extra") or {}
+            if not isinstance(extra, dict):
+                raise bad(f"extra must be an object, got {type(extra).__name__}")
             return cls(
                 cell=cell,
-                host=record["host"],
-                port=int(record["port"]),
-                server_hostname=record["server_hostname"],
-                ca_file=record["ca_file"],
-                username=auth_data["username"],
-                password=auth_data["password"],
+                host=str(record["host"]),
+                port=port,
+                server_hostname=str(record["server_hostname"]),
+                ca_file=str(record["ca_file"]),
+                username=str(auth_data["username"]),
+                password=str(auth_data["password"]),
                 mailbox=record.get("mailbox"),
                 client_cert_file=record.get("client_cert_file"),
                 client_key_file=record.get("client_key_file"),
-                extra=dict(record.get("extra") or {}),
+                extra=dict(extra),
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ManifestError(f"manifest record {record.get('id', '?')!r} is malformed: {exc!r}") from None
+        except KeyError as exc:
+            raise bad(f"missing key {exc.args[0]!r}") from None
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise bad(str(exc) or type(exc).__name__) from None
 
 
-def write_manifest(path: str | os.PathLike[str], endpoints: Iterable[Endpoint]) -> Path:
-    """Write the manifest atomically (readers never see half a file)."""
+def write_manifest(
+    path: str | os.PathLike[str], endpoints: Iterable[Endpoint], *, owner: ManifestOwner | None = None
+) -> Path:
+    """Write the manifest atomically (readers never see half a file).
+
+    ``owner`` (default: this process) is recorded so that readers can tell a manifest whose servers are
+    gone from a live one before they use it.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"version": MANIFEST_VERSION, "cells": [e.to_json() for e in endpoints]}
+    who = owner if owner is not None else ManifestOwner.current()
+    doc = {"version": MANIFEST_VERSION, "owner": who.to_json(), "cells": [e.to_json() for e in endpoints]}
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".manifest-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -236,20 +394,97 @@ def write_manifest(path: str | os.PathLike[str], endpoints: Iterable[Endpoint]) 
     return target
 
 
-def read_manifest(path: str | os.PathLike[str]) -> list[Endpoint]:
-    """Endpoints listed in a manifest written by ``mailtls up`` or the fixtures."""
-    source = Path(path)
+def _load(source: Path) -> dict[str, Any]:
     try:
         doc = json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ManifestError(
             f"{source}: no such manifest; start servers with `mailtls up --manifest {source}`"
         ) from None
+    except IsADirectoryError:
+        raise ManifestError(f"{source}: is a directory, not a manifest") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{source}: not a manifest (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ManifestError(f"{source}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
         raise ManifestError(f"{source}: a manifest is an object with a 'cells' list")
-    return [Endpoint.from_json(r) for r in doc["cells"]]
+    return doc
+
+
+def read_manifest(path: str | os.PathLike[str], *, live: bool = False) -> list[Endpoint]:
+    """Endpoints listed in a manifest written by ``mailtls up`` or the fixtures.
+
+    With ``live`` the servers must still run: the owner process recorded in the manifest is alive (same
+    host, same pid and start time, not a zombie) and the first endpoint's port accepts a TCP connection;
+    otherwise a :class:`ManifestError` says which and how to start them again.
+    """
+    source = Path(path)
+    doc = _load(source)
+    endpoints = [Endpoint.from_json(r, source=str(source), index=i) for i, r in enumerate(doc["cells"])]
+    if live:
+        owner = ManifestOwner.from_json(doc["owner"], str(source)) if "owner" in doc else None
+        _check_live(source, owner, endpoints)
+    return endpoints
+
+
+def _restart_hint(source: Path) -> str:
+    return f"start them again with `mailtls up --manifest {source}`"
+
+
+def _check_live(source: Path, owner: ManifestOwner | None, endpoints: Sequence[Endpoint]) -> None:
+    if owner is not None and not owner.here:
+        raise ManifestError(
+            f"manifest {source} was written on host {owner.host}, not here ({socket.gethostname()}): its servers "
+            f"listen there; {_restart_hint(source)} on this host"
+        )
+    if owner is not None and not owner.alive():
+        raise ManifestError(
+            f"manifest {source} was written by {owner.command or 'a pytest-mailtls process'} (pid {owner.pid}) "
+            f"which is no longer running; {_restart_hint(source)}"
+        )
+    if not endpoints:
+        return
+    first = endpoints[0]
+    try:
+        with socket.create_connection((first.host, first.port), timeout=PORT_CHECK_TIMEOUT):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        by = f" by {owner.describe()}" if owner is not None else ""
+        raise ManifestError(
+            one_line(
+                f"manifest {source}{by}: its first cell {first.id} at {first.host}:{first.port} does not answer "
+                f"({why}); the servers are gone: {_restart_hint(source)}"
+            )
+        ) from None
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ManifestError` unless ``mailtls up`` may write ``path``.
+
+    Refused: a manifest whose owner still runs (another ``mailtls up`` serves it), a file that is not a
+    manifest, and a folder where the file cannot be written. A manifest whose owner is gone is replaced.
+    """
+    target = Path(path)
+    if target.exists():
+        try:
+            doc = _load(target)
+        except ManifestError as exc:
+            raise ManifestError(f"{exc}; refusing to overwrite it: choose another --manifest") from None
+        owner = ManifestOwner.from_json(doc["owner"], str(target)) if "owner" in doc else None
+        if owner is not None and owner.pid != os.getpid() and owner.alive():
+            raise ManifestError(
+                f"manifest {target} belongs to {owner.describe()}, which is still running: stop it "
+                f"(Ctrl-C, or `kill {owner.pid}`) or choose another --manifest"
+            )
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ManifestError(f"{target}: cannot write the manifest there (permission denied): choose another --manifest")
 
 
 def find_endpoint(endpoints: Sequence[Endpoint], cell_id: str) -> Endpoint:

@@ -7,6 +7,7 @@ and what is allowed.
 from __future__ import annotations
 
 import fnmatch
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,41 @@ from .policy import (
     version_index,
 )
 
-__all__ = ["Matrix", "GridBlock", "Selection", "load_matrix", "filter_cells", "default_matrix_path", "CELL_KEYS"]
+__all__ = [
+    "Matrix",
+    "GridBlock",
+    "Selection",
+    "load_matrix",
+    "parse_matrix",
+    "filter_cells",
+    "default_matrix_path",
+    "CELL_KEYS",
+    "NAME_PATTERN",
+    "NAME_RULE",
+    "check_name",
+]
+
+#: The grammar of every name a matrix gives (policies, auth policies, grid blocks, selections): letters,
+#: digits, ``-`` and ``.``, starting with a letter or digit, at most 64 characters. Names end up in cell
+#: ids, server configuration (Postfix master.cf, Dovecot service names, James XML), log prefixes and file
+#: names: a name that cannot carry a space, a brace, a newline, ``-->`` or a leading ``-`` cannot inject.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+NAME_RULE = (
+    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit "
+    "(regex [A-Za-z0-9][A-Za-z0-9.-]{0,63})"
+)
+# A cell id pattern in a selection: the characters of ids plus fnmatch's glob characters.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9.*?\[\]!-]{1,200}")
+# One element of an OpenSSL cipher list (TLS <= 1.2): an optional operator (!, +, -) and cipher or
+# keyword names joined by '+', or one of the special strings @STRENGTH and @SECLEVEL=N. Elements are
+# separated by ':'. OpenSSL itself also splits on spaces and commas and ignores what it does not know,
+# so "DEFAULT:@SECLEVEL=0}" or a newline followed by "-o ..." would pass set_ciphers(): the grammar
+# refuses them before OpenSSL is asked.
+_CIPHER_ELEMENT = re.compile(r"[!+-]?[A-Za-z0-9._-]+(?:\+[A-Za-z0-9._-]+)*|@STRENGTH|@SECLEVEL=[0-5]")
+_CIPHER_RULE = (
+    "A cipher list is elements separated by ':', each [!+-]NAME[+NAME...], @STRENGTH or @SECLEVEL=0..5 "
+    "(no spaces, braces, commas or control characters)"
+)
 
 #: Keys a cell filter (selection entry, marker, CLI) may name.
 CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "id")
@@ -164,13 +199,13 @@ def parse_matrix(data: Any, *, source: str = "<matrix>") -> Matrix:
         raise MatrixError(source, "version", f"unsupported version {doc['version']!r}", "Allowed: 1")
 
     policies = {
-        name: _parse_policy(name, body, source)
+        check_name(name, source, f"policies[{name!r}]", "policy"): _parse_policy(name, body, source)
         for name, body in _mapping(doc.get("policies"), source, "policies", required=True).items()
     }
     if not policies:
         raise MatrixError(source, "policies", "at least one policy is needed")
     auths = {
-        name: _parse_auth(name, body, source)
+        check_name(name, source, f"auth[{name!r}]", "auth policy"): _parse_auth(name, body, source)
         for name, body in _mapping(doc.get("auth") or {"default": {}}, source, "auth").items()
     }
     blocks_raw = doc.get("grid")
@@ -179,10 +214,15 @@ def parse_matrix(data: Any, *, source: str = "<matrix>") -> Matrix:
     grid = tuple(_parse_block(i, raw, policies, auths, source) for i, raw in enumerate(blocks_raw))
 
     selections_raw = _mapping(doc.get("selections") or {}, source, "selections")
-    selections = {name: _parse_selection(name, body, policies, auths, source) for name, body in selections_raw.items()}
+    selections = {
+        check_name(name, source, f"selections[{name!r}]", "selection"): _parse_selection(
+            name, body, policies, auths, source
+        )
+        for name, body in selections_raw.items()
+    }
     selections.setdefault("full", Selection("full", description="every cell of the grid"))
     default_selection = doc.get("default_selection", "full")
-    if default_selection not in selections:
+    if not isinstance(default_selection, str) or default_selection not in selections:
         raise MatrixError(source, "default_selection", f"unknown selection {default_selection!r}", _allowed(selections))
     return Matrix(source, policies, auths, grid, selections, str(default_selection))
 
@@ -212,6 +252,27 @@ def cell_attributes(cell: Cell) -> dict[str, str]:
 # --- validation helpers -------------------------------------------------------
 
 
+def check_name(name: Any, source: str, key: str, what: str) -> str:
+    """``name`` if it follows :data:`NAME_PATTERN`, else a :class:`MatrixError` naming ``key`` and the rule."""
+    if not isinstance(name, str):
+        raise MatrixError(source, key, f"{what} name {name!r} must be a string", NAME_RULE)
+    if not NAME_PATTERN.fullmatch(name):
+        raise MatrixError(source, key, f"{what} name {name!r} is not allowed", NAME_RULE)
+    return name
+
+
+def _text(value: Any, source: str, key: str) -> str:
+    """A description: any single line of text, no control characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise MatrixError(source, key, f"must be text, got {type(value).__name__}")
+    text = str(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise MatrixError(source, key, f"{text!r} holds a control character (a newline, a tab...)", "Use one line")
+    return text
+
+
 def _entry_matches(entry: str | Mapping[str, tuple[str, ...]], cell: Cell) -> bool:
     if isinstance(entry, str):
         return fnmatch.fnmatchcase(cell.id, entry)
@@ -237,11 +298,12 @@ def _mapping(value: Any, source: str, key: str, *, required: bool = False) -> di
     return value
 
 
-def _known_keys(body: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
+def _known_keys(body: Mapping[Any, Any], allowed: set[str], source: str, where: str) -> None:
     for key in body:
-        if key not in allowed:
+        if not isinstance(key, str) or key not in allowed:
             prefix = f"{where}." if where else ""
-            raise MatrixError(source, f"{prefix}{key}", "unknown key", _allowed(sorted(allowed)))
+            shown = key if isinstance(key, str) and NAME_PATTERN.fullmatch(key) else repr(key)
+            raise MatrixError(source, f"{prefix}{shown}", "unknown key", _allowed(sorted(allowed)))
 
 
 def _str_list(value: Any, source: str, key: str) -> tuple[str, ...]:
@@ -256,10 +318,11 @@ def _parse_policy(name: str, body: Any, source: str) -> TLSPolicy:
     where = f"policies.{name}"
     body = _mapping(body, source, where)
     _known_keys(body, _POLICY_KEYS, source, where)
+    description = _text(body.get("description"), source, f"{where}.description")
     versions = {}
     for key, default in (("min_version", "TLSv1.2"), ("max_version", "TLSv1.3")):
         value = body.get(key, default)
-        if value not in VERSIONS:
+        if not isinstance(value, str) or value not in VERSIONS:
             raise MatrixError(source, f"{where}.{key}", f"unknown version {value!r}", _allowed(VERSIONS))
         versions[key] = value
     if version_index(versions["min_version"]) > version_index(versions["max_version"]):
@@ -271,27 +334,26 @@ def _parse_policy(name: str, body: Any, source: str) -> TLSPolicy:
         )
     ciphers = body.get("ciphers")
     if ciphers is not None:
-        _check_ciphers(str(ciphers), source, f"{where}.ciphers")
+        _check_ciphers(ciphers, source, f"{where}.ciphers")
     suites = body.get("ciphersuites")
     if suites is not None:
-        _check_ciphersuites(str(suites), source, f"{where}.ciphersuites")
-    return TLSPolicy(
-        name=name,
-        ciphers=None if ciphers is None else str(ciphers),
-        ciphersuites=None if suites is None else str(suites),
-        description=str(body.get("description", "")),
-        **versions,
-    )
+        _check_ciphersuites(suites, source, f"{where}.ciphersuites")
+    return TLSPolicy(name=name, ciphers=ciphers, ciphersuites=suites, description=description, **versions)
 
 
-def _check_ciphers(ciphers: str, source: str, key: str) -> None:
+def _check_ciphers(ciphers: Any, source: str, key: str) -> None:
+    if not isinstance(ciphers, str):
+        raise MatrixError(source, key, f"must be a string, got {type(ciphers).__name__}", _CIPHER_RULE)
+    for element in ciphers.split(":"):
+        if not _CIPHER_ELEMENT.fullmatch(element):
+            raise MatrixError(source, key, f"{element!r} in {ciphers!r} is not a cipher spec", _CIPHER_RULE)
     # Each named cipher must exist in the local OpenSSL; OpenSSL itself skips unknown names silently.
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.set_ciphers(ciphers if "@SECLEVEL" in ciphers else ciphers + ":@SECLEVEL=0")
     except ssl.SSLError:
         raise MatrixError(
-            source, key, f"no cipher of {ciphers!r} is known to OpenSSL", "Run `openssl ciphers -v ALL`"
+            source, key, f"{ciphers!r} selects no cipher of the local OpenSSL", "Run `openssl ciphers -v ALL`"
         ) from None
     for part in ciphers.split(":"):
         if not part or part[0] in "!+-@" or (part.isupper() and "-" not in part):
@@ -313,7 +375,9 @@ _TLS13_SUITES = (
 )
 
 
-def _check_ciphersuites(suites: str, source: str, key: str) -> None:
+def _check_ciphersuites(suites: Any, source: str, key: str) -> None:
+    if not isinstance(suites, str):
+        raise MatrixError(source, key, f"must be a string of ':'-separated suites, got {type(suites).__name__}")
     for suite in suites.split(":"):
         if suite not in _TLS13_SUITES:
             raise MatrixError(source, key, f"unknown TLS 1.3 cipher suite {suite!r}", _allowed(_TLS13_SUITES))
@@ -323,6 +387,7 @@ def _parse_auth(name: str, body: Any, source: str) -> AuthPolicy:
     where = f"auth.{name}"
     body = _mapping(body, source, where)
     _known_keys(body, _AUTH_KEYS, source, where)
+    description = _text(body.get("description"), source, f"{where}.description")
     mechanisms = tuple(
         m.upper() for m in _str_list(body.get("mechanisms", ["PLAIN", "LOGIN"]), source, f"{where}.mechanisms")
     )
@@ -339,16 +404,17 @@ def _parse_auth(name: str, body: Any, source: str) -> AuthPolicy:
         raise MatrixError(
             source, where, "required is true but no mechanism is offered", "Add mechanisms or set required: false"
         )
-    return AuthPolicy(name, mechanisms, description=str(body.get("description", "")), **flags)
+    return AuthPolicy(name, mechanisms, description=description, **flags)
 
 
 def _parse_block(
     index: int, raw: Any, policies: Mapping[str, TLSPolicy], auths: Mapping[str, AuthPolicy], source: str
 ) -> GridBlock:
     body = _mapping(raw, source, f"grid[{index}]")
-    name = str(body.get("name", f"block-{index}"))
+    name = check_name(body.get("name", f"block-{index}"), source, f"grid[{index}].name", "grid block")
     where = f"grid[{index}] ({name})"
     _known_keys(body, _BLOCK_KEYS, source, where)
+    description = _text(body.get("description"), source, f"{where}.description")
 
     def names(key: str, allowed: Sequence[str], default: Sequence[str] | None = None) -> tuple[str, ...]:
         value = body.get(key)
@@ -374,7 +440,7 @@ def _parse_block(
         policies=names("policies", list(policies), None if tls else ()),
         certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], ["valid"])),
         auth=names("auth", list(auths), ["default"] if "default" in auths else None),
-        description=str(body.get("description", "")),
+        description=description,
     )
 
 
@@ -384,6 +450,7 @@ def _parse_selection(
     where = f"selections.{name}"
     body = _mapping(body, source, where)
     _known_keys(body, _SELECTION_KEYS, source, where)
+    description = _text(body.get("description"), source, f"{where}.description")
 
     def entries(key: str) -> tuple[str | Mapping[str, tuple[str, ...]], ...]:
         raw = body.get(key) or []
@@ -392,6 +459,13 @@ def _parse_selection(
         out: list[str | Mapping[str, tuple[str, ...]]] = []
         for i, entry in enumerate(raw):
             if isinstance(entry, str):
+                if not _ID_PATTERN.fullmatch(entry):
+                    raise MatrixError(
+                        source,
+                        f"{where}.{key}[{i}]",
+                        f"cell id pattern {entry!r} is not allowed",
+                        "Patterns are cell ids (letters, digits, '-', '.') with the globs * ? [...]",
+                    )
                 out.append(entry)
                 continue
             entry = _mapping(entry, source, f"{where}.{key}[{i}]")
@@ -408,9 +482,16 @@ def _parse_selection(
             }
             for k, values in parsed.items():
                 for v in values:
+                    if not _ID_PATTERN.fullmatch(v):
+                        raise MatrixError(
+                            source,
+                            f"{where}.{key}[{i}].{k}",
+                            f"{k} pattern {v!r} is not allowed",
+                            "Patterns are names (letters, digits, '-', '.') with the globs * ? [...]",
+                        )
                     if k in known and not any(ch in v for ch in "*?[") and v not in known[k]:
                         raise MatrixError(source, f"{where}.{key}[{i}].{k}", f"unknown {k} {v!r}", _allowed(known[k]))
             out.append(parsed)
         return tuple(out)
 
-    return Selection(name, entries("include"), entries("exclude"), str(body.get("description", "")))
+    return Selection(name, entries("include"), entries("exclude"), description)

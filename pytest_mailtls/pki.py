@@ -25,7 +25,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .errors import MailTLSError
 from .policy import CertProfile
 
-__all__ = ["SessionPKI", "ServerCertFiles", "ClientCertFiles", "SERVER_NAMES", "WRONG_HOST"]
+__all__ = [
+    "SessionPKI",
+    "ServerCertFiles",
+    "ClientCertFiles",
+    "SERVER_NAMES",
+    "WRONG_HOST",
+    "PKCS1_KEY_NAME",
+    "pkcs1_key_file",
+    "session_intermediates",
+]
 
 #: Names every valid server certificate carries besides ``server_hostname``.
 SERVER_NAMES = ("mail.mailtls.test", "127.0.0.1")
@@ -50,10 +59,17 @@ class ServerCertFiles:
 
 @dataclass(frozen=True)
 class ClientCertFiles:
-    """A client certificate for mutual TLS (chain PEM) and its key."""
+    """A client certificate for mutual TLS (chain PEM) and its key.
+
+    ``key_file`` is PKCS#8 (``BEGIN PRIVATE KEY``), the form every TLS stack
+    loads (Rust's native-tls and rustls-pemfile users take nothing else);
+    ``key_pkcs1_file`` holds the same RSA key as PKCS#1 (``BEGIN RSA PRIVATE
+    KEY``) for clients that want the traditional form.
+    """
 
     key_file: Path
     cert_file: Path
+    key_pkcs1_file: Path | None = None
 
 
 class SessionPKI:
@@ -213,7 +229,13 @@ class SessionPKI:
                 folder = self.directory / name
                 folder.mkdir(exist_ok=True)
                 self._write_leaf(leaf, folder)
-                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem")
+                # trustme writes PKCS#1; clients get PKCS#8 as key.pem and PKCS#1 beside it.
+                key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+                assert isinstance(key, rsa.RSAPrivateKey)
+                _write_key_and_cert(key, [], folder / "key.pem", None)
+                pkcs1 = folder / PKCS1_KEY_NAME
+                _write_private(pkcs1, _pkcs1(key))
+                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem", pkcs1)
             return self._clients[name]
 
 
@@ -223,6 +245,57 @@ def _write_private(path: Path, data: bytes) -> None:
     os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+
+
+#: The file name of a client key's PKCS#1 twin, beside its PKCS#8 ``key.pem``.
+PKCS1_KEY_NAME = "key-pkcs1.pem"
+
+
+def _pkcs1(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
+def pkcs1_key_file(key_file: str | Path) -> Path:
+    """The PKCS#1 form of the RSA key in ``key_file`` (PKCS#8 or PKCS#1 PEM).
+
+    A :class:`SessionPKI` client key has its twin beside it already; for any
+    other key the twin is written next to it (``<stem>-pkcs1.pem``) once.
+    """
+    path = Path(key_file)
+    twin = path.with_name(PKCS1_KEY_NAME if path.name == "key.pem" else f"{path.stem}-pkcs1.pem")
+    if twin.exists():
+        return twin
+    data = path.read_bytes()
+    if b"BEGIN RSA PRIVATE KEY" in data:
+        return path
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise MailTLSError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise MailTLSError(f"{path}: PKCS#1 is an RSA key form; this is a {type(key).__name__}")
+    try:
+        _write_private(twin, _pkcs1(key))
+    except OSError as exc:
+        raise MailTLSError(f"cannot write the PKCS#1 form of {path} to {twin}: {exc}") from None
+    return twin
+
+
+def session_intermediates(ca_file: str | Path) -> list[x509.Certificate]:
+    """The intermediate CAs the session PKI whose root is ``ca_file`` made (and withholds from chains).
+
+    Each lives next to the profile that uses it (``<pki dir>/<profile>/intermediate.pem``); verify compares
+    a presented leaf's issuer with them to tell "issued by our intermediate" from "issued by a stranger".
+    """
+    found = []
+    for path in sorted(Path(ca_file).parent.glob("*/intermediate.pem")):
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _name(common_name: str) -> x509.Name:

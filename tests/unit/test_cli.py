@@ -7,8 +7,11 @@ import json
 import os
 import re
 import shutil
+import smtplib
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -306,39 +309,159 @@ def test_up_once_with_the_embedded_backend(tmp_path: Path) -> None:
     assert "manifest:" in proc.stderr
 
 
-@needs_embedded
-def test_up_once_then_messages_of_a_cell(tmp_path: Path) -> None:
-    manifest = tmp_path / "manifest.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "pytest_mailtls",
-        "up",
-        "--servers",
-        "embedded",
-        "--once",
-        "--manifest",
-        str(manifest),
-    ]
-    proc = subprocess.run(
-        [*argv, "--where", "id=embedded-smtp-plain-open"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+CELL = "embedded-smtp-plain-open"
+
+
+def _cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_mailtls",
-            "messages",
-            "--manifest",
-            str(manifest),
-            "--cell",
-            "embedded-smtp-plain-open",
-        ],
-        capture_output=True,
+
+
+def _up(manifest: Path, cwd: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = ["up", "--servers", "embedded", "--where", f"id={CELL}", "--manifest", str(manifest), *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest_mailtls", *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        cwd=tmp_path,
+    )
+
+
+def _wait_for(manifest: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not manifest.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "mailtls up wrote no manifest"
+        time.sleep(0.05)
+
+
+@needs_embedded
+def test_up_once_leaves_a_manifest_that_readers_call_stale(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    proc = _cli(
+        "up", "--servers", "embedded", "--where", f"id={CELL}", "--once", "--manifest", str(manifest), cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "embedded-smtp-plain-open: no messages"
+    pid = json.loads(manifest.read_text())["owner"]["pid"]
+    started = time.monotonic()
+    proc = _cli("messages", "--manifest", str(manifest), "--cell", CELL, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert _one_error_line(proc.stderr) == (
+        f"mailtls: error: manifest {manifest} was written by mailtls up (pid {pid}) which is no longer running; "
+        f"start them again with `mailtls up --manifest {manifest}`"
+    )
+    assert time.monotonic() - started < 10
+
+
+@needs_embedded
+def test_a_live_manifest_serves_readers_refuses_a_second_up_and_goes_stale_when_its_owner_stops(
+    tmp_path: Path,
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    first = _up(manifest, tmp_path)
+    try:
+        _wait_for(manifest, first)
+        text = manifest.read_text()
+        record = json.loads(text)["cells"][0]
+        with smtplib.SMTP(record["host"], record["port"], timeout=10) as client:
+            client.sendmail("a@mailtls.test", ["b@mailtls.test"], "Subject: while it runs\r\n\r\nhi\r\n")
+        proc = _cli("messages", "--manifest", str(manifest), "--cell", CELL, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "Subject while it runs" in proc.stdout
+
+        # A second run must not take the manifest of the first one over, and starts nothing.
+        second = _cli("up", "--servers", "embedded", "--manifest", str(manifest), cwd=tmp_path)
+        assert second.returncode == 2
+        assert _one_error_line(second.stderr) == (
+            f"mailtls: error: manifest {manifest} belongs to mailtls up (pid {first.pid}, "
+            f"user {json.loads(text)['owner']['user']}, host {socket.gethostname()}), which is still running: "
+            f"stop it (Ctrl-C, or `kill {first.pid}`) or choose another --manifest"
+        )
+        assert manifest.read_text() == text
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    stale = f"manifest {manifest} was written by mailtls up (pid {first.pid}) which is no longer running"
+    for argv in (
+        ["messages", "--manifest", str(manifest), "--cell", CELL],
+        ["verify", "--manifest", str(manifest)],
+        ["certify", "--client", "python", "--manifest", str(manifest), "--report", str(tmp_path / "r")],
+    ):
+        started = time.monotonic()
+        proc = _cli(*argv, cwd=tmp_path)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert stale in _one_error_line(proc.stderr), argv
+        assert time.monotonic() - started < 10, argv  # no cell was tried
+    assert not (tmp_path / "r").exists()
+    # Its owner is gone: a new run may replace it.
+    proc = _cli(
+        "up", "--servers", "embedded", "--where", f"id={CELL}", "--once", "--manifest", str(manifest), cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(manifest.read_text())["owner"]["pid"] != first.pid
+
+
+def test_up_refuses_to_overwrite_a_file_that_is_not_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    code, _, err = _run(["up", "--servers", "embedded", "--manifest", str(notes)], capsys)
+    assert code == 2
+    assert "refusing to overwrite it: choose another --manifest" in _one_error_line(err)
+    assert notes.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda d: (d / "report.html").write_text("x") and d / "report.html", "is an existing file, not a folder"),
+        (lambda d: (d / "f").write_text("x") and d / "f" / "sub", "is a file, not a folder"),
+        (lambda d: Path("/proc/mailtls-report"), "cannot write in /proc"),
+    ],
+    ids=["existing file", "below a file", "unwritable place"],
+)
+def test_certify_checks_the_report_folder_before_the_first_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, fragment: str
+) -> None:
+    report = make(tmp_path)  # type: ignore[operator]
+    started = time.monotonic()
+    code, out, err = _run(["certify", "--client", "python", "--servers", "embedded", "--report", str(report)], capsys)
+    assert code == 2 and out == ""
+    line = _one_error_line(err)
+    assert line.startswith(f"mailtls: error: --report {report}: ") and fragment in line
+    assert "choose another --report" in line
+    assert time.monotonic() - started < 5  # nothing was started
+
+
+def test_verify_checks_its_json_file_before_the_first_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["verify", "--servers", "embedded", "--json", str(tmp_path)], capsys)
+    assert code == 2
+    assert "is a folder, not a file" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda r: r.update(port="abc"), "port 'abc' is not a port number (1-65535)"),
+        (lambda r: r.pop("mode"), "missing key 'mode'"),
+    ],
+)
+def test_messages_of_a_malformed_manifest_names_file_and_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: object, fragment: str
+) -> None:
+    cell = next(c for c in load_matrix().cells(servers=["embedded"]) if c.id == CELL)
+    record = {
+        "id": CELL, "server": "embedded", "service": "smtp", "protocol": "smtp", "mode": "plain", "policy": None,
+        "cert": None, "host": "127.0.0.1", "port": 2525, "server_hostname": "localhost", "ca_file": "/x",
+        "auth": cell.auth.to_json(username="u", password="p"),
+    }  # fmt: skip
+    change(record)  # type: ignore[operator]
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"version": 1, "cells": [record]}))
+    code, _, err = _run(["messages", "--manifest", str(manifest), "--cell", CELL], capsys)
+    assert code == 2
+    line = _one_error_line(err)
+    assert line.startswith(f"mailtls: error: {manifest}: cells[0] ('{CELL}') is malformed: ") and fragment in line

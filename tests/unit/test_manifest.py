@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from pytest_mailtls.errors import ManifestError
-from pytest_mailtls.manifest import Endpoint, find_endpoint, read_manifest, write_manifest
+from pytest_mailtls.manifest import (
+    Endpoint,
+    ManifestOwner,
+    _process_start,
+    check_replaceable,
+    find_endpoint,
+    read_manifest,
+    write_manifest,
+)
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 
@@ -217,11 +227,18 @@ def test_read_without_a_cells_list(tmp_path: Path, doc: object) -> None:
         (lambda r: r.update(cert="rotten"), "'rotten'"),
         (lambda r: r["auth"].pop("password"), "'password'"),
         (lambda r: r["policy"].update(min_version="SSLv3"), "SSLv3"),
-        (lambda r: r.update(port="many"), "many"),
+        (lambda r: r.update(port="many"), "port 'many' is not a port number (1-65535)"),
+        (lambda r: r.update(port=70000), "port 70000 is not a port number"),
+        (lambda r: r.update(port=True), "port True is not a port number"),
         (lambda r: r.update(mode="implicit"), "cannot run in mode implicit"),
+        (lambda r: r.update(policy="legacy"), "policy must be an object or null, got str"),
+        (lambda r: r.update(auth=[]), "auth must be an object, got list"),
+        (lambda r: r.update(extra=[1]), "extra must be an object, got list"),
+        (lambda r: r["policy"].pop("min_version"), "missing key 'min_version'"),
     ],
-    ids=["no port", "bad service", "bad mode", "bad cert", "no password", "bad version", "bad port", "bad combo"],
-)
+    ids=["no port", "bad service", "bad mode", "bad cert", "no password", "bad version", "bad port", "port range",
+         "bool port", "bad combo", "policy string", "auth list", "extra list", "no min_version"],
+)  # fmt: skip
 def test_read_malformed_record_names_the_record(tmp_path: Path, change: object, why: str) -> None:
     record = ENDPOINTS["tls"].to_json()
     change(record)  # type: ignore[operator]
@@ -230,8 +247,18 @@ def test_read_malformed_record_names_the_record(tmp_path: Path, change: object, 
     with pytest.raises(ManifestError) as err:
         read_manifest(path)
     message = str(err.value)
-    assert "'postfix-submission-starttls-legacy-expired' is malformed" in message
+    assert message.startswith(f"{path}: cells[1] ('postfix-submission-starttls-legacy-expired') is malformed: ")
     assert why in message
+    assert "\n" not in message and "Error(" not in message  # a sentence, not an exception's repr
+
+
+@pytest.mark.parametrize("record", ["cell", 3, None, []])
+def test_read_record_that_is_not_an_object(tmp_path: Path, record: object) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"version": 1, "cells": [ENDPOINTS["plain"].to_json(), record]}))
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    assert str(err.value).startswith(f"{path}: cells[1]: a record is an object, got ")
 
 
 def test_find_endpoint_and_similar_ids() -> None:
@@ -436,3 +463,145 @@ def test_mtls_endpoint_presents_the_client_certificate(
         time.sleep(0.01)
     assert outcomes[0] == version
     assert outcomes[1].startswith("error:")
+
+
+# --- the owner record: a manifest whose servers are gone is told apart before anything runs --------------
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port that accepts connections (what a served cell looks like to the liveness check)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
+
+
+def _other_process(seconds: float = 30) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def _owner_of(proc: subprocess.Popen[bytes], command: str = "mailtls up") -> ManifestOwner:
+    stat = _process_start(proc.pid)
+    assert stat is not None
+    return ManifestOwner(proc.pid, stat[1], socket.gethostname(), "tester", command)
+
+
+def test_write_records_this_process_as_the_owner(tmp_path: Path, listening: int) -> None:
+    path = write_manifest(tmp_path / "m.json", [_endpoint(PLAIN_CELL, port=listening)])
+    owner = json.loads(path.read_text())["owner"]
+    assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+    assert owner["start"] and owner["user"]
+    assert [e.port for e in read_manifest(path, live=True)] == [listening]
+
+
+def test_a_manifest_of_a_dead_owner_is_stale(tmp_path: Path, listening: int) -> None:
+    proc = _other_process(0)
+    owner = _owner_of(proc)
+    proc.wait()
+    path = write_manifest(tmp_path / "m.json", [_endpoint(PLAIN_CELL, port=listening)], owner=owner)
+    assert len(read_manifest(path)) == 1  # reading the records alone still works
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, live=True)
+    assert str(err.value) == (
+        f"manifest {path} was written by mailtls up (pid {proc.pid}) which is no longer running; "
+        f"start them again with `mailtls up --manifest {path}`"
+    )
+
+
+def test_a_zombie_owner_is_dead(tmp_path: Path, listening: int) -> None:
+    proc = _other_process(0.05)
+    owner = _owner_of(proc)
+    deadline = time.monotonic() + 10
+    while (_process_start(proc.pid) or ("?", ""))[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert _process_start(proc.pid) is not None, "not reaped yet: a zombie"
+        os.kill(proc.pid, 0)  # kill(pid, 0) still succeeds on a zombie: it cannot tell
+        assert not owner.alive()
+        path = write_manifest(tmp_path / "m.json", [_endpoint(PLAIN_CELL, port=listening)], owner=owner)
+        with pytest.raises(ManifestError, match="no longer running"):
+            read_manifest(path, live=True)
+    finally:
+        proc.wait()
+
+
+def test_a_reused_pid_is_not_the_owner() -> None:
+    me = ManifestOwner.current()
+    assert me.alive()
+    assert not ManifestOwner(me.pid, "1", me.host, me.user).alive()
+
+
+def test_a_manifest_from_another_host_is_foreign(tmp_path: Path, listening: int) -> None:
+    owner = ManifestOwner(os.getpid(), "", "elsewhere.invalid", "tester", "mailtls up")
+    path = write_manifest(tmp_path / "m.json", [_endpoint(PLAIN_CELL, port=listening)], owner=owner)
+    with pytest.raises(ManifestError, match=r"was written on host elsewhere\.invalid, not here"):
+        read_manifest(path, live=True)
+
+
+@pytest.mark.parametrize("with_owner", [True, False], ids=["live owner", "no owner record"])
+def test_a_first_port_that_does_not_answer_is_stale(tmp_path: Path, closed_port: int, with_owner: bool) -> None:
+    path = tmp_path / "m.json"
+    write_manifest(path, [_endpoint(PLAIN_CELL, port=closed_port)])
+    if not with_owner:
+        doc = json.loads(path.read_text())
+        del doc["owner"]
+        path.write_text(json.dumps(doc))
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, live=True)
+    message = str(err.value)
+    assert f"its first cell {PLAIN_CELL.id} at 127.0.0.1:{closed_port} does not answer" in message
+    assert f"mailtls up --manifest {path}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("owner", "fragment"),
+    [({"pid": "12"}, "owner.pid: '12' is not a process id"), ([], "owner: must be an object")],
+)
+def test_a_malformed_owner_names_the_file(tmp_path: Path, owner: object, fragment: str) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"version": 1, "owner": owner, "cells": []}))
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, live=True)
+    assert str(err.value).startswith(f"{path}: ") and fragment in str(err.value)
+
+
+def test_up_refuses_to_replace_the_manifest_of_a_live_run(tmp_path: Path) -> None:
+    proc = _other_process()
+    try:
+        path = write_manifest(tmp_path / "m.json", [], owner=_owner_of(proc))
+        with pytest.raises(ManifestError) as err:
+            check_replaceable(path)
+        assert str(err.value) == (
+            f"manifest {path} belongs to mailtls up (pid {proc.pid}, user tester, host {socket.gethostname()}), "
+            f"which is still running: stop it (Ctrl-C, or `kill {proc.pid}`) or choose another --manifest"
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+    check_replaceable(path)  # its owner is gone now: replacing it is fine
+
+
+def test_up_may_replace_its_own_or_a_missing_manifest(tmp_path: Path) -> None:
+    check_replaceable(tmp_path / "new" / "m.json")
+    check_replaceable(write_manifest(tmp_path / "m.json", []))
+
+
+def test_up_refuses_to_overwrite_a_file_that_is_not_a_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "notes.json"
+    path.write_text("my notes\n")
+    with pytest.raises(ManifestError, match=r"not valid JSON .*refusing to overwrite it: choose another --manifest"):
+        check_replaceable(path)
+    assert path.read_text() == "my notes\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_up_refuses_a_folder_it_cannot_write(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(ManifestError, match="cannot write the manifest there"):
+        check_replaceable(folder / "m.json")

@@ -67,7 +67,7 @@ def test_every_server_has_a_substantial_grid_with_unique_ids(shipped: Matrix, se
 def test_cell_counts_per_server(shipped: Matrix) -> None:
     # Pinned so a matrix edit is a visible decision, not an accident; update with the matrix.
     counts = {s: len(shipped.cells(servers=[s])) for s in SERVERS}
-    assert counts == {"postfix": 39, "dovecot": 54, "james": 93, "embedded": 39}
+    assert counts == {"postfix": 41, "dovecot": 58, "james": 99, "embedded": 41}
 
 
 def test_ids_are_unique_across_servers_and_stable_between_loads(shipped: Matrix) -> None:
@@ -183,6 +183,7 @@ def test_filter_with_a_value_a_list_and_globs(shipped: Matrix) -> None:
         "tls11-only",
         "tls12-only",
         "tls12-single-cipher",
+        "tls13-aes256",
     }
     by_id = filter_cells(cells, {"id": "james-pop3s-*-expired"})
     assert [c.id for c in by_id] == ["james-pop3s-implicit-intermediate-expired"]
@@ -447,3 +448,153 @@ def test_selection_with_an_unknown_policy_value_is_refused(tmp_path: Path) -> No
 def test_empty_file_says_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(MatrixError, match="policies: is required"):
         load_matrix(_write(tmp_path, ""))
+
+
+# --- names and values that cannot inject -----------------------------------------------------------
+
+HOSTILE_NAMES = {
+    "xml comment end": "a-->b",
+    "closing brace": "a}",
+    "opening brace": "a{",
+    "space": "mod ern",
+    "newline": "a\nb",
+    "carriage return": "a\rb",
+    "tab": "a\tb",
+    "master.cf option": "-o smtpd_tls_security_level=none",
+    "leading dash": "-modern",
+    "leading dot": ".hidden",
+    "slash": "a/b",
+    "quote": 'a"b',
+    "colon": "a:b",
+    "non-ascii letter": "modérn",
+    "empty": "",
+    "too long": "a" * 65,
+}
+
+
+def _quoted(name: str) -> str:
+    import json
+
+    return json.dumps(name)  # a YAML double-quoted scalar that carries control characters exactly
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_NAMES.values()), ids=list(HOSTILE_NAMES))
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("policy", "version: 1\npolicies:\n  {n}: {{}}\ngrid:\n  - services: [smtp]\n    modes: [plain]\n"),
+        (
+            "auth policy",
+            "policies: {{p: {{}}}}\nauth:\n  {n}: {{}}\ngrid:\n  - services: [smtp]\n    modes: [plain]\n"
+            "    auth: [{n}]\n",
+        ),
+        (
+            "selection",
+            "policies: {{p: {{}}}}\ngrid: [{{services: [smtp], modes: [plain]}}]\nselections:\n  {n}: {{}}\n",
+        ),
+        ("grid block", "policies: {{p: {{}}}}\ngrid:\n  - name: {n}\n    services: [smtp]\n    modes: [plain]\n"),
+    ],
+    ids=["policy", "auth", "selection", "block"],
+)
+def test_names_outside_the_slug_grammar_are_refused_in_one_line(
+    tmp_path: Path, name: str, where: str, text: str
+) -> None:
+    path = _write(tmp_path, text.format(n=_quoted(name)))
+    with pytest.raises(MatrixError) as err:
+        load_matrix(path)
+    message = str(err.value)
+    assert "\n" not in message and "\r" not in message
+    assert message.startswith(f"{path}: ")
+    assert f"{where} name {name!r}"[:40].replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") in message
+    assert "[A-Za-z0-9][A-Za-z0-9.-]{0,63}" in message  # the rule, as docs/matrix.md states it
+
+
+@pytest.mark.parametrize("name", ["a", "modern", "tls1.2-only", "X.509", "9lives", "a" * 64])
+def test_slug_names_are_accepted(tmp_path: Path, name: str) -> None:
+    text = f"policies:\n  {name}: {{}}\ngrid:\n  - name: {name}\n    services: [smtp]\n    modes: [starttls]\n"
+    text += f"    policies: [{name}]\nselections:\n  {name}: {{include: ['*-{name}-*']}}\n"
+    matrix = load_matrix(_write(tmp_path, text))
+    assert {c.policy.name for c in matrix.cells(selection=name) if c.policy} == {name}
+
+
+HOSTILE_CIPHERS = {
+    "brace after seclevel": "DEFAULT:@SECLEVEL=0}",
+    "newline and option after seclevel": "DEFAULT:@SECLEVEL=0\n-o smtpd_tls_security_level=none",
+    "space after seclevel": "DEFAULT:@SECLEVEL=0 foo",
+    "word after seclevel": "ALL:@SECLEVEL=0x",
+    "seclevel out of range": "ALL:@SECLEVEL=9",
+    "comma separator": "HIGH,!aNULL",
+    "space separator": "HIGH !aNULL",
+    "empty element": "HIGH::!aNULL",
+    "opening brace": "{HIGH}",
+    "control character": "HIGH\x00",
+    "tab": "HIGH\t",
+    "unknown special": "@FOO",
+}
+
+
+@pytest.mark.parametrize("ciphers", list(HOSTILE_CIPHERS.values()), ids=list(HOSTILE_CIPHERS))
+def test_cipher_lists_outside_the_grammar_are_refused(tmp_path: Path, ciphers: str) -> None:
+    path = _write(tmp_path, MINIMAL.replace("{min_version: TLSv1.2}", "{ciphers: " + _quoted(ciphers) + "}"))
+    with pytest.raises(MatrixError) as err:
+        load_matrix(path)
+    assert err.value.key == "policies.p.ciphers"
+    assert "\n" not in str(err.value) and "\x00" not in str(err.value)
+    assert "not a cipher spec" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "ciphers",
+    ["ALL:@SECLEVEL=0", "HIGH:!aNULL:!MD5", "ECDHE+AESGCM:@STRENGTH", "kRSA+AESGCM:-SHA1", "AES256-GCM-SHA384"],
+)
+def test_cipher_lists_openssl_takes_are_kept(tmp_path: Path, ciphers: str) -> None:
+    path = _write(tmp_path, MINIMAL.replace("{min_version: TLSv1.2}", f"{{ciphers: '{ciphers}'}}"))
+    assert load_matrix(path).policies["p"].ciphers == ciphers
+
+
+@pytest.mark.parametrize(
+    ("suites", "fragment"),
+    [
+        ("TLS_AES_128_GCM_SHA256\n-o x", "unknown TLS 1.3 cipher suite"),
+        ("TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384", "unknown TLS 1.3 cipher suite"),
+        ("TLS_AES_128_GCM_SHA256}", "unknown TLS 1.3 cipher suite"),
+        ("", "unknown TLS 1.3 cipher suite"),
+    ],
+)
+def test_suite_lists_outside_the_catalogue_are_refused(tmp_path: Path, suites: str, fragment: str) -> None:
+    path = _write(tmp_path, MINIMAL.replace("{min_version: TLSv1.2}", "{ciphersuites: " + _quoted(suites) + "}"))
+    with pytest.raises(MatrixError) as err:
+        load_matrix(path)
+    assert err.value.key == "policies.p.ciphersuites" and fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("policies: {p: {ciphers: 1}}\ngrid: [{services: [smtp], modes: [plain]}]\n", "policies.p.ciphers"),
+        ("policies: {p: {ciphersuites: [a]}}\ngrid: [{services: [smtp], modes: [plain]}]\n", "policies.p.ciphersuites"),
+        ("policies: {p: {min_version: [TLSv1]}}\ngrid: [{services: [smtp], modes: [plain]}]\n", "policies.p.min_version"),
+        ("policies: {1: {}}\ngrid: [{services: [smtp], modes: [plain]}]\n", "policies[1]"),
+        ("policies: {p: {}}\ngrid: [{services: [smtp], modes: [plain]}]\ndefault_selection: [a]\n", "default_selection"),
+        ('policies: {p: {description: "a\\nb"}}\ngrid: [{services: [smtp], modes: [plain]}]\n', "policies.p.description"),
+        ("policies: {p: {}}\ngrid: [{services: [smtp], modes: [plain]}]\n1: x\n", "1"),
+        (
+            "policies: {p: {}}\ngrid: [{services: [smtp], modes: [plain]}]\nselections: {s: {include: ['a b']}}\n",
+            "selections.s.include[0]",
+        ),
+        (
+            "policies: {p: {}}\ngrid: [{services: [smtp], modes: [plain]}]\n"
+            'selections: {s: {include: [{id: "x\\ny"}]}}\n',
+            "selections.s.include[0].id",
+        ),
+    ],
+    ids=["int ciphers", "list suites", "list version", "int name", "list default", "multi-line description",
+         "int top key", "pattern with space", "pattern with newline"],
+)  # fmt: skip
+def test_values_of_the_wrong_kind_are_one_line_errors(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(MatrixError) as err:
+        load_matrix(path)
+    assert err.value.key == key
+    assert "\n" not in str(err.value)
