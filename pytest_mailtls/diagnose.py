@@ -153,8 +153,8 @@ class Diagnosis:
 
     @property
     def ambiguous(self) -> bool:
-        """The evidence did not single out one class (a tie, or nothing matched): more evidence would help."""
-        return bool(self.tied) or self.failure_class == UNCLASSIFIED
+        """The evidence did not single out one class (a tie, a hint, or nothing matched): more would help."""
+        return bool(self.tied) or self.failure_class == UNCLASSIFIED or self.decided_by == "hint"
 
     def to_json(self) -> dict[str, Any]:
         return {"class": self.failure_class, "evidence": list(self.evidence), "remedy": self.remedy}
@@ -795,7 +795,14 @@ def diagnose(
     decided_by = ""
     notes: list[str] = []
     deferred: list[_Match] = []  # weak probe findings: they may only choose among classes already open
+    settled = False
     for name, matches, excluded in stages:
+        if settled:  # a stronger witness decided; say where a weaker one disagrees
+            firm = [m for m in matches if not m.rule.hint and m.rule.classes and m.rule.weight >= 3]
+            if firm and not _scores(firm, allowed):
+                said = ", ".join(dict.fromkeys(c for m in firm for c in m.rule.classes))
+                notes.append(f"note: the {name} evidence ({said}) contradicts the {decided_by} evidence, which decides")
+            continue
         if excluded:
             narrowed = [c for c in allowed if c not in excluded]
             allowed = narrowed or allowed  # a fact that would rule out everything contradicts stronger evidence
@@ -812,8 +819,7 @@ def diagnose(
         best = max(scores.values())
         allowed = [c for c in scores if scores[c] == best]
         proposed, decided_by = True, name
-        if len(allowed) == 1:
-            break
+        settled = len(allowed) == 1
 
     context_line = ""
     if len(allowed) > 1 or not proposed:
