@@ -208,7 +208,7 @@ COMMON: tuple[Rule, ...] = (
     _rule(
         r"STARTTLS is not supported|(?:server )?does(?:n't| not) support (?:the )?STARTTLS|"
         r"STARTTLS extension not supported|STARTTLS (?:is )?not (?:offered|advertised|available)|"
-        r"no STARTTLS support|TLS support isn't enabled|\bTLS not available\b",
+        r"no STARTTLS support|TLS support isn't enabled|TLS not available due to temporary reason",
         "starttls-not-offered",
         weight=5,
     ),

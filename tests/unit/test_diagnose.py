@@ -367,6 +367,7 @@ LIBRARY_ROWS: list[tuple[str, str, str, str]] = [
     ("command", "", "smtp: server does not support STARTTLS", "starttls-not-offered"),
     ("command", "", "STARTTLS extension not supported by server.", "starttls-not-offered"),
     ("command", "", "502 5.5.2 Error: command not recognized", "starttls-not-offered"),
+    ("command", "", "454 4.7.0 TLS not available due to temporary reason", "starttls-not-offered"),
 ]  # fmt: skip
 
 
@@ -730,3 +731,9 @@ def test_family_knobs(cls: str, family: str, words: str) -> None:
         "untrusted-certificate": CELLS["postfix-smtps-implicit-intermediate-valid"],
     }.get(cls, CELLS["postfix-submission-starttls-intermediate-valid"])
     assert words in remedy(cls, cell=cell, family=family)
+
+
+def test_a_client_without_its_tls_module_is_not_starttls_not_offered() -> None:
+    # swaks without Net::SSLeay says "TLS not available": the client's own lack, not the server's refusal.
+    text = "*** TLS not available: requires Net::SSLeay.  Exiting\nswaks exit status 10"
+    assert diagnose(text, family="swaks").failure_class == UNCLASSIFIED
