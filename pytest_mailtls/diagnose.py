@@ -728,8 +728,8 @@ def _finding_matches(items: Sequence[Finding], source: str) -> tuple[list[_Match
         else:
             found = match_table(WIRE, [f.line], source=source)
             matches += found
-            if not found and not f.excludes:
-                # An unread fact is still a fact: keep it as evidence for the reader, with no class.
+            if not found:
+                # An unread fact (or one that only rules classes out) is still evidence for the reader.
                 matches.append(_Match(Rule(_ANY, (), 0), f.line.strip()[:400], source))
         excluded += [c for c in f.excludes if c not in excluded]
     return matches, tuple(excluded)
@@ -854,7 +854,7 @@ def diagnose(
     evidence = [f"{m.source}: {m.line}" for m in every if chosen in m.rule.classes]
     if context_line:
         evidence.append(f"context: {context_line}")
-    evidence += [f"wire: {m.line}" for m in wire_matches if not m.rule.classes]  # facts no table reads
+    evidence += [f"{m.source}: {m.line}" for m in every if not m.rule.classes]  # facts that name no class
     evidence += notes
     if len(allowed) > 1:
         others = ", ".join(c for c in allowed if c != chosen)
@@ -961,7 +961,7 @@ def wire_findings(session: Any, *, cell: Cell | None = None) -> list[Finding]:
         if _get(alert, "encrypted") or not description:
             continue  # a TLS 1.3 alert after the ServerHello is encrypted: its description is not on the wire
         sender = _get(alert, "sender") or "a peer"
-        level = _get(alert, "level") or "fatal"
+        level = {"2": "fatal", "1": "warning"}.get(str(_get(alert, "level")), _get(alert, "level") or "fatal")
         out.append(Finding(f"{sender} sent {level} alert {description}"))
     if _get(session, "handshake_completed") is True:
         # Certificates are checked inside the handshake: one that completed rules out every certificate fault.

@@ -737,3 +737,13 @@ def test_a_client_without_its_tls_module_is_not_starttls_not_offered() -> None:
     # swaks without Net::SSLeay says "TLS not available": the client's own lack, not the server's refusal.
     text = "*** TLS not available: requires Net::SSLeay.  Exiting\nswaks exit status 10"
     assert diagnose(text, family="swaks").failure_class == UNCLASSIFIED
+
+
+def test_a_probe_that_only_rules_the_version_out() -> None:
+    # What certify.version_findings can say when a common version exists: no class named, one ruled out.
+    probe = Finding("the server completes handshakes at TLSv1.2; the client offers TLSv1.2: the version is not the "
+                    "problem", excludes=("protocol-version-mismatch",))  # fmt: skip
+    text = "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol (_ssl.c:1006)"
+    d = diagnose(text, family="python", findings=[probe], expected="protocol-version-mismatch")
+    assert d.failure_class != "protocol-version-mismatch" and f"probe: {probe.line}" in d.evidence
+    assert diagnose("Could not connect to SMTP host.", family="java", findings=[probe]).failure_class == UNCLASSIFIED
