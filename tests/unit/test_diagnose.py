@@ -353,6 +353,8 @@ LIBRARY_ROWS: list[tuple[str, str, str, str]] = [
      "because of errors in the certificate chain: UntrustedRoot", "untrusted-certificate"),
     ("dotnet", "System.Security.Authentication.AuthenticationException", "Authentication failed because the "
      "remote party sent a TLS alert: 'ProtocolVersion'.", "protocol-version-mismatch"),
+    ("dotnet", "System.ComponentModel.Win32Exception", "The client and server can't communicate, because they do "
+     "not possess a common algorithm", "protocol-version-mismatch"),
     ("dotnet", "System.IO.IOException", "Cannot determine the frame size or a corrupted frame was received.",
      "wrong-tls-mode"),
     ("dotnet", "MailKit.Security.AuthenticationException", "535: 5.7.8 Error: authentication failed: "
