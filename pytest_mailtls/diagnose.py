@@ -153,8 +153,8 @@ class Diagnosis:
 
     @property
     def ambiguous(self) -> bool:
-        """The evidence did not single out one class (a tie, or nothing matched): more evidence would help."""
-        return bool(self.tied) or self.failure_class == UNCLASSIFIED
+        """The evidence did not single out one class (a tie, a hint, or nothing matched): more would help."""
+        return bool(self.tied) or self.failure_class == UNCLASSIFIED or self.decided_by == "hint"
 
     def to_json(self) -> dict[str, Any]:
         return {"class": self.failure_class, "evidence": list(self.evidence), "remedy": self.remedy}
@@ -208,7 +208,7 @@ COMMON: tuple[Rule, ...] = (
     _rule(
         r"STARTTLS is not supported|(?:server )?does(?:n't| not) support (?:the )?STARTTLS|"
         r"STARTTLS extension not supported|STARTTLS (?:is )?not (?:offered|advertised|available)|"
-        r"no STARTTLS support|TLS support isn't enabled|\bTLS not available\b",
+        r"no STARTTLS support|TLS support isn't enabled|TLS not available due to temporary reason",
         "starttls-not-offered",
         weight=5,
     ),
@@ -728,8 +728,8 @@ def _finding_matches(items: Sequence[Finding], source: str) -> tuple[list[_Match
         else:
             found = match_table(WIRE, [f.line], source=source)
             matches += found
-            if not found and not f.excludes:
-                # An unread fact is still a fact: keep it as evidence for the reader, with no class.
+            if not found:
+                # An unread fact (or one that only rules classes out) is still evidence for the reader.
                 matches.append(_Match(Rule(_ANY, (), 0), f.line.strip()[:400], source))
         excluded += [c for c in f.excludes if c not in excluded]
     return matches, tuple(excluded)
@@ -795,7 +795,14 @@ def diagnose(
     decided_by = ""
     notes: list[str] = []
     deferred: list[_Match] = []  # weak probe findings: they may only choose among classes already open
+    settled = False
     for name, matches, excluded in stages:
+        if settled:  # a stronger witness decided; say where a weaker one disagrees
+            firm = [m for m in matches if not m.rule.hint and m.rule.classes and m.rule.weight >= 3]
+            if firm and not _scores(firm, allowed):
+                said = ", ".join(dict.fromkeys(c for m in firm for c in m.rule.classes))
+                notes.append(f"note: the {name} evidence ({said}) contradicts the {decided_by} evidence, which decides")
+            continue
         if excluded:
             narrowed = [c for c in allowed if c not in excluded]
             allowed = narrowed or allowed  # a fact that would rule out everything contradicts stronger evidence
@@ -812,8 +819,7 @@ def diagnose(
         best = max(scores.values())
         allowed = [c for c in scores if scores[c] == best]
         proposed, decided_by = True, name
-        if len(allowed) == 1:
-            break
+        settled = len(allowed) == 1
 
     context_line = ""
     if len(allowed) > 1 or not proposed:
@@ -848,7 +854,7 @@ def diagnose(
     evidence = [f"{m.source}: {m.line}" for m in every if chosen in m.rule.classes]
     if context_line:
         evidence.append(f"context: {context_line}")
-    evidence += [f"wire: {m.line}" for m in wire_matches if not m.rule.classes]  # facts no table reads
+    evidence += [f"{m.source}: {m.line}" for m in every if not m.rule.classes]  # facts that name no class
     evidence += notes
     if len(allowed) > 1:
         others = ", ".join(c for c in allowed if c != chosen)
@@ -955,7 +961,7 @@ def wire_findings(session: Any, *, cell: Cell | None = None) -> list[Finding]:
         if _get(alert, "encrypted") or not description:
             continue  # a TLS 1.3 alert after the ServerHello is encrypted: its description is not on the wire
         sender = _get(alert, "sender") or "a peer"
-        level = _get(alert, "level") or "fatal"
+        level = {"2": "fatal", "1": "warning"}.get(str(_get(alert, "level")), _get(alert, "level") or "fatal")
         out.append(Finding(f"{sender} sent {level} alert {description}"))
     if _get(session, "handshake_completed") is True:
         # Certificates are checked inside the handshake: one that completed rules out every certificate fault.
