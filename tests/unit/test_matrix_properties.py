@@ -273,7 +273,14 @@ def _served(matrix: Matrix, server: str, unsupported: Any) -> list[Cell]:
 
 # --- the properties --------------------------------------------------------------------------------------
 
-PROPERTY = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# matrices() draws hostile names and values too, so a share of the documents is rejected by design (that side
+# has its own properties below); the accepted ones still number in the dozens per run.
+PROPERTY = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @PROPERTY
