@@ -53,13 +53,14 @@ __all__ = [
     "diagnose",
     "remedy",
     "match_table",
-    "wire_findings",
+    "CERT_CLASSES",
 ]
 
 #: The class of a failure no table explains.
 UNCLASSIFIED = "unclassified"
 
-_CERT = (
+#: Failure classes of a server certificate a client must refuse.
+CERT_CLASSES: tuple[str, ...] = (
     "untrusted-certificate",
     "incomplete-chain",
     "hostname-mismatch",
@@ -67,6 +68,7 @@ _CERT = (
     "certificate-not-yet-valid",
     "weak-key-or-signature",
 )
+_CERT = CERT_CLASSES
 _CHAIN = ("untrusted-certificate", "incomplete-chain")
 _DATES = ("certificate-expired", "certificate-not-yet-valid")
 _HANGUP = ("protocol-version-mismatch", "no-shared-cipher", "client-certificate-required")
@@ -891,15 +893,6 @@ def _context_class(error_text: str, cell: Cell | None, tls: bool | None) -> tupl
 # --- facts from the wire ----------------------------------------------------------------
 
 
-def _get(obj: Any, name: str) -> Any:
-    """An attribute of a model or a key of a dict (sessions arrive as pydantic models or as JSON)."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def _versions_text(versions: Sequence[str]) -> str:
     """``TLSv1.2-TLSv1.3`` for a contiguous run, the names otherwise; "only X" is the caller's to say."""
     items = [v for v in VERSIONS if v in versions] + [v for v in versions if v not in VERSIONS]
@@ -914,83 +907,6 @@ def _offer_text(versions: Sequence[str]) -> str:
     return f"only {versions[0]}" if len(versions) == 1 else _versions_text(versions)
 
 
-_REFUSED_ANSWER = re.compile(_ANSWER_REFUSED)
-
-
-def wire_findings(session: Any, *, cell: Cell | None = None) -> list[Finding]:
-    """The facts of one recorded session as :class:`Finding` lines for ``diagnose(wire=...)``.
-
-    ``session``: a ``pytest_mailtls.wire.session.Session`` (or its JSON dict):
-    ``not_tls``, ``starttls`` ({command, answer, accepted}), ``dialogue``,
-    ``client_hello`` (``versions``), ``server_hello`` (``version``, ``cipher``),
-    ``alerts`` ({sender, level, description, encrypted}), ``handshake_completed``.
-    ``cell``: the cell, to compare the versions offered with those it accepts.
-    """
-    out: list[Finding] = []
-    if _get(session, "not_tls"):
-        out.append(Finding("the client's first bytes on this implicit-TLS port were not a TLS record (plaintext)"))
-    starttls = _get(session, "starttls")
-    if starttls is not None and _get(starttls, "accepted") is False:
-        command = str(_get(starttls, "command") or "STARTTLS").split()[-1].upper()
-        answer = str(_get(starttls, "answer") or "").strip()
-        if _REFUSED_ANSWER.match(answer):
-            out.append(Finding(f"the server answered {command} with '{answer[:200]}'"))
-    out += _dialogue_findings(_get(session, "dialogue") or [])
-    hello = _get(session, "client_hello")
-    offered = [str(v) for v in (_get(hello, "versions") or [])] if hello is not None else []
-    policy = cell.policy if cell is not None else None
-    if hello is not None and policy is not None and offered:
-        accepted = list(policy.versions)
-        said = f"the client offered {_offer_text(offered)}; the server accepts {_versions_text(accepted)}"
-        if not set(offered) & set(accepted):
-            out.append(Finding(f"{said}: no version in common"))
-        else:
-            out.append(Finding(f"{said}: a version in common", (), 0))
-    server_hello = _get(session, "server_hello")
-    if server_hello is not None and _get(server_hello, "version"):
-        chosen = f"{_get(server_hello, 'version')} {_get(server_hello, 'cipher') or ''}".strip()
-        # A ServerHello means TLS started on a cipher both sides share: not a mode, STARTTLS or cipher failure.
-        out.append(
-            Finding(
-                f"the server chose {chosen}",
-                excludes=("no-shared-cipher", "wrong-tls-mode", "starttls-not-offered"),
-            )
-        )
-    for alert in _get(session, "alerts") or []:
-        description = _get(alert, "description")
-        if _get(alert, "encrypted") or not description:
-            continue  # a TLS 1.3 alert after the ServerHello is encrypted: its description is not on the wire
-        sender = _get(alert, "sender") or "a peer"
-        level = {"2": "fatal", "1": "warning"}.get(str(_get(alert, "level")), _get(alert, "level") or "fatal")
-        out.append(Finding(f"{sender} sent {level} alert {description}"))
-    if _get(session, "handshake_completed") is True:
-        # Certificates are checked inside the handshake: one that completed rules out every certificate fault.
-        out.append(
-            Finding(
-                "the TLS handshake completed",
-                excludes=(*_CERT, "protocol-version-mismatch", "no-shared-cipher", "wrong-tls-mode"),
-            )
-        )
-    return out
-
-
-def _dialogue_findings(dialogue: Sequence[Any]) -> list[Finding]:
-    """Cleartext answers that refuse a login or demand TLS, paired with the command they answer."""
-    out: list[Finding] = []
-    command = ""
-    for step in dialogue:
-        direction, text = _get(step, "dir"), str(_get(step, "text") or "")
-        if direction == "client":
-            # IMAP commands carry a tag first: "a1 LOGIN ...".
-            command = next((w.upper() for w in text.split()[:2] if w.upper() in _VERBS), "")
-        elif direction == "server" and command in _VERBS and command not in ("STARTTLS", "STLS"):
-            if _REFUSED_ANSWER.match(text.strip()) or re.match(r"\S+ (?:NO|BAD)\b", text.strip()):
-                out.append(Finding(f"the server answered {command} with '{text.strip()[:200]}'"))
-            command = ""
-    return out
-
-
-_VERBS = frozenset({"AUTH", "AUTHENTICATE", "LOGIN", "USER", "PASS", "APOP", "MAIL", "RCPT", "STARTTLS", "STLS"})
 
 
 # --- remedies -----------------------------------------------------------------------

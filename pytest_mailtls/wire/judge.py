@@ -16,31 +16,23 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..diagnose import CERT_CLASSES, Finding
 from ..oracle import SECURE_VERSIONS, ClientProfile, _server_ciphers, _server_tls13_suites, cell_is_secure
 from ..oracle import _expand as expand_ciphers
 from ..policy import Cell, Mode
 from .session import Session
 
-__all__ = ["WireFinding", "WireView", "findings", "insecurity", "offered_profile"]
+__all__ = ["WireView", "findings", "insecurity", "offered_profile"]
 
-_CERT_CLASSES = (
-    "untrusted-certificate",
-    "incomplete-chain",
-    "hostname-mismatch",
-    "certificate-expired",
-    "certificate-not-yet-valid",
-    "weak-key-or-signature",
-)
+_CERT_CLASSES = CERT_CLASSES
 _STRONG = 6
 
 
-@dataclass(frozen=True)
-class WireFinding:
-    """One fact from the wire and the failure classes it supports (``weight`` as in the diagnosis tables)."""
-
-    line: str
-    classes: tuple[str, ...]
-    weight: int = _STRONG
+def WireFinding(
+    line: str, classes: tuple[str, ...] = (), weight: int = _STRONG, excludes: tuple[str, ...] = ()
+) -> Finding:
+    """A wire fact for ``diagnose(wire=...)``: strong (6) unless said otherwise."""
+    return Finding(line, classes, weight, excludes)
 
 
 @dataclass(frozen=True)
@@ -246,10 +238,10 @@ def _dialogue_tail(s: Session, n: int = 6) -> list[str]:
 # --- why it failed -----------------------------------------------------------------------------
 
 
-def findings(view: WireView) -> list[WireFinding]:
+def findings(view: WireView) -> list[Finding]:
     """Wire facts that explain a failed run, strongest first; empty when no connection reached the cell."""
     cell = view.cell
-    out: list[WireFinding] = []
+    out: list[Finding] = []
     if not view.sessions:
         return out
     s = view.main
@@ -322,13 +314,13 @@ def _says_tls_first(text: str) -> bool:
     )
 
 
-def _handshake_findings(view: WireView, s: Session) -> list[WireFinding]:
+def _handshake_findings(view: WireView, s: Session) -> list[Finding]:
     cell = view.cell
     hello = s.client_hello
     assert hello is not None
     policy = cell.policy
     offered = hello.versions
-    out: list[WireFinding] = []
+    out: list[Finding] = []
     server_alerts = [a for a in s.alerts if a.sender == "server" and a.description != "close_notify"]
     client_alerts = [a for a in s.alerts if a.sender == "client" and a.description != "close_notify"]
     if s.server_hello is None:
@@ -353,6 +345,22 @@ def _handshake_findings(view: WireView, s: Session) -> list[WireFinding]:
             out.append(WireFinding(said + "; the server sent no ServerHello", (), 0))
         return out
     chosen = f"the server chose {s.server_hello.version} {s.server_hello.cipher}"
+    # A ServerHello means TLS started on a version and a suite both sides share.
+    out.append(WireFinding(chosen, (), 0, excludes=("no-shared-cipher", "wrong-tls-mode", "starttls-not-offered")))
+    if s.handshake_completed:
+        # Certificates are checked inside the handshake: one both sides finished rules out every certificate fault.
+        out.append(
+            WireFinding("the TLS handshake completed", (), 0, excludes=(*CERT_CLASSES, "protocol-version-mismatch"))
+        )
+    refused = [a for a in server_alerts if not a.encrypted and a.description in _CLIENT_CERT_ALERTS]
+    if refused and s.client_finished:
+        out.append(
+            WireFinding(
+                f"{chosen}; the server refused the client with alert {refused[0].description}",
+                ("client-certificate-required",),
+            )
+        )
+        return out
     if not s.client_finished:
         readable = [a for a in client_alerts if not a.encrypted]
         cert = cell.cert
@@ -393,6 +401,13 @@ def _handshake_findings(view: WireView, s: Session) -> list[WireFinding]:
             )
         )
     return out
+
+
+#: Alerts a server sends about the client's certificate (or its absence).
+_CLIENT_CERT_ALERTS = frozenset(
+    {"certificate_required", "bad_certificate", "unknown_ca", "certificate_unknown", "unsupported_certificate",
+     "access_denied", "handshake_failure"}
+)  # fmt: skip
 
 
 def _cipher_overlap(offered: Sequence[str], cell: Cell, version: str) -> bool:

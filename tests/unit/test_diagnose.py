@@ -25,13 +25,16 @@ from pytest_mailtls.diagnose import (
     Rule,
     diagnose,
     remedy,
-    wire_findings,
 )
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile, Family
 from pytest_mailtls.policy import Cell
+from pytest_mailtls.wire.judge import WireView
+from pytest_mailtls.wire.judge import findings as wire_facts
+from pytest_mailtls.wire.session import Session
 
 CELLS = {c.id: c for c in load_matrix().cells()}
+STARTTLS_CELL = CELLS["postfix-submission-starttls-intermediate-valid"]
 JAVA = ClientProfile("jakarta-mail", family="java")
 JAVA_TLS1 = ClientProfile(
     "jakarta-mail-tls1", family="java", versions=("TLSv1",), disabled_versions=("TLSv1", "TLSv1.1")
@@ -459,13 +462,25 @@ def test_node_altnames_is_hostname_mismatch(family: str) -> None:
         assert d.failure_class == "hostname-mismatch" and not d.ambiguous
 
 
+def _wire(cell: Cell, **fields: object) -> list[Finding]:
+    """The wire facts of one recorded session with ``fields`` on ``cell`` (read by the recorder's judge)."""
+    session = Session.model_validate(
+        {"id": "t", "cell": cell.id, "protocol": str(cell.protocol), "client": "127.0.0.1:1", "opened": 0.0, **fields}
+    )
+    return wire_facts(WireView(cell, (session,)))
+
+
+HELLO = {"legacy_version": "TLSv1.2", "versions": ["TLSv1.2", "TLSv1.3"], "versions_from": "supported_versions",
+         "ciphers": ["ECDHE-RSA-AES128-GCM-SHA256"]}  # fmt: skip
+
+
 def test_a_502_answer_to_starttls_is_starttls_not_offered() -> None:
     text = "starttls: 502 5.5.1 Error: command not implemented"
     for family in ("go", "command", "python"):
         assert diagnose(text, family=family).failure_class == "starttls-not-offered"
     session = {"starttls": {"command": "STARTTLS", "answer": "502 5.5.1 Error: command not implemented",
                             "accepted": False}}  # fmt: skip
-    d = diagnose("exit status 1", wire=wire_findings(session), expected="untrusted-certificate")
+    d = diagnose("exit status 1", wire=_wire(STARTTLS_CELL, **session), expected="untrusted-certificate")
     assert d.failure_class == "starttls-not-offered"
     assert d.evidence[0] == "wire: the server answered STARTTLS with '502 5.5.1 Error: command not implemented'"
 
@@ -580,7 +595,12 @@ def test_context_rule_never_overrides_words() -> None:
 def test_a_stronger_witness_narrows_a_weaker_one() -> None:
     # The client says "handshake failure" (cipher, client certificate or version); the wire saw a ServerHello,
     # so no cipher is missing; the server's log settles the rest.
-    hello = wire_findings({"server_hello": {"version": "TLSv1.2", "cipher": "ECDHE-RSA-AES128-GCM-SHA256"}})
+    hello = _wire(
+        CELLS["postfix-smtps-implicit-intermediate-valid"],
+        client_hello=HELLO,
+        server_hello={"version": "TLSv1.2", "cipher": "ECDHE-RSA-AES128-GCM-SHA256"},
+        client_finished=True,
+    )
     text = "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure (_ssl.c:1006)"
     d = diagnose(text, family="python", wire=hello, expected="no-shared-cipher")
     assert d.failure_class != "no-shared-cipher" and set(d.tied) == {"client-certificate-required",
@@ -614,14 +634,21 @@ def test_same_inputs_same_class_in_every_process() -> None:
 
 def test_wire_findings_from_a_session() -> None:
     cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
-    session = {
-        "client_hello": {"versions": ["TLSv1"], "ciphers": ["AES128-SHA"]},
-        "alerts": [{"sender": "server", "level": "fatal", "description": "protocol_version", "encrypted": False}],
-    }
-    facts = wire_findings(session, cell=cell)
-    lines = [f.line for f in facts]
-    assert "the client offered only TLSv1; the server accepts TLSv1.2-TLSv1.3: no version in common" in lines
-    assert "server sent fatal alert protocol_version" in lines
+    facts = _wire(
+        cell,
+        client_hello={
+            **HELLO,
+            "legacy_version": "TLSv1",
+            "versions": ["TLSv1"],
+            "versions_from": "legacy_version",
+            "ciphers": ["AES128-SHA"],
+        },
+        alerts=[{"sender": "server", "level": "fatal", "description": "protocol_version", "encrypted": False}],
+    )
+    [fact] = facts
+    assert fact.classes == ("protocol-version-mismatch",)
+    assert "the client offered TLSv1" in fact.line and "alert protocol_version" in fact.line
+    assert fact.line.endswith("no common version")
     d = diagnose("Could not connect to SMTP host: localhost, port: 465", family="java", cell=cell, wire=facts,
                  profile=JAVA, offered_versions=["TLSv1"])  # fmt: skip
     assert d.failure_class == "protocol-version-mismatch" and d.decided_by == "wire"
@@ -629,36 +656,51 @@ def test_wire_findings_from_a_session() -> None:
     assert 'mail.smtp.ssl.protocols="TLSv1.2 TLSv1.3"' in d.remedy and "javax.mail 1.4.x" in d.remedy
 
 
+SERVER_HELLO = {"version": "TLSv1.2", "cipher": "ECDHE-RSA-AES128-GCM-SHA256"}
+
+
 @pytest.mark.parametrize(
-    ("session", "cls"),
+    ("cell_id", "session", "cls"),
     [
-        ({"not_tls": True}, "wrong-tls-mode"),
-        ({"starttls": {"command": "a1 STARTTLS", "answer": "a1 BAD TLS support isn't enabled.", "accepted": False}},
+        ("postfix-smtps-implicit-intermediate-valid", {"not_tls": True, "first_client_bytes": "EHLO x"},
+         "wrong-tls-mode"),
+        ("dovecot-imap-starttls-intermediate-valid",
+         {"starttls": {"command": "a1 STARTTLS", "answer": "a1 BAD TLS support isn't enabled.", "accepted": False}},
          "starttls-not-offered"),
-        ({"starttls": {"command": "STLS", "answer": "-ERR TLS support isn't enabled.", "accepted": False}},
+        ("dovecot-pop3-starttls-intermediate-valid",
+         {"starttls": {"command": "STLS", "answer": "-ERR TLS support isn't enabled.", "accepted": False}},
          "starttls-not-offered"),
-        ({"dialogue": [{"dir": "client", "text": "AUTH PLAIN ***"},
-                       {"dir": "server", "text": "535 5.7.8 Error: authentication failed: authentication failure"}]},
-         "auth-failed"),
-        ({"dialogue": [{"dir": "client", "text": "a1 LOGIN *** ***"},
-                       {"dir": "server", "text": "a1 NO [PRIVACYREQUIRED] Plaintext authentication disallowed on "
-                                                 "non-secure (SSL/TLS) connections."}]}, "starttls-required"),
-        ({"alerts": [{"sender": "server", "description": "certificate_required"}]}, "client-certificate-required"),
-        ({"alerts": [{"sender": "client", "description": "certificate_expired"}]}, "certificate-expired"),
+        ("postfix-submission-starttls-intermediate-valid",
+         {"credentials": ["AUTH PLAIN"],
+          "auth_answers": ["535 5.7.8 Error: authentication failed: authentication failure"]}, "auth-failed"),
+        ("dovecot-imap-starttls-intermediate-valid",
+         {"rejections": ["a1 NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
+                         "connections."]}, "starttls-required"),
+        ("postfix-smtps-implicit-intermediate-valid",
+         {"client_hello": HELLO, "server_hello": SERVER_HELLO, "client_finished": True,
+          "alerts": [{"sender": "server", "level": "fatal", "description": "certificate_required"}]},
+         "client-certificate-required"),
+        ("postfix-smtps-implicit-intermediate-expired",
+         {"client_hello": HELLO, "server_hello": SERVER_HELLO,
+          "alerts": [{"sender": "client", "level": "fatal", "description": "certificate_expired"}]},
+         "certificate-expired"),
     ],
 )  # fmt: skip
-def test_wire_facts_classify(session: dict[str, object], cls: str) -> None:
-    d = diagnose("", wire=wire_findings(session), expected=cls)
+def test_wire_facts_classify(cell_id: str, session: dict[str, object], cls: str) -> None:
+    d = diagnose("", wire=_wire(CELLS[cell_id], **session), expected=cls)
     assert d.failure_class == cls and d.evidence[0].startswith("wire: ")
 
 
 def test_wire_facts_that_rule_classes_out() -> None:
-    done = wire_findings({"handshake_completed": True, "server_hello": {"version": "TLSv1.3"}})
+    cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    done = _wire(cell, client_hello=HELLO, server_hello=SERVER_HELLO, client_finished=True, handshake_completed=True)
     d = diagnose("Connection reset by peer", family="java", wire=done, server="postfix",
                  server_lines=["warning: unknown[172.17.0.1]: SASL PLAIN authentication failed"])  # fmt: skip
     assert d.failure_class == "auth-failed"
-    # An encrypted alert says nothing about its description: no finding is made of it.
-    assert wire_findings({"alerts": [{"sender": "server", "description": None, "encrypted": True}]}) == []
+    # An encrypted alert says nothing about its description: no class is drawn from it.
+    quiet = _wire(cell, client_hello=HELLO, server_hello=SERVER_HELLO, client_finished=True, handshake_completed=True,
+                  alerts=[{"sender": "server", "level": "unknown", "description": "encrypted", "encrypted": True}])  # fmt: skip
+    assert all(f.classes == () for f in quiet)
     # A recorder's own sentence with no class is read with the WIRE table.
     assert diagnose("", wire=[Finding("client sent fatal alert unknown_ca")]).failure_class in (
         "untrusted-certificate",

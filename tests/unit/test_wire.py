@@ -317,7 +317,7 @@ def test_a_bad_certificate_refused_in_tls13_is_seen_as_a_stop_before_finished(re
         s = ep.last_session()
     assert s.tls_version == "TLSv1.3" and not s.client_finished and not s.client_app_data
     assert insecurity(WireView(cell, (s,)), ok=False) is None
-    [finding] = findings(WireView(cell, (s,)))
+    [finding] = [f for f in findings(WireView(cell, (s,))) if f.classes]
     assert finding.classes == ("certificate-expired",) and "before finishing the handshake" in finding.line
 
 
@@ -350,7 +350,7 @@ def test_a_tls12_client_rejecting_a_certificate_sends_a_readable_alert(relay: Re
             smtp.starttls(context=_client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
         s = ep.last_session()
     assert [(a.sender, a.description) for a in s.alerts] == [("client", "unknown_ca")]
-    [finding] = findings(WireView(cell, (s,)))
+    [finding] = [f for f in findings(WireView(cell, (s,))) if f.classes]
     assert set(finding.classes) == {"untrusted-certificate", "incomplete-chain"}
 
 
