@@ -675,5 +675,5 @@ def test_a_dovecot_failure_landing_during_the_container_check_is_named(tmp_path:
             pending.set_exception(RuntimeError("dovecot exploded"))
         return None
 
-    with pytest.raises(ServerStartError, match="did not start .*dovecot exploded"):
+    with pytest.raises(ServerStartError, match=r"did not start .*dovecot exploded"):
         postfix_backend._await_sockets(DovecotLink(tmp_path, pending), container_alive)
