@@ -128,12 +128,35 @@ def _register_dirs(grid: Grid) -> None:
     them. Called as soon as the work dir exists, before any key is written into it."""
     from .runtime import register_dir
 
-    if not grid._registered:
+    if not grid._registered and (grid._own_workdir or grid._disposable_workdir):
         register_dir(grid.workdir, remove_at_exit=grid._own_workdir)
         grid._registered = True
-    if not grid._pki_registered and not _pki_inside(grid):
+    if not grid._pki_registered and not _pki_inside(grid) and _disposable_pki(grid.pki):
         register_dir(grid.pki.directory)
         grid._pki_registered = True
+
+
+def _disposable(path: Path) -> bool:
+    """Whether a dead run's reaper may delete ``path`` whole: strictly inside the system temp dir (pytest's
+    basetemp, mkdtemp), never the temp dir itself or a folder holding it."""
+    temp = Path(tempfile.gettempdir()).resolve()
+    resolved = path.resolve()
+    return resolved != temp and resolved.is_relative_to(temp)
+
+
+def _disposable_workdir(path: Path) -> bool:
+    """A given work dir is the grid's to delete after a crash only when it is a fresh temp dir: missing or
+    empty when the grid was made (``tmp_path_factory.mktemp``), not a folder of the user's."""
+    return _disposable(path) and (not path.exists() or not any(path.iterdir()))
+
+
+def _disposable_pki(pki: SessionPKI) -> bool:
+    """The session PKI's dir may go after a crash when it is a temp dir holding nothing but what a
+    :class:`SessionPKI` writes there."""
+    from .policy import CertProfile
+
+    known = {"ca.pem", "client", "foreign-client", *(str(p) for p in CertProfile)}
+    return _disposable(pki.directory) and all(entry.name in known for entry in pki.directory.iterdir())
 
 
 def _release_dirs(grid: Grid, *, keep_index: bool = False) -> None:
@@ -244,6 +267,7 @@ class Grid:
         self.cells = list(cells)
         self._own_workdir = workdir is None
         self._registered = self._pki_registered = False
+        self._disposable_workdir = workdir is not None and _disposable_workdir(Path(workdir))
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mailtls-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ready_timeout = ready_timeout

@@ -1108,7 +1108,7 @@ def stop_all(*, parallel: bool = True) -> None:
 
 
 NETWORK_PREFIX = "mailtls-net-"
-_network_lock = threading.Lock()
+_network_lock = threading.RLock()  # re-entered by the SIGTERM handler in the main thread
 _network: dict[str, Any] = {"pid": 0, "name": None, "users": 0}
 
 
@@ -1176,7 +1176,7 @@ def _release_network(*, force: bool = False) -> None:
 
 #: The marker file in a registered dir: who owns it (JSON: session, pid, pidstart, uid, user, host, path).
 DIR_MARKER = ".mailtls-owner.json"
-_dirs_lock = threading.Lock()
+_dirs_lock = threading.RLock()  # re-entered by the SIGTERM handler in the main thread
 _dirs: dict[str, list[Any]] = {}  # resolved path -> [remove at exit, references]
 
 

@@ -249,3 +249,26 @@ def test_a_killed_xdist_worker_is_cleaned_before_the_session_ends(tmp_path: Path
     left = _settled(worker, [], timeout=30)  # the controller hands nothing to a janitor: this is immediate
     assert left == NOTHING, (left, (out + err)[-2000:])
     assert [d for d in (tmp_path / "base").rglob("mailtls-*") if d.is_dir()] == []
+
+
+def test_ctrl_c_twice_in_pytest_still_removes_everything(tmp_path: Path) -> None:
+    flag = tmp_path / "serving"
+    proc = _pytest(tmp_path, f"open({str(flag)!r}, 'w').close(); time.sleep(300)")
+    try:
+        _wait_for(flag.exists, 120, "the inner test to run with its server up")
+        dirs = _dirs_of(proc.pid)
+        assert _containers_of(proc.pid) and _networks_of(proc.pid) and len(dirs) == 2
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # pytest's "interrupted", or (the second Ctrl-C landing in pytest's own report code) death by SIGINT:
+    # either way the runtime's exit path removed what the teardown had not.
+    assert proc.returncode in (2, -signal.SIGINT), (out + err)[-2000:]
+    assert _containers_of(proc.pid) == [] and _networks_of(proc.pid) == []
+    # pytest keeps its basetemp after an ordinary end; the dirs are no longer registered to anyone.
+    assert all(not (d / runtime.DIR_MARKER).exists() for d in dirs)
+    assert _dirs_of(proc.pid) == []
