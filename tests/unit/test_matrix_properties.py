@@ -78,7 +78,10 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         body["ciphersuites"] = ":".join(draw(st.lists(st.sampled_from(SUITES), min_size=1, max_size=3, unique=True)))
     if draw(st.booleans()):
-        body["description"] = draw(st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=20))
+        body["description"] = draw(
+            # Printable text only: DEL and the C1 controls (0x7f-0x9f) are control characters too.
+            st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_categories=["Cc"]), max_size=20)
+        )
     return body
 
 
