@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import unicodedata
 import ssl
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
