@@ -79,7 +79,8 @@ class SessionAnalyzer:
             self._tls_active = True
         if s.tls_started is None:
             s.tls_started = time.time()
-        self.tls.feed(side, data)
+        if not self.tls.settled:
+            self.tls.feed(side, data)
 
     def finish(
         self, *, closed_by: Side | Literal["relay"] | None, close_how: Literal["fin", "rst", "timeout"] | None
@@ -300,7 +301,7 @@ class _Connection:
                     transport.close()
         self.recorder._live.discard(self)
         record = self.analyzer.finish(closed_by=self.closed_by, close_how=self.close_how)
-        _append(self.front.path, {"event": "close", **record.model_dump()})
+        _append(self.front.path, '{"event":"close",' + record.model_dump_json()[1:])
 
 
 class _ClientSide(asyncio.Protocol):
@@ -394,9 +395,11 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _append(path: Path, event: dict[str, object]) -> None:
-    """One JSON line, in one write on an O_APPEND descriptor: readers never see two records interleaved."""
-    line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+def _append(path: Path, event: dict[str, object] | str) -> None:
+    """One JSON line (an object, or its JSON text), in one write on an O_APPEND descriptor: readers never see two
+    records interleaved."""
+    text = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+    line = (text + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)

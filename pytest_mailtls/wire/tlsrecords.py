@@ -238,6 +238,12 @@ class TLSObserver:
         return self.client_finished and self.server_finished
 
     @property
+    def settled(self) -> bool:
+        """Nothing more to learn: both sides finished and the client sent application data (the rest is counted
+        by the relay, not read)."""
+        return self.server_finished and self.client_app_data
+
+    @property
     def client_app_data(self) -> bool:
         """The client sent application data after its handshake."""
         needed = 2 if self.tls13 else 1
