@@ -368,6 +368,11 @@ def _verify_on(family: str) -> str:
         "openssl": "pass -verify_return_error",
         "swaks": "pass --tls-verify",
         "msmtp": "set tls_certcheck on",
+        "gnutls": "keep certificate verification on (gnutls_session_set_verify_cert)",
+        "node": "drop tls: { rejectUnauthorized: false } and pass ca: fs.readFileSync(CA)",
+        "go": "drop InsecureSkipVerify and set tls.Config{RootCAs: pool}",
+        "rust": "drop danger_accept_invalid_certs / dangerous() verifiers and add the CA to the root store",
+        "dotnet": "remove the ServerCertificateValidationCallback that returns true (MailKit: client.CheckCertificateRevocation and a proper callback)",
     }.get(family, "turn certificate verification on")
 
 
@@ -379,6 +384,11 @@ def _hostname_on(family: str) -> str:
         "openssl": "pass -verify_hostname NAME",
         "swaks": "use a swaks with --tls-verify-host (20240103+)",
         "msmtp": "keep tls_certcheck on",
+        "gnutls": "pass the host name to gnutls_session_set_verify_cert",
+        "node": "drop checkServerIdentity overrides and set servername to the certificate's name",
+        "go": "set tls.Config{ServerName: ...} and drop InsecureSkipVerify",
+        "rust": "drop danger_accept_invalid_hostnames and connect with the certificate's name",
+        "dotnet": "do not ignore SslPolicyErrors.RemoteCertificateNameMismatch in the validation callback",
     }.get(family, "turn host name verification on")
 
 

@@ -907,8 +907,6 @@ def _offer_text(versions: Sequence[str]) -> str:
     return f"only {versions[0]}" if len(versions) == 1 else _versions_text(versions)
 
 
-
-
 # --- remedies -----------------------------------------------------------------------
 # Knobs per family; each template may use {proto}, {ca}, and for versions {want} (names separated by spaces),
 # {lo}/{hi} (curl's 1.2), {lo_name}/{hi_name} (TLSv1.2), {go_lo}/{go_hi} (tls.VersionTLS12), {dotnet}
