@@ -10,6 +10,7 @@ Both fixtures yield a :class:`~pytest_mailtls.grid.Grid`-like object with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,17 @@ from .grid import DOCKER_SERVERS, Grid, choose_servers, parse_servers
 from .manifest import Endpoint, find_endpoint, read_manifest
 from .matrix import filter_cells, load_matrix
 
-__all__ = ["ManifestGrid", "mailtls_noproc", "mailtls_proc"]
+__all__ = ["ManifestGrid", "engine_skip_reason", "mailtls_noproc", "mailtls_proc"]
 
 
 class ManifestGrid:
     """Endpoints of servers already running, read from a manifest (no process is started)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, live: bool = True) -> None:
         self.path = Path(path)
-        self.endpoints: list[Endpoint] = read_manifest(self.path)
+        # live: the owner process of the manifest must still run and its first port answer, so a stale
+        # manifest is one clear error before any test instead of a connection error in every test.
+        self.endpoints: list[Endpoint] = read_manifest(self.path, live=live)
         self.skipped: dict[str, str] = {}
 
     def endpoint(self, cell_id: str) -> Endpoint:
@@ -71,11 +74,21 @@ def mailtls_proc(
         cfg = get_config(request.config, matrix=str(matrix) if matrix else None, select=select)
         requested = parse_servers(servers if servers is not None else cfg.servers)
         choice = choose_servers(requested)
-        if choice.engine_problem and any(s in DOCKER_SERVERS for s in choice.servers):
-            _no_engine(choice.engine_problem, cfg.require_docker)
-        cells = load_matrix(cfg.matrix).cells(servers=choice.servers, selection=cfg.select)
-        if where:
-            cells = filter_cells(cells, where)
+        if choice.engine_problem and requested is None and cfg.require_docker:
+            # auto fell back to the embedded backend: with --mailtls-require-docker that is a failure.
+            pytest.fail(
+                f"--mailtls-require-docker: only the embedded backend could serve; {choice.engine_problem}",
+                pytrace=False,
+            )
+        needing = [s for s in requested or () if s in DOCKER_SERVERS]
+        if choice.engine_problem and needing:
+            _no_engine(needing, choice.engine_problem, cfg.require_docker)
+        try:
+            cells = load_matrix(cfg.matrix).cells(servers=choice.servers, selection=cfg.select)
+            if where:
+                cells = filter_cells(cells, where)
+        except MailTLSError as exc:  # a bad matrix, selection or filter: one line, no traceback
+            pytest.fail(str(exc), pytrace=False)
         pki = request.getfixturevalue("mailtls_ca")  # one CA per session: clients trust every grid
         grid = Grid(cells, workdir=tmp_path_factory.mktemp("mailtls"), pki=pki, ready_timeout=cfg.ready_timeout)
         with grid:
@@ -96,14 +109,30 @@ def mailtls_noproc(
     def mailtls_noproc_fixture(request: pytest.FixtureRequest) -> Iterator[ManifestGrid]:
         path = manifest if manifest is not None else get_config(request.config).manifest
         if path is None:
-            raise MailTLSError("mailtls_noproc needs a manifest: pass manifest= or --mailtls-manifest PATH")
-        yield ManifestGrid(path)
+            pytest.fail("mailtls_noproc needs a manifest: pass manifest= or --mailtls-manifest PATH", pytrace=False)
+        try:
+            grid = ManifestGrid(path)
+        except MailTLSError as exc:  # stale, foreign or malformed: one line, no traceback
+            pytest.fail(str(exc), pytrace=False)
+        yield grid
 
     return mailtls_noproc_fixture
 
 
-def _no_engine(problem: str, required: bool) -> None:
-    message = f"no Docker engine: {problem}"
+def engine_skip_reason(servers: Sequence[str]) -> str:
+    """One line for a test that cannot run without a Docker engine: what is missing and the fix.
+
+    The engine's own long explanation is said once per session (in the header), not in every skip.
+    """
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    verb = "needs" if len(servers) == 1 else "need"
+    return (
+        f"{', '.join(servers)} {verb} a Docker engine; none answers at {where}: start one or set DOCKER_HOST, "
+        "or use --mailtls-servers embedded"
+    )
+
+
+def _no_engine(servers: Sequence[str], problem: str, required: bool) -> None:
     if required:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+        pytest.fail(f"--mailtls-require-docker: {problem}", pytrace=False)
+    pytest.skip(engine_skip_reason(servers))

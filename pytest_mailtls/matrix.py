@@ -28,6 +28,7 @@ from .policy import (
     Cell,
     CertProfile,
     Mode,
+    Protocol,
     TLSPolicy,
     version_index,
 )
@@ -39,22 +40,35 @@ __all__ = [
     "load_matrix",
     "parse_matrix",
     "filter_cells",
+    "unknown_criterion",
     "default_matrix_path",
     "CELL_KEYS",
     "NAME_PATTERN",
+    "NAME_MAX",
     "NAME_RULE",
+    "is_name",
     "check_name",
 ]
 
 #: The grammar of every name a matrix gives (policies, auth policies, grid blocks, selections): letters,
-#: digits, ``-`` and ``.``, starting with a letter or digit, at most 64 characters. Names end up in cell
-#: ids, server configuration (Postfix master.cf, Dovecot service names, James XML), log prefixes and file
-#: names: a name that cannot carry a space, a brace, a newline, ``-->`` or a leading ``-`` cannot inject.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+#: digits, ``-`` and ``.``, starting with a letter or digit, no ``.`` at the end or twice in a row, at most
+#: :data:`NAME_MAX` characters. Names end up in cell ids, server configuration (Postfix master.cf, Dovecot
+#: service names, James XML), log prefixes, file names and the local part of Postfix's capture addresses
+#: (a dot-atom: no empty atom between dots): a name that cannot carry a space, a brace, a newline, ``-->``
+#: or a leading ``-`` cannot inject.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*")
+NAME_MAX = 64
 NAME_RULE = (
-    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit "
-    "(regex [A-Za-z0-9][A-Za-z0-9.-]{0,63})"
+    "Names are 1 to 64 letters, digits, '-' or '.', starting with a letter or digit, with no '.' at the end "
+    "or twice in a row (regex [A-Za-z0-9][A-Za-z0-9-]*(\\.[A-Za-z0-9-]+)*)"
 )
+
+
+def is_name(value: object) -> bool:
+    """Whether ``value`` is a name of the matrix grammar (:data:`NAME_PATTERN`, at most :data:`NAME_MAX`)."""
+    return isinstance(value, str) and len(value) <= NAME_MAX and NAME_PATTERN.fullmatch(value) is not None
+
+
 # A cell id pattern in a selection: the characters of ids plus fnmatch's glob characters.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9.*?\[\]!-]{1,200}")
 # One element of an OpenSSL cipher list (TLS <= 1.2): an optional operator (!, +, -) and cipher or
@@ -159,6 +173,22 @@ class Matrix:
                         for cert in block.certs:
                             yield Cell(server, service, mode, self.policies[policy_name], cert, auth)
 
+    def vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """Every value each cell key (:data:`CELL_KEYS`) takes somewhere in this matrix, on any server.
+
+        A marker or ``--where`` value that matches none of these is a typo, not an empty selection.
+        """
+        return {
+            "server": SERVERS,
+            "service": tuple(SERVICES),
+            "protocol": tuple(str(p) for p in Protocol),
+            "mode": tuple(str(m) for m in Mode),
+            "policy": (*self.policies, "none"),
+            "cert": (*(str(c) for c in CertProfile), "none"),
+            "auth": tuple(self.auth),
+            "id": tuple(c.id for c in self.all_cells(SERVERS)),
+        }
+
     def cells(self, *, servers: Iterable[str] = SERVERS, selection: str | None = None) -> list[Cell]:
         """The cells of ``selection`` (default: the matrix's ``default_selection``)."""
         name = selection if selection is not None else self.default_selection
@@ -237,6 +267,19 @@ def filter_cells(cells: Iterable[Cell], criteria: Mapping[str, str | Sequence[st
     return [c for c in cells if _attrs_match(norm, c)]
 
 
+def unknown_criterion(
+    criteria: Mapping[str, str | Sequence[str]], vocabulary: Mapping[str, Sequence[str]]
+) -> tuple[str, str] | None:
+    """The first ``(key, value)`` of ``criteria`` whose value (a glob allowed) matches nothing in
+    ``vocabulary`` (see :meth:`Matrix.vocabulary`), or ``None`` when every value names something."""
+    for key, value in criteria.items():
+        allowed = vocabulary.get(key, ())
+        for pattern in (value,) if isinstance(value, str) else value:
+            if not isinstance(pattern, str) or not any(fnmatch.fnmatchcase(v, pattern) for v in allowed):
+                return key, pattern if isinstance(pattern, str) else repr(pattern)
+    return None
+
+
 def cell_attributes(cell: Cell) -> dict[str, str]:
     return {
         "server": cell.server,
@@ -257,7 +300,7 @@ def check_name(name: Any, source: str, key: str, what: str) -> str:
     """``name`` if it follows :data:`NAME_PATTERN`, else a :class:`MatrixError` naming ``key`` and the rule."""
     if not isinstance(name, str):
         raise MatrixError(source, key, f"{what} name {name!r} must be a string", NAME_RULE)
-    if not NAME_PATTERN.fullmatch(name):
+    if not is_name(name):
         raise MatrixError(source, key, f"{what} name {name!r} is not allowed", NAME_RULE)
     return name
 
@@ -303,7 +346,7 @@ def _known_keys(body: Mapping[Any, Any], allowed: set[str], source: str, where: 
     for key in body:
         if not isinstance(key, str) or key not in allowed:
             prefix = f"{where}." if where else ""
-            shown = key if isinstance(key, str) and NAME_PATTERN.fullmatch(key) else repr(key)
+            shown = key if is_name(key) else repr(key)
             raise MatrixError(source, f"{prefix}{shown}", "unknown key", _allowed(sorted(allowed)))
 
 

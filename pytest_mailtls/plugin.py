@@ -8,9 +8,10 @@ one container per server kind, and are removed at the end of the session.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import pytest
 
 from .config import MailTLSConfig, add_options, get_config
 from .errors import MailTLSError
-from .factories import ManifestGrid
+from .factories import ManifestGrid, engine_skip_reason
 from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
-from .manifest import Endpoint, write_manifest
-from .matrix import Matrix, filter_cells, load_matrix
+from .manifest import Endpoint, ManifestOwner, write_manifest
+from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .pki import SessionPKI
 from .policy import Cell
 
@@ -42,6 +43,9 @@ class _Session:
         self.requested: dict[str, Cell] = {}
         self.grid: Grid | ManifestGrid | None = None
         self.start_error: BaseException | None = None
+        self._manifest_grid: ManifestGrid | None = None
+        self._vocabulary: dict[str, tuple[str, ...]] | None = None
+        self.engine_skips = 0  # tests skipped for want of an engine (a failure with --mailtls-require-docker)
 
     @property
     def matrix(self) -> Matrix:
@@ -55,10 +59,37 @@ class _Session:
             self._choice = choose_servers(parse_servers(self.cfg.servers))
         return self._choice
 
+    @property
+    def manifest_grid(self) -> ManifestGrid:
+        """The running servers of ``--mailtls-manifest``, read (and checked alive) once per process."""
+        if self._manifest_grid is None:
+            assert self.cfg.manifest is not None
+            self._manifest_grid = ManifestGrid(self.cfg.manifest)
+        return self._manifest_grid
+
     def cells(self) -> list[Cell]:
         if self.cfg.manifest:
-            return [e.cell for e in ManifestGrid(self.cfg.manifest).endpoints]
+            return [e.cell for e in self.manifest_grid.endpoints]
         return self.matrix.cells(servers=self.choice.servers, selection=self.cfg.select)
+
+    def vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """What a marker may name: the matrix's values, plus a manifest's when servers come from one."""
+        if self._vocabulary is None:
+            vocabulary = dict(self.matrix.vocabulary())
+            if self.cfg.manifest:
+                for endpoint in self.manifest_grid.endpoints:
+                    for key, value in cell_attributes(endpoint.cell).items():
+                        if value not in vocabulary[key]:
+                            vocabulary[key] = (*vocabulary[key], value)
+            self._vocabulary = vocabulary
+        return self._vocabulary
+
+    def engine_missing_for(self) -> list[str]:
+        """Container servers this run asked for (explicitly or through ``auto``) that have no engine."""
+        if self.cfg.manifest or not self.choice.engine_problem:
+            return []
+        requested = parse_servers(self.cfg.servers)
+        return [s for s in (requested or DOCKER_SERVERS) if s in DOCKER_SERVERS]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,15 +102,40 @@ def pytest_configure(config: pytest.Config) -> None:
         "mailtls(server=, service=, protocol=, mode=, policy=, cert=, auth=, id=): run the test only on matching "
         "cells; each value a string or list, globs allowed.",
     )
-    config.stash[_STATE] = _Session(config)
+    config.stash[_STATE] = state = _Session(config)
+    if state.cfg.require_docker:
+        config.pluginmanager.register(_EngineSkips(state), "mailtls-engine-skips")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With ``--mailtls-require-docker``, no engine is a usage error before anything runs.
+
+    That covers ``auto`` too, which would otherwise fall back to the embedded backend: CI that asks for
+    containers must not turn green on skips or on the embedded backend alone.
+    """
+    config = session.config
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.cfg.require_docker or hasattr(config, "workerinput"):
+        return  # xdist workers: the controller has checked already
+    try:
+        missing = state.engine_missing_for()
+    except MailTLSError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if missing:
+        auto = "only the embedded backend could serve; " if parse_servers(state.cfg.servers) is None else ""
+        verb = "needs" if len(missing) == 1 else "need"
+        raise pytest.UsageError(
+            f"--mailtls-require-docker: {', '.join(missing)} {verb} a Docker engine: {auto}{state.choice.engine_problem}"
+        )
 
 
 def pytest_collection(session: pytest.Session) -> None:
-    """Validate the matrix and the selection before collecting: a bad file is a usage error."""
+    """Validate the matrix, the selection and a manifest before collecting: bad input is a usage error."""
     state = session.config.stash[_STATE]
-    if state.cfg.manifest:
-        return
     try:
+        if state.cfg.manifest:
+            state.manifest_grid  # noqa: B018 -- read and checked alive: a stale manifest stops the run here
+            return
         matrix = state.matrix
         if state.cfg.select is not None and state.cfg.select not in matrix.selections:
             matrix.cells(servers=[], selection=state.cfg.select)
@@ -94,6 +150,9 @@ def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, item
     lines = [f"mailtls: servers {','.join(state.choice.servers)}"]
     if state.choice.note:
         lines.append(f"mailtls: {state.choice.note}")
+    elif state.engine_missing_for():
+        # Said once here in full; each skipped test carries only a one-line reason.
+        lines.append(f"mailtls: {state.choice.engine_problem}")
     return lines
 
 
@@ -101,6 +160,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mailtls_server" not in metafunc.fixturenames:
         return
     state = metafunc.config.stash[_STATE]
+    test = metafunc.definition.nodeid
     try:
         cells = state.cells()
         marker = metafunc.definition.get_closest_marker("mailtls")
@@ -109,13 +169,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 raise MailTLSError(
                     "the mailtls marker takes keyword arguments only, e.g. @pytest.mark.mailtls(policy='modern')"
                 )
+            _check_marker(marker.kwargs, state)
             cells = filter_cells(cells, marker.kwargs)
     except MailTLSError as exc:
-        raise pytest.Collector.CollectError(str(exc)) from None
+        raise pytest.Collector.CollectError(f"{test}: {exc}") from None
     if not cells:
-        why = (
-            f"no cell of selection {state.cfg.select or 'default'} on servers {','.join(state.choice.servers)} matches"
-        )
+        missing = state.engine_missing_for()
+        if missing:
+            why = f"no {','.join(state.choice.servers)} cell matches; " + engine_skip_reason(missing)
+        else:
+            why = (
+                f"no cell of selection {state.cfg.select or 'default'} on servers "
+                f"{','.join(state.choice.servers)} matches"
+            )
         metafunc.parametrize(
             "mailtls_server", [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["no-cell"]
         )
@@ -123,6 +189,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for cell in cells:
         state.requested.setdefault(cell.id, cell)
     metafunc.parametrize("mailtls_server", cells, ids=[c.id for c in cells], indirect=True)
+
+
+def _check_marker(criteria: Mapping[str, Any], state: _Session) -> None:
+    """A marker key or value that names nothing in the matrix is a typo: an error, never an empty skip."""
+    for key in criteria:
+        if key not in CELL_KEYS:
+            raise MailTLSError(f"@pytest.mark.mailtls: unknown key {key!r}. Allowed: {', '.join(CELL_KEYS)}")
+    bad = unknown_criterion(criteria, state.vocabulary())
+    if bad is None:
+        return
+    key, value = bad
+    allowed = state.vocabulary()[key]
+    shown = "the ids `mailtls cells` lists" if key == "id" else ", ".join(allowed)
+    raise MailTLSError(
+        f"@pytest.mark.mailtls({key}={value!r}): no {key} of the matrix ({state.matrix.source}) matches. "
+        f"Allowed: {shown}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +245,7 @@ def mailtls_grid(
     """
     state = pytestconfig.stash[_STATE]
     if state.cfg.manifest:
-        state.grid = ManifestGrid(state.cfg.manifest)
+        state.grid = state.manifest_grid
         yield state.grid
         return
     cells = list(state.requested.values())
@@ -188,7 +271,8 @@ def mailtls_manifest(mailtls_grid: Grid | ManifestGrid, tmp_path_factory: pytest
     """Session: path of a manifest (JSON) describing every running cell, for external clients."""
     if isinstance(mailtls_grid, ManifestGrid):
         return mailtls_grid.path
-    return write_manifest(tmp_path_factory.mktemp("mailtls-manifest") / "manifest.json", mailtls_grid.endpoints)
+    path = tmp_path_factory.mktemp("mailtls-manifest") / "manifest.json"
+    return write_manifest(path, mailtls_grid.endpoints, owner=ManifestOwner.current("pytest"))
 
 
 @pytest.fixture
@@ -208,10 +292,9 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     cell: Cell = request.param
     state = request.config.stash[_STATE]
     if cell.server in DOCKER_SERVERS and state.choice.engine_problem and not state.cfg.manifest:
-        message = f"{cell.server} needs a Docker engine: {state.choice.engine_problem}"
         if state.cfg.require_docker:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+            pytest.fail(f"--mailtls-require-docker: {state.choice.engine_problem}", pytrace=False)
+        pytest.skip(engine_skip_reason([cell.server]))
     grid = request.getfixturevalue("mailtls_grid")
     if cell.id in grid.skipped:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
@@ -241,7 +324,48 @@ def _sessions_text(endpoint: Endpoint) -> str:
     return "\n".join(out)
 
 
+_ENGINE_SKIP = re.compile(r"docker engine", re.I)
+# The engine's own explanation (runtime.EngineUnavailable): a paragraph, which tests that guard on
+# engine_problem() repeat as their skip reason. "no Docker engine: " is how some guards prefix it.
+_ENGINE_PROBLEM = re.compile(
+    r"(?:no Docker engine: )?no Docker engine answers at (DOCKER_HOST=)?(\S+?)(?: \(DOCKER_HOST is unset\))?: .*", re.S
+)
+_FULL_PROBLEM = pytest.StashKey[str]()
+
+
+def _shorten_engine_skip(config: pytest.Config, report: pytest.TestReport) -> None:
+    """One line, with the fix, instead of the engine's paragraph in every skipped test (said once at the end)."""
+    assert isinstance(report.longrepr, tuple)
+    path, lineno, reason = report.longrepr
+    match = _ENGINE_PROBLEM.search(reason)
+    if match is None:
+        return
+    config.stash[_FULL_PROBLEM] = match.group(0).removeprefix("no Docker engine: ")
+    short = (
+        f"no Docker engine answers at {match.group(2)}: start one or set DOCKER_HOST, or use --mailtls-servers embedded"
+    )
+    report.longrepr = (path, lineno, reason[: match.start()] + short)
+
+
+class _EngineSkips:
+    """Counts tests skipped for want of a Docker engine (the plugin's skips and any test's that say so).
+
+    Under xdist the controller sees every worker's reports, so its count covers the whole run.
+    """
+
+    def __init__(self, state: _Session) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and isinstance(report.longrepr, tuple) and _ENGINE_SKIP.search(str(report.longrepr[2])):
+            self.state.engine_skips += 1
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_STATE, None)
+    if state is not None and state.cfg.require_docker and state.engine_skips:
+        # CI asked for containers: tests skipped because no engine answered must not leave the run green.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # Safety net: the grid fixture stops its servers, but a container must never outlive the run.
     runtime = sys.modules.get("pytest_mailtls.runtime")
     if runtime is not None:
@@ -258,6 +382,19 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
     if runtime.engine_problem() is None:
         runtime.reap_orphans(progress=lambda line: print(f"mailtls: {line}", file=sys.stderr))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    full = config.stash.get(_FULL_PROBLEM, None)
+    if full is not None:
+        terminalreporter.write_line(f"mailtls: container tests skipped: {full}")
+    state = config.stash.get(_STATE, None)
+    if state is not None and state.cfg.require_docker and state.engine_skips:
+        terminalreporter.write_line(
+            f"mailtls: --mailtls-require-docker: {state.engine_skips} test(s) skipped for want of a Docker engine; "
+            "the run fails",
+            red=True,
+        )
 
 
 @pytest.fixture
@@ -292,6 +429,8 @@ def mailtls_check(request: pytest.FixtureRequest, mailtls_server: Endpoint) -> C
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple):
+        _shorten_engine_skip(item.config, report)
     endpoint = item.stash.get(_ENDPOINT, None)
     if endpoint is None or not report.failed or report.when != "call":
         return

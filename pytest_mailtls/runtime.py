@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -182,11 +182,12 @@ def _remote_engine(docker_host: str) -> str | None:
     return None if host in ("localhost", "127.0.0.1", "::1", "") else host
 
 
-def prune_images(*, progress: Progress = _noop) -> list[str]:
+def prune_images(*, progress: Progress = _noop, repositories: Collection[str] | None = None) -> list[str]:
     """Remove every ``mailtls-<server>`` image but the newest of each server; return the removed tags.
 
     Image tags follow their recipe's content, so each change of a recipe leaves the previous image
-    behind. Images in use by a container are kept.
+    behind. Images in use by a container are kept. ``repositories`` limits pruning to those repository
+    names (a test prunes only its own throwaway images).
     """
     client = docker_client()
     newest: dict[str, tuple[str, Any]] = {}
@@ -194,7 +195,7 @@ def prune_images(*, progress: Progress = _noop) -> list[str]:
     for image in client.images.list():
         for tag in image.tags:
             repo = tag.rsplit(":", 1)[0]
-            if not repo.startswith("mailtls-"):
+            if not repo.startswith("mailtls-") or (repositories is not None and repo not in repositories):
                 continue
             created = image.attrs.get("Created", "")
             if repo not in newest or created > newest[repo][1].attrs.get("Created", ""):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -413,24 +414,21 @@ def test_missing_base_is_made_with_debootstrap(client, recipes, monkeypatch: pyt
     assert runtime.ensure_image(server, containers_dir=root) == tag
 
 
-def test_prune_keeps_the_newest_image_of_each_server() -> None:
-    client = runtime.docker_client()
-    older, newer = client.images.get(runtime.BASE_IMAGE), None
-    for image in client.images.list():
-        if image.attrs["Created"] > older.attrs["Created"] and image.id != older.id:
-            newer = image
-            break
-    assert newer is not None, "needs one image newer than the base (any built server image)"
-    older.tag("mailtls-prunetest", "old")
-    newer.tag("mailtls-prunetest", "new")
+def test_prune_keeps_the_newest_image_of_each_server(client) -> None:
+    # Only images of a throwaway repository, built here from nothing: other runs' images stay untouched.
+    repo = f"mailtls-prunetest-{secrets.token_hex(4)}"
+    made = []
     try:
-        removed = runtime.prune_images()
-        assert "mailtls-prunetest:old" in removed
-        assert "mailtls-prunetest:new" not in removed
-        tags = {t for i in client.images.list(name="mailtls-prunetest") for t in i.tags if "prunetest" in t}
-        assert tags == {"mailtls-prunetest:new"}
-        assert client.images.get(runtime.BASE_IMAGE).id == older.id  # only the extra tag went
+        for age in ("old", "new"):  # built one after the other: "new" is the newer
+            recipe = io.BytesIO(f"FROM scratch\nLABEL pytest-mailtls.prunetest={repo}-{age}\n".encode())
+            image, _ = client.images.build(fileobj=recipe, tag=f"{repo}:{age}", rm=True)
+            made.append(image)
+        older, newer = made
+        assert older.attrs["Created"] < newer.attrs["Created"]
+        removed = runtime.prune_images(repositories=[repo])
+        assert removed == [f"{repo}:old"]  # every tag it removed: none of another run's
+        assert {t for i in client.images.list(name=repo) for t in i.tags} == {f"{repo}:new"}
     finally:
-        for tag in ("mailtls-prunetest:old", "mailtls-prunetest:new"):
+        for tag in (f"{repo}:old", f"{repo}:new"):
             with contextlib.suppress(Exception):
                 client.images.remove(tag)

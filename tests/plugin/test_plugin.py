@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -190,12 +193,13 @@ def test_marker_on_a_class_applies_to_its_methods(pytester: pytest.Pytester) -> 
     ]
 
 
-def test_marker_matching_nothing_skips_with_a_reason(pytester: pytest.Pytester) -> None:
+def test_marker_value_matching_no_cell_here_skips_with_a_reason(pytester: pytest.Pytester) -> None:
+    # imap is a real service of the matrix; the embedded backend just does not serve it.
     pytester.makepyfile(
         """
         import pytest
 
-        @pytest.mark.mailtls(policy="no-such-policy")
+        @pytest.mark.mailtls(service="imap")
         def test_cell(mailtls_server):
             pass
         """
@@ -206,9 +210,65 @@ def test_marker_matching_nothing_skips_with_a_reason(pytester: pytest.Pytester) 
 
 
 @pytest.mark.parametrize(
+    ("marker", "key", "allowed"),
+    [
+        ('policy="modrn"', "policy='modrn'", "Allowed: modern, intermediate, tls12-only, legacy, *, none"),
+        ('cert=["valid", "expird"]', "cert='expird'", "Allowed: valid, ecdsa-p256, expired, *, none"),
+        ('service="smtp*", auth="mtsl"', "auth='mtsl'", "Allowed: default, open, cleartext-auth, mtls"),
+        ('id="postfix-submission-starttls-modrn-*"', "id='postfix-submission-starttls-modrn-*'", "*mailtls cells*"),
+    ],
+    ids=["policy", "one of a list", "auth", "id glob"],
+)
+def test_marker_value_naming_nothing_in_the_matrix_is_a_collection_error(
+    pytester: pytest.Pytester, marker: str, key: str, allowed: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.mailtls({marker})
+        def test_cell(mailtls_server):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mailtls-servers", "embedded")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the run
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [f"test_marker_value_naming_nothing_in_the_matrix_is_a_collection_error.py::test_cell: "
+         f"@pytest.mark.mailtls({key}): no * of the matrix (*matrix.yaml) matches. {allowed}"]
+    )  # fmt: skip
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_marker_without_an_engine_skips_with_the_engine_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mailtls(service="imaps", policy="modern")
+        def test_cell(mailtls_server):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs")  # servers auto: only the embedded backend, which has no IMAP
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED * no embedded cell matches; postfix, dovecot, james need a Docker engine; none answers at "
+         f"{NO_ENGINE}: start one or set DOCKER_HOST, or use --mailtls-servers embedded"]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('colour="red"', "*cell filter: colour: unknown key. Allowed: server, service, protocol*"),
+        (
+            'colour="red"',
+            "*::test_cell: @pytest.mark.mailtls: unknown key 'colour'. Allowed: server, service, protocol*",
+        ),
         ('"modern"', "*the mailtls marker takes keyword arguments only*"),
     ],
     ids=["unknown key", "positional"],
@@ -247,34 +307,78 @@ def test_container_cells_skip_without_an_engine_and_say_how_to_fix(
     result = pytester.runpytest_subprocess("-rs", "--mailtls-servers", "postfix", "--mailtls-select", "quick")
     expected = _expected("quick", ("postfix",))
     result.assert_outcomes(skipped=len(expected))
-    result.stdout.fnmatch_lines(
-        [
-            f"SKIPPED [[]{len(expected)}[]] *postfix needs a Docker engine: no Docker engine answers at "
-            f"DOCKER_HOST={NO_ENGINE}*--mailtls-servers embedded*"
-        ]
+    reason = (
+        f"postfix needs a Docker engine; none answers at {NO_ENGINE}: start one or set DOCKER_HOST, "
+        "or use --mailtls-servers embedded"
     )
+    result.stdout.fnmatch_lines([f"SKIPPED [[]{len(expected)}[]] *{reason}"])
+    skipped = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert len(skipped) == 1 and len(skipped[0]) < 250  # one short line with the fix, not a paragraph
+    # The engine's full explanation is said once, in the header.
+    assert len([line for line in result.outlines if line.startswith("mailtls: no Docker engine answers at")]) == 1
 
 
-def test_require_docker_turns_the_skips_into_failures(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("args", "ini", "fragment"),
+    [
+        (["--mailtls-servers", "postfix", "--mailtls-require-docker"], "", "postfix needs a Docker engine: no Docker"),
+        ([], "mailtls_require_docker = true\nmailtls_servers = postfix\n", "postfix needs a Docker engine: no Docker"),
+        (["--mailtls-require-docker"], "", "postfix, dovecot, james need a Docker engine: only the embedded backend "
+         "could serve; no Docker engine answers"),
+    ],
+    ids=["flag", "ini key", "auto would fall back to embedded"],
+)  # fmt: skip
+def test_require_docker_without_an_engine_is_a_usage_error_before_anything_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], ini: str, fragment: str
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
-    pytester.makepyfile(SERVER_TEST)
-    result = pytester.runpytest_subprocess(
-        "--mailtls-servers", "postfix", "--mailtls-select", "quick", "--mailtls-require-docker"
+    if ini:
+        pytester.makeini("[pytest]\n" + ini)
+    marker = pytester.path / "ran"
+    pytester.makepyfile(f"def test_cell(mailtls_server):\n    open({str(marker)!r}, 'w').close()\n")
+    result = pytester.runpytest_subprocess("--mailtls-select", "quick", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert len(errors) == 1 and f"ERROR: --mailtls-require-docker: {fragment}" in errors[0], result.errlines
+    assert "Traceback" not in result.stderr.str()
+    assert not marker.exists()
+
+
+def test_require_docker_fails_a_run_whose_tests_skip_for_want_of_an_engine(pytester: pytest.Pytester) -> None:
+    # The safety net for skips the plugin does not make itself (a test's own engine guard).
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_guarded():
+            pytest.skip("no Docker engine answers at unix:///x.sock")
+
+        def test_other():
+            pytest.skip("needs java")
+        """
     )
-    # pytest.fail in a fixture's setup is reported as an error: the run fails, nothing is skipped
-    result.assert_outcomes(errors=len(_expected("quick", ("postfix",))))
+    result = pytester.runpytest_subprocess("--mailtls-servers", "embedded", "--mailtls-require-docker")
+    result.assert_outcomes(skipped=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*postfix needs a Docker engine*--mailtls-servers embedded*"])
+    result.stdout.fnmatch_lines(["mailtls: --mailtls-require-docker: 1 test(s) skipped for want of a Docker engine*"])
+    # Without the flag the same skips are fine.
+    assert pytester.runpytest_subprocess("--mailtls-servers", "embedded").ret == pytest.ExitCode.OK
 
 
-def test_require_docker_ini_key(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
-    pytester.makeini("[pytest]\nmailtls_require_docker = true\nmailtls_servers = postfix\nmailtls_select = quick\n")
-    pytester.makepyfile(SERVER_TEST)
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=len(_expected("quick", ("postfix",))))
+@needs_embedded
+def test_require_docker_with_xdist_counts_the_workers_skips(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_guarded(n):
+            pytest.skip("no Docker engine answers")
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--mailtls-servers", "embedded", "--mailtls-require-docker")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["mailtls: --mailtls-require-docker: 4 test(s) skipped for want of a Docker engine*"])
 
 
 def test_auto_falls_back_to_embedded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,9 +427,9 @@ def test_fixtures_are_documented(pytester: pytest.Pytester, name: str, scope: st
 # --- a manifest of servers already running -------------------------------------------------------------
 
 
-def test_manifest_flag_parametrizes_from_the_manifest(pytester: pytest.Pytester) -> None:
+def _records(first_port: int) -> list[dict[str, object]]:
     cells = load_matrix().cells(servers=["james"], selection="quick")[:3]
-    records = [
+    return [
         {
             "id": c.id,
             "server": c.server,
@@ -336,24 +440,70 @@ def test_manifest_flag_parametrizes_from_the_manifest(pytester: pytest.Pytester)
             "cert": str(c.cert) if c.cert else None,
             "client_cert": c.auth.client_cert,
             "host": "127.0.0.1",
-            "port": 40000 + i,
+            "port": first_port + i,
             "server_hostname": "localhost",
             "ca_file": "/nonexistent/ca.pem",
             "auth": c.auth.to_json(username="u", password="p"),
         }
         for i, c in enumerate(cells)
     ]
-    pytester.makefile(".json", manifest=json.dumps({"version": 1, "cells": records}))
-    pytester.makepyfile(SERVER_TEST)
-    result = _collect(pytester, "--mailtls-manifest", "manifest.json")
-    assert _collected(result) == [c.id for c in cells]
+
+
+def test_manifest_flag_parametrizes_from_the_manifest(pytester: pytest.Pytester) -> None:
+    # A hand-written manifest (no owner record): its first port must answer.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        records = _records(listener.getsockname()[1])
+        pytester.makefile(".json", manifest=json.dumps({"version": 1, "cells": records}))
+        pytester.makepyfile(SERVER_TEST)
+        result = _collect(pytester, "--mailtls-manifest", "manifest.json")
+    assert _collected(result) == [r["id"] for r in records]
+
+
+def _usage_error(result: pytest.RunResult) -> str:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: "), result.errlines
+    return errors[0]
 
 
 def test_manifest_flag_with_a_missing_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SERVER_TEST)
     result = _collect(pytester, "--mailtls-manifest", "gone.json")
-    assert result.ret != pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*gone.json: no such manifest; start servers with `mailtls up --manifest gone.json`*"])
+    assert (
+        _usage_error(result)
+        == "ERROR: gone.json: no such manifest; start servers with `mailtls up --manifest gone.json`"
+    )
+
+
+def test_a_stale_manifest_stops_the_run_before_any_test(pytester: pytest.Pytester) -> None:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(proc.stdout)
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # even with a port that answers (reused by another)
+        doc = {"version": 1, "owner": {"pid": dead, "start": "1", "host": socket.gethostname(), "user": "u",
+               "command": "mailtls up"}, "cells": _records(listener.getsockname()[1])}  # fmt: skip
+        pytester.makefile(".json", manifest=json.dumps(doc))
+        marker = pytester.path / "ran"
+        pytester.makepyfile(f"def test_cell(mailtls_server):\n    open({str(marker)!r}, 'w').close()\n")
+        result = pytester.runpytest("-p", "no:cacheprovider", "--mailtls-manifest", "manifest.json")
+    assert _usage_error(result) == (
+        f"ERROR: manifest manifest.json was written by mailtls up (pid {dead}) which is no longer running; "
+        "start them again with `mailtls up --manifest manifest.json`"
+    )
+    assert not marker.exists()
+
+
+def test_noproc_fixture_with_a_stale_manifest_errors_in_one_line(pytester: pytest.Pytester) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    pytester.makefile(".json", manifest=json.dumps({"version": 1, "cells": _records(port)}))
+    pytester.makeconftest(
+        "from pytest_mailtls import mailtls_noproc\nrunning = mailtls_noproc(manifest='manifest.json')\n"
+    )
+    pytester.makepyfile("def test_uses(running):\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"manifest manifest.json: its first cell * at 127.0.0.1:{port} does not answer*"])
+    assert "Traceback" not in result.stdout.str() and "raise " not in result.stdout.str()
 
 
 # --- end to end with the embedded backend ----------------------------------------------------------------
@@ -517,3 +667,29 @@ def test_mailtls_check_passes_a_safe_client_and_reports_an_unsafe_one(pytester: 
     # Only this test's connection: the earlier test on the same cell is not in the section.
     section = result.stdout.str().split("mailtls server log")[1]
     assert "SSLV3_ALERT_CERTIFICATE_EXPIRED" not in section
+
+
+def test_a_guard_that_skips_with_the_engine_paragraph_shows_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_mailtls.runtime import engine_problem
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_guarded(n):
+            problem = engine_problem()
+            assert problem and len(problem) > 300  # the engine's paragraph
+            pytest.skip(problem)
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED [[]3[]] *: no Docker engine answers at {NO_ENGINE}: start one or set DOCKER_HOST, or use "
+         "--mailtls-servers embedded"]
+    )  # fmt: skip
+    full = [line for line in result.outlines if line.startswith("mailtls: container tests skipped: no Docker engine")]
+    assert len(full) == 1 and "dockerd" in full[0]  # the paragraph, once

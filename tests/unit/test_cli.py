@@ -465,3 +465,29 @@ def test_messages_of_a_malformed_manifest_names_file_and_record(
     assert code == 2
     line = _one_error_line(err)
     assert line.startswith(f"mailtls: error: {manifest}: cells[0] ('{CELL}') is malformed: ") and fragment in line
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["evil-->b", "a}", "mod ern", "a\nb", "-o smtpd_tls_security_level=none"],
+    ids=["xml comment end", "brace", "space", "newline", "master.cf option"],
+)
+@pytest.mark.parametrize("command", ["up", "verify", "certify"])
+def test_hostile_matrix_names_stop_every_command_in_one_line_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, command: str
+) -> None:
+    matrix = tmp_path / "hostile.yaml"
+    matrix.write_text(
+        f"policies:\n  {json.dumps(name)}: {{}}\ngrid:\n  - services: [smtp]\n    modes: [starttls]\n"
+        f"    policies: [{json.dumps(name)}]\n"
+    )
+    argv = [command, "--servers", "embedded", "--matrix", str(matrix)]
+    argv += {"up": ["--manifest", str(tmp_path / "m.json")], "certify": ["--client", "python"]}.get(command, [])
+    started = time.monotonic()
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == ""
+    line = _one_error_line(err)
+    assert line.startswith(f"mailtls: error: {matrix}: policies[") and "is not allowed" in line
+    assert r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*" in line
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "m.json").exists()

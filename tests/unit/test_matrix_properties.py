@@ -24,7 +24,7 @@ from pytest_mailtls.backends import dovecot, postfix
 from pytest_mailtls.backends.container import CertPaths, container_ports
 from pytest_mailtls.backends.embedded import _cipher_string, server_context
 from pytest_mailtls.errors import MatrixError
-from pytest_mailtls.matrix import NAME_PATTERN, Matrix, parse_matrix
+from pytest_mailtls.matrix import NAME_MAX, NAME_PATTERN, Matrix, is_name, parse_matrix
 from pytest_mailtls.policy import SERVICES, VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 
 SOURCE = "generated.yaml"
@@ -49,7 +49,7 @@ KEYWORDS = ("ALL", "DEFAULT", "HIGH", "MEDIUM", "ECDHE", "AESGCM", "kRSA", "aRSA
 
 # --- strategies ---------------------------------------------------------------------------------------
 
-names = st.from_regex(NAME_PATTERN, fullmatch=True)
+names = st.from_regex(NAME_PATTERN, fullmatch=True).filter(lambda n: len(n) <= NAME_MAX)
 
 
 @st.composite
@@ -123,7 +123,7 @@ def matrices(draw: st.DrawFn) -> dict[str, Any]:
 # Values that must never be accepted where a name or a cipher list goes.
 HOSTILE = st.sampled_from(
     ["a-->b", "a}", "{a", "mod ern", "a\nb", "x\r", "a\tb", "-o smtpd_tls_security_level=none", "-x", ".a", "", "é"]
-) | st.text(min_size=1, max_size=12).filter(lambda s: not NAME_PATTERN.fullmatch(s))
+) | st.text(min_size=1, max_size=12).filter(lambda s: not is_name(s))
 HOSTILE_CIPHERS = st.sampled_from(
     [
         "DEFAULT:@SECLEVEL=0}",
