@@ -190,10 +190,11 @@ def test_sigkill_of_mailtls_up_is_cleaned_by_the_next_run(tmp_path: Path) -> Non
         dirs = _dirs_of(proc.pid)
         keys = [p for d in dirs for p in d.rglob("key.pem")]
         assert keys and all(p.stat().st_mode & 0o777 == 0o600 for p in keys), "keys are the owner's alone"
+        assert _containers_of(proc.pid) and _networks_of(proc.pid)
     finally:
         proc.kill()
         proc.communicate(timeout=60)
-    assert _containers_of(proc.pid) and _networks_of(proc.pid) and all(d.exists() for d in dirs)
+    # (Under xdist another worker's run may reap first: either way, a next run removed everything.)
     runtime.reap_orphans()  # what the next run (or `mailtls reap`) does first
     assert _left(proc.pid, dirs) == NOTHING
 
