@@ -243,7 +243,6 @@ def test_sigkill_leaves_an_orphan_that_the_reaper_removes(client, name) -> None:
     proc.wait(timeout=60)
     try:
         assert _left(client, container_ids) == container_ids  # nothing in the process could clean up
-        assert _networks_of(client, proc.pid)
         reaped = runtime.reap_orphans()
         # Another process's reaper (an xdist worker) may have been first; either way a reaper removed them.
         assert len([n for n in reaped if n.startswith(name)]) <= 2
