@@ -203,13 +203,14 @@ def _prepare_pki(pki: SessionPKI, cells: Iterable[Cell]) -> None:
         pki.client_files()
 
 
-def _start_in_threads(jobs: dict[str, Callable[[], None]]) -> dict[str, Future[None]]:
+def _start_in_threads(jobs: dict[str, Callable[[], None]], futures: list[Future[None]]) -> None:
     """Run each job in its own daemon thread: a process interrupted during a start exits without waiting
-    for a job (an image build can take minutes); the jobs' cancel event makes them end on their own."""
-    futures: dict[str, Future[None]] = {}
+    for a job (an image build can take minutes); the jobs' cancel event makes them end on their own. Each
+    job's future is in ``futures`` before its thread starts, so an interrupt at any moment sees it."""
     for name, job in jobs.items():
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
+        futures.append(future)
 
         def run(job: Callable[[], None] = job, future: Future[None] = future) -> None:
             try:
@@ -220,8 +221,6 @@ def _start_in_threads(jobs: dict[str, Callable[[], None]]) -> dict[str, Future[N
                 future.set_result(None)
 
         threading.Thread(target=run, name=f"mailtls-start-{name}", daemon=True).start()
-        futures[name] = future
-    return futures
 
 
 def _wait_starts(futures: Sequence[Future[None]]) -> BaseException | None:
@@ -245,7 +244,9 @@ def _abandon_starts(grid: Grid, futures: Sequence[Future[None]], *, interrupted:
 
     cancel_starts(grid._cancel, background=interrupted)
     _, running = wait(futures, timeout=CANCEL_GRACE if interrupted else None)
-    grid._stop(keep_index=bool(running))
+    # Interrupted, a start thread may yet write into the work dir (and so make it again): the index keeps
+    # naming it, for the next run's reaper; the reaper drops the entry once the dir is gone.
+    grid._stop(keep_index=interrupted or bool(running))
 
 
 class Grid:
@@ -333,11 +334,7 @@ class Grid:
             # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
             # before anything starts; each start's outcome is published to the others through its peer.
             peers = link_backends({name: (b, c, self.workdir / name) for name, (b, c) in plans.items()})
-            futures = list(
-                _start_in_threads(
-                    {name: functools.partial(self._start_one, plans, peers, name) for name in plans}
-                ).values()
-            )
+            _start_in_threads({name: functools.partial(self._start_one, plans, peers, name) for name in plans}, futures)
             first = _wait_starts(futures)
         except BaseException:  # Ctrl-C, SIGTERM (as KeyboardInterrupt or SystemExit): stop now, not after the starts
             from .runtime import signals_deferred

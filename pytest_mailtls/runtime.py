@@ -1389,6 +1389,18 @@ def _published(attrs: Mapping[str, Any], ports: Sequence[int]) -> dict[int, int]
     return mapped
 
 
+def _bind_mounts(volumes: Mapping[str, Mapping[str, str]]) -> list[Any]:
+    """Docker's ``{host_path: {"bind": path, "mode": ...}}`` as bind mounts that the engine does NOT create
+    when the host path is missing (``-v`` would, as root): a start racing the removal of an interrupted
+    run's work dir must fail, not make the dir again."""
+    from docker.types import Mount
+
+    return [
+        Mount(target=spec["bind"], source=src, type="bind", read_only=spec.get("mode", "rw") == "ro")
+        for src, spec in volumes.items()
+    ]
+
+
 def _check_cancel(cancel: threading.Event | None, where: str) -> None:
     if _closing.is_set() or (cancel is not None and cancel.is_set()):
         raise StartCancelled(f"start of {where} cancelled")
@@ -1443,7 +1455,7 @@ def start_container(
     host_config = api.create_host_config(
         port_bindings=None if host_network else bindings,
         network_mode="host" if host_network else network,
-        binds={src: dict(spec) for src, spec in (volumes or {}).items()},
+        mounts=_bind_mounts(volumes or {}),
         extra_hosts=dict(extra_hosts or {}),
         init=init or None,
     )

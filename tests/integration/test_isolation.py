@@ -109,6 +109,14 @@ def _probe(network: str, targets: list[str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in lines if " " in line)
 
 
+def _host_ports(grid: Grid) -> list[int]:
+    """Every port of the run on the host: each cell's, and the container port it forwards to when a
+    recorder sits in front (``extra["upstream_port"]``)."""
+    ports = {e.port for e in grid.endpoints}
+    ports |= {int(e.extra["upstream_port"]) for e in grid.endpoints if e.extra.get("upstream_port")}
+    return sorted(ports)
+
+
 def _gateway(network: str) -> str:
     config = runtime.docker_client().api.inspect_network(network)["IPAM"]["Config"][0]
     if config.get("Gateway"):
@@ -165,7 +173,7 @@ def test_no_neighbouring_container_reaches_any_server(grid: Grid, where: str) ->
         for port in sorted(_listening(container) | set(WELL_KNOWN)):
             targets.append(f"{address}:{port}")
     # The host as a neighbour sees it, on every published port (they are bound to 127.0.0.1 only).
-    for port in sorted({e.port for e in grid.endpoints}):
+    for port in _host_ports(grid):
         targets.append(f"{_gateway(network)}:{port}")
     seen = _probe(network, targets)
     assert seen.pop("self:7") == "open", "the probe reaches its own control listener"
@@ -200,11 +208,11 @@ def test_a_neighbour_on_the_default_bridge_does_reach_a_container_there(grid: Gr
 
 def test_from_the_host_every_cell_answers_on_127_0_0_1_and_on_no_other_address(grid: Grid) -> None:
     addresses = _host_addresses() | {_gateway("bridge"), _gateway(runtime.run_network())}
-    for endpoint in grid.endpoints:
-        with socket.create_connection(("127.0.0.1", endpoint.port), timeout=5):
+    for port in _host_ports(grid):
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
         for address in sorted(addresses):
-            with pytest.raises(OSError), socket.create_connection((address, endpoint.port), timeout=1.5):
+            with pytest.raises(OSError), socket.create_connection((address, port), timeout=1.5):
                 pass
 
 
