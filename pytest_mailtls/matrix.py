@@ -382,7 +382,59 @@ def _parse_policy(name: str, body: Any, source: str) -> TLSPolicy:
     suites = body.get("ciphersuites")
     if suites is not None:
         _check_ciphersuites(suites, source, f"{where}.ciphersuites")
+    level = _seclevel(ciphers)
+    legacy = [v for v in VERSIONS[version_index(versions["min_version"]) :] if v in ("TLSv1", "TLSv1.1")]
+    if legacy and level is not None and level > 0:
+        raise MatrixError(
+            source,
+            f"{where}.ciphers",
+            f"{ciphers!r} sets @SECLEVEL={level}, but OpenSSL 3 negotiates {', '.join(legacy)} only at security "
+            "level 0",
+            "Set @SECLEVEL=0 or leave it out (it is added for legacy versions)",
+        )
     return TLSPolicy(name=name, ciphers=ciphers, ciphersuites=suites, description=description, **versions)
+
+
+def _seclevel(ciphers: str | None) -> int | None:
+    """The security level a cipher list sets (OpenSSL obeys the last ``@SECLEVEL=N``), or ``None``."""
+    levels = [int(e.split("=", 1)[1]) for e in (ciphers or "").split(":") if e.startswith("@SECLEVEL=")]
+    return levels[-1] if levels else None
+
+
+# Highest OpenSSL security level at which a server can present each certificate profile (checked by
+# handshakes on OpenSSL 3.0: level 1 refuses SHA-1 signatures, level 2 also RSA keys under 2048 bits).
+# Profiles not listed work at every level the policies use.
+_CERT_MAX_SECLEVEL = {CertProfile.WEAK_RSA_1024: 1, CertProfile.SHA1_SIGNATURE: 0}
+# The OpenSSL "auth" of TLS <= 1.2 ciphers a key type can serve.
+_KEY_AUTH = {"rsa": "auth-rsa", "ecdsa": "auth-ecdsa"}
+_CIPHER_FLOOR = {"SSLv3": -1, "TLSv1.0": 0, "TLSv1.2": 2}  # get_ciphers()' "protocol": lowest version
+
+
+def _servable(policy: TLSPolicy, cert: CertProfile) -> str | None:
+    """Why no server can serve ``policy`` with ``cert`` (a phrase), or ``None``.
+
+    Validation would otherwise accept a cell that never passes its readiness handshake, or that refuses
+    a version its policy declares.
+    """
+    level = _seclevel(policy.ciphers)
+    most = _CERT_MAX_SECLEVEL.get(cert)
+    if level is not None and most is not None and level > most:
+        return f"its @SECLEVEL={level} refuses the {cert} certificate (it needs @SECLEVEL={most} or lower)"
+    if policy.ciphers is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(policy.ciphers if level is not None else policy.ciphers + ":@SECLEVEL=0")
+    auth = _KEY_AUTH[cert.key_type]
+    floors = [_CIPHER_FLOOR.get(c["protocol"]) for c in ctx.get_ciphers() if c["auth"] == auth]
+    for version in policy.versions:
+        if version == "TLSv1.3":
+            continue  # TLS 1.3 suites do not depend on the key type, nor on this list
+        rank = version_index(version)
+        if not any(f is not None and f <= rank for f in floors):
+            return (
+                f"none of its ciphers works at {version} with the {cert.key_type.upper()} key of the {cert} certificate"
+            )
+    return None
 
 
 def _check_ciphers(ciphers: Any, source: str, key: str) -> None:
@@ -476,7 +528,7 @@ def _parse_block(
 
     modes = names("modes", [str(m) for m in Mode])
     tls = any(Mode(m).tls for m in modes)
-    return GridBlock(
+    block = GridBlock(
         name=name,
         servers=names("servers", SERVERS, ()),
         services=names("services", list(SERVICES)),
@@ -486,6 +538,18 @@ def _parse_block(
         auth=names("auth", list(auths), ["default"] if "default" in auths else None),
         description=description,
     )
+    if tls:
+        for policy_name in block.policies:
+            for cert in block.certs:
+                why = _servable(policies[policy_name], cert)
+                if why:
+                    raise MatrixError(
+                        source,
+                        where,
+                        f"policy {policy_name} cannot be served with certificate {cert}: {why}",
+                        "Change the policy's ciphers or drop the pair from this block",
+                    )
+    return block
 
 
 def _parse_selection(

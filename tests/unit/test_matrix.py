@@ -600,3 +600,54 @@ def test_values_of_the_wrong_kind_are_one_line_errors(tmp_path: Path, text: str,
         load_matrix(path)
     assert err.value.key == key
     assert "\n" not in str(err.value)
+
+
+# --- pairs no server can serve: refused at validation, not at the readiness handshake ------------------
+
+UNSERVABLE = {
+    "legacy versions above level 0": (
+        "{min_version: TLSv1.1, max_version: TLSv1.2, ciphers: 'ALL:@SECLEVEL=1'}", "[valid]",
+        "policies.p.ciphers", "sets @SECLEVEL=1, but OpenSSL 3 negotiates TLSv1.1 only at security level 0",
+    ),
+    "sha1 certificate above level 0": (
+        "{ciphers: 'ALL:@SECLEVEL=1'}", "[valid, sha1-signature]",
+        "grid[0] (block-0)", "policy p cannot be served with certificate sha1-signature: its @SECLEVEL=1 refuses",
+    ),
+    "rsa-1024 certificate at level 2": (
+        "{ciphers: 'HIGH:@SECLEVEL=2'}", "[weak-rsa-1024]",
+        "grid[0] (block-0)", "(it needs @SECLEVEL=1 or lower)",
+    ),
+    "ecdsa certificate, static-rsa cipher": (
+        "{max_version: TLSv1.2, ciphers: AES256-GCM-SHA384}", "[ecdsa-p256]",
+        "grid[0] (block-0)", "none of its ciphers works at TLSv1.2 with the ECDSA key of the ecdsa-p256 certificate",
+    ),
+    "TLSv1 with TLS 1.2 ciphers only": (
+        "{min_version: TLSv1, max_version: TLSv1.2, ciphers: 'ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0'}", "[valid]",
+        "grid[0] (block-0)", "none of its ciphers works at TLSv1 with the RSA key",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("policy", "certs", "key", "fragment"), list(UNSERVABLE.values()), ids=list(UNSERVABLE))
+def test_pairs_no_server_can_serve_are_refused(
+    tmp_path: Path, policy: str, certs: str, key: str, fragment: str
+) -> None:
+    text = MINIMAL.replace("{min_version: TLSv1.2}", policy) + f"    certs: {certs}\n"
+    with pytest.raises(MatrixError) as err:
+        load_matrix(_write(tmp_path, text))
+    assert err.value.key == key and fragment in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("policy", "certs"),
+    [
+        ("{ciphers: 'ALL:@SECLEVEL=1'}", "[weak-rsa-1024, valid]"),
+        ("{min_version: TLSv1, ciphers: 'ALL:@SECLEVEL=0'}", "[sha1-signature, ecdsa-p256]"),
+        ("{max_version: TLSv1.2, ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256'}", "[ecdsa-p256]"),
+        ("{min_version: TLSv1.3, ciphers: AES256-GCM-SHA384}", "[ecdsa-p256]"),  # TLS 1.3 ignores the list
+    ],
+    ids=["rsa-1024 at level 1", "legacy at level 0", "ecdsa cipher for ecdsa key", "TLS 1.3 only"],
+)
+def test_servable_pairs_are_kept(tmp_path: Path, policy: str, certs: str) -> None:
+    text = MINIMAL.replace("{min_version: TLSv1.2}", policy) + f"    certs: {certs}\n"
+    assert load_matrix(_write(tmp_path, text)).cells()
