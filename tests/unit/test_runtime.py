@@ -497,22 +497,22 @@ def test_a_remote_engine_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPa
         runtime.docker_client()
 
 
-def test_only_fresh_temp_dirs_are_registered_for_deletion_after_a_crash(tmp_path: Path) -> None:
+def test_only_fresh_temp_dirs_are_registered_for_deletion_after_a_crash(private_tmp: Path, tmp_path: Path) -> None:
     """A dead run's dirs are deleted whole: a work dir or PKI dir the caller passes is registered only when
     it is a fresh dir inside the system temp dir, never the temp dir itself or a folder of the user's."""
     from pytest_mailtls import grid
     from pytest_mailtls.pki import SessionPKI
 
-    assert grid._disposable_workdir(tmp_path / "fresh")
-    (tmp_path / "empty").mkdir()
-    assert grid._disposable_workdir(tmp_path / "empty")
-    (tmp_path / "used").mkdir()
-    (tmp_path / "used" / "notes.txt").write_text("mine")
-    assert not grid._disposable_workdir(tmp_path / "used")
-    assert not grid._disposable_workdir(Path(runtime.tempfile.gettempdir()))
+    assert grid._disposable_workdir(private_tmp / "fresh")
+    (private_tmp / "empty").mkdir()
+    assert grid._disposable_workdir(private_tmp / "empty")
+    (private_tmp / "used").mkdir()
+    (private_tmp / "used" / "notes.txt").write_text("mine")
+    assert not grid._disposable_workdir(private_tmp / "used")
+    assert not grid._disposable_workdir(private_tmp)  # the system temp dir itself
     assert not grid._disposable_workdir(Path("/"))
-    assert not grid._disposable_workdir(Path(__file__).parent / "nowhere")  # the checkout, not a temp dir
-    pki = SessionPKI(tmp_path / "pki")
+    assert not grid._disposable_workdir(tmp_path / "outside")  # not inside the (patched) system temp dir
+    pki = SessionPKI(private_tmp / "pki")
     assert grid._disposable_pki(pki)
     (pki.directory / "thesis.tex").write_text("mine")
     assert not grid._disposable_pki(pki)
