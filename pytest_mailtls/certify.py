@@ -24,6 +24,7 @@ from .manifest import Endpoint
 from .oracle import ClientProfile, Expectation, applicable, expect, verdict
 from .policy import VERSIONS, Mode
 from .report import CellRecord, Report
+from .wire.judge import WireView, findings, insecurity, offered_profile
 
 _TLS_VERSIONS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -54,6 +55,8 @@ LOG_SETTLE = 1.0
 LOG_QUIET = 0.15
 #: When the evidence is still ambiguous, how long to wait for a server that logs late.
 LATE_LOG_WAIT = 2.0
+#: At most this long, certify waits for the recorder to write down connections the client left open.
+SESSION_WAIT = 2.0
 
 
 def _no_progress(done: int, total: int, line: str) -> None:
@@ -93,19 +96,48 @@ def certify(
 
 
 def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = None, send: bool = True) -> CellRecord:
-    """One client session against one endpoint, judged and diagnosed."""
-    expectation = expect(client.profile, endpoint.cell)
+    """One client session against one endpoint, judged from the wire first and diagnosed.
+
+    With a session recorder in front of the cell (every grid has one), what crossed the wire decides: the
+    client's own ClientHello replaces an undeclared profile's guesses, credentials or mail in clear on a
+    port that offers TLS, application data over a certificate that must be refused and a session below the
+    cell's secure offer are ``insecure`` whatever the client says, and a client that reports success
+    without ever finishing a handshake did not succeed.
+    """
     before = _safe_logs(logs_for, endpoint)
+    started = time.time()
     result = client.run(endpoint, send=send)
+    view = _wire(endpoint, since=started)
     server_lines = _new_lines(before, _settled_logs(logs_for, endpoint)) if logs_for is not None else []
-    outcome, why = verdict(expectation, ok=result.ok, tls=result.tls)
-    if result.ok:
-        diagnosis = _insecure_diagnosis(client, endpoint, expectation, result) if outcome == "insecure" else None
+    profile = client.profile
+    if view is not None and not profile.declared:
+        profile = offered_profile(profile, view, ok=result.ok)
+    expectation = expect(profile, endpoint.cell)
+    ok = result.ok
+    if ok and view is not None and (why_not := _no_real_session(view)):
+        ok = False
+        result.error_text = (result.error_text + "\n" if result.error_text else "") + f"[pytest-mailtls] {why_not}"
+    tls = result.tls
+    if view is not None and view.sessions:
+        tls = bool(view.tls)
+    outcome, why = verdict(expectation, ok=ok, tls=tls)
+    wire_insecure = insecurity(view, ok=ok) if view is not None else None
+    diagnosis: Diagnosis | None
+    if wire_insecure is not None and view is not None:
+        cls, evidence = wire_insecure
+        outcome = "insecure"
+        why = f"{cls}: the wire shows {evidence[0].removeprefix('wire: ')}"
+        diagnosis = Diagnosis(cls, evidence, _insecure_remedy(cls, client, endpoint, profile, view))
+    elif ok:
+        diagnosis = _insecure_diagnosis(client, endpoint, expectation, result, view) if outcome == "insecure" else None
     else:
         diagnosis, server_lines = _failure_diagnosis(
-            client, endpoint, expectation, result, before, server_lines, logs_for
+            client, endpoint, expectation, result, before, server_lines, logs_for, view, profile
         )
-    actual = "success" if result.ok else diagnosis.failure_class if diagnosis else "unclassified"
+    actual = "success" if ok else diagnosis.failure_class if diagnosis else "unclassified"
+    negotiated = view.negotiated if view is not None else None
+    if negotiated is not None:
+        result.negotiated_version, result.cipher = negotiated
     return CellRecord.build(
         endpoint,
         expectation=expectation,
@@ -115,7 +147,58 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
         actual=actual,
         diagnosis=diagnosis,
         server_log=server_lines,
+        wire=view.to_json() if view is not None else None,
+        client_offer=_offer(view),
     )
+
+
+def _wire(endpoint: Endpoint, *, since: float) -> WireView | None:
+    """The sessions the client opened on ``endpoint`` since ``since``; ``None`` without a recorder."""
+    if not endpoint.extra.get("sessions_file"):
+        return None
+    try:
+        sessions = endpoint.sessions(since=since, wait=SESSION_WAIT)
+    except (OSError, ValueError) as exc:  # an unreadable record must not stop a certification
+        warnings.warn(f"{endpoint.id}: sessions unreadable: {exc}", stacklevel=2)
+        return None
+    return WireView(endpoint.cell, tuple(sessions))
+
+
+def _no_real_session(view: WireView) -> str | None:
+    """Why a reported success is not one: no connection, or no TLS session and no cleartext exchange."""
+    if not view.sessions:
+        return "the client reported success, but no connection reached the cell"
+    if any(s.client_finished for s in view.sessions):
+        return None
+    if any(s.client_hello is None and (s.dialogue or s.mail_commands) for s in view.sessions):
+        return None  # a cleartext session: judged by what crossed
+    return "the client reported success, but the wire shows no finished TLS handshake: " + "; ".join(view.summary())
+
+
+def _offer(view: WireView | None) -> dict[str, Any] | None:
+    hello = view.hello if view is not None else None
+    if hello is None or hello.client_hello is None:
+        return None
+    h = hello.client_hello
+    return {"versions": h.versions, "ciphers": h.ciphers, "sni": h.sni, "versions_from": h.versions_from}
+
+
+def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: ClientProfile, view: WireView) -> str:
+    hello = view.hello.client_hello if view.hello is not None else None
+    offer: dict[str, Any] = {"offered_versions": hello.versions, "offered_ciphers": hello.ciphers} if hello else {}
+    if cls == "starttls-required":
+        return (
+            "the client sent credentials or mail without TLS on a port that offers it: require STARTTLS ("
+            + remedy("starttls-required", cell=endpoint.cell, profile=profile).split(": ", 1)[-1]
+            + ") and never authenticate or send before the TLS handshake succeeded"
+        )
+    if cls == "protocol-version-mismatch":
+        return "the client settled for a legacy version: " + remedy(cls, cell=endpoint.cell, profile=profile, **offer)
+    if cls == "no-shared-cipher":
+        return "the client offered no forward-secret AEAD suite: " + remedy(
+            cls, cell=endpoint.cell, profile=profile, **offer
+        )
+    return _accepted_remedy(cls, client, endpoint)
 
 
 def _failure_diagnosis(
@@ -126,19 +209,30 @@ def _failure_diagnosis(
     before: list[str],
     server_lines: list[str],
     logs_for: LogSource | None,
+    view: WireView | None = None,
+    profile: ClientProfile | None = None,
 ) -> tuple[Diagnosis, list[str]]:
-    """Diagnose a failure; when the words so far leave several classes, wait for the server's log, then probe."""
+    """Diagnose a failure: the wire first, then the client's words, then the server's log (waited for when the
+    evidence leaves several classes), then a version probe."""
+    profile = profile or client.profile
     tls = result.tls
-    if tls is None and endpoint.mode is Mode.IMPLICIT and not client.profile.implicit_tls:
+    if view is not None and view.sessions:
+        tls = bool(view.tls)
+    if tls is None and endpoint.mode is Mode.IMPLICIT and not profile.implicit_tls:
         tls = False  # the profile says it opens in plaintext
+    wire = [Finding(f.line, f.classes, f.weight) for f in findings(view)] if view is not None else []
+    hello = view.hello.client_hello if view is not None and view.hello is not None else None
     kwargs: dict[str, Any] = {
-        "family": client.profile.family,
+        "family": profile.family,
         "exception_type": result.exception_type,
         "server": endpoint.server,
         "cell": endpoint.cell,
-        "profile": client.profile,
+        "profile": offered_profile(profile, view) if view is not None else profile,
         "expected": None if expectation.success else expectation.outcome,
         "tls": tls,
+        "wire": wire,
+        "offered_versions": hello.versions if hello else ([] if view is not None and view.silent_at_tls else None),
+        "offered_ciphers": hello.ciphers if hello else None,
     }
     diagnosis = diagnose(result.error_text, server_lines=server_lines, **kwargs)
     if not diagnosis.ambiguous:
@@ -157,18 +251,29 @@ def _failure_diagnosis(
     # Still open between the version and something else: ask the server which versions it speaks
     # (the probe's own log lines come after the ones read for this run, so they are never mistaken for them).
     version_in_doubt = "protocol-version-mismatch" in diagnosis.tied or diagnosis.failure_class == UNCLASSIFIED
-    if version_in_doubt and endpoint.cell.tls and result.negotiated_version is None and tls is not False:
-        findings = version_findings(endpoint, client.profile, among=diagnosis.tied)
-        if findings:
-            diagnosis = diagnose(result.error_text, server_lines=server_lines, findings=findings, **kwargs)
+    heard_hello = view is not None and view.hello is not None  # the wire already told which versions were offered
+    if (
+        version_in_doubt
+        and not heard_hello
+        and endpoint.cell.tls
+        and result.negotiated_version is None
+        and tls is not False
+    ):
+        probed = version_findings(endpoint, profile, among=diagnosis.tied)
+        if probed:
+            diagnosis = diagnose(result.error_text, server_lines=server_lines, findings=probed, **kwargs)
     return diagnosis, server_lines
 
 
 def _insecure_diagnosis(
-    client: Client, endpoint: Endpoint, expectation: Expectation, result: ClientResult
+    client: Client, endpoint: Endpoint, expectation: Expectation, result: ClientResult, view: WireView | None = None
 ) -> Diagnosis:
     """A success that must not happen: name what was accepted and what the client must stop doing."""
     negotiated = f"{result.negotiated_version} {result.cipher}" if result.negotiated_version else "plaintext"
+    if view is not None and view.sessions:
+        evidence = [f"wire: {line}" for line in view.summary()] + [f"oracle: {expectation.reason}"]
+        cls = expectation.outcome if not expectation.success else "starttls-required"
+        return Diagnosis(cls, evidence, _accepted_remedy(cls, client, endpoint))
     if expectation.success:  # it worked, but in plaintext on a port that offers TLS
         return Diagnosis(
             "starttls-required",
@@ -263,6 +368,11 @@ def _verify_on(family: str) -> str:
         "openssl": "pass -verify_return_error",
         "swaks": "pass --tls-verify",
         "msmtp": "set tls_certcheck on",
+        "gnutls": "keep certificate verification on (gnutls_session_set_verify_cert)",
+        "node": "drop tls: { rejectUnauthorized: false } and pass ca: fs.readFileSync(CA)",
+        "go": "drop InsecureSkipVerify and set tls.Config{RootCAs: pool}",
+        "rust": "drop danger_accept_invalid_certs / dangerous() verifiers and add the CA to the root store",
+        "dotnet": "remove the ServerCertificateValidationCallback that returns true (MailKit: client.CheckCertificateRevocation and a proper callback)",
     }.get(family, "turn certificate verification on")
 
 
@@ -274,6 +384,11 @@ def _hostname_on(family: str) -> str:
         "openssl": "pass -verify_hostname NAME",
         "swaks": "use a swaks with --tls-verify-host (20240103+)",
         "msmtp": "keep tls_certcheck on",
+        "gnutls": "pass the host name to gnutls_session_set_verify_cert",
+        "node": "drop checkServerIdentity overrides and set servername to the certificate's name",
+        "go": "set tls.Config{ServerName: ...} and drop InsecureSkipVerify",
+        "rust": "drop danger_accept_invalid_hostnames and connect with the certificate's name",
+        "dotnet": "do not ignore SslPolicyErrors.RemoteCertificateNameMismatch in the validation callback",
     }.get(family, "turn host name verification on")
 
 

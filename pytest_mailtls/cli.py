@@ -291,7 +291,18 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise MailTLSError("certify needs exactly one of --client NAME or --command TEMPLATE")
     _check_writable(args.report, "--report", folder=True)
     endpoints_from_manifest = read_manifest(args.manifest, live=True) if args.manifest else None
-    client = command_client(args.command) if args.command else get_client(args.client)
+    if args.command:
+        protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip()) if args.protocols else None
+        for proto in protocols or ():
+            if proto not in ("smtp", "imap", "pop3"):
+                raise MailTLSError(f"--protocols: unknown protocol {proto!r}; choose from smtp, imap, pop3")
+        client = command_client(args.command, name=args.name or "command", family=args.family, protocols=protocols)
+    else:
+        if args.name or args.family != "command" or args.protocols:
+            raise MailTLSError(
+                "--name, --family and --protocols describe a --command client; built-in clients have their own"
+            )
+        client = get_client(args.client)
     if hasattr(client, "progress"):
         client.progress = _say  # the Java client says when it builds
     why = client.unavailable()
@@ -352,6 +363,12 @@ def cmd_reap(args: argparse.Namespace) -> int:
     removed = runtime.reap_orphans()
     print(f"removed {len(removed)} orphaned container(s)")
     return EXIT_OK
+
+
+def _families() -> list[str]:
+    from .oracle import FAMILIES
+
+    return list(FAMILIES)
 
 
 def _client_names() -> list[str]:
@@ -417,7 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="TEMPLATE",
         help="your client as a shell command (exit 0 = success) with {host} {port} {server_hostname} {url} "
-        "{ca_file} {protocol} {mode} {user} {password}",
+        "{ca_file} {protocol} {mode} {user} {password}; what it offers is read from its own ClientHello",
+    )
+    p.add_argument("--name", default=None, help="with --command: the client's name in the report")
+    p.add_argument(
+        "--family",
+        default="command",
+        choices=_families(),
+        help="with --command: the client's family, so that diagnoses and remedies use its own settings "
+        "(java: mail.smtp.ssl.protocols, node: tls.minVersion, go: tls.Config ...); default: command",
+    )
+    p.add_argument(
+        "--protocols",
+        default=None,
+        metavar="LIST",
+        help="with --command: the protocols it speaks (default smtp,imap,pop3)",
     )
     p.add_argument("--manifest", default=None, help="certify against running servers from this manifest")
     p.add_argument("--report", default="mailtls-report", help="report folder (default: mailtls-report)")

@@ -19,12 +19,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import capture
 from .connect import set_version_range
 from .errors import ManifestError, one_line
 from .policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+
+if TYPE_CHECKING:
+    from .wire.session import Session
 
 __all__ = [
     "Endpoint",
@@ -259,6 +262,32 @@ class Endpoint:
         """Forget the messages received so far."""
         if self.mailbox is not None:
             capture.clear_maildir(self.mailbox)
+
+    # --- sessions on the wire --------------------------------------------------
+    def sessions(self, *, since: float | None = None, wait: float = 2.0) -> list[Session]:
+        """Every connection to this cell (since the test started, inside a test), as the wire showed it.
+
+        Each :class:`~pytest_mailtls.wire.Session` says what the client offered (``offered_versions``,
+        ``offered_ciphers``, ``sni``), what was negotiated (``tls_version``, ``cipher``), ``starttls``,
+        ``credentials_in_clear``, ``message_accepted``, ``alerts``, ``closed_by`` and the cleartext
+        ``dialogue``. Connections still open are waited for, at most ``wait`` seconds. ``since`` (epoch
+        seconds) overrides the start of the test.
+        """
+        from .wire.session import read_sessions
+
+        path = self.extra.get("sessions_file")
+        if not path:
+            raise ManifestError(f"{self.id}: this endpoint has no session recorder in front of it")
+        if since is None:
+            since = self.extra.get("sessions_since")
+        return read_sessions(path, since=since, wait=wait)
+
+    def last_session(self, *, wait: float = 2.0) -> Session:
+        """The latest connection to this cell; ``LookupError`` when there was none (since the test started)."""
+        found = self.sessions(wait=wait)
+        if not found:
+            raise LookupError(f"{self.id}: no connection reached this cell (since the test started)")
+        return found[-1]
 
     # --- manifest ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

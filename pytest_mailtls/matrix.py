@@ -312,7 +312,7 @@ def _text(value: Any, source: str, key: str) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise MatrixError(source, key, f"must be text, got {type(value).__name__}")
     text = str(value)
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
+    if any(unicodedata.category(ch) == "Cc" for ch in text):  # C0, DEL and C1 controls
         raise MatrixError(source, key, f"{text!r} holds a control character (a newline, a tab...)", "Use one line")
     return text
 

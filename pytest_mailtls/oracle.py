@@ -37,6 +37,7 @@ __all__ = [
     "cell_is_secure",
     "SECURE_VERSIONS",
     "JDK17_DEFAULT_SUITES",
+    "FAMILIES",
 ]
 
 SUCCESS = "success"
@@ -96,7 +97,11 @@ JDK17_DEFAULT_SUITES: tuple[str, ...] = (
     "TLS_RSA_WITH_AES_128_CBC_SHA",
 )
 
-Family = Literal["python", "openssl", "curl", "swaks", "msmtp", "java", "command"]
+Family = Literal[
+    "python", "openssl", "curl", "swaks", "msmtp", "java", "node", "go", "rust", "dotnet", "gnutls", "command"
+]
+#: Client families, for ``mailtls certify --family`` (remedies are worded in the family's own settings).
+FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
 StartTLS = Literal["required", "opportunistic", "never"]
 
 
@@ -130,6 +135,9 @@ class ClientProfile:
     client_cert: bool = True
     scope: Literal["session", "handshake"] = "session"
     description: str = ""
+    #: Whether versions and ciphers were declared (a built-in client) or are only a guess to be replaced by
+    #: what the client's own ClientHello offers on each cell (a ``--command`` client).
+    declared: bool = True
 
     def __post_init__(self) -> None:
         for v in (*self.versions, *self.disabled_versions):
@@ -181,6 +189,7 @@ class ClientProfile:
             "client_cert": self.client_cert,
             "scope": self.scope,
             "description": self.description,
+            "declared": self.declared,
         }
 
 
@@ -293,6 +302,9 @@ def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[st
         if expectation.tls and tls is False:
             return "insecure", "went on in plaintext although the port offers TLS"
         return "pass", "worked as it should"
+    if not expectation.secure_overlap and expectation.tls:
+        # No secure session exists on this cell: refusing it is right, whatever the profile predicted.
+        return "refused-correctly", f"refused a cell that offers no secure session: {expectation.reason}"
     if expectation.success:
         return "incompatible", f"failed although it should work: {expectation.reason}"
     if expectation.secure_overlap:

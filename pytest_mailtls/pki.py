@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 import subprocess
 import threading
@@ -24,7 +25,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .errors import MailTLSError
 from .policy import CertProfile
 
-__all__ = ["SessionPKI", "ServerCertFiles", "ClientCertFiles", "SERVER_NAMES", "WRONG_HOST"]
+__all__ = [
+    "SessionPKI",
+    "ServerCertFiles",
+    "ClientCertFiles",
+    "SERVER_NAMES",
+    "WRONG_HOST",
+    "PKCS1_KEY_NAME",
+    "pkcs1_key_file",
+    "session_intermediates",
+]
 
 #: Names every valid server certificate carries besides ``server_hostname``.
 SERVER_NAMES = ("mail.mailtls.test", "127.0.0.1")
@@ -49,10 +59,17 @@ class ServerCertFiles:
 
 @dataclass(frozen=True)
 class ClientCertFiles:
-    """A client certificate for mutual TLS (chain PEM) and its key."""
+    """A client certificate for mutual TLS (chain PEM) and its key.
+
+    ``key_file`` is PKCS#8 (``BEGIN PRIVATE KEY``), the form every TLS stack
+    loads (Rust's native-tls and rustls-pemfile users take nothing else);
+    ``key_pkcs1_file`` holds the same RSA key as PKCS#1 (``BEGIN RSA PRIVATE
+    KEY``) for clients that want the traditional form.
+    """
 
     key_file: Path
     cert_file: Path
+    key_pkcs1_file: Path | None = None
 
 
 class SessionPKI:
@@ -65,7 +82,8 @@ class SessionPKI:
     def __init__(self, directory: str | Path, *, server_hostname: str = "localhost") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.directory.chmod(0o755)  # containers read it as their own users; keys are 0644 for that reason
+        # Private: it holds every key of the session. Containers get copies (backends/container.copy_pki).
+        self.directory.chmod(0o700)
         self.server_hostname = server_hostname
         self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
         self.ca_file = self.directory / "ca.pem"
@@ -129,7 +147,7 @@ class SessionPKI:
                 intermediate = self.ca.create_child_ca(key_type=_RSA)
                 leaf = intermediate.issue_cert(*names, key_type=_RSA)
                 # Present the leaf alone: the intermediate clients would need is withheld.
-                leaf.private_key_pem.write_to_path(str(key_file))
+                _write_private(key_file, leaf.private_key_pem.bytes())
                 leaf.cert_chain_pems[0].write_to_path(str(cert_file))
                 (folder / "intermediate.pem").write_bytes(intermediate.cert_pem.bytes())
             case CertProfile.SELF_SIGNED:
@@ -144,12 +162,12 @@ class SessionPKI:
                 _write_key_and_cert(key, [cert], key_file, cert_file)
             case CertProfile.SHA1_SIGNATURE:
                 self._make_sha1(folder, names, now)
-        for path in (key_file, cert_file):
-            path.chmod(0o644)
+        key_file.chmod(0o600)  # never readable by others, even for the instant before a chmod
+        cert_file.chmod(0o644)
         return ServerCertFiles(key_file, cert_file)
 
     def _write_leaf(self, leaf: trustme.LeafCert, folder: Path) -> None:
-        leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+        _write_private(folder / "key.pem", leaf.private_key_pem.bytes())
         (folder / "chain.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
 
     def _ca_key(self) -> rsa.RSAPrivateKey:
@@ -173,7 +191,7 @@ class SessionPKI:
         work = folder / "sha1-work"
         work.mkdir(exist_ok=True)
         ca_key = work / "ca-key.pem"
-        ca_key.write_bytes(self.ca.private_key_pem.bytes())
+        _write_private(ca_key, self.ca.private_key_pem.bytes())
         (work / "request.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
         _write_key_and_cert(key, [], folder / "key.pem", None)
         cmd = [
@@ -211,8 +229,73 @@ class SessionPKI:
                 folder = self.directory / name
                 folder.mkdir(exist_ok=True)
                 self._write_leaf(leaf, folder)
-                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem")
+                # trustme writes PKCS#1; clients get PKCS#8 as key.pem and PKCS#1 beside it.
+                key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+                assert isinstance(key, rsa.RSAPrivateKey)
+                _write_key_and_cert(key, [], folder / "key.pem", None)
+                pkcs1 = folder / PKCS1_KEY_NAME
+                _write_private(pkcs1, _pkcs1(key))
+                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem", pkcs1)
             return self._clients[name]
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600 from creation on, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+#: The file name of a client key's PKCS#1 twin, beside its PKCS#8 ``key.pem``.
+PKCS1_KEY_NAME = "key-pkcs1.pem"
+
+
+def _pkcs1(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
+def pkcs1_key_file(key_file: str | Path) -> Path:
+    """The PKCS#1 form of the RSA key in ``key_file`` (PKCS#8 or PKCS#1 PEM).
+
+    A :class:`SessionPKI` client key has its twin beside it already; for any
+    other key the twin is written next to it (``<stem>-pkcs1.pem``) once.
+    """
+    path = Path(key_file)
+    twin = path.with_name(PKCS1_KEY_NAME if path.name == "key.pem" else f"{path.stem}-pkcs1.pem")
+    if twin.exists():
+        return twin
+    data = path.read_bytes()
+    if b"BEGIN RSA PRIVATE KEY" in data:
+        return path
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise MailTLSError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise MailTLSError(f"{path}: PKCS#1 is an RSA key form; this is a {type(key).__name__}")
+    try:
+        _write_private(twin, _pkcs1(key))
+    except OSError as exc:
+        raise MailTLSError(f"cannot write the PKCS#1 form of {path} to {twin}: {exc}") from None
+    return twin
+
+
+def session_intermediates(ca_file: str | Path) -> list[x509.Certificate]:
+    """The intermediate CAs the session PKI whose root is ``ca_file`` made (and withholds from chains).
+
+    Each lives next to the profile that uses it (``<pki dir>/<profile>/intermediate.pem``); verify compares
+    a presented leaf's issuer with them to tell "issued by our intermediate" from "issued by a stranger".
+    """
+    found = []
+    for path in sorted(Path(ca_file).parent.glob("*/intermediate.pem")):
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _name(common_name: str) -> x509.Name:
@@ -254,8 +337,9 @@ def _builder(
 def _write_key_and_cert(
     key: rsa.RSAPrivateKey, certs: list[x509.Certificate], key_file: Path, cert_file: Path | None
 ) -> None:
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(
+        key_file,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
     if cert_file is not None:
         cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))

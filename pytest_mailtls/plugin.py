@@ -7,8 +7,10 @@ one container per server kind, and are removed at the end of the session.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -281,7 +283,10 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     The endpoint has ``host``, ``port``, ``service``, ``protocol``, ``mode``,
     ``policy``, ``cert``, ``auth``, ``ca_file``, ``username``/``password``,
     ``client_context(version=...)``, ``messages()`` and ``clear()``; mail the cell
-    received before the test is cleared. Container cells are skipped when no
+    received before the test is cleared. ``sessions()`` and ``last_session()`` return
+    what this test's connections did on the wire (``wire.Session``: ``tls_version``,
+    ``cipher``, ``offered_versions``, ``offered_ciphers``, ``sni``, ``starttls``,
+    ``credentials_in_clear``, ``message_accepted``, ``alerts``, ``closed_by``, ``dialogue``). Container cells are skipped when no
     Docker engine answers (``--mailtls-require-docker`` makes that an error).
     """
     cell: Cell = request.param
@@ -294,11 +299,29 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     if cell.id in grid.skipped:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
     endpoint = grid.endpoint(cell.id)
+    if endpoint.extra.get("sessions_file"):
+        # sessions() and last_session() count from here: this test's connections only.
+        endpoint = dataclasses.replace(endpoint, extra={**endpoint.extra, "sessions_since": time.time()})
     request.node.stash[_ENDPOINT] = endpoint
     request.node.stash[_LOG_MARK] = len(grid.cell_logs(cell.id))
     if endpoint.mailbox is not None:
         endpoint.clear()
     yield endpoint
+
+
+def _sessions_text(endpoint: Endpoint) -> str:
+    """This test's connections to its cell, as the wire showed them (summary and cleartext dialogue)."""
+    if not endpoint.extra.get("sessions_file"):
+        return ""
+    try:
+        sessions = endpoint.sessions(wait=0.5)
+    except Exception as exc:  # a report section must never hide the test's own failure
+        return f"(sessions unreadable: {exc})"
+    out = []
+    for number, s in enumerate(sessions[-5:], start=1):
+        out.append(f"#{number} {s.client}: {s.summary()}")
+        out += [f"    {'C' if ln.dir == 'client' else 'S'}: {ln.text}" for ln in s.dialogue[-20:]]
+    return "\n".join(out)
 
 
 _ENGINE_SKIP = re.compile(r"docker engine", re.I)
@@ -347,6 +370,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     runtime = sys.modules.get("pytest_mailtls.runtime")
     if runtime is not None:
         runtime.stop_all()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    # pytest-xdist, in the controller: a worker that died (SIGKILL, OOM) stopped nothing; remove its
+    # containers, network and temp dirs now, before the session ends (the reaper sees it is dead).
+    if error is None:
+        return
+    from . import runtime
+
+    if runtime.engine_problem() is None:
+        runtime.reap_orphans(progress=lambda line: print(f"mailtls: {line}", file=sys.stderr))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -404,6 +439,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     state = item.config.stash[_STATE]
     if state.grid is None:
         return
+    sessions = _sessions_text(endpoint)
+    if sessions:
+        report.sections.append((f"mailtls sessions ({endpoint.id})", sessions))
     lines = state.grid.cell_logs(endpoint.id)[item.stash.get(_LOG_MARK, 0) :][-60:]
     if lines:
         report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

@@ -30,6 +30,7 @@ Closed ports, non-mail services and the wrong mode fail with one clear line
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
@@ -64,6 +65,7 @@ __all__ = [
     "set_version_range",
     "port_defaults",
     "TLS13_SUITES",
+    "AuthAttempt",
 ]
 
 #: TLS 1.3 suites OpenSSL 3 implements (the CCM ones are off by default on most servers).
@@ -109,6 +111,24 @@ class VersionResult:
 
 
 @dataclass(frozen=True)
+class AuthAttempt:
+    """One login really attempted in clear, before any STARTTLS, with the test user's credentials.
+
+    ``method``: ``AUTH PLAIN`` (SMTP, POP3), ``LOGIN`` / ``AUTHENTICATE PLAIN`` (IMAP) or ``USER/PASS``
+    (POP3); ``sent``: the commands as sent, credentials masked; ``answer``: the server's deciding reply;
+    ``accepted``: logged in (True), refused (False), or the exchange broke off (None).
+    """
+
+    method: str
+    sent: str
+    answer: str
+    accepted: bool | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "sent": self.sent, "answer": self.answer, "accepted": self.accepted}
+
+
+@dataclass(frozen=True)
 class CertificateInfo:
     """The properties of one certificate that decide whether clients accept it."""
 
@@ -123,6 +143,8 @@ class CertificateInfo:
     signature_hash: str | None  # sha256, sha1, ... (None for ed25519/ed448)
     self_signed: bool
     sha256_fingerprint: str
+    subject_key_id: str | None = None  # hex, from the extension (None: the certificate has none)
+    authority_key_id: str | None = None  # hex: the key identifier of the issuer that signed it
 
     @classmethod
     def from_der(cls, der: bytes) -> CertificateInfo:
@@ -153,6 +175,8 @@ class CertificateInfo:
             signature_hash=sig_hash,
             self_signed=cert.subject == cert.issuer,
             sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
+            subject_key_id=_key_id(cert, x509.SubjectKeyIdentifier),
+            authority_key_id=_key_id(cert, x509.AuthorityKeyIdentifier),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +192,8 @@ class CertificateInfo:
             "signature_hash": self.signature_hash,
             "self_signed": self.self_signed,
             "sha256_fingerprint": self.sha256_fingerprint,
+            "subject_key_id": self.subject_key_id,
+            "authority_key_id": self.authority_key_id,
         }
 
     def expired(self, now: dt.datetime | None = None) -> bool:
@@ -222,6 +248,7 @@ class ProbeResult:
     auth_before_tls: list[str] | None = None  # None: implicit mode, there is no "before"
     auth_after_tls: list[str] | None = None  # None: no TLS session was established
     auth_required: bool | None = None  # SMTP only: MAIL/RCPT refused until AUTH
+    auth_attempts: list[AuthAttempt] | None = None  # logins tried in clear (None: implicit, or no credentials)
     client_cert_required: bool | None = None  # in the handshake; measured only when a client certificate was given
     client_cert_login_refused: bool | None = None  # login without one refused (servers that check at AUTH)
     client_cert_evidence: str = ""
@@ -261,6 +288,7 @@ class ProbeResult:
                 "before_tls": self.auth_before_tls,
                 "after_tls": self.auth_after_tls,
                 "required": self.auth_required,
+                "attempts_in_clear": None if self.auth_attempts is None else [a.to_json() for a in self.auth_attempts],
             },
             "client_certificate": {
                 "required": self.client_cert_required,
@@ -305,6 +333,9 @@ class ProbeResult:
         out.append(f"  AUTH before TLS: {before}; after TLS: {after}")
         if self.auth_required is not None:
             out.append(f"  AUTH required to send: {'yes' if self.auth_required else 'no'}")
+        for attempt in self.auth_attempts or ():
+            state = {True: "ACCEPTED", False: "refused", None: "no answer"}[attempt.accepted]
+            out.append(f"  login in clear, {attempt.method}: {state} ({attempt.sent} -> {attempt.answer})")
         if self.client_cert_required is not None:
             out.append(f"  client certificate required: {'yes' if self.client_cert_required else 'no'}")
         if self.client_cert_login_refused is not None:
@@ -573,6 +604,101 @@ def _starttls_command(lines: _Lines, protocol: str) -> None:
             raise ProtocolError(f"STLS refused: {reply}")
 
 
+def _plain_b64(username: str, password: str) -> str:
+    return base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+
+
+def _imap_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cleartext_logins(t: _Target, username: str, password: str) -> list[AuthAttempt]:
+    """Every login the protocol has, attempted in clear (no STARTTLS), each on a fresh connection."""
+    attempts: list[tuple[str, Callable[[_Lines], tuple[str, str, bool]]]]
+    b64 = _plain_b64(username, password)
+    if t.protocol == "smtp":
+        attempts = [("AUTH PLAIN", lambda lines: _smtp_auth_plain(lines, b64))]
+    elif t.protocol == "imap":
+        attempts = [
+            ("LOGIN", lambda lines: _imap_login(lines, username, password)),
+            ("AUTHENTICATE PLAIN", lambda lines: _imap_authenticate_plain(lines, b64)),
+        ]
+    else:
+        attempts = [
+            ("USER/PASS", lambda lines: _pop3_user_pass(lines, username, password)),
+            ("AUTH PLAIN", lambda lines: _pop3_auth_plain(lines, b64)),
+        ]
+    return [_one_login(t, method, run) for method, run in attempts]
+
+
+def _one_login(t: _Target, method: str, run: Callable[[_Lines], tuple[str, str, bool]]) -> AuthAttempt:
+    try:
+        sock = t.connect()
+    except ProbeError as exc:
+        return AuthAttempt(method, method, str(exc), None)
+    try:
+        sock.settimeout(t.op_timeout())
+        lines = _Lines(sock)
+        _greeting(lines, t.protocol)
+        _capabilities(lines, t.protocol)
+        sent, answer, accepted = run(lines)
+        with contextlib.suppress(OSError, ProtocolError):  # goodbye is best effort
+            lines.send({"smtp": "QUIT", "imap": "p9 LOGOUT", "pop3": "QUIT"}[t.protocol])
+        return AuthAttempt(method, sent, answer, accepted)
+    except (OSError, ProtocolError, _ImplicitTLSHere, _NotThisProtocol) as exc:
+        return AuthAttempt(method, method, f"no answer: {_reason(exc)}", None)
+    finally:
+        sock.close()
+
+
+def _smtp_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+    code, text = lines.smtp(f"AUTH PLAIN {b64}")
+    sent = "AUTH PLAIN <credentials>"
+    if code == 334:  # a server that ignores the initial response asks for it again
+        code, text = lines.smtp(b64)
+        sent += ", <credentials>"
+    return sent, f"{code} {' '.join(text)}".strip(), code == 235
+
+
+def _imap_login(lines: _Lines, username: str, password: str) -> tuple[str, str, bool]:
+    status, _ = lines.imap("p3", f"LOGIN {_imap_quote(username)} {_imap_quote(password)}")
+    return f'p3 LOGIN {_imap_quote(username)} "***"', f"p3 {status}", status.upper().startswith("OK")
+
+
+def _imap_authenticate_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+    lines.send("p4 AUTHENTICATE PLAIN")
+    sent = "p4 AUTHENTICATE PLAIN"
+    while True:
+        line = lines.line()
+        if line.startswith("+"):
+            lines.send(b64)
+            sent += ", <credentials>"
+            continue
+        if line.startswith("p4 "):
+            return sent, line, line[3:].upper().startswith("OK")
+
+
+def _pop3_user_pass(lines: _Lines, username: str, password: str) -> tuple[str, str, bool]:
+    lines.send(f"USER {username}")
+    reply = lines.line()
+    if not reply.startswith("+OK"):
+        return f"USER {username}", reply, False
+    lines.send(f"PASS {password}")
+    reply = lines.line()
+    return f"USER {username}, PASS ***", reply, reply.startswith("+OK")
+
+
+def _pop3_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+    lines.send("AUTH PLAIN")
+    sent = "AUTH PLAIN"
+    reply = lines.line()
+    if reply.startswith("+") and not reply.startswith("+OK"):
+        lines.send(b64)
+        sent += ", <credentials>"
+        reply = lines.line()
+    return sent, reply, reply.startswith("+OK")
+
+
 class _ImplicitTLSHere(Exception):
     """TLS bytes where a plaintext greeting was expected."""
 
@@ -703,6 +829,8 @@ def probe(
     concurrency: int = 8,
     budget: float = 120.0,
     openssl: str | None = "openssl",
+    username: str | None = None,
+    password: str | None = None,
 ) -> ProbeResult:
     """Probe one mail port; see the module docstring for what is measured and how.
 
@@ -713,7 +841,10 @@ def probe(
     tells whether the server requires one. ``timeout`` bounds each network
     operation, ``budget`` the whole probe; ``concurrency`` bounds parallel
     connections. ``openssl`` is the command used for TLS 1.3 suites (``None``:
-    do not use it). Raises :class:`ProbeError` for a closed port, a non-mail
+    do not use it). With ``username`` and ``password`` (STARTTLS mode), every
+    login the protocol has is really attempted in clear, before STARTTLS, each
+    on its own connection (``auth_attempts``): what EHLO/CAPABILITY/CAPA
+    advertise is a claim, the answer to a login is the fact. Raises :class:`ProbeError` for a closed port, a non-mail
     service or the wrong mode.
     """
     if protocol not in _PROTOCOLS:
@@ -748,6 +879,8 @@ def probe(
         result.starttls_evidence = plain.evidence
         result.auth_before_tls = plain.mechanisms
         result.auth_required = plain.auth_required if protocol == "smtp" else None
+        if username is not None and password is not None:
+            result.auth_attempts = _cleartext_logins(t, username, password)
         if not plain.starttls:
             result.versions = {v: VersionResult(False, error="STARTTLS not offered") for v in VERSIONS}
             result.notes.append("STARTTLS is not offered: no TLS to probe on this port")
@@ -1126,3 +1259,15 @@ def _key_kind(key: Any) -> tuple[str, int]:
     if isinstance(key, dsa.DSAPublicKey):
         return "dsa", key.key_size
     return type(key).__name__, 0
+
+
+def _key_id(
+    cert: x509.Certificate, kind: type[x509.SubjectKeyIdentifier] | type[x509.AuthorityKeyIdentifier]
+) -> str | None:
+    """The hex key identifier of ``cert``'s SubjectKeyIdentifier or AuthorityKeyIdentifier extension."""
+    try:
+        value = cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    digest = value.digest if isinstance(value, x509.SubjectKeyIdentifier) else value.key_identifier
+    return digest.hex() if digest else None

@@ -3,22 +3,52 @@
 A bare TCP connect or a log line proves nothing: docker-proxy accepts before
 the server listens, and a server can listen with the wrong certificate. Each
 cell must greet, answer EHLO/CAPABILITY/CAPA and complete its TLS handshake.
+
+Every wait can be cancelled: a set ``cancel`` event (passed in, or the one :func:`cancel_scope` set for
+this thread) ends it within one poll interval with ``StartCancelled``. The checks run in daemon threads,
+so an interrupted process never waits for a connection attempt at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 
 from .connect import plain_exchange, tls_handshake
 from .errors import ServerStartError
 from .manifest import Endpoint
 
-__all__ = ["wait_ready", "check_endpoint", "readiness_context"]
+__all__ = ["cancel_scope", "check_endpoint", "current_cancel", "readiness_context", "wait_ready"]
 
 POLL_INTERVAL = 0.05
+
+
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def cancel_scope(cancel: threading.Event | None) -> Iterator[None]:
+    """Within the block, waits in this thread that are given no ``cancel`` use this one."""
+    previous = getattr(_scope, "cancel", None)
+    _scope.cancel = cancel
+    try:
+        yield
+    finally:
+        _scope.cancel = previous
+
+
+def current_cancel() -> threading.Event | None:
+    """The cancel event :func:`cancel_scope` set for this thread, if any."""
+    return getattr(_scope, "cancel", None)
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    from .runtime import _closing
+
+    return _closing.is_set() or (cancel is not None and cancel.is_set())
 
 
 def readiness_context(endpoint: Endpoint) -> ssl.SSLContext:
@@ -53,33 +83,72 @@ def wait_ready(
     timeout: float,
     logs: Callable[[], str] = lambda: "",
     alive: Callable[[], str | None] = lambda: None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Wait until every endpoint passes :func:`check_endpoint`, or raise ``ServerStartError``.
 
     ``alive()`` returns why the server is gone (e.g. "container exited with 1"),
-    so a crashed server fails fast instead of waiting for the deadline.
+    so a crashed server fails fast instead of waiting for the deadline. Once ``cancel`` (default: the
+    thread's :func:`cancel_scope`) is set, raises ``StartCancelled`` within one poll interval.
     """
+    from .runtime import StartCancelled
+
+    cancel = cancel if cancel is not None else current_cancel()
     deadline = time.monotonic() + timeout
     started = time.monotonic()
+    results: dict[int, str | None] = {}
+    done = threading.Event()
+    lock = threading.Lock()
 
-    def wait_one(endpoint: Endpoint) -> str | None:
+    def wait_one(index: int, endpoint: Endpoint) -> None:
         last = "no attempt"
-        while True:
-            try:
-                check_endpoint(endpoint, timeout=min(3.0, max(0.2, deadline - time.monotonic())))
-                return None
-            except (OSError, ssl.SSLError, Exception) as exc:  # any failure means: not ready yet
-                last = f"{type(exc).__name__}: {exc}"
-            gone = alive()
-            if gone:
-                return f"server stopped ({gone}); last attempt: {last}"
-            if time.monotonic() >= deadline:
-                return last
-            time.sleep(POLL_INTERVAL)
+        outcome: str | None = None
+        try:
+            while not _cancelled(cancel):
+                try:
+                    check_endpoint(endpoint, timeout=min(3.0, max(0.2, deadline - time.monotonic())))
+                    break
+                except Exception as exc:  # any failure means: not ready yet
+                    last = f"{type(exc).__name__}: {exc}"
+                gone = alive()
+                if gone:
+                    outcome = f"server stopped ({gone}); last attempt: {last}"
+                    break
+                if time.monotonic() >= deadline:
+                    outcome = last
+                    break
+                if cancel is not None:
+                    cancel.wait(POLL_INTERVAL)
+                else:
+                    time.sleep(POLL_INTERVAL)
+        except Exception as exc:  # alive() itself failed (the engine went away)
+            outcome = f"{type(exc).__name__}: {exc}"
+        with lock:
+            results[index] = outcome
+            if len(results) == len(endpoints):
+                done.set()
 
-    workers = min(32, max(1, len(endpoints)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailtls-ready") as pool:
-        failures = [(e, err) for e, err in zip(endpoints, pool.map(wait_one, endpoints), strict=True) if err]
+    # Daemon threads, at most 32 checks at a time: a cancelled start never keeps the process from exiting.
+    pending = list(enumerate(endpoints))
+    slots = threading.Semaphore(min(32, max(1, len(endpoints))))
+
+    def run(index: int, endpoint: Endpoint) -> None:
+        try:
+            wait_one(index, endpoint)
+        finally:
+            slots.release()
+
+    for index, endpoint in pending:
+        while not slots.acquire(timeout=POLL_INTERVAL):
+            if _cancelled(cancel):
+                raise StartCancelled(f"readiness wait for {len(endpoints)} cells cancelled")
+        threading.Thread(target=run, args=(index, endpoint), name="mailtls-ready", daemon=True).start()
+    while not done.wait(POLL_INTERVAL) and endpoints:
+        if _cancelled(cancel):
+            raise StartCancelled(f"readiness wait for {len(endpoints)} cells cancelled")
+    if _cancelled(cancel):
+        raise StartCancelled(f"readiness wait for {len(endpoints)} cells cancelled")
+    failures = [(e, results[i]) for i, e in enumerate(endpoints) if results.get(i)]
     if failures:
         waited = time.monotonic() - started
         lines = [f"  {e.id} at {e.host}:{e.port} ({e.protocol}, {e.mode}): {err}" for e, err in failures[:10]]

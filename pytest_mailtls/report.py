@@ -52,6 +52,10 @@ class CellRecord:
     duration: float = 0.0
     transcript: str = ""
     server_log: list[str] = field(default_factory=list)
+    #: What the session recorder saw (``WireView.to_json()``), ``None`` without a recorder.
+    wire: dict[str, Any] | None = None
+    #: What the client offered in its ClientHello: ``versions``, ``ciphers``, ``sni``.
+    client_offer: dict[str, Any] | None = None
 
     @classmethod
     def build(
@@ -65,6 +69,8 @@ class CellRecord:
         actual: str,
         diagnosis: Diagnosis | None,
         server_log: list[str],
+        wire: dict[str, Any] | None = None,
+        client_offer: dict[str, Any] | None = None,
     ) -> CellRecord:
         return cls(
             manifest=endpoint.to_json(),
@@ -81,6 +87,8 @@ class CellRecord:
             duration=result.duration,
             transcript=_clip(result.transcript),
             server_log=list(server_log),
+            wire=wire,
+            client_offer=client_offer,
         )
 
     @property
@@ -126,6 +134,8 @@ class CellRecord:
             "duration": round(self.duration, 3),
             "transcript": self.transcript,
             "server_log": self.server_log,
+            "wire": self.wire,
+            "client_offer": self.client_offer,
         }
 
     @classmethod
@@ -143,6 +153,8 @@ class CellRecord:
             "duration",
             "transcript",
             "server_log",
+            "wire",
+            "client_offer",
         }
         negotiated = data.get("negotiated") or {}
         return cls(
@@ -160,6 +172,8 @@ class CellRecord:
             duration=float(data.get("duration", 0.0)),
             transcript=str(data.get("transcript", "")),
             server_log=[str(x) for x in data.get("server_log") or []],
+            wire=data.get("wire"),
+            client_offer=data.get("client_offer"),
         )
 
 

@@ -6,9 +6,15 @@ There is no image registry: images are built locally from ``containers/<server>/
 on top of a Debian base made with debootstrap, and nothing is ever pulled.
 
 Every container started here carries the ``pytest-mailtls`` labels (session,
-pid, host), publishes its ports on 127.0.0.1 only, and sits in a process-wide
-registry that is emptied by :func:`stop_all`, at interpreter exit and on SIGTERM.
-:func:`reap_orphans` removes what a killed process left behind on this host.
+pid and its start time, uid, host), publishes its ports on 127.0.0.1 only, sits on
+this process's own bridge network with inter-container traffic disabled (so no other
+container on the engine reaches it), and is registered in a process-wide registry
+emptied by :func:`stop_all`, at interpreter exit and on SIGTERM. Temp dirs holding
+keys are registered the same way (:func:`register_dir`: a marker file in the dir and
+an entry in a per-user index). :func:`reap_orphans` removes the containers, networks
+and registered dirs that a dead process of the same user on this host left behind.
+Starts can be cancelled (:class:`StartCancelled`), and :func:`signals_deferred`
+keeps a second Ctrl-C from cutting a teardown short.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ import collections
 import contextlib
 import functools
 import hashlib
+import json
 import os
+import pwd
 import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +58,7 @@ __all__ = [
     "Container",
     "PortClashError",
     "Progress",
+    "StartCancelled",
     "container_labels",
     "containers_root",
     "debian_mirror",
@@ -57,6 +68,12 @@ __all__ = [
     "ensure_image",
     "prune_images",
     "find_debian_mirror",
+    "cancel_starts",
+    "process_alive",
+    "register_dir",
+    "release_dir",
+    "run_network",
+    "signals_deferred",
     "free_ports",
     "image_tag",
     "reap_orphans",
@@ -639,29 +656,95 @@ class PortClashError(ServerStartError, PortInUseError):
     """A fixed host port requested for a container is taken."""
 
 
+class StartCancelled(MailTLSError):
+    """A start was cancelled (Ctrl-C, SIGTERM, or a sibling start failed); what it had made is removed."""
+
+
+# --------------------------------------------------------------------------- processes and owners
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or ``None`` if there is no such pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
 def _process_start(pid: int) -> str:
     """The kernel's start time of ``pid`` (clock ticks since boot), so a reused pid is told apart; '' if unknown."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else ""
+
+
+def process_alive(pid: int, start: str = "") -> bool:
+    """Whether ``pid`` is a live process, and the one that started at ``start`` when that is given.
+
+    A zombie (dead, its parent has not waited for it yet: an xdist worker killed under a live controller)
+    counts as dead, and so does a pid now used by a process that started at another time.
+    """
+    if pid <= 0:
+        return False
+    fields = _proc_stat(pid)
+    if fields is None:
+        if Path("/proc/self/stat").exists():
+            return False  # /proc works here and has no such pid
+        try:  # no /proc: the kernel's word is all there is
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return not start or len(fields) <= 19 or fields[19] == start
+
+
+def _user_name() -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _owner(pid: int | None = None) -> dict[str, str]:
+    """Who owns a container, network or dir: process (and its start time), session, user, host."""
+    pid = os.getpid() if pid is None else pid
+    return {
+        "session": SESSION_ID,
+        "pid": str(pid),
+        "pidstart": _process_start(pid),
+        "uid": str(os.getuid()),
+        "user": _user_name(),
+        "host": socket.gethostname(),
+    }
+
+
+def _orphan_owner(owner: Mapping[str, str], *, all_users: bool = False) -> int | None:
+    """The dead pid that owned something, or ``None`` when it is not an orphan of ours to remove: this
+    session's, another host's, another user's (unless ``all_users``), unreadable, or its owner is alive."""
+    if owner.get("session") == SESSION_ID or owner.get("host") != socket.gethostname():
+        return None
+    if not all_users and owner.get("uid") != str(os.getuid()):
+        return None  # a shared machine: another user's run (or one too old to say) is not ours to judge
+    try:
+        pid = int(owner.get("pid", ""))
+    except ValueError:
+        return None
+    if pid <= 0 or process_alive(pid, owner.get("pidstart", "")):
+        return None
+    return pid
 
 
 def container_labels(extra: Mapping[str, str] | None = None, *, pid: int | None = None) -> dict[str, str]:
     """The labels of a container started by this process, plus ``extra``.
 
-    ``pytest-mailtls=1``, ``.session`` (this process's uuid), ``.pid``, ``.pidstart`` (its start time) and
-    ``.host`` (this host name) let :func:`reap_orphans` find what a dead process left behind.
+    ``pytest-mailtls=1``, ``.session`` (this process's uuid), ``.pid``, ``.pidstart`` (its start time),
+    ``.uid``/``.user`` and ``.host`` (this host name) let :func:`reap_orphans` find what a dead process left.
     """
-    pid = os.getpid() if pid is None else pid
-    labels = {
-        LABEL: "1",
-        f"{LABEL}.session": SESSION_ID,
-        f"{LABEL}.pid": str(pid),
-        f"{LABEL}.pidstart": _process_start(pid),
-        f"{LABEL}.host": socket.gethostname(),
-    }
+    labels = {LABEL: "1", **{f"{LABEL}.{key}": value for key, value in _owner(pid).items()}}
     for key, value in (extra or {}).items():
         if key in labels:
             raise ValueError(f"label {key!r} is reserved for pytest-mailtls")
@@ -669,16 +752,30 @@ def container_labels(extra: Mapping[str, str] | None = None, *, pid: int | None 
     return labels
 
 
+# --------------------------------------------------------------------------- containers
+
+
 class Container:
     """A running container started by :func:`start_container`; removed by :meth:`stop` (or a context exit)."""
 
-    def __init__(self, client: docker.DockerClient, container_id: str, name: str, image: str) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container_id: str,
+        name: str,
+        image: str,
+        *,
+        cancel: threading.Event | None = None,
+        network: bool = False,
+    ) -> None:
         self._client = client
         self.id = container_id
         self.name = name
         self.image = image
         self.ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
         self.owner_pid = os.getpid()
+        self.cancel = cancel  # the start it belongs to (see cancel_starts)
+        self._network = network  # holds a reference on this process's network
         self._stopped = False
         self._final_logs: str | None = None
         self._stop_lock = threading.RLock()  # re-entered by the SIGTERM handler
@@ -730,19 +827,20 @@ class Container:
         with self._stop_lock:
             if self._stopped:
                 return
-            errors = _docker_errors()
             with contextlib.suppress(Exception):
                 self._final_logs = self.logs()
-            try:
-                self._client.api.remove_container(self.id, force=True, v=True)
-            except errors.NotFound:
-                pass
-            except errors.APIError as exc:
-                # 409: another thread or the reaper is already removing it.
-                if exc.status_code != 409:
-                    raise
-            self._stopped = True
-            _unregister(self)
+            _remove_container(self._client, self.id)
+            self._forget()
+
+    def _forget(self) -> None:
+        """After removal: unregister, and give back the network reference (the last one removes it)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _unregister(self)
+        if self._network:
+            self._network = False
+            _release_network()
 
     def __enter__(self) -> Container:
         return self
@@ -753,11 +851,28 @@ class Container:
         self.stop()
 
 
+def _remove_container(client: docker.DockerClient, container_id: str) -> None:
+    errors = _docker_errors()
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except errors.NotFound:
+        pass
+    except errors.APIError as exc:
+        # 409: another thread or the reaper is already removing it.
+        if exc.status_code != 409:
+            raise
+
+
 _registry_lock = threading.RLock()
 _registry: dict[str, Container] = {}
 _atexit_installed = False
 _sigterm_installed = False
 _previous_sigterm: Any = None
+#: Set by SIGTERM: every start in progress removes what it makes and gives up.
+_closing = threading.Event()
+#: Threads inside create_container right now (a container may exist that the registry does not know yet).
+_creating: set[int] = set()
+_creating_done = threading.Condition(_registry_lock)
 
 
 def _register(container: Container) -> None:
@@ -773,7 +888,7 @@ def _install_exit_hooks() -> None:
     with _registry_lock:
         if not _atexit_installed:
             _atexit_installed = True
-            atexit.register(stop_all, parallel=False)  # no new threads once the interpreter is shutting down
+            atexit.register(_at_exit)
         if _sigterm_installed or threading.current_thread() is not threading.main_thread():
             return
         try:
@@ -783,22 +898,172 @@ def _install_exit_hooks() -> None:
         _sigterm_installed = True
 
 
+def _at_exit() -> None:
+    stop_all(parallel=False)  # no new threads once the interpreter is shutting down
+    _finish_dirs()
+
+
 def _unregister(container: Container) -> None:
     with _registry_lock:
         _registry.pop(container.id, None)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Sequentially, in this thread: the interrupted code may hold a container's lock, which worker threads
-    # would wait for forever while this thread waits for them.
-    stop_all(parallel=False)
     previous = _previous_sigterm
     if callable(previous):
+        # The application's own handler (the CLI turns SIGTERM into KeyboardInterrupt) leads to an orderly
+        # teardown through the grid: an interrupted start hands its containers to the janitor, a serving
+        # grid removes them before the process ends, atexit catches the rest.
         previous(signum, frame)
-    elif previous != signal.SIG_IGN:
+        return
+    _emergency_cleanup(wait=JANITOR_WAIT)  # the process dies right after this
+    if previous != signal.SIG_IGN:
         # Die of SIGTERM as we would have without this handler (exit status 143 seen by the parent).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _emergency_cleanup(grace: float = 0.5, wait: float = 1.2) -> None:
+    """Remove everything this process made, from a signal handler: stop new starts, let the containers being
+    created right now appear (``grace`` at most), hand every container and the network to the janitor
+    (:func:`remove_in_background`, which the interrupted code's locks cannot block), then the temp dirs."""
+    _closing.set()
+    me = threading.get_ident()
+    deadline = time.monotonic() + grace
+    with _creating_done:
+        while _creating - {me} and time.monotonic() < deadline:
+            _creating_done.wait(max(0.0, deadline - time.monotonic()))
+    remove_in_background(running_containers(), network=True, wait=wait)
+    _finish_dirs(interrupted=True)
+
+
+#: How long a process that hands removal to the janitor goes on removing itself before it exits anyway.
+JANITOR_WAIT = 1.5
+
+
+def remove_in_background(containers: Sequence[Container], *, network: bool = False, wait: float = JANITOR_WAIT) -> None:
+    """Remove ``containers`` (and, with ``network``, this process's network) from a detached janitor process,
+    waiting ``wait`` seconds at most for it; used when a run is interrupted and must exit at once.
+
+    The engine removes a published port in about 50 ms, one after another (docs/speed.md): the full grid's
+    186 ports take about 9 s, which no one pressing Ctrl-C should wait for. The janitor runs in its own
+    session with SIGINT, SIGTERM and SIGHUP ignored, so the terminal's next Ctrl-C does not stop it; should
+    it die anyway, the containers' labels name this (by then dead) process and the reaper removes them.
+    Without a janitor (it cannot be started) the removal happens here.
+    """
+    containers = [c for c in containers if not c._stopped]
+    net = None
+    if network:
+        with _network_lock:
+            if _network["pid"] == os.getpid() and _network["name"]:
+                others = [c for c in running_containers() if c not in containers]
+                if not others:
+                    net = str(_network["name"])
+                    _network.update(name=None, users=0)
+    if not containers and net is None:
+        return
+    janitor = _spawn_janitor([c.id for c in containers], net)
+    if janitor is None:
+        _remove_unlocked(containers)
+        if net is not None:
+            with contextlib.suppress(Exception):
+                docker_client().api.remove_network(net)
+        return
+    for container in containers:
+        container._stopped = True  # the janitor owns it now: nothing here waits for its removal
+        _unregister(container)
+        held, container._network = container._network, False
+        if held and net is None:
+            _release_network()  # the network stays for other containers; removal is retried at exit
+    if wait <= 0:
+        return
+    # Meanwhile remove them from here too (whoever is first wins; the other meets 404 or 409): the janitor
+    # needs a moment to start, and a small removal is then over before this process ends.
+    deadline = time.monotonic() + wait
+    client = docker_client()
+    threads = [
+        threading.Thread(target=_remove_quietly, args=(client, c.id), name="mailtls-remove", daemon=True)
+        for c in containers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if net is not None and not any(t.is_alive() for t in threads):
+        with contextlib.suppress(Exception):
+            client.api.remove_network(net)
+
+
+_JANITOR_MAIN = "import sys; from pytest_mailtls.runtime import _janitor; _janitor(sys.argv[1])"
+
+
+def _spawn_janitor(container_ids: Sequence[str], network: str | None) -> subprocess.Popen[bytes] | None:
+    payload = json.dumps({"containers": list(container_ids), "network": network})
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _JANITOR_MAIN, payload],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    except OSError:
+        return None
+
+
+def _janitor(payload: str) -> None:
+    """The detached janitor's body: remove the containers (in parallel), then the network once they are gone."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    job = json.loads(payload)
+    client = docker_client()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # docker_client() installed the runtime's own handler
+    threads = [
+        threading.Thread(target=lambda cid=cid: _remove_quietly(client, cid), daemon=True) for cid in job["containers"]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    if job.get("network"):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.api.remove_network(job["network"])
+                break
+            except _docker_errors().NotFound:
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    break  # a container of the network is still there: the reaper takes the network later
+                time.sleep(0.2)
+
+
+def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
+    with contextlib.suppress(Exception):
+        _remove_container(client, container_id)
+
+
+def _remove_unlocked(containers: Sequence[Container]) -> None:
+    if not containers:
+        return
+    threads = []
+    for container in containers:
+
+        def remove(c: Container = container) -> None:
+            with contextlib.suppress(Exception):
+                _remove_container(c._client, c.id)
+                c._forget()
+
+        thread = threading.Thread(target=remove, name=f"mailtls-remove-{container.name}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(30)
 
 
 def running_containers() -> list[Container]:
@@ -807,23 +1072,310 @@ def running_containers() -> list[Container]:
         return [c for c in _registry.values() if c.owner_pid == os.getpid()]
 
 
+def cancel_starts(cancel: threading.Event, *, background: bool = False) -> None:
+    """Set ``cancel`` and remove every container started with it at once, in parallel, without waiting for
+    the threads starting them (they notice and give up). Safe from the main thread while they still run.
+    ``background`` hands the removal to the janitor (:func:`remove_in_background`): the caller must exit
+    now (Ctrl-C), and removal costs about 50 ms per published port."""
+    cancel.set()
+    mine = [c for c in running_containers() if c.cancel is cancel]
+    if background:
+        remove_in_background(mine, network=True, wait=0.0)
+    else:
+        _remove_unlocked(mine)
+
+
 def stop_all(*, parallel: bool = True) -> None:
-    """Stop and remove every container this process started (best effort; in parallel unless told not to)."""
+    """Stop and remove every container this process started (best effort; in parallel unless told not to),
+    then this process's network."""
     containers = running_containers()  # a forked child never stops its parent's containers
-    if not containers:
-        return
-    if len(containers) == 1 or not parallel:
+    if len(containers) <= 1 or not parallel:
         for container in containers:
             with contextlib.suppress(Exception):
                 container.stop()
-        return
+    else:
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+                for future in [pool.submit(c.stop) for c in containers]:
+                    with contextlib.suppress(Exception):
+                        future.result()
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            stop_all(parallel=False)
+            return
+    _release_network(force=True)
+
+
+# --------------------------------------------------------------------------- the run's network
+
+
+NETWORK_PREFIX = "mailtls-net-"
+_network_lock = threading.RLock()  # re-entered by the SIGTERM handler in the main thread
+_network: dict[str, Any] = {"pid": 0, "name": None, "users": 0}
+
+
+def run_network() -> str:
+    """The name of this process's bridge network (made on first use, removed with its last container).
+
+    Inter-container traffic is disabled on it (``com.docker.network.bridge.enable_icc=false``): no other
+    container, on this network or any other, reaches a server; published 127.0.0.1 ports still work.
+    """
+    with _network_lock:
+        return _ensure_network()
+
+
+def _ensure_network() -> str:
+    if _network["pid"] == os.getpid() and _network["name"]:
+        return str(_network["name"])
+    name = f"{NETWORK_PREFIX}{SESSION_ID[:12]}-{os.getpid()}"
+    client = docker_client()
     try:
-        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            for future in [pool.submit(c.stop) for c in containers]:
-                with contextlib.suppress(Exception):
-                    future.result()
-    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
-        stop_all(parallel=False)
+        client.api.create_network(
+            name,
+            driver="bridge",
+            options={"com.docker.network.bridge.enable_icc": "false"},
+            labels=container_labels(),
+            check_duplicate=True,
+        )
+    except _docker_errors().APIError as exc:
+        raise ServerStartError(
+            f"cannot create the network {name} that isolates this run's servers: {exc.explanation or exc} "
+            "(networks of runs that died are removed by `mailtls reap`)"
+        ) from exc
+    _network.update(pid=os.getpid(), name=name, users=0)
+    return name
+
+
+def _acquire_network() -> str:
+    with _network_lock:
+        name = _ensure_network()
+        _network["users"] = int(_network["users"]) + 1
+        return name
+
+
+def _release_network(*, force: bool = False) -> None:
+    """Drop a reference (``force``: all of them); remove the network when none is left."""
+    with _network_lock:
+        if _network["pid"] != os.getpid() or not _network["name"]:
+            return
+        _network["users"] = 0 if force else max(0, int(_network["users"]) - 1)
+        if _network["users"]:
+            return
+        name = str(_network["name"])
+        client = _clients.get(os.getpid())
+        if client is None:
+            return
+        try:
+            client.api.remove_network(name)
+        except _docker_errors().NotFound:
+            pass
+        except Exception:
+            return  # still in use (a container the janitor is removing): kept for reuse and retried at exit
+        _network.update(name=None, users=0)
+
+
+# --------------------------------------------------------------------------- temp dirs
+
+#: The marker file in a registered dir: who owns it (JSON: session, pid, pidstart, uid, user, host, path).
+DIR_MARKER = ".mailtls-owner.json"
+_dirs_lock = threading.RLock()  # re-entered by the SIGTERM handler in the main thread
+_dirs: dict[str, list[Any]] = {}  # resolved path -> [remove at exit, references]
+
+
+def _index_dir(*, create: bool) -> Path | None:
+    """This user's index of registered dirs (0700), or ``None`` when it is missing or not safely ours."""
+    path = Path(tempfile.gettempdir()) / f"pytest-mailtls-dirs-{os.getuid()}"
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    # Someone else's folder (or a symlink) at that name in a shared /tmp must not steer what we delete.
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return path
+
+
+def _index_entry(index: Path, path: Path) -> Path:
+    return index / (hashlib.sha256(str(path).encode()).hexdigest()[:24] + ".json")
+
+
+def register_dir(path: str | os.PathLike[str], *, remove_at_exit: bool = False) -> Path:
+    """Register ``path`` (a temp dir holding keys, configs, mail) as this process's, like its containers.
+
+    Writes :data:`DIR_MARKER` into it and an entry into this user's index in the system temp dir, so that
+    :func:`reap_orphans` (the next run, or ``mailtls reap``) removes it once this process is dead. A normal
+    exit releases it (:func:`release_dir`); ``remove_at_exit`` deletes it then, and on SIGTERM. Registering
+    twice counts references. Returns the resolved path.
+    """
+    resolved = Path(path).resolve()
+    record = json.dumps({**_owner(), "path": str(resolved), "created": time.time()})
+    with _dirs_lock:
+        entry = _dirs.setdefault(str(resolved), [remove_at_exit, 0])
+        entry[0] = entry[0] or remove_at_exit
+        entry[1] += 1
+        if entry[1] == 1:
+            marker = resolved / DIR_MARKER
+            marker.write_text(record)
+            marker.chmod(0o600)
+            index = _index_dir(create=True)
+            if index is not None:
+                item = _index_entry(index, resolved)
+                item.write_text(record)
+                item.chmod(0o600)
+    _install_exit_hooks()
+    return resolved
+
+
+def release_dir(path: str | os.PathLike[str], *, remove: bool = False, keep_index: bool = False) -> None:
+    """Drop a reference taken by :func:`register_dir`; at the last one forget the dir (marker and index
+    entry), deleting it too when ``remove`` (or ``remove_at_exit``) says so.
+
+    ``keep_index`` keeps the index entry of a deleted dir: a start thread of an interrupted run may still
+    write into it (and so make it again, without a marker); the entry lets the reaper remove it once this
+    process is dead, and is dropped by the reaper when the dir is gone."""
+    resolved = Path(path).resolve()
+    with _dirs_lock:
+        entry = _dirs.get(str(resolved))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _dirs[str(resolved)]
+    remove = remove or bool(entry[0])
+    _forget_dir(resolved, remove=remove, keep_index=keep_index and remove)
+
+
+def _forget_dir(path: Path, *, remove: bool, keep_index: bool = False) -> None:
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        (path / DIR_MARKER).unlink(missing_ok=True)
+    index = _index_dir(create=False)
+    if index is not None and not keep_index:
+        _index_entry(index, path).unlink(missing_ok=True)
+
+
+def _finish_dirs(*, interrupted: bool = False) -> None:
+    """At exit or on SIGTERM: delete the dirs registered ``remove_at_exit``, release the others
+    (``interrupted``: start threads may still write, so the index keeps the deleted ones)."""
+    with _dirs_lock:
+        items = list(_dirs.items())
+        _dirs.clear()
+    for path, (remove, _count) in items:
+        with contextlib.suppress(Exception):
+            _forget_dir(Path(path), remove=bool(remove), keep_index=interrupted and bool(remove))
+
+
+def _own_dir(path: Path) -> bool:
+    """Whether ``path`` is a real dir (not a symlink) owned by this user."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+
+
+def _read_marker(path: Path) -> dict[str, str] | None:
+    """The owner recorded in ``path``, if ``path`` is a real dir of this user holding a readable marker."""
+    if not _own_dir(path):
+        return None
+    try:
+        data = json.loads((path / DIR_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
+def _reap_dirs(progress: Progress) -> list[str]:
+    """Remove registered dirs of dead processes of this user on this host; return their paths."""
+    candidates: dict[Path, Path | None] = {}  # dir -> its index entry
+    recorded: dict[Path, dict[str, str]] = {}  # dir -> the owner its index entry names
+    index = _index_dir(create=False)
+    if index is not None:
+        for item in sorted(index.glob("*.json")):
+            try:
+                record = json.loads(item.read_text())
+                where = Path(str(record["path"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                item.unlink(missing_ok=True)
+                continue
+            candidates[where] = item
+            recorded[where] = {str(k): str(v) for k, v in record.items()}
+    # `mailtls up` makes its dir in the system temp dir: found even when the index was lost.
+    for found in Path(tempfile.gettempdir()).glob("mailtls-*"):
+        candidates.setdefault(found.resolve(), None)
+    removed: list[str] = []
+    for where, entry in candidates.items():
+        owner = _read_marker(where)
+        if owner is None and where in recorded and _own_dir(where):
+            # No marker: re-made by a start thread after its run removed it. The index (private to this
+            # user) still names the owner.
+            owner = recorded[where]
+        if owner is None:
+            if entry is not None and not where.exists():
+                entry.unlink(missing_ok=True)  # the dir went some other way
+            continue
+        if owner.get("path") not in (None, str(where)):
+            continue  # a marker copied from elsewhere: not this dir's owner
+        pid = _orphan_owner(owner)
+        if pid is None:
+            continue
+        shutil.rmtree(where, ignore_errors=True)
+        if entry is not None:
+            entry.unlink(missing_ok=True)
+        if not where.exists():
+            removed.append(str(where))
+            progress(f"removed temp dir {where} (its pytest-mailtls process {pid} is gone)")
+    return removed
+
+
+# --------------------------------------------------------------------------- signals during teardown
+
+
+_deferring = False
+
+
+@contextlib.contextmanager
+def signals_deferred(say: Callable[[str], None] = _noop) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (a teardown), then act on them.
+
+    A second Ctrl-C while servers are being removed would otherwise abort the removal half-way. A signal
+    that arrives meanwhile is answered with a line through ``say``; after the block, a SIGINT raises
+    ``KeyboardInterrupt`` and a SIGTERM is delivered again to the handler that was in place. Outside the
+    main thread (where handlers cannot be set) this does nothing.
+    """
+    global _deferring
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield  # another thread, or nested in a teardown that already holds the signals
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        say(f"{signal.Signals(signum).name} received: still removing servers and temp dirs, exiting right after")
+
+    try:
+        previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    except (ValueError, OSError):
+        yield
+        return
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if signal.SIGTERM in received:
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif signal.SIGINT in received:
+            raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- starting
 
 
 def _published(attrs: Mapping[str, Any], ports: Sequence[int]) -> dict[int, int]:
@@ -835,6 +1387,23 @@ def _published(attrs: Mapping[str, Any], ports: Sequence[int]) -> dict[int, int]
                 mapped[port] = int(binding["HostPort"])
                 break
     return mapped
+
+
+def _bind_mounts(volumes: Mapping[str, Mapping[str, str]]) -> list[Any]:
+    """Docker's ``{host_path: {"bind": path, "mode": ...}}`` as bind mounts that the engine does NOT create
+    when the host path is missing (``-v`` would, as root): a start racing the removal of an interrupted
+    run's work dir must fail, not make the dir again."""
+    from docker.types import Mount
+
+    return [
+        Mount(target=spec["bind"], source=src, type="bind", read_only=spec.get("mode", "rw") == "ro")
+        for src, spec in volumes.items()
+    ]
+
+
+def _check_cancel(cancel: threading.Event | None, where: str) -> None:
+    if _closing.is_set() or (cancel is not None and cancel.is_set()):
+        raise StartCancelled(f"start of {where} cancelled")
 
 
 def start_container(
@@ -852,15 +1421,18 @@ def start_container(
     init: bool = False,
     working_dir: str | None = None,
     host_network: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Container:
     """Start ``image`` publishing each of ``ports`` (TCP) on 127.0.0.1 and return it running.
 
     The engine picks the host ports unless ``host_ports`` fixes some (container port -> host port); read
     them with :meth:`Container.host_port`. The container is named ``<name>-<8 hex>`` (unique across
-    parallel workers), carries :func:`container_labels` plus ``labels``, and is registered for
-    :func:`stop_all`. ``volumes`` is docker's ``{host_path: {"bind": path, "mode": "rw"|"ro"}}``. On any
-    failure the container is removed and :class:`ServerStartError` (:class:`PortClashError` for a taken
-    fixed port) says what and where.
+    parallel workers), carries :func:`container_labels` plus ``labels``, sits on :func:`run_network`
+    (no inter-container traffic) and is registered for :func:`stop_all`. ``volumes`` is docker's
+    ``{host_path: {"bind": path, "mode": "rw"|"ro"}}``. On any failure the container is removed and
+    :class:`ServerStartError` (:class:`PortClashError` for a taken fixed port) says what and where; once
+    ``cancel`` is set (see :func:`cancel_starts`) the start removes what it made and raises
+    :class:`StartCancelled`.
 
     ``host_network=True`` shares the host's network instead: nothing is published (no per-port cost in
     the engine, see benchmarks/bench_runtime.py), ``ports`` are host ports (pick them with
@@ -876,15 +1448,20 @@ def start_container(
         raise ValueError("host_ports makes no sense with host_network: the ports are host ports already")
     full_name = f"{name}-{secrets.token_hex(4)}"
     where = f"container {full_name} (image {image}, ports {list(ports)}, engine {_engine_location()})"
+    _check_cancel(cancel, where)
     api = client.api
+    network = None if host_network else _acquire_network()
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
     host_config = api.create_host_config(
         port_bindings=None if host_network else bindings,
-        network_mode="host" if host_network else None,
-        binds={src: dict(spec) for src, spec in (volumes or {}).items()},
+        network_mode="host" if host_network else network,
+        mounts=_bind_mounts(volumes or {}),
         extra_hosts=dict(extra_hosts or {}),
         init=init or None,
     )
+    me = threading.get_ident()
+    with _registry_lock:
+        _creating.add(me)
     try:
         created = api.create_container(
             image,
@@ -898,22 +1475,33 @@ def start_container(
             host_config=host_config,
             detach=True,
         )
-    except errors.ImageNotFound as exc:
-        raise ServerStartError(
-            f"cannot start {where}: image {image} does not exist (build it with ensure_image)"
-        ) from exc
-    except errors.APIError as exc:
-        raise ServerStartError(f"cannot create {where}: {exc.explanation or exc}") from exc
-    container = Container(client, created["Id"], full_name, image)
-    _register(container)
+        container = Container(client, created["Id"], full_name, image, cancel=cancel, network=network is not None)
+        _register(container)
+    except BaseException as exc:
+        if network is not None:
+            _release_network()
+        if isinstance(exc, errors.ImageNotFound):
+            raise ServerStartError(
+                f"cannot start {where}: image {image} does not exist (build it with ensure_image)"
+            ) from exc
+        if isinstance(exc, errors.APIError):
+            raise ServerStartError(f"cannot create {where}: {exc.explanation or exc}") from exc
+        raise
+    finally:
+        with _creating_done:
+            _creating.discard(me)
+            _creating_done.notify_all()
     try:
+        _check_cancel(cancel, where)
         try:
             api.start(container.id)
         except errors.APIError as exc:
             text = str(exc.explanation or exc)
+            _check_cancel(cancel, where)  # removed under us by a cancel: say that, not the engine's 404
             if fixed and ("address already in use" in text or "port is already allocated" in text):
                 raise PortClashError(f"cannot start {where}: a fixed host port {fixed} is taken: {text}") from exc
             raise ServerStartError(f"cannot start {where}: {text}") from exc
+        _check_cancel(cancel, where)
         attrs = api.inspect_container(container.id)
         if not attrs["State"]["Running"]:
             raise ServerStartError(
@@ -923,9 +1511,11 @@ def start_container(
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             container.stop()
+        if isinstance(exc, errors.NotFound):
+            _check_cancel(cancel, where)
         raise
     return container
 
@@ -944,37 +1534,38 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _pid_alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    # Same pid but another start time: the owner died and the pid was reused.
-    return not start or not (now := _process_start(pid)) or now == start
+# --------------------------------------------------------------------------- the reaper
 
 
-def reap_orphans(*, progress: Progress = _noop) -> list[str]:
-    """Remove containers of pytest-mailtls processes on this host that are no longer alive; return their names.
+def reap_orphans(*, progress: Progress = _noop, all_users: bool = False) -> list[str]:
+    """Remove what dead pytest-mailtls processes of this user left on this host; return what went.
 
-    Only containers labelled ``pytest-mailtls=1`` with ``pytest-mailtls.host`` equal to this host name
-    are considered; any whose owning pid is alive (or whose labels are unreadable) is left alone.
+    Containers, then networks (labelled ``pytest-mailtls=1``, ``.host`` = this host, ``.uid`` = this user),
+    then registered temp dirs (:func:`register_dir`). An owner counts as dead when its pid is gone, is a
+    zombie, or now belongs to a process that started at another time. Anything whose owner is alive, whose
+    labels are unreadable, or that belongs to another user (unless ``all_users``) is left alone.
     """
+    removed = _reap_containers(progress, all_users)
+    with contextlib.suppress(Exception):  # a network still in use by someone is not an error here
+        removed += _reap_networks(progress, all_users)
+    removed += _reap_dirs(progress)
+    return removed
+
+
+def _labels_owner(labels: Mapping[str, str]) -> dict[str, str]:
+    prefix = f"{LABEL}."
+    return {k[len(prefix) :]: v for k, v in labels.items() if k.startswith(prefix)}
+
+
+def _reap_containers(progress: Progress, all_users: bool) -> list[str]:
     client = docker_client()
     errors = _docker_errors()
     host = socket.gethostname()
     found = client.api.containers(all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.host={host}"]})
     reaped: list[str] = []
     for item in found:
-        labels = item.get("Labels") or {}
-        if labels.get(f"{LABEL}.session") == SESSION_ID:
-            continue
-        try:
-            pid = int(labels.get(f"{LABEL}.pid", ""))
-        except ValueError:
-            continue
-        if pid <= 0 or _pid_alive(pid, labels.get(f"{LABEL}.pidstart", "")):
+        pid = _orphan_owner(_labels_owner(item.get("Labels") or {}), all_users=all_users)
+        if pid is None:
             continue
         name = (item.get("Names") or [item["Id"][:12]])[0].lstrip("/")
         try:
@@ -987,4 +1578,24 @@ def reap_orphans(*, progress: Progress = _noop) -> list[str]:
             continue
         progress(f"removed orphaned container {name} (its pytest-mailtls process {pid} is gone)")
         reaped.append(name)
+    return reaped
+
+
+def _reap_networks(progress: Progress, all_users: bool) -> list[str]:
+    client = docker_client()
+    errors = _docker_errors()
+    host = socket.gethostname()
+    reaped = []
+    for item in client.api.networks(filters={"label": [f"{LABEL}=1", f"{LABEL}.host={host}"]}):
+        pid = _orphan_owner(_labels_owner(item.get("Labels") or {}), all_users=all_users)
+        if pid is None:
+            continue
+        try:
+            client.api.remove_network(item["Id"])
+        except errors.NotFound:
+            continue
+        except errors.APIError:
+            continue  # still has endpoints (a container being removed right now): the next reap takes it
+        progress(f"removed orphaned network {item['Name']} (its pytest-mailtls process {pid} is gone)")
+        reaped.append(str(item["Name"]))
     return reaped

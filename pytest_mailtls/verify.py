@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import imaplib
 import ipaddress
 import poplib
@@ -28,8 +29,9 @@ from cryptography import x509
 
 from .connect import ProtocolError, open_client
 from .manifest import Endpoint
-from .policy import VERSIONS, CertProfile, Mode, TLSPolicy
-from .probe import CertificateReport, ProbeError, ProbeResult, probe
+from .pki import session_intermediates
+from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
+from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 
 __all__ = [
     "Mismatch",
@@ -39,6 +41,7 @@ __all__ = [
     "verify_endpoints",
     "probe_endpoint",
     "policy_ciphers",
+    "cleartext_login_allowed",
 ]
 
 #: The OpenSSL 3 verification message each certificate fault produces in a verifying client.
@@ -102,6 +105,9 @@ def probe_endpoint(endpoint: Endpoint, *, timeout: float = 5.0, concurrency: int
         ca_file=endpoint.ca_file,
         client_cert=endpoint.client_cert_file if endpoint.cell.auth.client_cert else None,
         client_key=endpoint.client_key_file if endpoint.cell.auth.client_cert else None,
+        # The test user's real credentials: logins are attempted in clear, not read off EHLO/CAPABILITY/CAPA.
+        username=endpoint.username if endpoint.mode is not Mode.IMPLICIT else None,
+        password=endpoint.password if endpoint.mode is not Mode.IMPLICIT else None,
         timeout=timeout,
         concurrency=concurrency,
         **kwargs,
@@ -265,7 +271,8 @@ def _cert_problems(
         if not any(fragment.lower() in error.lower() for fragment in CERT_ERRORS[profile]):
             problems.append((f"verify error {CERT_ERRORS[profile][0]!r}", error))
 
-    ca_subject = _ca_subject(endpoint.ca_file)
+    issuer_kind = _issuer_kind(leaf, report.chain, endpoint.ca_file)
+    issued = f"issuer {leaf.issuer} ({issuer_kind.value})"
     key = f"{leaf.key_type} {leaf.key_size}"
     names_match = _name_matches(leaf.sans, endpoint.server_hostname)
     checks: dict[CertProfile, tuple[bool, str, str]] = {
@@ -279,15 +286,16 @@ def _cert_problems(
             ", ".join(leaf.sans) or "no SAN",
         ),
         CertProfile.SELF_SIGNED: (leaf.self_signed, "issuer == subject", f"issuer {leaf.issuer}"),
+        # Both fail with "unable to get local issuer certificate": only the issuer tells them apart.
         CertProfile.UNTRUSTED_CA: (
-            not leaf.self_signed and leaf.issuer != ca_subject,
-            "a leaf issued by a CA other than the session CA",
-            f"issuer {leaf.issuer}",
+            issuer_kind is _Issuer.FOREIGN,
+            "a leaf issued by a foreign CA (neither the session root nor its intermediate)",
+            issued,
         ),
         CertProfile.MISSING_INTERMEDIATE: (
-            len(report.chain) == 1 and not leaf.self_signed and leaf.issuer != ca_subject,
-            "the leaf alone, issued by an intermediate",
-            f"{len(report.chain)} certificate(s), issuer {leaf.issuer}",
+            issuer_kind is _Issuer.INTERMEDIATE_WITHHELD,
+            "a leaf issued by the session's intermediate CA, the intermediate not sent",
+            f"{len(report.chain)} certificate(s), {issued}",
         ),
         CertProfile.WEAK_RSA_1024: (leaf.key_type == "rsa" and leaf.key_size < 2048, "an RSA key under 2048 bits", key),
         CertProfile.SHA1_SIGNATURE: (leaf.signature_hash == "sha1", "a SHA-1 signature", leaf.signature_algorithm),
@@ -310,6 +318,7 @@ def _check_auth(endpoint: Endpoint, pr: ProbeResult, add: Callable[[str, str, st
             add("auth", f"before TLS: {' '.join(expected) or 'no AUTH'}", " ".join(pr.auth_before_tls) or "no AUTH")
     if cell.tls and pr.auth_after_tls is not None and sorted(pr.auth_after_tls) != mechanisms:
         add("auth", f"after TLS: {' '.join(mechanisms) or 'no AUTH'}", " ".join(pr.auth_after_tls) or "no AUTH")
+    _check_cleartext_logins(endpoint, pr.auth_attempts, add)
     if endpoint.protocol == "smtp" and pr.auth_required is not None and pr.auth_required != auth.required:
         want = "AUTH required before MAIL/RCPT" if auth.required else "mail accepted without AUTH"
         add("auth", want, "AUTH required" if pr.auth_required else "mail accepted without AUTH")
@@ -321,13 +330,101 @@ def _check_auth(endpoint: Endpoint, pr: ProbeResult, add: Callable[[str, str, st
             add("client-cert", "handshakes or logins without a client certificate refused", found)
 
 
+class _Issuer(enum.Enum):
+    """Who signed a presented leaf, relative to the session PKI."""
+
+    SELF = "self-signed"
+    ROOT = "issued by the session root CA"
+    INTERMEDIATE_SENT = "issued by the session's intermediate CA, which the server sent"
+    INTERMEDIATE_WITHHELD = "issued by the session's intermediate CA, which the server did not send"
+    FOREIGN = "issued by a CA foreign to the session"
+
+
+#: The login every server of a protocol has (SMTP's is SASL PLAIN); the others count only when advertised.
+_BASE_LOGIN = {"smtp": "AUTH PLAIN", "imap": "LOGIN", "pop3": "USER/PASS"}
+
+
+def cleartext_login_allowed(cell: Cell) -> bool:
+    """Whether ``cell`` must accept a login in clear, before STARTTLS (else it must refuse every one).
+
+    Refused: STARTTLS required, an auth policy that allows AUTH only after TLS, and SMTP without AUTH.
+    """
+    if cell.mode is Mode.IMPLICIT or cell.mode is Mode.STARTTLS_REQUIRED or cell.auth.tls_only:
+        return False
+    return bool(cell.auth.mechanisms) or cell.protocol != "smtp"
+
+
+def _check_cleartext_logins(
+    endpoint: Endpoint, attempts: Sequence[AuthAttempt] | None, add: Callable[[str, str, str], None]
+) -> None:
+    """Logins really attempted in clear must succeed exactly where the cell allows them."""
+    if attempts is None:
+        return
+    cell = endpoint.cell
+    if not cleartext_login_allowed(cell):
+        why = "STARTTLS required" if cell.mode is Mode.STARTTLS_REQUIRED else f"auth policy {cell.auth.name}"
+        for a in attempts:
+            if a.accepted:
+                add("auth", f"{a.method} in clear refused before STARTTLS ({why})", f"sent {a.sent}: {a.answer}")
+        return
+    for a in attempts:
+        # SASL PLAIN beside IMAP LOGIN / POP3 USER-PASS is only promised where the cell offers PLAIN.
+        base = a.method == _BASE_LOGIN[endpoint.protocol] and endpoint.protocol != "smtp"
+        must = base or "PLAIN" in cell.auth.mechanisms
+        if must and not a.accepted:
+            add("auth", f"{a.method} in clear accepted ({cell.auth.name})", f"sent {a.sent}: {a.answer}")
+
+
 @cache
-def _ca_subject(ca_file: str) -> str | None:
+def _ca_cert(ca_file: str) -> x509.Certificate | None:
     try:
         with open(ca_file, "rb") as fh:
-            return x509.load_pem_x509_certificate(fh.read()).subject.rfc4514_string()
+            return x509.load_pem_x509_certificate(fh.read())
     except (OSError, ValueError):
         return None
+
+
+def _ski(cert: x509.Certificate) -> str | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _aki(cert: x509.Certificate) -> str | None:
+    try:
+        digest = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    return digest.hex() if digest else None
+
+
+def _signed_by(aki: str | None, issuer: str, cert: x509.Certificate) -> bool:
+    """Whether a certificate with authority key id ``aki`` and issuer name ``issuer`` names ``cert`` as its signer.
+
+    Key identifiers decide when both sides have one (two CAs may share a name); names otherwise.
+    """
+    ski = _ski(cert)
+    if aki is not None and ski is not None:
+        return aki == ski
+    return issuer == cert.subject.rfc4514_string()
+
+
+def _issuer_kind(leaf: CertificateInfo, chain: Sequence[CertificateInfo], ca_file: str) -> _Issuer:
+    """Who issued ``leaf``: compared by key identifier (else name) with the session root and its intermediates."""
+    if leaf.self_signed:
+        return _Issuer.SELF
+    root = _ca_cert(ca_file)
+    if root is not None and _signed_by(leaf.authority_key_id, leaf.issuer, root):
+        return _Issuer.ROOT
+    for intermediate in session_intermediates(ca_file):
+        if not _signed_by(leaf.authority_key_id, leaf.issuer, intermediate):
+            continue
+        if root is not None and not _signed_by(_aki(intermediate), intermediate.issuer.rfc4514_string(), root):
+            continue  # an intermediate of another session's root
+        sent = any(c.subject_key_id is not None and c.subject_key_id == _ski(intermediate) for c in chain[1:])
+        return _Issuer.INTERMEDIATE_SENT if sent else _Issuer.INTERMEDIATE_WITHHELD
+    return _Issuer.FOREIGN
 
 
 def _name_matches(sans: Iterable[str], name: str) -> bool:

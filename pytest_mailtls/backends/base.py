@@ -7,6 +7,7 @@ pytest and the command line and nothing of any one server.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class StartOptions:
     password: str = "mailtls-password"
     ready_timeout: float = 60.0
     progress: Progress = no_progress
+    #: Set to cancel the start (Ctrl-C, a sibling's failure): waits end, the container is removed.
+    cancel: threading.Event | None = None
 
 
 def cell_endpoint(

@@ -43,6 +43,7 @@ __all__ = [
     "make_mail_root",
     "safe_logs",
     "write_files",
+    "write_private",
 ]
 
 #: First container-internal port; cell ``i`` listens on ``FIRST_PORT + i``.
@@ -116,8 +117,13 @@ class CertPaths:
 
 
 def copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path, mounted_at: str) -> dict[CertProfile, CertPaths]:
-    """Copy the key and chain of each certificate profile ``cells`` use to ``target/<profile>/``, readable by
-    every user inside the container; return their paths there (``target`` is mounted at ``mounted_at``)."""
+    """Copy the key and chain of each certificate profile ``cells`` use to ``target/<profile>/``; return their
+    paths there (``target`` is mounted at ``mounted_at``).
+
+    Keys stay private on the host: 0600, owned by the host user. Inside the container only root reads them
+    (the engine runs containers without a user namespace, so root there reads any bind-mounted file, as
+    root does on the host): Postfix's smtpd and James load keys as root, and Dovecot's login wrapper reads
+    them before the login process drops its privileges. Chains are public (0644)."""
     out: dict[CertProfile, CertPaths] = {}
     target.mkdir(parents=True, exist_ok=True)
     target.chmod(0o755)
@@ -126,12 +132,19 @@ def copy_pki(cells: Sequence[Cell], pki: SessionPKI, target: Path, mounted_at: s
         folder = target / str(profile)
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
-        shutil.copyfile(files.key_file, folder / "key.pem")
+        write_private(folder / "key.pem", files.key_file.read_bytes())
         shutil.copyfile(files.cert_file, folder / "chain.pem")
-        for name in ("key.pem", "chain.pem"):
-            (folder / name).chmod(0o644)
+        (folder / "chain.pem").chmod(0o644)
         out[profile] = CertPaths(f"{mounted_at}/{profile}/key.pem", f"{mounted_at}/{profile}/chain.pem")
     return out
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` (a key, a keystore) to ``path``, readable by its owner only: 0600 from creation on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def copy_client_ca(cells: Sequence[Cell], pki: SessionPKI, target: Path, mounted_at: str) -> str | None:
@@ -223,11 +236,11 @@ def launch(
     the container's log.
     """
     from .. import runtime
-    from ..readiness import wait_ready
+    from ..readiness import cancel_scope, wait_ready
 
     title = server.capitalize()
     container = runtime.start_container(
-        image, name=f"mailtls-{server}", ports=ports, volumes=volumes, environment=environment
+        image, name=f"mailtls-{server}", ports=ports, volumes=volumes, environment=environment, cancel=options.cancel
     )
     try:
         client = options.pki.client_files() if any(c.auth.client_cert for c in cells) else None
@@ -243,15 +256,21 @@ def launch(
             for cell, port in zip(cells, ports, strict=True)
         ]
         begun = time.monotonic() if started is None else started
-        if ready is None:
-            wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=exited(container, title))
-        else:
-            ready(container, endpoints, begun)
+        with cancel_scope(options.cancel):  # a backend's own ``ready`` waits are cancelled too
+            if ready is None:
+                wait_ready(
+                    endpoints, timeout=options.ready_timeout, logs=container.logs, alive=exited(container, title)
+                )
+            else:
+                ready(container, endpoints, begun)
         options.progress(f"{server}: {len(cells)} cells ready in {time.monotonic() - begun:.2f} s")
     except Exception as exc:
         log = safe_logs(container)
         container.stop()
-        if isinstance(exc, ServerStartError):
+        if options.cancel is not None and options.cancel.is_set() and not isinstance(exc, runtime.StartCancelled):
+            # The container was removed under the wait by a cancel: that, not "container exited", is the news.
+            raise runtime.StartCancelled(f"start of {title} container {container.name} cancelled") from exc
+        if isinstance(exc, (ServerStartError, runtime.StartCancelled)):
             raise
         raise ServerStartError(f"{title} container {container.name} failed to start: {exc}", log) from exc
     except BaseException:  # KeyboardInterrupt and friends: leave nothing behind

@@ -483,12 +483,11 @@ service auth {{
     mode = 0666
   }}
 }}
+# LMTP only on the socket the Postfix of the stack mounts: no TCP listener that anything on the network
+# could hand mail to without authentication.
 service lmtp {{
   unix_listener {SOCKETS}/{LMTP_SOCKET} {{
     mode = 0666
-  }}
-  inet_listener lmtp {{
-    port = 24
   }}
 }}
 # The stock listeners stay closed: every port belongs to a cell.

@@ -47,12 +47,11 @@ import ssl
 import struct
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-from xml.etree import ElementTree
-from xml.sax.saxutils import escape
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -442,14 +441,17 @@ def render(
     # A bare user name logs in as it is: James then runs without virtual hosting (users without a domain).
     virtual_hosting = "@" in username
 
-    entries: dict[Protocol, list[str]] = {Protocol.SMTP: [], Protocol.IMAP: [], Protocol.POP3: []}
+    entries: dict[Protocol, list[ET.Element[Any]]] = {Protocol.SMTP: [], Protocol.IMAP: [], Protocol.POP3: []}
     render_entry = {Protocol.SMTP: _smtp_entry, Protocol.IMAP: _imap_entry, Protocol.POP3: _pop3_entry}
     missing: dict[str, tuple[str, ...]] = {}
     for cell, port in zip(cells, ports, strict=True):
-        tls = _tls_block(cell, keystores, truststore, secret)
+
+        def tls(entry: ET.Element, cell: Cell = cell) -> None:
+            _tls_block(entry, cell, keystores, truststore, secret)
+
         if cell.policy is not None:
             missing[cell.id] = cipher_plan(cell.policy).missing
-        entries[cell.protocol].append(render_entry[cell.protocol](cell, f"{bind_address}:{port}", port, tls))
+        entries[cell.protocol] += render_entry[cell.protocol](cell, f"{bind_address}:{port}", port, tls)
 
     conf = {
         "smtpserver.xml": _wrap("smtpservers", entries[Protocol.SMTP]),
@@ -457,10 +459,10 @@ def render(
         "pop3server.xml": _wrap("pop3servers", entries[Protocol.POP3]),
         "lmtpserver.xml": _wrap("lmtpservers", []),
         "managesieveserver.xml": _wrap("managesieveservers", []),
-        "mailetcontainer.xml": _MAILETCONTAINER.format(domain=DOMAIN),
+        "mailetcontainer.xml": _with_texts(_MAILETCONTAINER, {"context/postmaster": f"postmaster@{DOMAIN}"}),
         "mailrepositorystore.xml": _MAILREPOSITORYSTORE,
-        "domainlist.xml": _DOMAINLIST.format(domain=DOMAIN),
-        "usersrepository.xml": _USERSREPOSITORY.format(virtual_hosting=str(virtual_hosting).lower()),
+        "domainlist.xml": _with_texts(_DOMAINLIST, {"defaultDomain": DOMAIN}),
+        "usersrepository.xml": _with_texts(_USERSREPOSITORY, {"enableVirtualHosting": _bool(virtual_hosting)}),
         "dnsservice.xml": _DNSSERVICE,
         "webadmin.properties": f"enabled=true\nhost=127.0.0.1\nport={webadmin_port}\n",
         "jmx.properties": "jmx.enabled=false\n",
@@ -481,64 +483,95 @@ def render(
     return RenderedConfig(files=files, environment=environment, maildirs=maildirs, missing_ciphers=missing)
 
 
-def _x(text: object) -> str:
-    return escape(str(text))
+# Every configuration file is built as an element tree and serialised by ElementTree, never by string
+# formatting: a value (a policy name, a path, a secret) can then only ever be text or an attribute value,
+# escaped as XML requires, and cannot close a comment or an element and add configuration of its own.
 
 
-def _wrap(root: str, entries: Sequence[str]) -> str:
-    body = "\n".join(entries)
-    return f'<?xml version="1.0"?>\n<!-- Rendered by pytest-mailtls: one entry per cell. -->\n<{root}>\n{body}\n</{root}>\n'
+#: Writes a server entry's ``<tls>`` block into the entry.
+_TlsWriter = Callable[[ET.Element], None]
 
 
-def _tls_block(cell: Cell, keystores: Mapping[CertProfile, str], truststore: str | None, secret: str) -> str:
+def _el(parent: ET.Element, tag: str, text: object = None, **attrs: str) -> ET.Element:
+    """A child element ``tag`` of ``parent`` with ``text`` (escaped on output) and attributes."""
+    child = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        child.text = str(text)
+    return child
+
+
+def _bool(value: bool) -> str:
+    return str(value).lower()
+
+
+def _comment_text(text: str) -> str:
+    """``text`` made safe inside ``<!-- -->``: ElementTree writes comments verbatim, and XML forbids ``--``."""
+    while "--" in text:
+        text = text.replace("--", "- -")
+    return f" {text} "
+
+
+def _serialise(root: ET.Element, comment: str | None = None) -> str:
+    ET.indent(root, space="  ")
+    head = '<?xml version="1.0"?>\n'
+    if comment is not None:
+        head += ET.tostring(ET.Comment(_comment_text(comment)), encoding="unicode") + "\n"
+    return head + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _wrap(root: str, entries: Sequence[ET.Element[Any]]) -> str:
+    top = ET.Element(root)
+    for entry in entries:
+        top.append(entry)
+    return _serialise(top, "Rendered by pytest-mailtls: one entry per cell.")
+
+
+def _tls_block(
+    parent: ET.Element, cell: Cell, keystores: Mapping[CertProfile, str], truststore: str | None, secret: str
+) -> None:
     if cell.policy is None or cell.cert is None:
-        return '    <tls socketTLS="false" startTLS="false"/>'
+        _el(parent, "tls", socketTLS="false", startTLS="false")
+        return
     implicit = cell.mode is Mode.IMPLICIT
     plan = cipher_plan(cell.policy)
+    tls = _el(parent, "tls", socketTLS=_bool(implicit), startTLS=_bool(not implicit))
+    _el(tls, "keystore", f"file://{keystores[cell.cert]}")
     # JKS is JDK 17's dual-format type: it reads the PKCS12 keystore, and the truststore uses the keystore's type.
-    lines = [
-        f'    <tls socketTLS="{str(implicit).lower()}" startTLS="{str(not implicit).lower()}">',
-        f"      <keystore>file://{_x(keystores[cell.cert])}</keystore>",
-        "      <keystoreType>JKS</keystoreType>",
-        f"      <secret>{_x(secret)}</secret>",
-        "      <supportedProtocols>",
-        *(f"        <protocol>{v}</protocol>" for v in cell.policy.versions),
-        "      </supportedProtocols>",
-        "      <supportedCipherSuites>",
-        *(f"        <cipherSuite>{s}</cipherSuite>" for s in plan.suites),
-        "      </supportedCipherSuites>",
-    ]
+    _el(tls, "keystoreType", "JKS")
+    _el(tls, "secret", secret)
+    protocols = _el(tls, "supportedProtocols")
+    for version in cell.policy.versions:
+        _el(protocols, "protocol", version)
+    suites = _el(tls, "supportedCipherSuites")
+    for suite in plan.suites:
+        _el(suites, "cipherSuite", suite)
     if cell.auth.client_cert:
         assert truststore is not None
-        lines += [
-            "      <clientAuth>",
-            f"        <truststore>file://{_x(truststore)}</truststore>",
-            f"        <truststoreSecret>{_x(secret)}</truststoreSecret>",
-            "      </clientAuth>",
-        ]
-    lines.append("    </tls>")
-    return "\n".join(lines)
+        client_auth = _el(tls, "clientAuth")
+        _el(client_auth, "truststore", f"file://{truststore}")
+        _el(client_auth, "truststoreSecret", secret)
 
 
-def _common(kind: str, cell: Cell, bind: str, port: int, tls: str) -> list[str]:
-    return [
-        f"  <!-- {cell.id} -->",
-        f'  <{kind} enabled="true">',
-        # Netty names each server's threads after its jmxName: that is how log lines find their cell.
-        f"    <jmxName>{kind}-{port}</jmxName>",
-        f"    <bind>{bind}</bind>",
-        "    <connectionBacklog>64</connectionBacklog>",
-        # No 2 s drain per server on shutdown (about a hundred servers would take minutes to stop).
-        "    <gracefulShutdown>false</gracefulShutdown>",
-        f'    <helloName autodetect="false">{HOSTNAME}</helloName>',
-        tls,
-        "    <connectionLimit>0</connectionLimit>",
-        "    <connectionLimitPerIP>0</connectionLimitPerIP>",
-        # Threads are created per server: keep each server small, there are about a hundred.
-        "    <bossWorkerCount>1</bossWorkerCount>",
-        "    <ioWorkerCount>1</ioWorkerCount>",
-        "    <maxExecutorCount>4</maxExecutorCount>",
-    ]
+def _common(kind: str, cell: Cell, bind: str, port: int, tls: _TlsWriter) -> tuple[ET.Element[Any], ET.Element]:
+    """(the comment naming the cell, the server entry with the settings every protocol shares)."""
+    comment = ET.Comment(_comment_text(cell.id))
+    entry = ET.Element(kind, enabled="true")
+    # Netty names each server's threads after its jmxName: that is how log lines find their cell.
+    _el(entry, "jmxName", f"{kind}-{port}")
+    _el(entry, "bind", bind)
+    _el(entry, "connectionBacklog", 64)
+    # No 2 s drain per server on shutdown (about a hundred servers would take minutes to stop).
+    _el(entry, "gracefulShutdown", "false")
+    _el(entry, "helloName", HOSTNAME, autodetect="false")
+    tls(entry)
+    _el(entry, "connectionLimit", 0)
+    _el(entry, "connectionLimitPerIP", 0)
+    # Threads are created per server: keep each server small, there are about a hundred.
+    _el(entry, "bossWorkerCount", 1)
+    _el(entry, "ioWorkerCount", 1)
+    _el(entry, "maxExecutorCount", 4)
+    _el(entry, "connectiontimeout", 120)
+    return comment, entry
 
 
 def _requires_tls_login(cell: Cell) -> bool:
@@ -546,68 +579,73 @@ def _requires_tls_login(cell: Cell) -> bool:
     return cell.tls and (cell.mode is Mode.STARTTLS_REQUIRED or cell.auth.tls_only)
 
 
-def _smtp_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
+def _handler(chain: ET.Element, name: str) -> ET.Element:
+    return _el(chain, "handler", **{"class": name})
+
+
+def _smtp_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.Element[Any]]:
     auth = cell.auth
-    lines = _common("smtpserver", cell, bind, port, tls)
-    lines += [
-        "    <connectiontimeout>120</connectiontimeout>",
-        "    <auth>",
-        f"      <announce>{'always' if auth.mechanisms else 'never'}</announce>",
-        f"      <requireSSL>{str(_requires_tls_login(cell)).lower()}</requireSSL>",
-        f"      <plainAuthEnabled>{str(bool(auth.mechanisms)).lower()}</plainAuthEnabled>",
-        "    </auth>",
-    ]
+    comment, entry = _common("smtpserver", cell, bind, port, tls)
+    auth_el = _el(entry, "auth")
+    _el(auth_el, "announce", "always" if auth.mechanisms else "never")
+    _el(auth_el, "requireSSL", _bool(_requires_tls_login(cell)))
+    _el(auth_el, "plainAuthEnabled", _bool(bool(auth.mechanisms)))
     if not auth.required:
         # Anyone may send to anyone on this port; the pipeline still drops everything that is not local.
-        lines.append("    <authorizedAddresses>0.0.0.0/0</authorizedAddresses>")
-    lines += [
-        "    <verifyIdentity>false</verifyIdentity>",
-        "    <maxmessagesize>0</maxmessagesize>",
-        "    <addressBracketsEnforcement>true</addressBracketsEnforcement>",
-        f"    <smtpGreeting>{HOSTNAME} ESMTP pytest-mailtls (Apache James)</smtpGreeting>",
-        "    <handlerchain>",
-    ]
+        _el(entry, "authorizedAddresses", "0.0.0.0/0")
+    _el(entry, "verifyIdentity", "false")
+    _el(entry, "maxmessagesize", 0)
+    _el(entry, "addressBracketsEnforcement", "true")
+    _el(entry, "smtpGreeting", f"{HOSTNAME} ESMTP pytest-mailtls (Apache James)")
+    chain = _el(entry, "handlerchain")
+    # James' <requireSSL> only changes what EHLO advertises: its AUTH command still logs the user in (235) in
+    # clear, even on a STARTTLS-required port (issue 9). These handlers answer AUTH before James does; an MX
+    # port refuses AUTH with Postfix's 503 everywhere.
+    if not auth.mechanisms:
+        _handler(chain, f"{_EXT}.NoAuthHandler")
+    elif _requires_tls_login(cell):
+        _handler(chain, f"{_EXT}.RequireTlsAuthHandler")
     if cell.mode is Mode.STARTTLS_REQUIRED:
-        lines.append(f'      <handler class="{_EXT}.RequireTlsHook"/>')
+        _handler(chain, f"{_EXT}.RequireTlsHook")
     if auth.required:
-        lines.append(f'      <handler class="{_EXT}.RequireAuthHook"/>')
-    lines += [
-        f'      <handler class="{_EXT}.MaildirCaptureHook"><directory>{MAIL_ROOT}</directory></handler>',
-        '      <handler class="org.apache.james.smtpserver.CoreCmdHandlerLoader"/>',
-        "    </handlerchain>",
-        "  </smtpserver>",
-    ]
-    return "\n".join(lines)
+        _handler(chain, f"{_EXT}.RequireAuthHook")
+    _el(_handler(chain, f"{_EXT}.MaildirCaptureHook"), "directory", MAIL_ROOT)
+    _handler(chain, "org.apache.james.smtpserver.CoreCmdHandlerLoader")
+    return [comment, entry]
 
 
-def _imap_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
-    lines = _common("imapserver", cell, bind, port, tls)
-    lines += [
-        "    <connectiontimeout>120</connectiontimeout>",
-        "    <enableIdle>true</enableIdle>",
-        "    <idleTimeInterval>120</idleTimeInterval>",
-        "    <idleTimeIntervalUnit>SECONDS</idleTimeIntervalUnit>",
-        "    <auth>",
-        # requireSSL: LOGIN and AUTHENTICATE refused (LOGINDISABLED announced) until STARTTLS.
-        f"      <requireSSL>{str(_requires_tls_login(cell)).lower()}</requireSSL>",
-        "      <plainAuthEnabled>true</plainAuthEnabled>",
-        "    </auth>",
-        "  </imapserver>",
-    ]
-    return "\n".join(lines)
+def _imap_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.Element[Any]]:
+    comment, entry = _common("imapserver", cell, bind, port, tls)
+    _el(entry, "enableIdle", "true")
+    _el(entry, "idleTimeInterval", 120)
+    _el(entry, "idleTimeIntervalUnit", "SECONDS")
+    auth_el = _el(entry, "auth")
+    # requireSSL: LOGIN and AUTHENTICATE refused (LOGINDISABLED announced) until STARTTLS.
+    _el(auth_el, "requireSSL", _bool(_requires_tls_login(cell)))
+    _el(auth_el, "plainAuthEnabled", "true")
+    return [comment, entry]
 
 
-def _pop3_entry(cell: Cell, bind: str, port: int, tls: str) -> str:
-    lines = _common("pop3server", cell, bind, port, tls)
-    lines += ["    <connectiontimeout>120</connectiontimeout>", "    <handlerchain>"]
+def _pop3_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.Element[Any]]:
+    comment, entry = _common("pop3server", cell, bind, port, tls)
+    chain = _el(entry, "handlerchain")
     if _requires_tls_login(cell):
-        lines.append(f'      <handler class="{_EXT}.RequireTlsLoginHandler"/>')
-    lines += [
-        '      <handler class="org.apache.james.pop3server.core.CoreCmdHandlerLoader"/>',
-        "    </handlerchain>",
-        "  </pop3server>",
-    ]
-    return "\n".join(lines)
+        _handler(chain, f"{_EXT}.RequireTlsLoginHandler")
+    _handler(chain, "org.apache.james.pop3server.core.CoreCmdHandlerLoader")
+    return [comment, entry]
+
+
+def _with_texts(template: str, texts: Mapping[str, str]) -> str:
+    """``template`` (a fixed file) with the text of each element at path ``key`` set to ``texts[key]``."""
+    root = ET.fromstring(template, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True)))
+    for path, text in texts.items():
+        node = root
+        for tag in path.split("/"):  # made when missing, so a trimmed template still gets the value
+            child = node.find(tag)
+            node = child if child is not None else ET.SubElement(node, tag)
+        node.text = text
+    head, _, _ = template.partition(f"<{root.tag}")
+    return head + ET.tostring(root, encoding="unicode") + "\n"
 
 
 _MAILETCONTAINER = """\
@@ -616,7 +654,7 @@ _MAILETCONTAINER = """\
      users is delivered (for IMAP/POP3) and everything else is dropped: nothing is ever relayed. -->
 <mailetcontainer enableJmx="false">
   <context>
-    <postmaster>postmaster@{domain}</postmaster>
+    <postmaster/>
   </context>
   <spooler>
     <threads>2</threads>
@@ -665,14 +703,14 @@ _DOMAINLIST = """\
 <domainlist>
   <autodetect>false</autodetect>
   <autodetectIP>false</autodetectIP>
-  <defaultDomain>{domain}</defaultDomain>
+  <defaultDomain/>
 </domainlist>
 """
 
 _USERSREPOSITORY = """\
 <?xml version="1.0"?>
 <usersrepository name="LocalUsers">
-  <enableVirtualHosting>{virtual_hosting}</enableVirtualHosting>
+  <enableVirtualHosting/>
 </usersrepository>
 """
 
@@ -821,8 +859,8 @@ def host_maven_mirror(settings_files: Sequence[Path] | None = None) -> str | Non
         settings_files = [Path.home() / ".m2" / "settings.xml", Path(maven_home) / "conf" / "settings.xml"]
     for path in settings_files:
         try:
-            root = ElementTree.parse(path).getroot()
-        except (OSError, ElementTree.ParseError):
+            root = ET.parse(path).getroot()
+        except (OSError, ET.ParseError):
             continue
         for mirror in root.iter():
             if not mirror.tag.endswith("mirror") or mirror.tag.endswith("mirrors"):
@@ -925,6 +963,8 @@ class JamesBackend(Backend):
         write_files(root, config.files)
         for path in root.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
+        for path in (root / "tls").glob("*.p12"):
+            path.chmod(0o600)  # keystores hold private keys: the host user only (root in the container reads them)
         make_mail_root(root / "mail", config.maildirs.values())
         reported: set[str] = set()
         for cell in cells:

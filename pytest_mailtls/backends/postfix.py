@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -697,22 +699,42 @@ def _ready_with_dovecot(
     container_alive = exited(container, "Postfix")
 
     def alive() -> str | None:
-        if link.started is not None and link.started.done():
-            failure = link.started.exception()
-            if failure is not None:
-                return f"the Dovecot it hands mail to did not start ({type(failure).__name__}: {failure})"
-        return container_alive()
+        failure = _dovecot_failure(link)
+        return failure if failure is not None else container_alive()
 
-    _await_sockets(link, alive)
-    wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=alive)
+    _await_sockets(link, alive, options.cancel)
+    wait_ready(endpoints, timeout=options.ready_timeout, logs=container.logs, alive=alive, cancel=options.cancel)
     if link.started is not None:
         # Ready means the flow works: the Dovecot's IMAP/POP3 and LMTP side must be up too.
-        left = max(1.0, options.ready_timeout - (time.monotonic() - started))
-        try:
-            link.started.result(timeout=left)
-        except Exception as exc:
-            why = "did not finish starting in time" if isinstance(exc, TimeoutError) else f"failed: {exc}"
-            raise ServerStartError(f"the Dovecot this Postfix hands mail to {why}", safe_logs(container)) from exc
+        deadline = time.monotonic() + max(1.0, options.ready_timeout - (time.monotonic() - started))
+        while not link.started.done():
+            _raise_if_cancelled(options.cancel)
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    "the Dovecot this Postfix hands mail to did not finish starting in time", safe_logs(container)
+                )
+            futures.wait([link.started], timeout=0.05)
+        failure = link.started.exception()
+        if failure is not None:
+            raise ServerStartError(
+                f"the Dovecot this Postfix hands mail to failed: {failure}", safe_logs(container)
+            ) from failure
+
+
+def _dovecot_failure(link: DovecotLink) -> str | None:
+    """Why the Dovecot's start failed, once it has; ``None`` while it runs or after it succeeded."""
+    if link.started is not None and link.started.done():
+        failure = link.started.exception()
+        if failure is not None:
+            return f"the Dovecot it hands mail to did not start ({type(failure).__name__}: {failure})"
+    return None
+
+
+def _raise_if_cancelled(cancel: threading.Event | None) -> None:
+    from ..runtime import StartCancelled, _closing
+
+    if _closing.is_set() or (cancel is not None and cancel.is_set()):
+        raise StartCancelled("Postfix start cancelled")
 
 
 def _address(username: str) -> str:
@@ -720,19 +742,23 @@ def _address(username: str) -> str:
     return username if "@" in username else f"{username}@{USER_DOMAIN}"
 
 
-def _await_sockets(link: DovecotLink, alive: Callable[[], str | None]) -> None:
+def _await_sockets(link: DovecotLink, alive: Callable[[], str | None], cancel: threading.Event | None = None) -> None:
     """Wait until the Dovecot's sockets exist (the entrypoint waits for them too, inside the container).
 
     No deadline of its own: the wait ends when the sockets appear, the Dovecot's start ends (its own
-    deadlines bound it), or this container dies."""
+    deadlines bound it), this container dies, or ``cancel`` is set."""
     wanted = [link.sockets / "auth", link.sockets / "lmtp"]
     while not all(p.is_socket() for p in wanted):
-        gone = alive()  # also says why, if the Dovecot's start failed
-        if gone:
-            raise ServerStartError(f"Postfix gave up waiting for Dovecot's sockets in {link.sockets}: {gone}")
+        _raise_if_cancelled(cancel)
         if link.started is None:
             raise ServerStartError(f"no Dovecot sockets in {link.sockets}: start that Dovecot first")
-        if link.started.done():
+        # Read the Dovecot's outcome ONCE per round, before anything else: it may end at any moment, and a
+        # failure seen as "done" after a check that found it still running must still be named as such.
+        finished = link.started.done()
+        gone = _dovecot_failure(link) if finished else alive()
+        if gone:
+            raise ServerStartError(f"Postfix gave up waiting for Dovecot's sockets in {link.sockets}: {gone}")
+        if finished and not all(p.is_socket() for p in wanted):
             missing = [str(p) for p in wanted if not p.is_socket()]
             raise ServerStartError(f"Dovecot started but these sockets are missing: {', '.join(missing)}")
         time.sleep(0.02)

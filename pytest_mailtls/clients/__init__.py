@@ -79,10 +79,34 @@ def get_client(name: str) -> Client:
     return factory(name)
 
 
-def command_client(template: str, *, name: str = "command", profile: ClientProfile | None = None) -> Client:
-    """A client that runs ``template`` (placeholders ``{host}``, ``{port}``, ``{url}``...); exit 0 = success."""
+def command_client(
+    template: str,
+    *,
+    name: str = "command",
+    profile: ClientProfile | None = None,
+    family: str = "command",
+    protocols: tuple[str, ...] | None = None,
+) -> Client:
+    """A client that runs ``template`` (placeholders ``{host}``, ``{port}``, ``{url}``...); exit 0 = success.
+
+    Without ``profile``, nothing about its TLS is assumed: certify reads what it offers from its own
+    ClientHello on each cell. ``family`` (``java``, ``node``, ``go``, ``python``, ...; see
+    ``oracle.FAMILIES``) words diagnoses and remedies in that client's own settings; ``protocols``
+    limits the cells it is run on (default: smtp, imap and pop3).
+    """
+    from ..oracle import FAMILIES
     from .command import CommandClient
 
+    if family not in FAMILIES:
+        raise MailTLSError(f"unknown client family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if profile is None:
+        profile = ClientProfile(
+            name,
+            family=family,  # type: ignore[arg-type]
+            protocols=protocols or ("smtp", "imap", "pop3"),
+            description=template,
+            declared=False,
+        )
     return CommandClient(template, name=name, profile=profile)
 
 

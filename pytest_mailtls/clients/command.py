@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import MailTLSError
 from ..manifest import Endpoint
 from ..oracle import ClientProfile
+from ..pki import pkcs1_key_file
 from ..policy import Mode
 from .base import (
     Client,
@@ -54,6 +55,7 @@ PLACEHOLDERS: tuple[str, ...] = (
     "address",
     "client_cert",
     "client_key",
+    "client_key_pkcs1",
 )
 
 _ALL_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -95,8 +97,23 @@ def _values(endpoint: Endpoint) -> dict[str, str]:
         "password": endpoint.password,
         "address": endpoint.address,
         "client_cert": endpoint.client_cert_file or "",
+        # PKCS#8 (BEGIN PRIVATE KEY), which every TLS stack loads; the PKCS#1 twin for clients that want it.
         "client_key": endpoint.client_key_file or "",
     }
+
+
+class _Values(dict[str, str]):
+    """Placeholder values; the PKCS#1 key is made only when a template asks for it."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(_values(endpoint))
+        self.key_file = endpoint.client_key_file
+
+    def __missing__(self, key: str) -> str:
+        if key != "client_key_pkcs1":
+            raise KeyError(key)
+        self[key] = str(pkcs1_key_file(self.key_file)) if self.key_file else ""
+        return self[key]
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -110,7 +127,8 @@ class CommandClient(Client):
     filled in: ``{host}``, ``{port}``, ``{server_hostname}``, ``{url}``
     (``smtp://`` for plain and STARTTLS cells, ``smtps://`` for implicit ones,
     likewise imap(s), pop3(s)), ``{ca_file}``, ``{protocol}``, ``{mode}``,
-    ``{user}``, ``{password}``, ``{address}``, ``{client_cert}``, ``{client_key}``.
+    ``{user}``, ``{password}``, ``{address}``, ``{client_cert}``, ``{client_key}`` (PKCS#8) and
+    ``{client_key_pkcs1}`` (the same RSA key as PKCS#1).
     """
 
     def __init__(
@@ -130,14 +148,15 @@ class CommandClient(Client):
             )
         self.template = template
         self.name = name
-        self.profile = profile or ClientProfile(name, family="command", description=template)
+        # Without a declared profile the oracle reads the client's capabilities from its own ClientHello.
+        self.profile = profile or ClientProfile(name, family="command", description=template, declared=False)
         self.timeout = timeout
 
     def unavailable(self) -> str | None:
         return None if shutil.which(self.words[0]) else f"{self.words[0]!r} is not installed (not on PATH)"
 
     def argv(self, endpoint: Endpoint) -> list[str]:
-        values = _values(endpoint)
+        values = _Values(endpoint)
         return [w.format_map(values) for w in self.words]
 
     def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:

@@ -59,8 +59,9 @@ def _misdiagnosed(report: Report) -> str:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     workdir = tmp_path_factory.mktemp("certify-embedded")
-    cells = MATRIX.cells(servers=["embedded"])
-    server = EmbeddedBackend().start(cells, StartOptions(pki=SessionPKI(workdir / "pki"), workdir=workdir))
+    backend = EmbeddedBackend()
+    cells = [c for c in MATRIX.cells(servers=["embedded"]) if not backend.unsupported(c)]  # no TLS 1.3 suite cells
+    server = backend.start(cells, StartOptions(pki=SessionPKI(workdir / "pki"), workdir=workdir))
     try:
         yield server
     finally:

@@ -36,8 +36,22 @@ def test_verify_passes_on_the_whole_default_grid(
     assert code == 0, out.out[-4000:] + out.err[-2000:]
     report = json.loads(report_file.read_text())
     assert report["ok"] is True and report["mismatched_cells"] == 0
-    assert report["cells"] == len(report["verdicts"]) >= 39
+    # Every cell of the default grid the backend can serve (embedded cannot choose TLS 1.3 suites).
+    assert (
+        report["cells"]
+        == len(report["verdicts"])
+        == {"embedded": 39, "postfix": 41, "dovecot": 58, "james": 99}[server]
+    )
     assert "all cells match their declaration" in out.out
+    by_cell = {v["cell"]: v for v in report["verdicts"]}
+    # The restricted TLS 1.3 suite list was checked both ways: the listed suite taken, every other refused.
+    suites = [by_cell[c]["probe"]["versions"]["TLSv1.3"] for c in by_cell if "-tls13-aes256-" in c]
+    assert len(suites) == {"embedded": 0, "postfix": 2, "dovecot": 4, "james": 6}[server]
+    assert all(s["ciphers"] == ["TLS_AES_256_GCM_SHA384"] and s["complete"] for s in suites), suites
+    # Logins were really attempted in clear on every non-implicit cell.
+    for cell, verdict in by_cell.items():
+        attempts = verdict["probe"]["auth"]["attempts_in_clear"]
+        assert (attempts is None) == ("-implicit-" in cell), cell
 
 
 def _certify(client: str, server: str, report_dir: Path) -> tuple[int, dict]:
@@ -64,7 +78,7 @@ def _check_failures_are_diagnosed(report: dict) -> None:
 def test_certify_python_smtplib_on_postfix(tmp_path: Path) -> None:
     code, report = _certify("python-smtplib", "postfix", tmp_path / "report")
     assert code == 0
-    assert len(report["cells"]) == 39
+    assert len(report["cells"]) == 41
     verdicts = {c["verdict"] for c in report["cells"]}
     assert verdicts <= {"pass", "refused-correctly"}, verdicts
     _check_failures_are_diagnosed(report)

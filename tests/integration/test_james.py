@@ -7,6 +7,7 @@ error. A failing test shows James' log lines for its cell (the threads of that c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import imaplib
@@ -218,6 +219,27 @@ def test_login_before_tls(server: JamesServer, endpoint: Endpoint) -> None:
             close(client)
 
 
+@cells_param([c for c in SMTP_CELLS if c.mode is not Mode.IMPLICIT])
+def test_smtp_auth_sent_in_clear_anyway(server: JamesServer, endpoint: Endpoint) -> None:
+    """AUTH PLAIN sent before STARTTLS whether or not EHLO advertised it (smtplib would not send it): 235 only
+    where the policy allows cleartext AUTH; 530 "STARTTLS first" where AUTH is for TLS only or STARTTLS is
+    required (James' own AuthCmdHandler answered 235 there: issue 9); 503 on a port without AUTH."""
+    credentials = base64.b64encode(f"\0{endpoint.username}\0{endpoint.password}".encode()).decode()
+    with server_side(server, endpoint):
+        client = connect(endpoint, starttls=False)
+        try:
+            code, text = client.docmd("AUTH", f"PLAIN {credentials}")
+        finally:
+            close(client)
+    answer = f"{code} {text.decode()}"
+    if not endpoint.auth.mechanisms:
+        assert code == 503, answer
+    elif cleartext_login_allowed(endpoint.cell):
+        assert code == 235, answer
+    else:
+        assert code == 530 and "STARTTLS" in answer, answer
+
+
 @cells_param([c for c in CELLS if c.auth.mechanisms])
 def test_login(server: JamesServer, endpoint: Endpoint) -> None:
     """Inside the cell's session every way to log in takes the test user's password, and a wrong one fails:
@@ -256,6 +278,9 @@ def test_no_auth_offered(server: JamesServer, endpoint: Endpoint) -> None:
             assert "auth" not in client.esmtp_features
             with pytest.raises(smtplib.SMTPNotSupportedError):
                 login(endpoint, client)
+            # smtplib will not send AUTH that EHLO did not offer: send it anyway, the port must refuse it.
+            code, _ = client.docmd("AUTH", "PLAIN AHRlc3QAdGVzdA==")
+            assert code == 503
             close(client)
 
 

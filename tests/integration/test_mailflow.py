@@ -660,3 +660,20 @@ def test_link_introduces_postfix_and_dovecot_and_clears_stale_sockets(tmp_path: 
     peers["dovecot"].resolve(error=RuntimeError("x"))
     peers["dovecot"].resolve(object())  # type: ignore[arg-type]  # ignored: the first outcome stays
     assert isinstance(peers["dovecot"].started.exception(), RuntimeError)
+
+
+def test_a_dovecot_failure_landing_during_the_container_check_is_named(tmp_path: Path) -> None:
+    """Why `test_postfix_waits_for_its_dovecot_and_gives_up_when_that_fails` failed once in 17 runs: the wait
+    for Dovecot's sockets asked "is the Postfix container alive?" (a docker inspect, a few ms of each 20 ms
+    round) and THEN "has the Dovecot's start ended?". A failure landing between the two was read as "Dovecot
+    started but these sockets are missing", without the cause. The wait now reads the Dovecot's outcome once
+    per round, first, and names its error. Here the failure lands inside the container check, every time."""
+    pending: Future[Any] = Future()
+
+    def container_alive() -> str | None:
+        if not pending.done():
+            pending.set_exception(RuntimeError("dovecot exploded"))
+        return None
+
+    with pytest.raises(ServerStartError, match=r"did not start .*dovecot exploded"):
+        postfix_backend._await_sockets(DovecotLink(tmp_path, pending), container_alive)

@@ -207,12 +207,34 @@ def test_normal_exit_removes_containers(client, name) -> None:
     assert _left(client, container_ids) == []
 
 
+def _networks_of(client, pid: int) -> list[str]:
+    return [n["Name"] for n in client.api.networks(filters={"label": f"pytest-mailtls.pid={pid}"})]
+
+
+def test_containers_share_a_network_of_their_own_without_inter_container_traffic(client, name) -> None:
+    first = runtime.start_container(runtime.BASE_IMAGE, name=name, ports=[25], command=["sleep", "300"])
+    second = runtime.start_container(runtime.BASE_IMAGE, name=name, ports=[25], command=["sleep", "300"])
+    network = runtime.run_network()
+    info = client.api.inspect_network(network)
+    assert info["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+    assert info["Labels"]["pytest-mailtls.pid"] == str(os.getpid())
+    for container in (first, second):
+        networks = client.api.inspect_container(container.id)["NetworkSettings"]["Networks"]
+        assert list(networks) == [network]
+    first.stop()
+    assert _networks_of(client, os.getpid()) == [network]  # still used by the second
+    second.stop()
+    assert _networks_of(client, os.getpid()) == []  # gone with the last container
+
+
 def test_sigterm_removes_containers(client, name) -> None:
     proc, container_ids = _child(name, "wait")
     assert _left(client, container_ids) == container_ids
+    assert _networks_of(client, proc.pid)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == -signal.SIGTERM  # still dies of the signal
     assert _left(client, container_ids) == []
+    assert _networks_of(client, proc.pid) == []
 
 
 def test_sigkill_leaves_an_orphan_that_the_reaper_removes(client, name) -> None:
@@ -225,6 +247,7 @@ def test_sigkill_leaves_an_orphan_that_the_reaper_removes(client, name) -> None:
         # Another process's reaper (an xdist worker) may have been first; either way a reaper removed them.
         assert len([n for n in reaped if n.startswith(name)]) <= 2
         assert _left(client, container_ids) == []
+        assert _networks_of(client, proc.pid) == []
     finally:
         for cid in _left(client, container_ids):
             client.api.remove_container(cid, force=True)
@@ -236,13 +259,16 @@ def test_reaper_only_removes_containers_of_dead_processes(client, name) -> None:
     dead.wait()
     host = socket.gethostname()
     live_start = runtime._process_start(sleeper.pid)
+    me = str(os.getuid())
     cases = {
-        "dead": {"pid": str(dead.pid), "host": host},
-        "reused-pid": {"pid": str(sleeper.pid), "pidstart": "1", "host": host},
-        "live": {"pid": str(sleeper.pid), "pidstart": live_start, "host": host},
-        "live-no-start": {"pid": str(sleeper.pid), "host": host},
-        "other-host": {"pid": str(dead.pid), "host": "some-other-host"},
-        "no-pid": {"host": host},
+        "dead": {"pid": str(dead.pid), "host": host, "uid": me},
+        "reused-pid": {"pid": str(sleeper.pid), "pidstart": "1", "host": host, "uid": me},
+        "live": {"pid": str(sleeper.pid), "pidstart": live_start, "host": host, "uid": me},
+        "live-no-start": {"pid": str(sleeper.pid), "host": host, "uid": me},
+        "other-host": {"pid": str(dead.pid), "host": "some-other-host", "uid": me},
+        "other-user": {"pid": str(dead.pid), "host": host, "uid": str(os.getuid() + 4242)},
+        "no-user": {"pid": str(dead.pid), "host": host},  # made by a version that did not say whose
+        "no-pid": {"host": host, "uid": me},
     }
     ids: dict[str, str] = {}
     try:

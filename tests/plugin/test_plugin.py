@@ -212,7 +212,11 @@ def test_marker_value_matching_no_cell_here_skips_with_a_reason(pytester: pytest
 @pytest.mark.parametrize(
     ("marker", "key", "allowed"),
     [
-        ('policy="modrn"', "policy='modrn'", "Allowed: modern, intermediate, tls12-only, legacy, *, none"),
+        (
+            'policy="modrn"',
+            "policy='modrn'",
+            "Allowed: modern, tls13-aes256, intermediate, tls12-only, legacy, *, none",
+        ),
         ('cert=["valid", "expird"]', "cert='expird'", "Allowed: valid, ecdsa-p256, expired, *, none"),
         ('service="smtp*", auth="mtsl"', "auth='mtsl'", "Allowed: default, open, cleartext-auth, mtls"),
         ('id="postfix-submission-starttls-modrn-*"', "id='postfix-submission-starttls-modrn-*'", "*mailtls cells*"),

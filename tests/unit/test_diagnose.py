@@ -7,12 +7,19 @@ for real). Each table gets its positive rows and a text it must not claim.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from typing import get_args
+
 import pytest
 
 from pytest_mailtls.diagnose import (
     CLIENT_TABLES,
     SERVER_TABLES,
     UNCLASSIFIED,
+    WIRE,
     Diagnosis,
     Finding,
     Rule,
@@ -20,10 +27,14 @@ from pytest_mailtls.diagnose import (
     remedy,
 )
 from pytest_mailtls.matrix import load_matrix
-from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile
+from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile, Family
 from pytest_mailtls.policy import Cell
+from pytest_mailtls.wire.judge import WireView
+from pytest_mailtls.wire.judge import findings as wire_facts
+from pytest_mailtls.wire.session import Session
 
 CELLS = {c.id: c for c in load_matrix().cells()}
+STARTTLS_CELL = CELLS["postfix-submission-starttls-intermediate-valid"]
 JAVA = ClientProfile("jakarta-mail", family="java")
 JAVA_TLS1 = ClientProfile(
     "jakarta-mail-tls1", family="java", versions=("TLSv1",), disabled_versions=("TLSv1", "TLSv1.1")
@@ -272,3 +283,511 @@ def test_a_hang_up_is_ambiguous_until_a_probe_speaks() -> None:
     assert f"probe: {probe.line}" in settled.evidence
     clear = diagnose("certificate verify failed: certificate has expired", family="python")
     assert not clear.ambiguous
+
+
+# --- the libraries people use ----------------------------------------------------------------
+# Texts as the libraries print them: Go's crypto/x509 verify.go and crypto/tls alert.go, Node's tls module
+# (OpenSSL's X509 verify strings with Node's codes), rustls' Error/CertificateError Display, .NET's
+# System.Net.Security resources, lettre, nodemailer, GnuTLS.
+
+GO_BEFORE = (
+    "tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time "
+    "2026-12-04T17:40:00Z is before 2027-01-03T17:40:00Z"
+)
+GO_AFTER = (
+    "tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time "
+    "2026-12-04T17:40:00Z is after 2026-12-03T17:40:00Z"
+)
+GO_UNKNOWN = "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+NODE_ALTNAMES = (
+    "Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames: Host: localhost. "
+    "is not in the cert's altnames: DNS:wrong-host.mailtls.invalid"
+)
+
+LIBRARY_ROWS: list[tuple[str, str, str, str]] = [
+    # Go
+    ("go", "", GO_AFTER, "certificate-expired"),
+    ("go", "", GO_BEFORE, "certificate-not-yet-valid"),
+    ("go", "", "tls: failed to verify certificate: x509: certificate is valid for wrong-host.mailtls.invalid, not "
+     "localhost", "hostname-mismatch"),
+    ("go", "", "tls: failed to verify certificate: x509: certificate relies on legacy Common Name field, use SANs "
+     "instead", "hostname-mismatch"),
+    ("go", "", "tls: failed to verify certificate: x509: cannot verify signature: insecure algorithm SHA1-RSA "
+     "(temporarily override with GODEBUG=x509sha1=1)", "weak-key-or-signature"),
+    ("go", "", "tls: unsupported certificate", "weak-key-or-signature"),
+    ("go", "", "tls: server selected unsupported protocol version 301", "protocol-version-mismatch"),
+    ("go", "", "remote error: tls: protocol version not supported", "protocol-version-mismatch"),
+    ("go", "", "tls: first record does not look like a TLS handshake", "wrong-tls-mode"),
+    ("go", "", "remote error: tls: certificate required", "client-certificate-required"),
+    ("go", "", "535 5.7.8 Error: authentication failed: authentication failure", "auth-failed"),
+    ("go", "", "502 5.5.1 Error: command not implemented", "starttls-not-offered"),
+    # Node and nodemailer
+    ("node", "", NODE_ALTNAMES, "hostname-mismatch"),
+    ("node", "", "Error: certificate has expired\n  code: 'CERT_HAS_EXPIRED'", "certificate-expired"),
+    ("node", "", "Error: certificate is not yet valid\n  code: 'CERT_NOT_YET_VALID'", "certificate-not-yet-valid"),
+    ("node", "", "Error: self-signed certificate\n  code: 'DEPTH_ZERO_SELF_SIGNED_CERT'", "untrusted-certificate"),
+    ("node", "", "Error: self signed certificate in certificate chain\n  code: 'SELF_SIGNED_CERT_IN_CHAIN'",
+     "untrusted-certificate"),
+    ("node", "", "Error: 40C7A8E1F67F0000:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:"
+     "../deps/openssl/openssl/ssl/record/ssl3_record.c:355:\n  code: 'ERR_SSL_WRONG_VERSION_NUMBER'",
+     "wrong-tls-mode"),
+    ("node", "", "Error: 40C7A8E1F67F0000:error:0A000102:SSL routines:ssl_choose_client_version:unsupported "
+     "protocol\n  code: 'ERR_SSL_UNSUPPORTED_PROTOCOL'", "protocol-version-mismatch"),
+    ("node", "", "Error: Invalid login: 535 5.7.8 Error: authentication failed: authentication failure\n"
+     "  code: 'EAUTH', responseCode: 535", "auth-failed"),
+    # rustls and lettre
+    ("rust", "", "invalid peer certificate: NotValidForName", "hostname-mismatch"),
+    ("rust", "", "invalid peer certificate: certificate not valid for name \"localhost\"; certificate is only "
+     "valid for DnsName(\"wrong-host.mailtls.invalid\")", "hostname-mismatch"),
+    ("rust", "", "invalid peer certificate: Expired", "certificate-expired"),
+    ("rust", "", "invalid peer certificate: certificate expired: verification time 1764870000 (UNIX), but "
+     "certificate is not valid after 1764783600 (86400 seconds ago)", "certificate-expired"),
+    ("rust", "", "invalid peer certificate: NotValidYet", "certificate-not-yet-valid"),
+    ("rust", "", "invalid peer certificate: UnsupportedSignatureAlgorithm", "weak-key-or-signature"),
+    ("rust", "", "peer is incompatible: ServerDoesNotSupportTls12Or13", "protocol-version-mismatch"),
+    ("rust", "", "received fatal alert: ProtocolVersion", "protocol-version-mismatch"),
+    ("rust", "", "received fatal alert: CertificateRequired", "client-certificate-required"),
+    ("rust", "", "Connection error: STARTTLS is not supported on this server", "starttls-not-offered"),
+    ("rust", "", "permanent error (535): 5.7.8 Error: authentication failed: authentication failure", "auth-failed"),
+    # .NET SslStream / MailKit
+    ("dotnet", "System.Security.Authentication.AuthenticationException", "The remote certificate is invalid "
+     "according to the validation procedure: RemoteCertificateNameMismatch", "hostname-mismatch"),
+    ("dotnet", "System.Security.Authentication.AuthenticationException", "The remote certificate is invalid "
+     "because of errors in the certificate chain: UntrustedRoot", "untrusted-certificate"),
+    ("dotnet", "System.Security.Authentication.AuthenticationException", "Authentication failed because the "
+     "remote party sent a TLS alert: 'ProtocolVersion'.", "protocol-version-mismatch"),
+    ("dotnet", "System.ComponentModel.Win32Exception", "The client and server can't communicate, because they do "
+     "not possess a common algorithm", "protocol-version-mismatch"),
+    ("dotnet", "System.IO.IOException", "Cannot determine the frame size or a corrupted frame was received.",
+     "wrong-tls-mode"),
+    ("dotnet", "MailKit.Security.AuthenticationException", "535: 5.7.8 Error: authentication failed: "
+     "authentication failure", "auth-failed"),
+    # GnuTLS (gnutls-cli)
+    ("gnutls", "", "*** Received alert [70]: Error in protocol version", "protocol-version-mismatch"),
+    ("gnutls", "", "- Status: The certificate is NOT trusted. The certificate chain uses not yet valid "
+     "certificate.", "certificate-not-yet-valid"),
+    # STARTTLS refusals in the words of many clients
+    ("command", "", "STARTTLS is not supported on this server", "starttls-not-offered"),
+    ("command", "", "SMTP Error: STARTTLS command failed", "starttls-not-offered"),
+    ("command", "", "smtp: server does not support STARTTLS", "starttls-not-offered"),
+    ("command", "", "STARTTLS extension not supported by server.", "starttls-not-offered"),
+    ("command", "", "502 5.5.2 Error: command not recognized", "starttls-not-offered"),
+    ("command", "", "454 4.7.0 TLS not available due to temporary reason", "starttls-not-offered"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("family", "exc", "text", "cls"), LIBRARY_ROWS, ids=lambda v: v if len(v) < 30 else None)
+def test_library_texts(family: str, exc: str, text: str, cls: str) -> None:
+    diagnosis = diagnose(text, family=family, exception_type=exc)
+    assert diagnosis.failure_class == cls, diagnosis.evidence
+    assert diagnosis.evidence[0].startswith("client: ")
+    # The generic family reads every table and must come to the same class.
+    assert diagnose(text, family="command", exception_type=exc).failure_class == cls
+
+
+@pytest.mark.parametrize(
+    ("family", "text"),
+    [
+        ("go", GO_UNKNOWN),
+        ("node", "Error: unable to verify the first certificate\n  code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'"),
+        ("node", "Error: unable to get local issuer certificate\n  code: 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'"),
+        ("rust", "invalid peer certificate: UnknownIssuer"),
+        ("dotnet", "The remote certificate is invalid because of errors in the certificate chain: PartialChain"),
+    ],
+)
+def test_unknown_issuer_texts_leave_the_chain_classes_to_the_cell(family: str, text: str) -> None:
+    for expected in ("untrusted-certificate", "incomplete-chain"):
+        d = diagnose(text, family=family, expected=expected)
+        assert d.failure_class == expected and set(d.tied) == {"untrusted-certificate", "incomplete-chain"}
+    # ... and never a host name, whatever the cell expects.
+    assert diagnose(text, family=family, expected="hostname-mismatch").failure_class == "untrusted-certificate"
+
+
+@pytest.mark.parametrize(
+    ("family", "text"),
+    [
+        ("go", "x509: certificate has expired or is not yet valid"),
+        ("dotnet", "The remote certificate is invalid because of errors in the certificate chain: NotTimeValid"),
+    ],
+)
+def test_texts_that_do_not_say_which_date(family: str, text: str) -> None:
+    for expected in ("certificate-expired", "certificate-not-yet-valid"):
+        assert diagnose(text, family=family, expected=expected).failure_class == expected
+
+
+# --- issue 9: each wrong class, as a regression test -------------------------------------------
+
+POSTFIX_BAD_CERT = (
+    "postfix/smtps/smtpd[120]: warning: TLS library problem: error:0A000412:SSL routines::sslv3 alert bad "
+    "certificate:../ssl/record/rec_layer_s3.c:1586:SSL alert number 42"
+)
+DOVECOT_BAD_CERT = (
+    "imap-login: Disconnected: Connection closed (no auth attempts in 0 secs): user=<>, rip=172.17.0.1, TLS "
+    "handshaking: SSL_accept() failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42"
+)
+
+
+@pytest.mark.parametrize("family", ["go", "command"])
+def test_go_not_yet_valid_is_not_expired(family: str) -> None:
+    cell = CELLS["postfix-smtps-implicit-intermediate-not-yet-valid"]
+    d = diagnose(GO_BEFORE, family=family, cell=cell, expected="certificate-not-yet-valid")
+    assert d.failure_class == "certificate-not-yet-valid" and not d.ambiguous
+    # Even a cell that expected "expired" cannot turn Go's "is before" into it.
+    assert diagnose(GO_BEFORE, family=family, expected="certificate-expired").failure_class == (
+        "certificate-not-yet-valid"
+    )
+    assert diagnose(GO_AFTER, family=family, expected="certificate-not-yet-valid").failure_class == (
+        "certificate-expired"
+    )
+
+
+@pytest.mark.parametrize(("server", "line"), [("postfix", POSTFIX_BAD_CERT), ("dovecot", DOVECOT_BAD_CERT)])
+@pytest.mark.parametrize("family", ["go", "command"])
+def test_go_unknown_authority_is_never_hostname_mismatch(server: str, line: str, family: str) -> None:
+    for expected in (None, "untrusted-certificate", "hostname-mismatch"):
+        d = diagnose(GO_UNKNOWN, family=family, server=server, server_lines=[line], expected=expected)
+        assert d.failure_class == "untrusted-certificate", d.evidence
+        assert d.evidence[0] == f"client: {GO_UNKNOWN}"
+    missing = diagnose(GO_UNKNOWN, family=family, server=server, server_lines=[line], expected="incomplete-chain")
+    assert missing.failure_class == "incomplete-chain"
+
+
+@pytest.mark.parametrize("family", ["node", "command"])
+def test_node_altnames_is_hostname_mismatch(family: str) -> None:
+    cell = CELLS["postfix-submission-starttls-intermediate-wrong-host"]
+    probe = Finding("the server completes handshakes at TLSv1.2 TLSv1.3: the version is not the problem",
+                    ("no-shared-cipher",), 1)  # fmt: skip
+    for findings in ((), (probe,)):
+        d = diagnose(NODE_ALTNAMES, family=family, cell=cell, expected="hostname-mismatch", findings=findings)
+        assert d.failure_class == "hostname-mismatch" and not d.ambiguous
+
+
+def _wire(cell: Cell, **fields: object) -> list[Finding]:
+    """The wire facts of one recorded session with ``fields`` on ``cell`` (read by the recorder's judge)."""
+    session = Session.model_validate(
+        {"id": "t", "cell": cell.id, "protocol": str(cell.protocol), "client": "127.0.0.1:1", "opened": 0.0, **fields}
+    )
+    return wire_facts(WireView(cell, (session,)))
+
+
+HELLO = {"legacy_version": "TLSv1.2", "versions": ["TLSv1.2", "TLSv1.3"], "versions_from": "supported_versions",
+         "ciphers": ["ECDHE-RSA-AES128-GCM-SHA256"]}  # fmt: skip
+
+
+def test_a_502_answer_to_starttls_is_starttls_not_offered() -> None:
+    text = "starttls: 502 5.5.1 Error: command not implemented"
+    for family in ("go", "command", "python"):
+        assert diagnose(text, family=family).failure_class == "starttls-not-offered"
+    session = {"starttls": {"command": "STARTTLS", "answer": "502 5.5.1 Error: command not implemented",
+                            "accepted": False}}  # fmt: skip
+    d = diagnose("exit status 1", wire=_wire(STARTTLS_CELL, **session), expected="untrusted-certificate")
+    assert d.failure_class == "starttls-not-offered"
+    assert d.evidence[0] == "wire: the server answered STARTTLS with '502 5.5.1 Error: command not implemented'"
+
+
+JAMES_NOISE = [
+    "INFO  SMTP session sessionId=0c535408 started from 127.0.0.1:53574",
+    "INFO  Connection from /127.0.0.1:53574 closed (sessionId=0c535408)",
+]
+
+
+def test_reply_codes_are_codes_not_digits_in_ids_or_ports() -> None:
+    openssl = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)"
+    for _ in range(20):  # the same answer every run
+        d = diagnose(openssl, family="python", server="james", server_lines=JAMES_NOISE)
+        assert d.failure_class == "untrusted-certificate" and not any("sessionId" in e for e in d.evidence)
+    assert diagnose("closed", family="python", server="james", server_lines=JAMES_NOISE).failure_class == (UNCLASSIFIED)
+    real = "SMTP AUTH failed for user tester: 535 5.7.8 Authentication credentials invalid"
+    assert diagnose("closed", server="james", server_lines=[*JAMES_NOISE, real]).failure_class == "auth-failed"
+
+
+ID_AND_PORT_LINES = [
+    *JAMES_NOISE,
+    "postfix/smtpd[535]: connect from localhost[127.0.0.1]:50254",
+    "postfix/smtpd[77]: disconnect from unknown[172.17.0.1]:45354 ehlo=1 starttls=0/1 commands=1/2",
+    "queue id 5020A1B2C3, port 4545, took 454ms, message-id=<502.535@mailtls.test>",
+]
+
+
+def test_no_rule_reads_a_code_inside_an_id_or_a_port() -> None:
+    tables = {**{f"client {k}": v for k, v in CLIENT_TABLES.items()},
+              **{f"server {k}": v for k, v in SERVER_TABLES.items()}, "wire": WIRE}  # fmt: skip
+    for name, table in tables.items():
+        for rule in table:
+            for line in ID_AND_PORT_LINES:
+                assert not rule.pattern.search(line), f"{name}: {rule.pattern.pattern!r} matched {line!r}"
+
+
+@pytest.mark.parametrize("cell_id", ["postfix-smtps-implicit-intermediate-wrong-host",
+                                     "postfix-smtps-implicit-intermediate-weak-rsa-1024"])  # fmt: skip
+def test_a_silent_client_is_never_made_no_shared_cipher(cell_id: str) -> None:
+    cell = CELLS[cell_id]
+    expected = str(cell.cert.failure) if cell.cert and cell.cert.failure else None
+    words = "Could not connect to SMTP host."
+    probe = Finding("the server completes handshakes at TLSv1.2 TLSv1.3; the client offers TLSv1.2 TLSv1.3: the "
+                    "version is not the problem", ("no-shared-cipher",), 1)  # fmt: skip
+    alone = diagnose(words, family="java", cell=cell, expected=expected, findings=[probe])
+    assert alone.failure_class == UNCLASSIFIED  # nothing says which class; a fallback does not invent one
+    assert f"probe: {probe.line}" in alone.evidence
+    # With a server line that narrows to certificate classes, the cell's expected class breaks the tie.
+    hinted = diagnose(words, family="java", cell=cell, expected=expected, findings=[probe], server="postfix",
+                      server_lines=["postfix/smtps/smtpd[9]: lost connection after STARTTLS from localhost"])  # fmt: skip
+    assert hinted.failure_class == expected
+
+
+def test_the_version_probe_never_overrides_a_text_about_certificates() -> None:
+    text = "javax.net.ssl.SSLHandshakeException: the server's certificate was refused"
+    probe = Finding("the version is not the problem", ("no-shared-cipher",), 1)
+    d = diagnose(text, family="command", findings=[probe], expected="hostname-mismatch")
+    assert d.failure_class == "hostname-mismatch"
+    assert diagnose(text, family="command", findings=[probe]).failure_class != "no-shared-cipher"
+
+
+def test_cipher_remedy_names_only_what_the_server_really_lacks() -> None:
+    wrong_host = CELLS["postfix-smtps-implicit-intermediate-wrong-host"]
+    text = remedy("no-shared-cipher", cell=wrong_host)
+    assert "forward secrecy" not in text and "share no cipher" in text
+    static_rsa = CELLS["postfix-smtps-implicit-tls12-single-cipher-valid"]
+    text = remedy("no-shared-cipher", cell=static_rsa)
+    assert "no forward secrecy" in text and "refusing it is right" in text
+    offered = remedy("no-shared-cipher", cell=static_rsa, offered_ciphers=["TLS_AES_128_GCM_SHA256",
+                                                                           "ECDHE-RSA-AES128-GCM-SHA256"])  # fmt: skip
+    assert offered.startswith("the client offered TLS_AES_128_GCM_SHA256, ECDHE-RSA-AES128-GCM-SHA256; ")
+
+
+# --- the order of the witnesses -------------------------------------------------------------------
+
+
+def test_wire_beats_client() -> None:
+    wire = [Finding("the client's first bytes on this implicit-TLS port were not a TLS record (plaintext)")]
+    d = diagnose("certificate verify failed: certificate has expired", family="python", wire=wire)
+    assert d.failure_class == "wrong-tls-mode" and d.decided_by == "wire"
+    assert d.evidence[0].startswith("wire: ")
+    assert any("the client evidence" in e and "contradicts the wire evidence" in e for e in d.evidence)
+
+
+def test_client_beats_server() -> None:
+    d = diagnose("certificate verify failed: certificate has expired", family="python", server="postfix",
+                 server_lines=["warning: TLS library problem: error:0A0000C1:SSL routines::no shared cipher"])  # fmt: skip
+    assert d.failure_class == "certificate-expired" and d.decided_by == "client"
+
+
+def test_server_beats_probe() -> None:
+    d = diagnose("EOF occurred in violation of protocol (_ssl.c:1006)", family="python", server="postfix",
+                 server_lines=["warning: TLS library problem: error:0A0000C1:SSL routines::no shared cipher"],
+                 findings=[Finding("no common version", ("protocol-version-mismatch",))])  # fmt: skip
+    assert d.failure_class == "no-shared-cipher" and d.decided_by == "server"
+
+
+def test_probe_beats_the_expected_class() -> None:
+    d = diagnose("EOF occurred in violation of protocol (_ssl.c:1006)", family="python",
+                 findings=[Finding("no common version", ("protocol-version-mismatch",))],
+                 expected="no-shared-cipher")  # fmt: skip
+    assert d.failure_class == "protocol-version-mismatch" and d.decided_by == "probe"
+
+
+def test_context_rule_never_overrides_words() -> None:
+    implicit = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    text = "Connection unexpectedly closed: certificate verify failed: certificate has expired"
+    assert diagnose(text, family="python", cell=implicit, tls=False).failure_class == "certificate-expired"
+
+
+def test_a_stronger_witness_narrows_a_weaker_one() -> None:
+    # The client says "handshake failure" (cipher, client certificate or version); the wire saw a ServerHello,
+    # so no cipher is missing; the server's log settles the rest.
+    hello = _wire(
+        CELLS["postfix-smtps-implicit-intermediate-valid"],
+        client_hello=HELLO,
+        server_hello={"version": "TLSv1.2", "cipher": "ECDHE-RSA-AES128-GCM-SHA256"},
+        client_finished=True,
+    )
+    text = "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure (_ssl.c:1006)"
+    d = diagnose(text, family="python", wire=hello, expected="no-shared-cipher")
+    assert d.failure_class != "no-shared-cipher" and set(d.tied) == {"client-certificate-required",
+                                                                      "protocol-version-mismatch"}  # fmt: skip
+    cert = diagnose(text, family="python", wire=hello, server="embedded",
+                    server_lines=["SSL_accept error: peer did not return a certificate"])  # fmt: skip
+    assert cert.failure_class == "client-certificate-required" and not cert.ambiguous
+
+
+def test_same_inputs_same_class_in_every_process() -> None:
+    # Hash randomisation changes set and dict-of-set orders between processes: the answers must not change.
+    script = (
+        "import json; from pytest_mailtls.diagnose import diagnose\n"
+        "texts = ['EOF occurred in violation of protocol', 'alert handshake failure', 'certificate verify failed',"
+        " 'x509: certificate signed by unknown authority', 'curl: (35) something', 'TLS startup failed',"
+        " 'The remote certificate was rejected by the provided RemoteCertificateValidationCallback.']\n"
+        "print(json.dumps([[diagnose(t, server='postfix', server_lines=['lost connection after STARTTLS']).to_json(),"
+        " diagnose(t).candidates] for t in texts]))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        outputs.add(done.stdout)
+    assert len(outputs) == 1, outputs
+    assert json.loads(outputs.pop())
+
+
+# --- facts from the wire --------------------------------------------------------------------------
+
+
+def test_wire_findings_from_a_session() -> None:
+    cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    facts = _wire(
+        cell,
+        client_hello={
+            **HELLO,
+            "legacy_version": "TLSv1",
+            "versions": ["TLSv1"],
+            "versions_from": "legacy_version",
+            "ciphers": ["AES128-SHA"],
+        },
+        alerts=[{"sender": "server", "level": "fatal", "description": "protocol_version", "encrypted": False}],
+    )
+    [fact] = facts
+    assert fact.classes == ("protocol-version-mismatch",)
+    assert "the client offered TLSv1" in fact.line and "alert protocol_version" in fact.line
+    assert fact.line.endswith("no common version")
+    d = diagnose("Could not connect to SMTP host: localhost, port: 465", family="java", cell=cell, wire=facts,
+                 profile=JAVA, offered_versions=["TLSv1"])  # fmt: skip
+    assert d.failure_class == "protocol-version-mismatch" and d.decided_by == "wire"
+    assert d.remedy.startswith("the client offered only TLSv1; the server accepts TLSv1.2-TLSv1.3; ")
+    assert 'mail.smtp.ssl.protocols="TLSv1.2 TLSv1.3"' in d.remedy and "javax.mail 1.4.x" in d.remedy
+
+
+SERVER_HELLO = {"version": "TLSv1.2", "cipher": "ECDHE-RSA-AES128-GCM-SHA256"}
+
+
+@pytest.mark.parametrize(
+    ("cell_id", "session", "cls"),
+    [
+        ("postfix-smtps-implicit-intermediate-valid", {"not_tls": True, "first_client_bytes": "EHLO x"},
+         "wrong-tls-mode"),
+        ("dovecot-imap-starttls-intermediate-valid",
+         {"starttls": {"command": "a1 STARTTLS", "answer": "a1 BAD TLS support isn't enabled.", "accepted": False}},
+         "starttls-not-offered"),
+        ("dovecot-pop3-starttls-intermediate-valid",
+         {"starttls": {"command": "STLS", "answer": "-ERR TLS support isn't enabled.", "accepted": False}},
+         "starttls-not-offered"),
+        ("postfix-submission-starttls-intermediate-valid",
+         {"credentials": ["AUTH PLAIN"],
+          "auth_answers": ["535 5.7.8 Error: authentication failed: authentication failure"]}, "auth-failed"),
+        ("dovecot-imap-starttls-intermediate-valid",
+         {"rejections": ["a1 NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
+                         "connections."]}, "starttls-required"),
+        ("postfix-smtps-implicit-intermediate-valid",
+         {"client_hello": HELLO, "server_hello": SERVER_HELLO, "client_finished": True,
+          "alerts": [{"sender": "server", "level": "fatal", "description": "certificate_required"}]},
+         "client-certificate-required"),
+        ("postfix-smtps-implicit-intermediate-expired",
+         {"client_hello": HELLO, "server_hello": SERVER_HELLO,
+          "alerts": [{"sender": "client", "level": "fatal", "description": "certificate_expired"}]},
+         "certificate-expired"),
+    ],
+)  # fmt: skip
+def test_wire_facts_classify(cell_id: str, session: dict[str, object], cls: str) -> None:
+    d = diagnose("", wire=_wire(CELLS[cell_id], **session), expected=cls)
+    assert d.failure_class == cls and d.evidence[0].startswith("wire: ")
+
+
+def test_wire_facts_that_rule_classes_out() -> None:
+    cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    done = _wire(cell, client_hello=HELLO, server_hello=SERVER_HELLO, client_finished=True, handshake_completed=True)
+    d = diagnose("Connection reset by peer", family="java", wire=done, server="postfix",
+                 server_lines=["warning: unknown[172.17.0.1]: SASL PLAIN authentication failed"])  # fmt: skip
+    assert d.failure_class == "auth-failed"
+    # An encrypted alert says nothing about its description: no class is drawn from it.
+    quiet = _wire(cell, client_hello=HELLO, server_hello=SERVER_HELLO, client_finished=True, handshake_completed=True,
+                  alerts=[{"sender": "server", "level": "unknown", "description": "encrypted", "encrypted": True}])  # fmt: skip
+    assert all(f.classes == () for f in quiet)
+    # A recorder's own sentence with no class is read with the WIRE table.
+    assert diagnose("", wire=[Finding("client sent fatal alert unknown_ca")]).failure_class in (
+        "untrusted-certificate",
+        "incomplete-chain",
+    )
+
+
+# --- remedies in every family's own knobs ------------------------------------------------------
+
+
+def test_every_family_has_every_knob() -> None:
+    from pytest_mailtls import diagnose as module
+
+    families = set(get_args(Family))
+    assert {"node", "go", "rust", "dotnet", "gnutls"} <= families
+    assert families == set(CLIENT_TABLES)
+    for table in (module._VERSION_KNOB, module._CIPHER_KNOB, module._TRUST_KNOB, module._HOST_KNOB,
+                  module._CLIENT_CERT_KNOB, module._STARTTLS_KNOB, module._MODE_KNOB):  # fmt: skip
+        assert families <= set(table), families - set(table)
+    cell = CELLS["postfix-smtps-implicit-intermediate-not-yet-valid"]
+    for family in sorted(families):
+        for cls in FAILURE_CLASSES:
+            assert remedy(cls, cell=cell, family=family), (family, cls)
+
+
+@pytest.mark.parametrize(
+    ("family", "words"),
+    [
+        ("java", 'mail.smtp.ssl.protocols="TLSv1.2 TLSv1.3"'),
+        ("node", "tls: { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3' }"),
+        ("go", "tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}"),
+        ("rust", "&rustls::version::TLS13, &rustls::version::TLS12"),
+        ("rust", "min_protocol_version(Some(native_tls::Protocol::Tlsv12))"),
+        ("dotnet", "SslProtocols.Tls12 | SslProtocols.Tls13"),
+        ("gnutls", "+VERS-TLS1.2:+VERS-TLS1.3"),
+    ],
+)
+def test_version_knobs(family: str, words: str) -> None:
+    cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    text = remedy("protocol-version-mismatch", cell=cell, family=family, offered_versions=["TLSv1"])
+    assert words in text
+    assert text.startswith("the client offered only TLSv1; the server accepts TLSv1.2-TLSv1.3; ")
+
+
+def test_version_remedy_keeps_the_profile_wording_without_an_offer() -> None:
+    cell = CELLS["postfix-smtps-implicit-intermediate-valid"]
+    text = remedy("protocol-version-mismatch", cell=cell, profile=PYTHON)
+    assert text.startswith("the client offers TLSv1.2 TLSv1.3, the server accepts TLSv1.2 TLSv1.3: ")
+    none = remedy("protocol-version-mismatch", cell=cell, family="java", offered_versions=[])
+    assert none.startswith("the client sent no ClientHello")
+
+
+@pytest.mark.parametrize(
+    ("cls", "family", "words"),
+    [
+        ("untrusted-certificate", "node", "NODE_EXTRA_CA_CERTS"),
+        ("untrusted-certificate", "go", "RootCAs"),
+        ("untrusted-certificate", "dotnet", "CustomTrustStore"),
+        ("hostname-mismatch", "go", "ServerName"),
+        ("hostname-mismatch", "dotnet", "TargetHost"),
+        ("starttls-required", "node", "requireTLS: true"),
+        ("starttls-required", "dotnet", "SecureSocketOptions.StartTls"),
+        ("starttls-required", "rust", "Tls::Required"),
+        ("client-certificate-required", "go", "tls.LoadX509KeyPair"),
+        ("client-certificate-required", "rust", "PKCS#8"),
+        ("wrong-tls-mode", "node", "secure: true"),
+    ],
+)
+def test_family_knobs(cls: str, family: str, words: str) -> None:
+    cell = {
+        "wrong-tls-mode": CELLS["postfix-smtps-implicit-intermediate-valid"],
+        "untrusted-certificate": CELLS["postfix-smtps-implicit-intermediate-valid"],
+    }.get(cls, CELLS["postfix-submission-starttls-intermediate-valid"])
+    assert words in remedy(cls, cell=cell, family=family)
+
+
+def test_a_client_without_its_tls_module_is_not_starttls_not_offered() -> None:
+    # swaks without Net::SSLeay says "TLS not available": the client's own lack, not the server's refusal.
+    text = "*** TLS not available: requires Net::SSLeay.  Exiting\nswaks exit status 10"
+    assert diagnose(text, family="swaks").failure_class == UNCLASSIFIED
+
+
+def test_a_probe_that_only_rules_the_version_out() -> None:
+    # What certify.version_findings can say when a common version exists: no class named, one ruled out.
+    probe = Finding("the server completes handshakes at TLSv1.2; the client offers TLSv1.2: the version is not the "
+                    "problem", excludes=("protocol-version-mismatch",))  # fmt: skip
+    text = "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol (_ssl.c:1006)"
+    d = diagnose(text, family="python", findings=[probe], expected="protocol-version-mismatch")
+    assert d.failure_class != "protocol-version-mismatch" and f"probe: {probe.line}" in d.evidence
+    assert diagnose("Could not connect to SMTP host.", family="java", findings=[probe]).failure_class == UNCLASSIFIED

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def _handlers(entry: ET.Element) -> list[str]:
 
 
 def test_every_default_james_cell_is_served() -> None:
-    assert len(CELLS) == 93
+    assert len(CELLS) == 99
     assert {c.id: unsupported_reason(c) for c in CELLS if unsupported_reason(c)} == {}
 
 
@@ -248,8 +249,20 @@ def test_smtp_auth_and_starttls_requirements() -> None:
     starttls, required, mx, cleartext = (_servers(_render(cells))[p] for p in container_ports(cells))
     ext = "org.mailtls.james."
     assert starttls.findtext("auth/requireSSL") == "true" and starttls.findtext("auth/announce") == "always"
-    assert _handlers(starttls)[:2] == [ext + "RequireAuthHook", ext + "MaildirCaptureHook"]
-    assert _handlers(required)[:3] == [ext + "RequireTlsHook", ext + "RequireAuthHook", ext + "MaildirCaptureHook"]
+    # AUTH is answered by the extension before James' own AuthCmdHandler, which would log in (235) in clear.
+    assert _handlers(starttls)[:3] == [
+        ext + "RequireTlsAuthHandler",
+        ext + "RequireAuthHook",
+        ext + "MaildirCaptureHook",
+    ]
+    assert _handlers(required)[:4] == [
+        ext + "RequireTlsAuthHandler",
+        ext + "RequireTlsHook",
+        ext + "RequireAuthHook",
+        ext + "MaildirCaptureHook",
+    ]
+    assert _handlers(mx)[0] == ext + "NoAuthHandler"  # no AUTH at all, in clear or in TLS
+    assert not {ext + "RequireTlsAuthHandler", ext + "NoAuthHandler"} & set(_handlers(cleartext))
     assert mx.findtext("auth/announce") == "never" and mx.findtext("auth/plainAuthEnabled") == "false"
     assert mx.findtext("authorizedAddresses") == "0.0.0.0/0"
     assert ext + "RequireAuthHook" not in _handlers(mx)
@@ -279,6 +292,28 @@ def test_imap_and_pop3_refuse_logins_before_tls_unless_cleartext() -> None:
     guard = "org.mailtls.james.RequireTlsLoginHandler"
     assert _handlers(pop_tls) == [guard, "org.apache.james.pop3server.core.CoreCmdHandlerLoader"]
     assert guard not in _handlers(pop_plain) and guard not in _handlers(pop_implicit)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'evil--><smtpserver enabled="true"><bind>0.0.0.0:2525</bind></smtpserver><!--',
+        "a</tls><tls>&amp;",
+        "-",
+    ],
+)
+def test_no_matrix_value_can_inject_configuration(name: str) -> None:
+    # Validation refuses such names; the renderer must be safe on its own (issue 10): a value is only ever text.
+    policy = replace(POLICIES["intermediate"], name=name)
+    auth = AuthPolicy(name, tls_only=False)
+    cells = [_cell("submission", Mode.STARTTLS, policy), _cell("imap", Mode.PLAIN, auth=auth)]
+    config = _render(cells, secret=f"s<{name}>&", username=f"{name.replace(' ', '')}@x".replace("/", ""))
+    for file in ("smtpserver.xml", "imapserver.xml", "pop3server.xml"):
+        root = ET.fromstring(config.files[f"conf/{file}"])
+        assert len(root) == sum(c.protocol + "server.xml" == file for c in cells)
+    smtp = ET.fromstring(config.files["conf/smtpserver.xml"])[0]
+    assert smtp.findtext("tls/secret") == f"s<{name}>&"
+    assert [b.text for b in smtp.iter("bind")] == [f"0.0.0.0:{container_ports(cells)[0]}"]
 
 
 def test_server_wide_files() -> None:

@@ -16,7 +16,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.errors import MailTLSError
+from pytest_mailtls.pki import SessionPKI, pkcs1_key_file
 from pytest_mailtls.policy import CertProfile
 
 # The OpenSSL verification message each faulty profile must produce.
@@ -153,3 +154,79 @@ def test_keys_stay_under_the_session_dir(pki: SessionPKI) -> None:
         files = pki.server_files(profile)
         assert Path(files.key_file).is_relative_to(pki.directory)
     assert not list(pki.directory.rglob("ca-key.pem")), "the CA key used for SHA-1 signing must not be left on disk"
+
+
+# --- client key forms -------------------------------------------------------------------------
+
+
+def test_client_key_is_pkcs8_with_a_pkcs1_twin(pki: SessionPKI) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    files = pki.client_files()
+    assert files.key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert files.key_pkcs1_file is not None
+    assert files.key_pkcs1_file.read_bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    pkcs8 = serialization.load_pem_private_key(files.key_file.read_bytes(), password=None)
+    pkcs1 = serialization.load_pem_private_key(files.key_pkcs1_file.read_bytes(), password=None)
+    assert isinstance(pkcs8, rsa.RSAPrivateKey) and isinstance(pkcs1, rsa.RSAPrivateKey)
+    assert pkcs8.private_numbers() == pkcs1.private_numbers()
+    assert pkcs1_key_file(files.key_file) == files.key_pkcs1_file
+
+
+@pytest.mark.parametrize("form", ["pkcs8", "pkcs1"])
+def test_both_client_key_forms_complete_mutual_tls(pki: SessionPKI, form: str) -> None:
+    files = pki.client_files()
+    ctx = _client(pki)
+    ctx.load_cert_chain(files.cert_file, files.key_file if form == "pkcs8" else files.key_pkcs1_file)
+    port, thread = _serve_once(_server_context(pki, CertProfile.VALID, client_ca=True))
+    _handshake(port, ctx)
+    thread.join(5)
+
+
+def test_pkcs1_twin_of_any_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "client.key").write_bytes(pem)
+    twin = pkcs1_key_file(tmp_path / "client.key")
+    assert twin == tmp_path / "client-pkcs1.pem"
+    assert twin.read_bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert pkcs1_key_file(twin) == twin  # already PKCS#1
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ec.key").write_bytes(
+        ec_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(MailTLSError, match="PKCS#1 is an RSA key form"):
+        pkcs1_key_file(tmp_path / "ec.key")
+
+
+def test_command_template_placeholders_for_both_key_forms(pki: SessionPKI) -> None:
+    from pytest_mailtls.clients.command import PLACEHOLDERS, CommandClient
+    from pytest_mailtls.manifest import Endpoint
+    from pytest_mailtls.matrix import load_matrix
+
+    assert {"client_key", "client_key_pkcs1"} <= set(PLACEHOLDERS)
+    cell = next(c for c in load_matrix().cells() if c.auth.client_cert)
+    files = pki.client_files()
+    endpoint = Endpoint(
+        cell=cell,
+        host="127.0.0.1",
+        port=1,
+        server_hostname="localhost",
+        ca_file=str(pki.ca_file),
+        username="u",
+        password="p",
+        mailbox="/tmp/none",
+        client_cert_file=str(files.cert_file),
+        client_key_file=str(files.key_file),
+    )
+    argv = CommandClient("client --key {client_key} --rsa-key {client_key_pkcs1}").argv(endpoint)
+    assert argv == ["client", "--key", str(files.key_file), "--rsa-key", str(files.key_pkcs1_file)]
+    # A template that does not ask for the PKCS#1 form never touches the key.
+    from dataclasses import replace
+
+    bare = replace(endpoint, client_key_file="/nonexistent/key.pem")
+    assert CommandClient("client {host}").argv(bare) == ["client", "127.0.0.1"]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.embedded import EmbeddedBackend, EmbeddedServer, server_context
@@ -227,6 +228,46 @@ def test_json_document(probed: dict[str, ProbeResult]) -> None:
     assert doc["starttls"] == {"offered": True, "required": False, "evidence": doc["starttls"]["evidence"]}
     assert set(doc["auth"]) >= {"before_tls", "after_tls"}
     assert "TLSv1" in probed["embedded-submission-starttls-legacy-valid"].render()
+
+
+@pytest.mark.parametrize(
+    ("cell_id", "accepted", "code"),
+    [
+        ("embedded-submission-plain-cleartext-auth", True, "235"),
+        ("embedded-submission-starttls-intermediate-valid", False, "538"),  # tls_only: aiosmtpd says 538
+        ("embedded-submission-starttls-required-intermediate-valid", False, "530"),
+    ],
+)
+def test_logins_are_attempted_in_clear_with_credentials_masked(
+    probed: dict[str, ProbeResult], server: EmbeddedServer, cell_id: str, accepted: bool, code: str
+) -> None:
+    result = probed[cell_id]
+    endpoint = ep(server, cell_id)
+    assert result.auth_attempts is not None and len(result.auth_attempts) == 1
+    attempt = result.auth_attempts[0]
+    assert (attempt.method, attempt.sent, attempt.accepted) == ("AUTH PLAIN", "AUTH PLAIN <credentials>", accepted)
+    assert attempt.answer.startswith(code), attempt.answer
+    doc = json.dumps(result.to_json())
+    assert endpoint.password not in doc and endpoint.password not in result.render()
+    assert json.loads(doc)["auth"]["attempts_in_clear"][0]["accepted"] is accepted
+    assert f"login in clear, AUTH PLAIN: {'ACCEPTED' if accepted else 'refused'}" in result.render()
+
+
+def test_no_login_attempts_without_credentials_or_in_implicit_mode(
+    probed: dict[str, ProbeResult], server: EmbeddedServer
+) -> None:
+    assert probed["embedded-smtps-implicit-intermediate-expired"].auth_attempts is None
+    plain = ep(server, "embedded-submission-plain-cleartext-auth")
+    assert probe(plain.host, plain.port, protocol="smtp", mode="starttls").auth_attempts is None
+
+
+def test_certificates_carry_key_identifiers(probed: dict[str, ProbeResult], pki: SessionPKI) -> None:
+    cert = probed["embedded-submission-starttls-intermediate-valid"].certificate
+    assert cert is not None and cert.leaf is not None
+    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    assert cert.leaf.authority_key_id == ski  # the leaf names the session CA's key as its issuer
+    assert cert.leaf.subject_key_id and cert.leaf.subject_key_id != ski
 
 
 # --- IMAP and POP3: a tiny STARTTLS responder -----------------------------------------------------

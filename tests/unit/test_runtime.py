@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,6 +219,7 @@ def test_labels_identify_process_session_and_host() -> None:
     assert labels["pytest-mailtls.host"] == socket.gethostname()
     assert labels["pytest-mailtls.server"] == "postfix"
     assert labels["pytest-mailtls.pidstart"] == runtime._process_start(os.getpid()) != ""
+    assert labels["pytest-mailtls.uid"] == str(os.getuid()) and labels["pytest-mailtls.user"]
 
 
 def test_reserved_labels_cannot_be_overridden() -> None:
@@ -225,12 +229,166 @@ def test_reserved_labels_cannot_be_overridden() -> None:
 
 def test_pid_liveness() -> None:
     me = os.getpid()
-    assert runtime._pid_alive(me, runtime._process_start(me))
-    assert runtime._pid_alive(me, "")  # no start time recorded: trust the pid
-    assert not runtime._pid_alive(me, "1")  # same pid, other start time: a reused pid
+    assert runtime.process_alive(me, runtime._process_start(me))
+    assert runtime.process_alive(me, "")  # no start time recorded: trust the pid
+    assert not runtime.process_alive(me, "1")  # same pid, other start time: a reused pid
+    assert not runtime.process_alive(0, "") and not runtime.process_alive(-5, "")
     child = subprocess.Popen(["true"])
     child.wait()
-    assert not runtime._pid_alive(child.pid, "")
+    assert not runtime.process_alive(child.pid, "")
+
+
+def test_a_zombie_counts_as_dead() -> None:
+    """A child that exited but was not waited for (an xdist worker killed under a live controller) still has
+    its pid, and kill(pid, 0) succeeds on it: the liveness check must read its state instead."""
+    child = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while (runtime._proc_stat(child.pid) or ["?"])[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # the kernel still says the pid exists
+        assert not runtime.process_alive(child.pid, runtime._process_start(child.pid))
+    finally:
+        child.wait()
+
+
+def _owner(**changes: str) -> dict[str, str]:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owner = {
+        "session": "another-session",
+        "pid": str(dead.pid),
+        "pidstart": "",
+        "uid": str(os.getuid()),
+        "host": socket.gethostname(),
+    }
+    owner.update(changes)
+    return owner
+
+
+def test_orphans_are_only_dead_owners_of_this_user_on_this_host() -> None:
+    me = str(os.getpid())
+    assert runtime._orphan_owner(_owner()) is not None
+    assert runtime._orphan_owner(_owner(pid=me)) is None  # alive
+    assert runtime._orphan_owner(_owner(pid=me, pidstart="1")) is not None  # pid reused by another process
+    assert runtime._orphan_owner(_owner(session=runtime.SESSION_ID)) is None  # this very process
+    assert runtime._orphan_owner(_owner(host="elsewhere")) is None
+    assert runtime._orphan_owner(_owner(uid=str(os.getuid() + 1))) is None  # another user's run: not ours
+    assert runtime._orphan_owner(_owner(uid=str(os.getuid() + 1)), all_users=True) is not None
+    no_uid = _owner()
+    del no_uid["uid"]
+    assert runtime._orphan_owner(no_uid) is None  # too old to say whose: left alone
+    assert runtime._orphan_owner(_owner(pid="x")) is None
+
+
+# --------------------------------------------------------------------------- registered temp dirs
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A system temp dir of the test's own, so the index and `mailtls-*` scan see only this test's dirs."""
+    root = tmp_path / "systmp"
+    root.mkdir()
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(root))
+    return root
+
+
+def test_a_registered_dir_names_its_owner_and_goes_with_it(private_tmp: Path) -> None:
+    work = private_tmp / "mailtls-run"
+    work.mkdir()
+    runtime.register_dir(work, remove_at_exit=True)
+    marker = json.loads((work / runtime.DIR_MARKER).read_text())
+    assert marker["pid"] == str(os.getpid()) and marker["session"] == runtime.SESSION_ID
+    assert marker["uid"] == str(os.getuid()) and marker["host"] == socket.gethostname()
+    assert marker["pidstart"] == runtime._process_start(os.getpid()) and marker["path"] == str(work.resolve())
+    assert (work / runtime.DIR_MARKER).stat().st_mode & 0o777 == 0o600
+    index = runtime._index_dir(create=False)
+    assert index is not None and index.stat().st_mode & 0o777 == 0o700 and len(list(index.iterdir())) == 1
+    assert runtime._reap_dirs(lambda line: None) == []  # its owner (this process) is alive
+    runtime.register_dir(work)  # a second user of the same dir
+    runtime.release_dir(work)
+    assert work.exists()
+    runtime.release_dir(work)  # the last one: remove_at_exit deletes it
+    assert not work.exists() and list(index.iterdir()) == []
+
+
+def test_released_dir_that_is_kept_loses_its_marker(private_tmp: Path) -> None:
+    kept = private_tmp / "kept"
+    kept.mkdir()
+    runtime.register_dir(kept)
+    runtime.release_dir(kept)
+    assert kept.exists() and not (kept / runtime.DIR_MARKER).exists()
+
+
+def _dead_dir(root: Path, name: str, **owner: str) -> Path:
+    """A dir registered by a process that has died, as a SIGKILLed run leaves it."""
+    folder = root / name
+    (folder / "pki").mkdir(parents=True)
+    (folder / "pki" / "key.pem").write_text("secret")
+    record = {**_owner(**owner), "path": str(folder.resolve())}
+    (folder / runtime.DIR_MARKER).write_text(json.dumps(record))
+    index = runtime._index_dir(create=True)
+    assert index is not None
+    runtime._index_entry(index, folder.resolve()).write_text(json.dumps(record))
+    return folder
+
+
+def test_the_reaper_removes_dirs_of_dead_runs_of_this_user_only(private_tmp: Path) -> None:
+    elsewhere = private_tmp / "pytest-of-me" / "pytest-7"  # a pytest basetemp, found through the index
+    elsewhere.mkdir(parents=True)
+    dead = _dead_dir(private_tmp, "mailtls-dead")
+    indexed = _dead_dir(elsewhere, "mailtls-servers0")
+    other_user = _dead_dir(private_tmp, "mailtls-other", uid=str(os.getuid() + 1))
+    other_host = _dead_dir(private_tmp, "mailtls-host", host="elsewhere")
+    alive = _dead_dir(private_tmp, "mailtls-alive", pid=str(os.getpid()), pidstart=runtime._process_start(os.getpid()))
+    unmarked = private_tmp / "mailtls-unmarked"
+    unmarked.mkdir()
+    lines: list[str] = []
+    removed = runtime._reap_dirs(lines.append)
+    assert sorted(removed) == sorted([str(dead.resolve()), str(indexed.resolve())])
+    assert not dead.exists() and not indexed.exists()
+    assert other_user.exists() and other_host.exists() and alive.exists() and unmarked.exists()
+    assert len(lines) == 2 and "is gone" in lines[0]
+
+
+def test_the_reaper_trusts_no_marker_that_names_another_dir(private_tmp: Path) -> None:
+    victim = private_tmp / "precious"
+    victim.mkdir()
+    decoy = _dead_dir(private_tmp, "mailtls-decoy")
+    record = json.loads((decoy / runtime.DIR_MARKER).read_text())
+    (victim / runtime.DIR_MARKER).write_text(json.dumps(record))  # a copy claims "path": decoy
+    index = runtime._index_dir(create=False)
+    assert index is not None
+    runtime._index_entry(index, victim.resolve()).write_text(json.dumps({**record, "path": str(victim)}))
+    runtime._reap_dirs(lambda line: None)
+    assert victim.exists() and not decoy.exists()
+
+
+def test_an_index_that_is_not_ours_is_ignored(private_tmp: Path) -> None:
+    index = private_tmp / f"pytest-mailtls-dirs-{os.getuid()}"
+    index.mkdir(mode=0o777)
+    index.chmod(0o777)  # writable by anyone: entries there could name any dir
+    assert runtime._index_dir(create=False) is None
+
+
+# --------------------------------------------------------------------------- signals during teardown
+
+
+def test_signals_are_held_during_a_teardown_and_acted_on_after() -> None:
+    said: list[str] = []
+    previous = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt), runtime.signals_deferred(said.append):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        with runtime.signals_deferred(said.append):  # nested: the outer one holds
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        done.append("teardown finished")
+    assert done == ["teardown finished"]  # the Ctrl-Cs did not cut it short
+    assert len(said) == 2 and "still removing" in said[0]
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_published_ports_are_read_from_inspect_data() -> None:
@@ -337,3 +495,24 @@ def test_a_remote_engine_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(runtime, "_clients", {})
     with pytest.raises(EngineUnavailable, match=r"not on this machine.*bind-mounts local folders"):
         runtime.docker_client()
+
+
+def test_only_fresh_temp_dirs_are_registered_for_deletion_after_a_crash(private_tmp: Path, tmp_path: Path) -> None:
+    """A dead run's dirs are deleted whole: a work dir or PKI dir the caller passes is registered only when
+    it is a fresh dir inside the system temp dir, never the temp dir itself or a folder of the user's."""
+    from pytest_mailtls import grid
+    from pytest_mailtls.pki import SessionPKI
+
+    assert grid._disposable_workdir(private_tmp / "fresh")
+    (private_tmp / "empty").mkdir()
+    assert grid._disposable_workdir(private_tmp / "empty")
+    (private_tmp / "used").mkdir()
+    (private_tmp / "used" / "notes.txt").write_text("mine")
+    assert not grid._disposable_workdir(private_tmp / "used")
+    assert not grid._disposable_workdir(private_tmp)  # the system temp dir itself
+    assert not grid._disposable_workdir(Path("/"))
+    assert not grid._disposable_workdir(tmp_path / "outside")  # not inside the (patched) system temp dir
+    pki = SessionPKI(private_tmp / "pki")
+    assert grid._disposable_pki(pki)
+    (pki.directory / "thesis.tex").write_text("mine")
+    assert not grid._disposable_pki(pki)

@@ -25,7 +25,7 @@ from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode, TLSPolicy
 from pytest_mailtls.verify import Mismatch, probe_endpoint, verify_endpoint, verify_endpoints
 
-from .loopserver import LoopServer
+from .loopserver import LoginResponder, LoopServer
 
 MATRIX = load_matrix()
 POLICIES = MATRIX.policies
@@ -39,8 +39,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
 
 @pytest.fixture(scope="module")
 def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    cells = MATRIX.cells(servers=["embedded"])
-    with EmbeddedBackend().start(cells, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("full"))) as srv:
+    backend = EmbeddedBackend()
+    every = MATRIX.cells(servers=["embedded"])
+    cells = [c for c in every if not backend.unsupported(c)]
+    # Python's ssl cannot choose TLS 1.3 suites: the tls13-aes256 cells are reported, not served.
+    assert sorted(c.id for c in every if c not in cells) == [
+        "embedded-smtps-implicit-tls13-aes256-valid",
+        "embedded-submission-starttls-tls13-aes256-valid",
+    ]
+    with backend.start(cells, StartOptions(pki=pki, workdir=tmp_path_factory.mktemp("full"))) as srv:
         assert isinstance(srv, EmbeddedServer)
         yield srv
 
@@ -143,6 +150,31 @@ def test_wrong_certificate_profile_is_caught(
     assert mismatches and {m.aspect for m in mismatches} == {"certificate"}
 
 
+@pytest.mark.parametrize(
+    ("served_cert", "declared_cert", "found"),
+    [
+        (CertProfile.UNTRUSTED_CA, CertProfile.MISSING_INTERMEDIATE, "issued by a CA foreign to the session"),
+        (CertProfile.MISSING_INTERMEDIATE, CertProfile.UNTRUSTED_CA, "by the session's intermediate CA"),
+    ],
+)
+def test_missing_intermediate_and_untrusted_ca_are_told_apart(
+    pki: SessionPKI, tmp_path: Path, served_cert: CertProfile, declared_cert: CertProfile, found: str
+) -> None:
+    # Both fail verification with "unable to get local issuer certificate": only the issuer tells them apart.
+    pki.server_files(CertProfile.MISSING_INTERMEDIATE)  # the session's intermediate exists either way
+    served = _cell("smtps", Mode.IMPLICIT, "intermediate", served_cert)
+    declared = _cell("smtps", Mode.IMPLICIT, "intermediate", declared_cert)
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["certificate"]
+    assert found in mismatches[0].actual and str(declared_cert) in mismatches[0].expected
+
+
+@pytest.mark.parametrize("cert", [CertProfile.UNTRUSTED_CA, CertProfile.MISSING_INTERMEDIATE])
+def test_honest_issuer_profiles_pass(pki: SessionPKI, tmp_path: Path, cert: CertProfile) -> None:
+    cell = _cell("smtps", Mode.IMPLICIT, "intermediate", cert)
+    assert _verify(pki, tmp_path, cell, cell) == []
+
+
 def test_starttls_declared_required_but_optional_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
     served = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID)
     declared = _cell("submission", Mode.STARTTLS_REQUIRED, "intermediate", CertProfile.VALID)
@@ -162,7 +194,53 @@ def test_auth_offered_in_plaintext_against_tls_only_is_caught(pki: SessionPKI, t
     served = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "cleartext-auth")
     declared = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "default")
     mismatches = _verify(pki, tmp_path, served, declared)
-    assert [(m.aspect, m.expected) for m in mismatches] == [("auth", "before TLS: no AUTH")]
+    assert [(m.aspect, m.expected) for m in mismatches] == [
+        ("auth", "before TLS: no AUTH"),
+        ("auth", "AUTH PLAIN in clear refused before STARTTLS (auth policy default)"),
+    ]
+    # The login was really attempted: the line names what was sent and what the server answered.
+    assert mismatches[1].actual.startswith("sent AUTH PLAIN <credentials>: 235")
+
+
+def test_auth_required_cell_declared_open_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("smtp", Mode.STARTTLS, "intermediate", CertProfile.VALID, "default")
+    declared = _cell("smtp", Mode.STARTTLS, "intermediate", CertProfile.VALID, "open")
+    aspects = [(m.aspect, m.expected) for m in _verify(pki, tmp_path, served, declared)]
+    assert ("auth", "mail accepted without AUTH") in aspects
+    assert ("auth", "after TLS: no AUTH") in aspects
+
+
+def test_honest_open_mx_cell_passes(pki: SessionPKI, tmp_path: Path) -> None:
+    cell = _cell("smtp", Mode.STARTTLS, "intermediate", CertProfile.VALID, "open")
+    assert _verify(pki, tmp_path, cell, cell) == []
+
+
+def test_starttls_cell_declared_plain_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    served = _cell("submission", Mode.STARTTLS, "intermediate", CertProfile.VALID, "cleartext-auth")
+    declared = _cell("submission", Mode.PLAIN, None, None, "cleartext-auth")
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert ("mode", "plain (no STARTTLS)", "STARTTLS offered") in [(m.aspect, m.expected, m.actual) for m in mismatches]
+
+
+def test_honest_plain_cell_passes_and_takes_its_login_in_clear(pki: SessionPKI, tmp_path: Path) -> None:
+    cell = _cell("submission", Mode.PLAIN, None, None, "cleartext-auth")
+    srv, endpoint = _serve(pki, tmp_path, cell, cell)
+    with srv:
+        result = probe_endpoint(endpoint)
+    assert verify_endpoint(endpoint, result) == []
+    assert result.auth_attempts is not None
+    assert [(a.method, a.accepted) for a in result.auth_attempts] == [("AUTH PLAIN", True)]
+
+
+def test_starttls_required_cell_refuses_auth_in_clear_whatever_its_auth_policy(pki: SessionPKI, tmp_path: Path) -> None:
+    # STARTTLS required wins over cleartext AUTH: aiosmtpd answers 530 to AUTH before STARTTLS, as it must.
+    cell = _cell("submission", Mode.STARTTLS_REQUIRED, "intermediate", CertProfile.VALID, "cleartext-auth")
+    srv, endpoint = _serve(pki, tmp_path, cell, cell)
+    with srv:
+        result = probe_endpoint(endpoint)
+    assert [m for m in verify_endpoint(endpoint, result) if m.aspect == "auth"] == []
+    assert result.auth_attempts is not None
+    assert [(a.method, a.accepted, a.answer[:3]) for a in result.auth_attempts] == [("AUTH PLAIN", False, "530")]
 
 
 def test_open_relay_declared_as_auth_required_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
@@ -270,3 +348,43 @@ def test_client_certificate_checked_at_login(pki: SessionPKI, enforce: bool) -> 
     assert result.client_cert_login_refused is enforce
     client_cert = [m for m in verify_endpoint(endpoint, result) if m.aspect == "client-cert"]
     assert (client_cert == []) is enforce
+
+
+# --- IMAP and POP3: logins really attempted in clear ------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("lie", [False, True], ids=["honest", "login-in-clear"])
+def test_imap_and_pop3_login_in_clear_where_forbidden_is_caught(pki: SessionPKI, protocol: str, lie: bool) -> None:
+    files = pki.server_files(CertProfile.VALID)
+    context = server_context(
+        min_version="TLSv1.2",
+        max_version="TLSv1.2",
+        ciphers="DEFAULT",
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+    )
+    user, password = "tester@mailtls.test", "mailtls-password"
+    responder = LoginResponder(protocol, context, username=user, password=password, login_in_clear=lie)
+    try:
+        cell = Cell(
+            "dovecot", SERVICES[protocol], Mode.STARTTLS, POLICIES["tls12-only"], CertProfile.VALID, AUTH["default"]
+        )
+        endpoint = Endpoint(cell, "127.0.0.1", responder.port, pki.server_hostname, str(pki.ca_file), user, password)
+        result = probe_endpoint(endpoint)
+    finally:
+        responder.stop()
+    mismatches = verify_endpoint(endpoint, result)
+    if not lie:
+        assert mismatches == []
+        assert result.auth_attempts and not any(a.accepted for a in result.auth_attempts)
+        return
+    # What the server advertises is honest (LOGINDISABLED, no SASL before STLS): only the attempts tell.
+    assert {m.aspect for m in mismatches} == {"auth"}
+    first = {"imap": "LOGIN", "pop3": "USER/PASS"}[protocol]
+    expected = f"{first} in clear refused before STARTTLS (auth policy default)"
+    line = next(str(m) for m in mismatches if m.expected == expected)
+    sent = {"imap": 'sent p3 LOGIN "tester@mailtls.test" "***": p3 OK logged in',
+            "pop3": "sent USER tester@mailtls.test, PASS ***: +OK logged in"}[protocol]  # fmt: skip
+    assert sent in line and password not in line
+    assert len(mismatches) == 2  # the SASL PLAIN attempt too

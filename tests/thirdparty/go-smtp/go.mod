@@ -1,0 +1,3 @@
+module mailtls.test/gosmtp
+
+go 1.22
