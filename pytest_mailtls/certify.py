@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .clients.base import Client, ClientResult
@@ -55,6 +57,9 @@ LOG_SETTLE = 1.0
 LOG_QUIET = 0.15
 #: When the evidence is still ambiguous, how long to wait for a server that logs late.
 LATE_LOG_WAIT = 2.0
+#: Cells certified at once by default: most of a cell's time is spent waiting (for the server's log to settle,
+#: for delivery), so more workers than cores pay off.
+DEFAULT_WORKERS = 8
 #: At most this long, certify waits for the recorder to write down connections the client left open.
 SESSION_WAIT = 2.0
 
@@ -70,27 +75,51 @@ def certify(
     progress: CertifyProgress | None = None,
     logs_for: LogSource | None = None,
     send: bool = True,
+    workers: int | None = None,
 ) -> Report:
-    """Run ``client`` against each endpoint whose protocol it speaks, one after another.
+    """Run ``client`` against each endpoint whose protocol it speaks, ``workers`` cells at a time.
 
-    Cells are run in sequence so that the server log lines new during a run
-    belong to that run's connection. ``logs_for`` (optional) returns an
-    endpoint's server log lines; ``progress`` hears about each finished cell.
+    Each cell is run by one worker, so what is attributed to a run stays that run's own: the sessions the
+    recorder wrote for that cell since the run began, and the server log lines about that cell that appeared
+    meanwhile. Endpoints without a recorder are run one after another (``workers`` is then 1), as their
+    log lines are the only witness. ``logs_for`` (optional) returns an endpoint's server log lines;
+    ``progress`` hears about each finished cell; the report lists cells in ``endpoints`` order.
     """
     report_progress = progress or _no_progress
     started = dt.datetime.now(dt.UTC)
     wanted = [e for e in endpoints if applicable(client.profile, e.cell)]
     skipped = [e.id for e in endpoints if not applicable(client.profile, e.cell)]
-    records: list[CellRecord] = []
-    for index, endpoint in enumerate(wanted, start=1):
-        record = check(client, endpoint, logs_for=logs_for, send=send)
-        records.append(record)
-        report_progress(index, len(wanted), f"{endpoint.id}: {record.verdict} ({record.actual})")
+    recorded = all(e.extra.get("sessions_file") for e in wanted)
+    count = max(1, workers if workers is not None else DEFAULT_WORKERS) if recorded else 1
+    records: list[CellRecord | None] = [None] * len(wanted)
+    done = 0
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        nonlocal done
+        record = check(client, wanted[index], logs_for=logs_for, send=send)
+        with lock:
+            records[index] = record
+            done += 1
+            report_progress(done, len(wanted), f"{wanted[index].id}: {record.verdict} ({record.actual})")
+
+    if count == 1:
+        for index in range(len(wanted)):
+            one(index)
+    else:
+        pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="mailtls-certify")
+        try:
+            for future in [pool.submit(one, index) for index in range(len(wanted))]:
+                future.result()  # re-raises a worker's error
+        except BaseException:  # Ctrl-C: start no further cell; those running end with their client's deadline
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     return Report(
         client=client.name,
         profile=client.profile.to_json(),
         generated=started.isoformat(timespec="seconds"),
-        cells=records,
+        cells=[r for r in records if r is not None],
         skipped=skipped,
     )
 

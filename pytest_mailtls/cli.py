@@ -311,7 +311,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     def run(endpoints: Sequence[Endpoint], logs_for: Callable[[Endpoint], list[str]]) -> int:
         _say(f"certifying {client.name} on {len(endpoints)} cells")
-        report = certify(client, endpoints, logs_for=logs_for, progress=_ProgressBar(), send=not args.no_send)
+        report = certify(
+            client, endpoints, logs_for=logs_for, progress=_ProgressBar(), send=not args.no_send, workers=args.workers
+        )
         rows = [[r.manifest["id"], r.expected, r.actual, r.verdict, r.negotiated_version or "-"] for r in report.cells]
         print(_table(["CELL", "EXPECTED", "ACTUAL", "VERDICT", "NEGOTIATED"], rows))
         try:
@@ -363,6 +365,16 @@ def cmd_reap(args: argparse.Namespace) -> int:
     removed = runtime.reap_orphans()
     print(f"removed {len(removed)} orphaned container(s)")
     return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def _families() -> list[str]:
@@ -453,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, help="certify against running servers from this manifest")
     p.add_argument("--report", default="mailtls-report", help="report folder (default: mailtls-report)")
     p.add_argument("--no-send", action="store_true", help="connect and log in, but send no message")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="cells certified at once (default 8; each cell's sessions and log lines stay its own)",
+    )
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("images", help="build the server images (cached by content hash)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -299,10 +300,20 @@ class ContainerServer(RunningServer, Generic[K]):
         self.endpoints = endpoints
         self.workdir = workdir
         self._cell_keys = dict(cell_keys)
+        self._log_lock = threading.Lock()
+        self._log_cache: tuple[float, str] | None = None
+
+    #: How long one read of the container's log serves every caller: concurrent certification polls each
+    #: cell's lines, and without this every poll would be a ``docker logs`` of the whole container.
+    LOG_TTL = 0.03
 
     def logs(self) -> str:
-        """The container's log (``docker logs``)."""
-        return self.container.logs()
+        """The container's log (``docker logs``), read at most once per :attr:`LOG_TTL` seconds."""
+        with self._log_lock:
+            now = time.monotonic()
+            if self._log_cache is None or now - self._log_cache[0] > self.LOG_TTL:
+                self._log_cache = (now, self.container.logs())
+            return self._log_cache[1]
 
     def cell_logs(self, cell_id: str) -> list[str]:
         """The log lines about one cell (``KeyError`` for a cell this server does not serve)."""

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mailtls.certify import check
+from pytest_mailtls.certify import certify, check
 from pytest_mailtls.clients import command_client, get_client
 from pytest_mailtls.grid import Grid
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.policy import Mode
+from pytest_mailtls.report import Report
 
 from .cellchecks import needs_engine
 
@@ -131,3 +132,16 @@ def test_a_command_client_that_skips_starttls_is_insecure(grid: Grid) -> None:
     assert record.diagnosis is not None and "wire: " in record.diagnosis.evidence[0]
     assert "in clear" in record.diagnosis.evidence[0]
     assert not any("plaintext" in e and "succeeded over" in e for e in record.diagnosis.evidence)
+
+
+def _verdicts(report: Report) -> list[tuple[str, str, str, str | None]]:
+    return [(r.id, r.verdict, r.actual, r.diagnosis.failure_class if r.diagnosis else None) for r in report.cells]
+
+
+def test_parallel_certification_gives_the_sequential_verdicts(grid: Grid) -> None:
+    """Each cell is run by one worker; its sessions and log lines stay its own, so verdicts do not move."""
+    client = get_client("python")
+    sequential = certify(client, grid.endpoints, logs_for=_logs(grid), workers=1)
+    parallel = certify(client, grid.endpoints, logs_for=_logs(grid), workers=8)
+    assert _verdicts(parallel) == _verdicts(sequential)
+    assert [r.negotiated_version for r in parallel.cells] == [r.negotiated_version for r in sequential.cells]
