@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, get_backen
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
 from .matrix import CELL_KEYS, filter_cells, load_matrix
 from .policy import Cell
+from .report import shard_of
 
 __all__ = ["main"]
 
@@ -290,7 +292,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     if bool(args.client) == bool(args.command):
         raise MailTLSError("certify needs exactly one of --client NAME or --command TEMPLATE")
     _check_writable(args.report, "--report", folder=True)
+    shard = _shard(args.shard)
     endpoints_from_manifest = read_manifest(args.manifest, live=True) if args.manifest else None
+    if endpoints_from_manifest is not None and shard is not None:
+        endpoints_from_manifest = [e for e in endpoints_from_manifest if shard_of(e.id, shard[1]) == shard[0]]
     if args.command:
         protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip()) if args.protocols else None
         for proto in protocols or ():
@@ -331,12 +336,51 @@ def cmd_certify(args: argparse.Namespace) -> int:
         if endpoints_from_manifest is not None:
             return run(endpoints_from_manifest, lambda e: [])
         cells = _selected_cells(args)
+        if shard is not None:  # start only this shard's cells
+            cells = [c for c in cells if shard_of(c.id, shard[1]) == shard[0]]
+            _say(f"shard {shard[0]}/{shard[1]}: {len(cells)} cells")
         with Grid(cells, ready_timeout=args.ready_timeout, progress=_say) as grid:
             for cell_id, skipped in grid.skipped.items():
                 _say(f"not served: {cell_id}: {skipped}")
             return run(grid.endpoints, lambda e: grid.cell_logs(e.id))
     finally:
         client.close()
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise OptionError(f"--shard {text!r}: write K/N with 1 <= K <= N, e.g. --shard 2/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import merge_reports, read_report
+
+    reports = []
+    for folder in args.reports:
+        path = Path(folder) / "report.json" if Path(folder).is_dir() else Path(folder)
+        try:
+            reports.append(read_report(path))
+        except FileNotFoundError:
+            raise MailTLSError(f"{path}: no report.json there; give the --report folders of the shards") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MailTLSError(f"{path}: not a certify report ({exc})") from None
+    _check_writable(args.out, "--out", folder=True)
+    try:
+        merged = merge_reports(reports)
+    except ValueError as exc:
+        raise MailTLSError(str(exc)) from None
+    paths = merged.write_all(args.out)
+    counts = merged.summary
+    print(
+        f"{merged.client}: {counts['total']} cells from {len(reports)} reports: {counts['pass']} pass, "
+        f"{counts['refused-correctly']} refused correctly, {counts['incompatible']} incompatible, "
+        f"{counts['insecure']} insecure; report: {paths['html']}"
+    )
+    return 0 if counts["ok"] else 1
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -466,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="mailtls-report", help="report folder (default: mailtls-report)")
     p.add_argument("--no-send", action="store_true", help="connect and log in, but send no message")
     p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="certify only shard K of N (a stable split by cell id); merge the reports with `mailtls report merge`",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=8,
@@ -473,6 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="cells certified at once (default 8; each cell's sessions and log lines stay its own)",
     )
     p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("report", help="merge the reports of certify shards into one")
+    p.add_argument("action", choices=["merge"], help="merge: one report from shard reports")
+    p.add_argument(
+        "reports", nargs="+", metavar="DIR", help="the --report folders (or report.json files) of the shards"
+    )
+    p.add_argument("--out", default="mailtls-report", help="where the merged report goes (default: mailtls-report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("images", help="build the server images (cached by content hash)")
     p.add_argument(

@@ -12,7 +12,8 @@ import html
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .manifest import Endpoint
     from .oracle import Expectation
 
-__all__ = ["CellRecord", "Report", "read_report", "REPORT_SCHEMA_VERSION", "REPORT_FILES"]
+__all__ = ["CellRecord", "Report", "read_report", "merge_reports", "shard_of", "REPORT_SCHEMA_VERSION", "REPORT_FILES"]
 
 REPORT_SCHEMA_VERSION = 1
 #: File names ``Report.write_all`` writes, by format.
@@ -330,6 +331,44 @@ class Report:
             "markdown": self.write_markdown(folder / REPORT_FILES["markdown"]),
             "html": self.write_html(folder / REPORT_FILES["html"]),
         }
+
+
+def merge_reports(reports: Sequence[Report]) -> Report:
+    """One report from the reports of shards of one certification (``mailtls certify --shard K/N``).
+
+    The shards must certify the same client with the same profile; a cell may appear in only one of them
+    (``ValueError`` otherwise). Cells come out ordered by id, as do those of every merged report, and the
+    report's time is the earliest shard's.
+    """
+    if not reports:
+        raise ValueError("no report to merge")
+    first = reports[0]
+    cells: dict[str, CellRecord] = {}
+    skipped: set[str] = set()
+    for report in reports:
+        if report.client != first.client or report.profile != first.profile:
+            raise ValueError(
+                f"the reports certify different clients ({first.client!r} and {report.client!r}) or profiles: "
+                "merge the shards of one certification only"
+            )
+        for record in report.cells:
+            if record.id in cells:
+                raise ValueError(f"cell {record.id} is in two of the reports: were the shards of different runs?")
+            cells[record.id] = record
+        skipped.update(report.skipped)
+    return Report(
+        client=first.client,
+        profile=first.profile,
+        generated=min(r.generated for r in reports),
+        cells=[cells[cell_id] for cell_id in sorted(cells)],
+        skipped=sorted(skipped - set(cells)),
+    )
+
+
+def shard_of(cell_id: str, count: int) -> int:
+    """The shard (1..``count``) a cell belongs to: a hash of its id, so the split does not depend on the selection,
+    the order or the machine."""
+    return zlib.crc32(cell_id.encode()) % count + 1
 
 
 def read_report(path: str | os.PathLike[str]) -> Report:
