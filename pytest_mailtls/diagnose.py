@@ -182,10 +182,11 @@ class DiagnosisRecord(Record):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    failure_class: str = Field(alias="class", description="a failure class (docs/report-schema.md), or unclassified")
+    failure_class: str = Field(alias="class", description="a failure class (docs/report-schema.md) or `unclassified`")
     evidence: list[str] = Field(
         default_factory=list,
-        description="the lines that show it, each prefixed wire:, client:, server:, probe:, oracle:, context: or note:",
+        description="the lines that show it, each prefixed `wire:`, `client:`, `server:`, `probe:`, `oracle:`, "
+        "`context:` or `note:`",
     )
     remedy: str = Field("", description="what to change, worded for the client family and the server")
 

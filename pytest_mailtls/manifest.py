@@ -80,11 +80,14 @@ def _process_id(value: object) -> object:
 class ManifestOwner:
     """The process that serves a manifest's cells: readers check it still runs before they use any cell."""
 
-    pid: Annotated[int, Field(gt=0), BeforeValidator(_process_id)]
-    start: Annotated[str, Field(description="the kernel's start time of pid, clock ticks since boot (empty: no /proc)")]
-    host: Annotated[str, Field(description="the host name it runs on")]
-    user: str
-    command: Annotated[str, Field(description="what serves the cells: `mailtls up`, `pytest`")] = ""
+    pid: Annotated[int, Field(gt=0, description="its process id"), BeforeValidator(_process_id)]
+    start: Annotated[
+        str,
+        Field(description="the kernel's start time of `pid` (clock ticks since boot): a reused pid is told apart"),
+    ]
+    host: Annotated[str, Field(description="the host name it runs on: a pid means nothing elsewhere")]
+    user: Annotated[str, Field(description="the user it runs as")]
+    command: Annotated[str, Field(description="`mailtls up`, `pytest`, or empty")] = ""
 
     @classmethod
     def current(cls, command: str = "") -> ManifestOwner:
@@ -338,11 +341,13 @@ def _none_is_empty(value: object) -> object:
 class PolicyRecord(Record):
     """The cell's TLS policy: the versions and ciphers the server accepts."""
 
-    name: str
-    min_version: str = Field(json_schema_extra={"enum": list(VERSIONS)})
-    max_version: str = Field(json_schema_extra={"enum": list(VERSIONS)})
-    ciphers: str | None = Field(None, description="OpenSSL cipher list for TLS <= 1.2 (null: the server's default)")
-    ciphersuites: str | None = Field(None, description="TLS 1.3 suites (null: the server's default)")
+    name: str = Field(description="the policy's name in the matrix (`intermediate`, `tls12-only` ...)")
+    min_version: str = Field(description="the lowest version accepted", json_schema_extra={"enum": list(VERSIONS)})
+    max_version: str = Field(description="the highest version accepted", json_schema_extra={"enum": list(VERSIONS)})
+    ciphers: str | None = Field(
+        None, description="an OpenSSL cipher list for TLS <= 1.2 (`null`: the server's default)"
+    )
+    ciphersuites: str | None = Field(None, description="the TLS 1.3 suites (`null`: the server's default)")
 
     @field_validator("min_version", "max_version")
     @classmethod
@@ -366,35 +371,60 @@ class PolicyRecord(Record):
 class AuthRecord(Record):
     """Who may send or log in, and the test user's credentials."""
 
-    name: str = "default"
-    mechanisms: list[str] = Field(default_factory=list, description="SASL mechanisms offered")
-    username: str
-    password: str
-    tls_only: bool = Field(True, description="AUTH only after TLS")
-    required: bool = Field(True, description="SMTP refuses MAIL until AUTH")
+    name: str = Field("default", description="the auth policy's name in the matrix (`default`, `mtls` ...)")
+    mechanisms: list[str] = Field(default_factory=list, description="the SASL mechanisms offered")
+    username: str = Field(description="the test user's name (a mail address)")
+    password: str = Field(description="the test user's password")
+    tls_only: bool = Field(True, description="AUTH is offered and accepted only after TLS")
+    required: bool = Field(True, description="SMTP refuses MAIL until the client authenticates")
 
 
 class EndpointRecord(Record):
     """One served cell: where it listens and everything a client needs to talk to it (docs/manifest.md)."""
 
-    id: str = Field("", description="server-service-mode[-policy-cert][-auth]; read back from the other keys")
-    server: str
-    service: str = Field(json_schema_extra={"enum": list(SERVICES)})
-    protocol: str = Field("", description="smtp, imap or pop3; read back from service")
-    mode: Mode
-    policy: PolicyRecord | None = Field(None, description="null for plain cells")
-    cert: CertProfile | None = Field(None, description="the certificate profile the server presents; null: plain")
-    client_cert: bool = Field(False, description="mutual TLS: a client certificate from the session CA is required")
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_port)]
-    server_hostname: str = Field(description="the name to verify and send as SNI")
+    id: str = Field(
+        "",
+        description="stable, readable cell id: `server-service-mode[-policy-cert][-auth]` (auth left out when "
+        "`default`); readers take the cell from the other keys",
+    )
+    server: str = Field(description="the server: `postfix`, `dovecot`, `james`, `embedded`")
+    service: str = Field(
+        description="the port role, by its usual port: "
+        + ", ".join(f"`{s.name}` ({s.default_port})" for s in SERVICES.values()),
+        json_schema_extra={"enum": list(SERVICES)},
+    )
+    protocol: str = Field("", description="`smtp`, `imap` or `pop3`, as the service speaks it")
+    mode: Mode = Field(
+        description="`plain` (no TLS), `starttls` (offered, optional), `starttls-required` (commands refused "
+        "before it), `implicit` (TLS from the first byte)"
+    )
+    policy: PolicyRecord | None = Field(None, description="the TLS policy (below); `null` for plain cells")
+    cert: CertProfile | None = Field(
+        None, description="the certificate profile the server presents; `null` for plain cells"
+    )
+    client_cert: bool = Field(
+        False, description="`true`: mutual TLS, a client certificate from the session CA is required"
+    )
+    host: str = Field(description="where to connect: always `127.0.0.1`")
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_port)] = Field(
+        description="the port to connect to, one the engine or the OS chose"
+    )
+    server_hostname: str = Field(
+        description="the name to verify and send as SNI (valid certificates name it, `mail.mailtls.test` and `127.0.0.1`)"
+    )
     ca_file: str = Field(description="PEM of the session CA, the one to trust")
-    auth: AuthRecord
-    mailbox: str | None = Field(None, description="host path of the Maildir holding what the cell received")
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
+    auth: AuthRecord = Field(description="who may send or log in, and the test user's credentials (below)")
+    mailbox: str | None = Field(
+        None, description="host path of the Maildir holding what this cell received (`null` where none)"
+    )
+    client_cert_file: str | None = Field(
+        None, description="PEM of a client certificate (chain) the servers accept, for mTLS cells"
+    )
+    client_key_file: str | None = Field(None, description="its private key")
     extra: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
-        default_factory=dict, description="backend specifics (container id, instance); not part of the contract"
+        default_factory=dict,
+        description="backend specifics (container id, instance name, the session recorder's `sessions_file` and "
+        "`upstream_port`); not part of the stable contract",
     )
 
     @field_validator("service")
@@ -463,9 +493,11 @@ class EndpointRecord(Record):
 class Manifest(Record):
     """What ``mailtls up`` and the fixtures write: the served cells and the process that serves them."""
 
-    version: int = MANIFEST_VERSION
-    owner: ManifestOwner | None = Field(None, description="the serving process; readers check it still runs")
-    cells: list[EndpointRecord]
+    version: int = Field(MANIFEST_VERSION, description="the manifest's version")
+    owner: ManifestOwner | None = Field(
+        None, description="the process that serves the cells (below); readers check it still runs"
+    )
+    cells: list[EndpointRecord] = Field(description="one record per served cell (below)")
 
 
 _OWNER: TypeAdapter[ManifestOwner] = TypeAdapter(ManifestOwner)

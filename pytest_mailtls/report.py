@@ -558,8 +558,8 @@ def _tooltip(r: CellRecord) -> str:
 class Negotiated(Record):
     """What the handshake settled on; both ``null`` without TLS."""
 
-    version: str | None = None
-    cipher: str | None = None
+    version: str | None = Field(None, description="`TLSv1.3` ...")
+    cipher: str | None = Field(None, description="`TLS_AES_256_GCM_SHA384` ...")
 
 
 class CellReport(EndpointRecord):
@@ -567,25 +567,45 @@ class CellReport(EndpointRecord):
 
     model_config = ConfigDict(extra="allow")  # manifest keys a newer writer added travel along
 
-    expected: str = Field(description="success or a failure class: what a correct client with this profile gets")
-    secure_overlap: bool = Field(False, description="the cell offers a secure session: a failure is the client's")
-    expected_reason: str = Field("", description="why, in one line")
-    actual: str = Field(description="success, the diagnosed failure class, or unclassified")
-    verdict: str = Field(json_schema_extra={"enum": list(VERDICTS)})
-    verdict_reason: str = Field("", description="why this verdict")
-    negotiated: Negotiated = Field(default_factory=Negotiated)
-    diagnosis: DiagnosisRecord | None = Field(
-        None, description="for every failure and every insecure success; null otherwise"
+    expected: str = Field(
+        description="`success` or a failure class: what a correct client with this profile gets (classes below)"
     )
-    client_error: str = Field("", description="the client's error (exception, cause chain, the tool's last lines)")
+    secure_overlap: bool = Field(
+        False, description="the cell offers a secure session, so a failure is the client's (`incompatible`)"
+    )
+    expected_reason: str = Field(
+        "", description="why, in one line (the client offers TLSv1.2..TLSv1.3; the server accepts TLSv1)"
+    )
+    actual: str = Field(description="`success`, the diagnosed failure class, or `unclassified`")
+    verdict: str = Field(description="the verdict (docs/certify.md)", json_schema_extra={"enum": list(VERDICTS)})
+    verdict_reason: str = Field("", description="why this verdict")
+    negotiated: Negotiated = Field(default_factory=Negotiated, description="what the handshake settled on (below)")
+    diagnosis: DiagnosisRecord | None = Field(
+        None, description="why it failed (below), for every failure and every `insecure` success; `null` otherwise"
+    )
+    client_error: str = Field(
+        "", description="the client's error (exception, cause chain, or the tool's last lines), empty on success"
+    )
     duration: float = Field(0.0, description="seconds the client ran")
-    transcript: str = Field("", description="what the client did, passwords masked, at most ~6000 characters")
-    server_log: list[str] = Field(default_factory=list, description="the server's log lines of this run")
+    transcript: str = Field(
+        "",
+        description="what the client did (steps, or the tool's verbose output), passwords masked, "
+        "at most ~6000 characters",
+    )
+    server_log: list[str] = Field(
+        default_factory=list, description="the server's log lines that appeared during this cell's run"
+    )
     wire: dict[str, Any] | None = Field(
-        None, description="what the session recorder saw (docs/report-schema.md); null without a recorder"
+        None,
+        description="what the session recorder saw during the run (`null` without a recorder): `connections`, "
+        "`summary` (a line per connection), `negotiated`, `starttls_offered`, `starttls`, `credentials_in_clear`, "
+        "`mail_in_clear`, `message_accepted`, `alerts`, `handshake_completed`, `client_app_data`, `client_hello` "
+        "and `sessions` (each connection's record, docs/wire.md, its dialogue as lines)",
     )
     client_offer: dict[str, Any] | None = Field(
-        None, description="what the client's ClientHello offered: versions, ciphers, sni, versions_from"
+        None,
+        description="what the client's ClientHello offered: `versions`, `ciphers` (OpenSSL names, in its order), "
+        "`sni`, `versions_from`; `null` without a recorder",
     )
 
     @field_validator("verdict")
@@ -604,15 +624,15 @@ class Summary(Record):
     model_config = ConfigDict(populate_by_name=True)
 
     total: int = Field(description="cells run")
-    pass_: int = Field(alias="pass", description="cells per verdict")
-    refused_correctly: int = Field(alias="refused-correctly")
-    incompatible: int
-    insecure: int
+    pass_: int = Field(alias="pass", description="cells that worked where they should")
+    refused_correctly: int = Field(alias="refused-correctly", description="cells that failed where they must")
+    incompatible: int = Field(description="cells that failed although a secure session was there")
+    insecure: int = Field(description="cells that worked where they must fail")
     unexpected_class: int = Field(description="correct refusals whose diagnosed class differs from the expected one")
     unclassified: int = Field(description="failures no table explained")
-    skipped: int = Field(description="cells of protocols the client does not speak (their ids: skipped)")
+    skipped: int = Field(description="cells of protocols the client does not speak (their ids: `skipped`)")
     seconds: float = Field(description="client time, summed")
-    ok: bool = Field(description="no incompatible and no insecure cell: the exit status is 0")
+    ok: bool = Field(description="no `incompatible` and no `insecure` cell: the exit status is 0")
 
 
 class ReportDocument(Record):
@@ -621,9 +641,14 @@ class ReportDocument(Record):
     model_config = ConfigDict(populate_by_name=True)
 
     schema_version: int = Field(REPORT_SCHEMA_VERSION, alias="schema", description="this document's version")
-    client: str = Field(description="the client's name (python-smtplib, jakarta-mail, command ...)")
-    profile: dict[str, Any] = Field(description="the client profile the oracle predicted from (docs/certify.md)")
+    client: str = Field(description="the client's name (`python-smtplib`, `jakarta-mail`, `command` ...)")
+    profile: dict[str, Any] = Field(
+        description="the client profile the oracle predicted from (docs/certify.md); `declared: false` for a "
+        "`--command` client, whose versions and suites are read per cell from its ClientHello"
+    )
     generated: str = Field(description="ISO 8601 UTC time the run started")
-    summary: Summary
-    cells: list[CellReport]
-    skipped: list[str] = Field(default_factory=list, description="ids of cells of protocols the client does not speak")
+    summary: Summary = Field(description="the counts (below)")
+    cells: list[CellReport] = Field(description="one record per cell run (below)")
+    skipped: list[str] = Field(
+        default_factory=list, description="ids of the cells of protocols the client does not speak"
+    )
