@@ -1,7 +1,7 @@
 """The JSON Schemas of the records pytest-mailtls writes, generated from their pydantic models.
 
-``python -m pytest_mailtls.schemas [FOLDER]`` writes ``manifest.json``, ``report.json`` and ``session.json``
-into FOLDER (default ``docs/schemas``) and regenerates the key tables of the Markdown pages next to it
+``python -m pytest_mailtls.schemas [FOLDER]`` writes ``manifest.json``, ``report.json``, ``session.json`` and
+``verify.json`` into FOLDER (default ``docs/schemas``) and regenerates the key tables of the Markdown pages next to it
 (``docs/*.md``) between ``<!-- schema: DOCUMENT MODEL -->`` and ``<!-- /schema -->``; with ``--check``
 it writes nothing and exits 1 when a file differs from what the models generate now. The schemas describe
 what writers write: every key is listed as required (readers accept records that leave out the keys with
@@ -31,14 +31,15 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 def _models() -> dict[str, type[BaseModel]]:
     from .manifest import Manifest
     from .report import ReportDocument
+    from .verify import VerifyDocument
     from .wire.session import Session
 
-    return {"manifest": Manifest, "report": ReportDocument, "session": Session}
+    return {"manifest": Manifest, "report": ReportDocument, "session": Session, "verify": VerifyDocument}
 
 
-#: The documents, by name: ``manifest`` (``mailtls up --manifest``), ``report`` (``report.json``) and
-#: ``session`` (one line of a cell's sessions file).
-SCHEMAS: tuple[str, ...] = ("manifest", "report", "session")
+#: The documents, by name: ``manifest`` (``mailtls up --manifest``), ``report`` (``report.json``),
+#: ``session`` (one line of a cell's sessions file) and ``verify`` (``mailtls verify --json``).
+SCHEMAS: tuple[str, ...] = ("manifest", "report", "session", "verify")
 
 
 class _Generator(GenerateJsonSchema):

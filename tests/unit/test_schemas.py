@@ -23,6 +23,7 @@ from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import VERDICTS
 from pytest_mailtls.report import Report, ReportDocument, Summary, read_report
 from pytest_mailtls.schemas import SCHEMAS, main, schema_text
+from pytest_mailtls.verify import verify_endpoints
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 CELLS = [
@@ -72,6 +73,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         manifest = write_manifest(folder / "manifest.json", grid.endpoints)
         report = certify(get_client("python"), grid.endpoints, logs_for=lambda e: grid.cell_logs(e.id))
         path = report.write_json(folder / "report.json")
+        verified = verify_endpoints(grid.endpoints)
         sessions = [
             json.loads(line)
             for e in grid.endpoints
@@ -84,6 +86,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "report": json.loads(path.read_text()),
             "report_path": path,
             "sessions": sessions,
+            "verify": json.loads(json.dumps(verified.to_json())),
         }
 
 
@@ -113,6 +116,12 @@ def test_real_session_records_validate(run: dict[str, Any]) -> None:
         validator.validate({k: v for k, v in record.items() if k != "event"})
 
 
+def test_a_real_verify_document_validates(run: dict[str, Any]) -> None:
+    doc = run["verify"]
+    assert doc["ok"] is True and doc["cells"] == len(CELLS) and all(v["probe"] for v in doc["verdicts"])
+    _validator("verify").validate(doc)
+
+
 @pytest.mark.parametrize(
     ("name", "break_it"),
     [
@@ -125,8 +134,10 @@ def test_real_session_records_validate(run: dict[str, Any]) -> None:
         ("report", lambda d: d["summary"].pop("refused-correctly")),
         ("report", lambda d: d["cells"][1].update(negotiated=None)),
         ("report", lambda d: d["cells"][2].update(mode="tls")),
+        ("verify", lambda d: d["verdicts"][0].update(ok="yes")),
+        ("verify", lambda d: d["verdicts"][1]["mismatches"].append({"cell": "x", "aspect": "versions"})),
     ],
-    ids=["port", "service", "version", "password", "pid", "verdict", "summary", "negotiated", "mode"],
+    ids=["port", "service", "version", "password", "pid", "verdict", "summary", "negotiated", "mode", "ok", "mismatch"],
 )
 def test_schemas_refuse_broken_records(run: dict[str, Any], name: str, break_it: Any) -> None:
     doc = json.loads(json.dumps(run[name]))
