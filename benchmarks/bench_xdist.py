@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-TEST = '''
+TEST = """
 import imaplib, poplib, smtplib, ssl
 
 
@@ -45,7 +45,7 @@ def test_connect(mailtls_server):
             c.quit()
     except (ssl.SSLError, OSError):
         pass  # legacy-only cells refuse this Python's TLS: a connection was still made
-'''
+"""
 
 
 def _ancestors(pid: int) -> set[int]:

@@ -26,7 +26,7 @@ pytestmark = [
 
 # Three tests on the same three SMTP cells, plus IMAP and embedded cells: with -n 3 the workers use the
 # same cells at the same time, so per-test capture is put to the test.
-INNER = '''
+INNER = """
 import json, os, smtplib, ssl, time, uuid
 from email.message import EmailMessage
 
@@ -79,7 +79,7 @@ def test_each_test_sees_its_own_mail_and_sessions(mailtls_server, request, round
 def test_imap(mailtls_server, request):
     _note(request, mailtls_server)
     {imap_body}
-'''
+"""
 
 
 def _run(folder: Path, *extra: str, imap_body: str = "pass", timeout: float = 300) -> tuple[int, str, list[dict]]:
@@ -155,9 +155,7 @@ def test_a_killed_controller_takes_the_grid_with_it(tmp_path: Path) -> None:
     flag = tmp_path / "serving"
     record = tmp_path / "record.jsonl"
     body = f"open({str(flag)!r}, 'w').close(); time.sleep(300)"
-    (tmp_path / "test_inner.py").write_text(
-        textwrap.dedent(INNER).format(record=str(record), imap_body=body)
-    )
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER).format(record=str(record), imap_body=body))
     (tmp_path / "conftest.py").write_text("")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py", "-k", "imap",
