@@ -153,9 +153,10 @@ def _disposable_workdir(path: Path) -> bool:
 def _disposable_pki(pki: SessionPKI) -> bool:
     """The session PKI's dir may go after a crash when it is a temp dir holding nothing but what a
     :class:`SessionPKI` writes there."""
+    from .pki import CA_KEY_NAME, LOCK_NAME
     from .policy import CertProfile
 
-    known = {"ca.pem", "client", "foreign-client", *(str(p) for p in CertProfile)}
+    known = {"ca.pem", CA_KEY_NAME, LOCK_NAME, "client", "foreign-client", *(str(p) for p in CertProfile)}
     return _disposable(pki.directory) and all(entry.name in known for entry in pki.directory.iterdir())
 
 

@@ -7,7 +7,9 @@ one container per server kind, and are removed at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -25,6 +27,7 @@ from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .pki import SessionPKI
 from .policy import Cell
+from .shared import WORKERINPUT_KEY, CombinedGrid, SharedRun, start_shared_dir, stop_shared_dir
 
 _STATE = pytest.StashKey["_Session"]()
 _ENDPOINT = pytest.StashKey[Endpoint]()
@@ -224,12 +227,16 @@ def mailtls_matrix(pytestconfig: pytest.Config) -> Matrix:
 
 
 @pytest.fixture(scope="session")
-def mailtls_ca(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+def mailtls_ca(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
     """Session: the throwaway PKI (``SessionPKI``) every server of the session uses.
 
     ``mailtls_ca.ca_file`` is the CA's PEM path, ``mailtls_ca.client_context()``
     an ``ssl.SSLContext`` trusting it; keys live under the session's temp dir.
+    Under pytest-xdist every worker has the same CA (the run's grid is shared).
     """
+    shared = SharedRun.of(pytestconfig)
+    if shared is not None:
+        return shared.pki()
     return SessionPKI(tmp_path_factory.mktemp("mailtls-pki"))
 
 
@@ -241,7 +248,10 @@ def mailtls_grid(
 
     Started on first use, one server per kind (postfix, dovecot, james,
     embedded), removed at session end. With ``--mailtls-manifest`` it points
-    at servers already running instead and starts nothing.
+    at servers already running instead and starts nothing. Under pytest-xdist
+    the container servers are one grid for all workers (started by the first
+    worker that needs them, removed when the last is done); a test holds its
+    cell while it runs, so ``messages()`` and ``sessions()`` stay its own.
     """
     state = pytestconfig.stash[_STATE]
     if state.cfg.manifest:
@@ -251,6 +261,10 @@ def mailtls_grid(
     cells = list(state.requested.values())
     if state.choice.engine_problem:
         cells = [c for c in cells if c.server not in DOCKER_SERVERS]
+    shared = SharedRun.of(pytestconfig)
+    if shared is not None and any(c.server in DOCKER_SERVERS for c in cells):
+        yield from _shared_grid(state, shared, cells, mailtls_ca, tmp_path_factory)
+        return
     grid = Grid(
         cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=mailtls_ca, ready_timeout=state.cfg.ready_timeout
     )
@@ -260,6 +274,43 @@ def mailtls_grid(
     except BaseException as exc:
         state.start_error = exc
         raise
+    try:
+        yield grid
+    finally:
+        grid.stop()
+
+
+def _shared_grid(
+    state: _Session,
+    shared: SharedRun,
+    cells: list[Cell],
+    pki: SessionPKI,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """This worker's view of the run's shared grid, with its in-process cells (embedded) served here."""
+    containers = [c for c in cells if c.server in DOCKER_SERVERS]
+    local = [c for c in cells if c.server not in DOCKER_SERVERS]
+    try:
+        attached: Any = shared.attach(
+            containers,
+            matrix=state.cfg.matrix,
+            select=state.cfg.select,
+            servers=state.choice.servers,
+            ready_timeout=state.cfg.ready_timeout,
+        )
+        grid: Any = attached
+        if local:
+            own = Grid(
+                local,
+                workdir=tmp_path_factory.mktemp("mailtls-servers"),
+                pki=pki,
+                ready_timeout=state.cfg.ready_timeout,
+            )
+            grid = CombinedGrid(attached, own.start())
+    except BaseException as exc:
+        state.start_error = exc
+        raise
+    state.grid = grid
     try:
         yield grid
     finally:
@@ -298,6 +349,14 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     grid = request.getfixturevalue("mailtls_grid")
     if cell.id in grid.skipped:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
+    shared = SharedRun.of(request.config)
+    with contextlib.ExitStack() as held:
+        if shared is not None and cell.server in DOCKER_SERVERS and not state.cfg.manifest:
+            held.enter_context(shared.cell_lock(cell.id))  # other workers' tests on this cell wait
+        yield from _serve_cell(request, grid, cell)
+
+
+def _serve_cell(request: pytest.FixtureRequest, grid: Any, cell: Cell) -> Iterator[Endpoint]:
     endpoint = grid.endpoint(cell.id)
     if endpoint.extra.get("sessions_file"):
         # sessions() and last_session() count from here: this test's connections only.
@@ -366,10 +425,38 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.cfg.require_docker and state.engine_skips:
         # CI asked for containers: tests skipped because no engine answered must not leave the run green.
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # pytest-xdist controller: every worker is done (or dead): stop the shared grid.
+    _stop_shared(session.config)
     # Safety net: the grid fixture stops its servers, but a container must never outlive the run.
     runtime = sys.modules.get("pytest_mailtls.runtime")
     if runtime is not None:
         runtime.stop_all()
+
+
+_SHARED_DIR = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, in the controller: tell each worker where the run's shared grid lives.
+
+    The directory is made here (private, registered with the reaper); the first worker that needs container
+    cells starts the grid daemon in it, and the controller stops that daemon when the session ends."""
+    config = node.config
+    state = config.stash.get(_STATE, None)
+    if state is None or state.cfg.manifest or state.cfg.xdist_grid != "shared":
+        return
+    directory = config.stash.get(_SHARED_DIR, None)
+    if directory is None:
+        config.stash[_SHARED_DIR] = directory = start_shared_dir()
+    node.workerinput[WORKERINPUT_KEY] = {"dir": str(directory), "controller": os.getpid()}
+
+
+def _stop_shared(config: pytest.Config) -> None:
+    directory = config.stash.get(_SHARED_DIR, None)
+    if directory is not None:
+        del config.stash[_SHARED_DIR]
+        stop_shared_dir(directory, say=lambda line: print(f"mailtls: {line}", file=sys.stderr))
 
 
 @pytest.hookimpl(optionalhook=True)

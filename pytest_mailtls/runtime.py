@@ -772,7 +772,8 @@ class Container:
         self.id = container_id
         self.name = name
         self.image = image
-        self.ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
+        self.ports: dict[int, int] = {}  # container port -> the port on ``address`` that reaches it
+        self.address = "127.0.0.1"  # published ports; the container's own address when routed directly
         self.owner_pid = os.getpid()
         self.cancel = cancel  # the start it belongs to (see cancel_starts)
         self._network = network  # holds a reference on this process's network
@@ -784,7 +785,7 @@ class Container:
         return f"<Container {self.name} {self.id[:12]} {self.image} ports={self.ports}>"
 
     def host_port(self, container_port: int) -> int:
-        """The 127.0.0.1 port on the host that reaches ``container_port``."""
+        """The port on :attr:`address` that reaches ``container_port`` from this host."""
         try:
             return self.ports[container_port]
         except KeyError:
@@ -1451,9 +1452,12 @@ def start_container(
     _check_cancel(cancel, where)
     api = client.api
     network = None if host_network else _acquire_network()
+    # Routed directly, nothing is published: the engine spends ~12 ms per published port to start and ~50 ms
+    # to remove (a userland proxy each), which for a whole grid was most of its start and teardown.
+    direct = network is not None and not fixed and direct_routing(network)
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
     host_config = api.create_host_config(
-        port_bindings=None if host_network else bindings,
+        port_bindings=None if host_network or direct else bindings,
         network_mode="host" if host_network else network,
         mounts=_bind_mounts(volumes or {}),
         extra_hosts=dict(extra_hosts or {}),
@@ -1507,7 +1511,11 @@ def start_container(
             raise ServerStartError(
                 f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
             )
-        container.ports = {p: p for p in ports} if host_network else _published(attrs, ports)
+        if direct:
+            container.address = (attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
+            if not container.address:
+                raise ServerStartError(f"{where} runs but has no address on the network {network}")
+        container.ports = {p: p for p in ports} if host_network or direct else _published(attrs, ports)
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
@@ -1518,6 +1526,41 @@ def start_container(
             _check_cancel(cancel, where)
         raise
     return container
+
+
+_direct: dict[str, bool] = {}
+
+
+def direct_routing(network: str) -> bool:
+    """Whether this host reaches containers on ``network`` at their own addresses, so that nothing needs
+    publishing: the network's gateway address is one of this host's (a local, rootful Linux engine). Not so
+    on Docker Desktop, rootless or remote engines (their bridge lives elsewhere): ports are published on
+    127.0.0.1 there. ``MAILTLS_PUBLISH_PORTS=1`` publishes always.
+
+    Either way clients dial the session recorder on 127.0.0.1; a container's address is what the recorder
+    dials. Other containers cannot reach it (inter-container traffic is off on the run's network).
+    """
+    if os.environ.get("MAILTLS_PUBLISH_PORTS", "").lower() in ("1", "true", "yes"):
+        return False
+    if network not in _direct:
+        _direct[network] = _gateway_is_local(network)
+    return _direct[network]
+
+
+def _gateway_is_local(network: str) -> bool:
+    try:
+        attrs = docker_client().api.inspect_network(network)
+        gateways = [c.get("Gateway") for c in (attrs.get("IPAM") or {}).get("Config") or [] if c.get("Gateway")]
+    except Exception:
+        return False
+    for gateway in gateways:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((gateway, 0))  # succeeds only for an address of this host
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def free_ports(count: int) -> list[int]:

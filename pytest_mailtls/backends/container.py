@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .. import capture
 from ..errors import ServerStartError
@@ -249,6 +249,7 @@ def launch(
             cell_endpoint(
                 cell,
                 options,
+                host=container.address,
                 port=container.host_port(port),
                 mailbox=mailbox(cell),
                 client=client,
@@ -324,6 +325,10 @@ class ContainerServer(RunningServer, Generic[K]):
                 f"no cell {cell_id!r} in this {self.title} server (it serves {len(self.endpoints)})"
             ) from None
         return self.log_lines(self.logs(), key)
+
+    def log_source(self, cell_id: str) -> tuple[str, Any] | None:
+        key = self._cell_keys.get(cell_id)
+        return None if key is None else (self.container.id, key)
 
     @abc.abstractmethod
     def log_lines(self, log: str, key: K) -> list[str]:

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import capture
 from ..manifest import Endpoint
@@ -699,6 +699,9 @@ class DovecotBackend(Backend):
 
     name = "dovecot"
     needs_docker = True
+
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        return cell_log_lines(log, key)
 
     def __init__(self, *, extra_mechanisms: Sequence[str] = ()) -> None:
         self.extra_mechanisms: tuple[str, ...] = tuple(extra_mechanisms)

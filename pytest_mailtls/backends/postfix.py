@@ -462,6 +462,9 @@ class PostfixBackend(Backend):
     name = "postfix"
     needs_docker = True
 
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        return cell_log_lines(log, key)
+
     def __init__(self, *, dovecot: DovecotLink | None = None) -> None:
         self.dovecot = dovecot
 
