@@ -394,11 +394,12 @@ class Grid:
         running = self.servers.get(server)
         return running.logs() if running else ""
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Server log lines about one cell, where the backend can tell them apart."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """Server log lines about one cell, where the backend can tell them apart (after the Unix time
+        ``since``, if given)."""
         for server in self.servers.values():
             if any(e.id == cell_id for e in server.endpoints):
-                return list(server.cell_logs(cell_id))
+                return list(server.cell_logs(cell_id, since))
         return []
 
     def stop(self) -> None:

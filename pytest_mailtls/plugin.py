@@ -32,7 +32,7 @@ from .shared import WORKERINPUT_KEY, CombinedGrid, SharedRun, start_shared_dir, 
 _STATE = pytest.StashKey["_Session"]()
 _ENDPOINT = pytest.StashKey[Endpoint]()
 _RECORDS = pytest.StashKey[list[Any]]()
-_LOG_MARK = pytest.StashKey[int]()  # how many log lines the cell had when the test started
+_LOG_MARK = pytest.StashKey[float]()  # when the test started: its server log lines are those written after
 
 
 class _Session:
@@ -144,6 +144,27 @@ def pytest_collection(session: pytest.Session) -> None:
             matrix.cells(servers=[], selection=state.cfg.select)
     except MailTLSError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """pytest-xdist worker: start the run's shared grid now, while the other workers still collect."""
+    state = session.config.stash.get(_STATE, None)
+    shared = SharedRun.of(session.config)
+    if state is None or shared is None or state.cfg.manifest or not state.requested:
+        return
+    containers = [c for c in state.requested.values() if c.server in DOCKER_SERVERS]
+    if containers and not state.choice.engine_problem:
+        with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
+            shared.request(containers, **_grid_request(state))
+
+
+def _grid_request(state: _Session) -> dict[str, Any]:
+    return {
+        "matrix": state.cfg.matrix,
+        "select": state.cfg.select,
+        "servers": state.choice.servers,
+        "ready_timeout": state.cfg.ready_timeout,
+    }
 
 
 def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> list[str]:
@@ -291,13 +312,7 @@ def _shared_grid(
     containers = [c for c in cells if c.server in DOCKER_SERVERS]
     local = [c for c in cells if c.server not in DOCKER_SERVERS]
     try:
-        attached: Any = shared.attach(
-            containers,
-            matrix=state.cfg.matrix,
-            select=state.cfg.select,
-            servers=state.choice.servers,
-            ready_timeout=state.cfg.ready_timeout,
-        )
+        attached: Any = shared.attach(containers, **_grid_request(state))
         grid: Any = attached
         if local:
             own = Grid(
@@ -362,7 +377,7 @@ def _serve_cell(request: pytest.FixtureRequest, grid: Any, cell: Cell) -> Iterat
         # sessions() and last_session() count from here: this test's connections only.
         endpoint = dataclasses.replace(endpoint, extra={**endpoint.extra, "sessions_since": time.time()})
     request.node.stash[_ENDPOINT] = endpoint
-    request.node.stash[_LOG_MARK] = len(grid.cell_logs(cell.id))
+    request.node.stash[_LOG_MARK] = time.time()  # reading the log now would cost a whole log per test
     if endpoint.mailbox is not None:
         endpoint.clear()
     yield endpoint
@@ -529,6 +544,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     sessions = _sessions_text(endpoint)
     if sessions:
         report.sections.append((f"mailtls sessions ({endpoint.id})", sessions))
-    lines = state.grid.cell_logs(endpoint.id)[item.stash.get(_LOG_MARK, 0) :][-60:]
+    lines = state.grid.cell_logs(endpoint.id, since=item.stash.get(_LOG_MARK, None))[-60:]
     if lines:
         report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

@@ -793,12 +793,13 @@ class Container:
                 f"container {self.name} publishes no port {container_port} (it has {sorted(self.ports)})"
             ) from None
 
-    def logs(self) -> str:
-        """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log)."""
+    def logs(self, since: float | None = None) -> str:
+        """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log);
+        with ``since`` (a Unix time) only what it wrote after that."""
         if self._final_logs is not None:
             return self._final_logs
         try:
-            data = self._client.api.logs(self.id, stdout=True, stderr=True)
+            data = self._client.api.logs(self.id, stdout=True, stderr=True, since=since)
         except _docker_errors().NotFound:
             return ""
         return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)

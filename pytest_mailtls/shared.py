@@ -105,7 +105,7 @@ class SharedRun:
     def pki(self) -> SessionPKI:
         return SessionPKI.open_shared(self.directory / "pki")
 
-    def attach(
+    def request(
         self,
         cells: Sequence[Any],
         *,
@@ -113,11 +113,14 @@ class SharedRun:
         select: str | None,
         servers: Sequence[str],
         ready_timeout: float,
-    ) -> AttachedGrid:
-        """Start the run's grid if no worker did yet, wait until it serves, and return its endpoints."""
+    ) -> None:
+        """Start the run's grid unless a worker did already; return at once (see :meth:`attach`).
+
+        Workers call this as soon as their collection is done, so the servers start while pytest-xdist
+        still waits for the slower workers to collect."""
         import filelock
 
-        request = {
+        wanted = {
             "matrix": matrix,
             "select": select,
             "servers": list(servers),
@@ -126,9 +129,13 @@ class SharedRun:
         }
         with filelock.FileLock(str(self.directory / "start.lock"), mode=0o600):
             if not (self.directory / REQUEST).exists():
-                (self.directory / REQUEST).write_text(json.dumps(request))
+                (self.directory / REQUEST).write_text(json.dumps(wanted))
                 self._spawn()
-        self._wait(ready_timeout)
+
+    def attach(self, cells: Sequence[Any], **request: Any) -> AttachedGrid:
+        """Start the run's grid if no worker did yet, wait until it serves, and return its endpoints."""
+        self.request(cells, **request)
+        self._wait(float(request["ready_timeout"]))
         return AttachedGrid(self.directory)
 
     def _spawn(self) -> None:
@@ -200,7 +207,7 @@ class AttachedGrid:
         ids = {c.id for c in filter_cells([e.cell for e in self.endpoints], criteria)}
         return [e for e in self.endpoints if e.id in ids]
 
-    def cell_logs(self, cell_id: str) -> list[str]:
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
         """The server's log lines about one cell, read through the engine like the owner would."""
         source = self._logs.get(cell_id)
         if not source:
@@ -208,18 +215,24 @@ class AttachedGrid:
         server, container, key = source
         from .grid import get_backend
 
-        return get_backend(server).cell_log_lines(self._container_log(container), key)
+        return get_backend(server).cell_log_lines(self._container_log(container, since), key)
 
-    def _container_log(self, container: str) -> str:
+    def _container_log(self, container: str, since: float | None) -> str:
+        from .runtime import docker_client
+
+        if since is not None:  # only what is new: the engine filters, the whole log is not read
+            try:
+                data = docker_client().api.logs(container, stdout=True, stderr=True, since=since)
+            except Exception as exc:  # a report section must never hide the test's own failure
+                return f"(log unreadable: {exc})"
+            return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         with self._lock:
             now = time.monotonic()
             cached = self._cache.get(container)
             if cached is None or now - cached[0] > 0.03:
-                from .runtime import docker_client
-
                 try:
                     text = docker_client().containers.get(container).logs().decode("utf-8", "replace")
-                except Exception as exc:  # a report section must never hide the test's own failure
+                except Exception as exc:
                     text = f"(log unreadable: {exc})"
                 self._cache[container] = cached = (now, text)
             return cached[1]
@@ -256,9 +269,9 @@ class CombinedGrid:
     def find(self, **criteria: str | Sequence[str]) -> list[Endpoint]:
         return [e for part in self.parts for e in part.find(**criteria)]
 
-    def cell_logs(self, cell_id: str) -> list[str]:
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
         part = self._part(cell_id)
-        return list(part.cell_logs(cell_id)) if part is not None else []
+        return list(part.cell_logs(cell_id, since)) if part is not None else []
 
     def stop(self) -> None:
         for part in self.parts:

@@ -80,8 +80,9 @@ class RunningServer(abc.ABC):
     def logs(self) -> str:
         """The server's log so far."""
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Log lines about one cell; backends that can tell cells apart override this."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """Log lines about one cell (written after the Unix time ``since``, if given); backends that can tell
+        cells apart override this."""
         return self.logs().splitlines()
 
     def log_source(self, cell_id: str) -> tuple[str, Any] | None:

@@ -316,15 +316,16 @@ class ContainerServer(RunningServer, Generic[K]):
                 self._log_cache = (now, self.container.logs())
             return self._log_cache[1]
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """The log lines about one cell (``KeyError`` for a cell this server does not serve)."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """The log lines about one cell (``KeyError`` for a cell this server does not serve); with ``since``
+        (a Unix time) only those written after it, read by the engine without the whole log."""
         try:
             key = self._cell_keys[cell_id]
         except KeyError:
             raise KeyError(
                 f"no cell {cell_id!r} in this {self.title} server (it serves {len(self.endpoints)})"
             ) from None
-        return self.log_lines(self.logs(), key)
+        return self.log_lines(self.logs() if since is None else self.container.logs(since=since), key)
 
     def log_source(self, cell_id: str) -> tuple[str, Any] | None:
         key = self._cell_keys.get(cell_id)
