@@ -406,7 +406,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     with runtime.using_images(base=args.base_image, registry=args.registry, build=args.action != "pull") as settings:
         registry = settings.registry
         if args.action in ("pull", "push") and registry is None:
-            raise MailTLSError(
+            raise OptionError(
                 f"`mailtls images {args.action}` needs a registry: --registry HOST[:PORT][/PATH] "
                 f"(or {runtime.REGISTRY_ENV}), e.g. --registry 127.0.0.1:5000"
             )
@@ -416,7 +416,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         if args.action == "base":
             return EXIT_OK
         if args.action == "push" and registry is not None:
-            print(f"base: pushed as {runtime.push_image(settings.base, registry, progress=_say)}")
+            if "@" in settings.base:  # a digest names the same image everywhere: no copy is needed
+                print(f"base: {settings.base} is pinned by digest; not pushed")
+            else:
+                print(f"base: pushed as {runtime.push_image(settings.base, registry, progress=_say)}")
         missing = 0
         for server in servers:
             started = time.monotonic()

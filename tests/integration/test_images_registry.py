@@ -12,6 +12,7 @@ The main engine is only read, tagged and pushed from; the tags pushing adds are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,11 +74,10 @@ def _free_port() -> int:
 # --------------------------------------------------------------------------- the registry
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A distribution registry on 127.0.0.1:<free port>, storing in a temp dir; stopped and removed after."""
+@contextlib.contextmanager
+def local_registry(root: Path) -> Iterator[str]:
+    """A distribution registry on 127.0.0.1:<free port> storing in ``root``; yields ``127.0.0.1:<port>``."""
     port = _free_port()
-    root = tmp_path / "registry"
     (root / "data").mkdir(parents=True)
     config = root / "config.yml"
     config.write_text(
@@ -97,9 +98,8 @@ def registry(tmp_path: Path) -> Iterator[str]:
                 break
             except (urllib.error.URLError, ConnectionError):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"docker-registry did not answer on 127.0.0.1:{port}: {(root / 'registry.log').read_text()}"
-                    )
+                    log_text = (root / "registry.log").read_text()
+                    raise RuntimeError(f"docker-registry did not answer on 127.0.0.1:{port}: {log_text}") from None
                 time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
@@ -109,6 +109,12 @@ def registry(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    with local_registry(tmp_path / "registry") as address:
+        yield address
 
 
 def _catalog(registry: str) -> list[str]:
@@ -123,7 +129,7 @@ def _catalog(registry: str) -> list[str]:
 class Engine:
     root: Path
     host: str  # unix://...
-    client: object
+    client: Any  # docker.DockerClient for this engine
 
     def run_mailtls(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``python -m pytest_mailtls ARGS`` against this engine, with debootstrap masked."""
@@ -190,61 +196,68 @@ def _stop_engine(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def second_engine(main_images: dict[str, str]) -> Iterator[Callable[..., Engine]]:
-    """Start fresh engines (``mirror``: a registry for its registry-mirrors); each is stopped and removed after:
-    processes, data root, mounts; no network interface is added (no bridge) and no iptables rule."""
+@contextlib.contextmanager
+def fresh_engine(mirror: str | None = None) -> Iterator[Engine]:
+    """A second engine with no image, started by ``containers/base/start-engine.sh`` (``mirror``: a registry for
+    its registry-mirrors); stopped and removed after: processes, data root, mounts. It has no bridge (so it adds
+    no network interface) and writes no iptables rule."""
     import docker
 
-    started: list[Engine] = []
-
-    def start(mirror: str | None = None) -> Engine:
-        root = Path(tempfile.mkdtemp(prefix="mailtls-e2-", dir="/tmp"))  # short: the socket path has a length limit
-        host = f"unix://{root / 'docker.sock'}"
-        (root / "daemon.json").write_text(json.dumps({"registry-mirrors": [f"http://{mirror}"]} if mirror else {}))
-        args = [
-            f"--config-file={root / 'daemon.json'}",
-            f"--data-root={root / 'data'}",
-            f"--exec-root={root / 'exec'}",
-            f"--host={host}",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-            "--containerd-namespace=mailtls-e2",
-            "--containerd-plugins-namespace=mailtls-e2-plugins",
-        ]
-        engine = Engine(root, host, None)
-        started.append(engine)
-        env = {
-            **os.environ,
-            "DOCKER_HOST": host,
-            "MAILTLS_DOCKERD_ARGS": " ".join(args),
-            "MAILTLS_DOCKERD_PIDFILE": str(root / "dockerd.pid"),
-            "MAILTLS_DOCKERD_LOG": str(root / "dockerd.log"),
-            "MAILTLS_DOCKERD_TIMEOUT": "60",
-            # Hermetic: this engine reaches registries on 127.0.0.1 only, never Docker Hub (even where it answers).
-            "HTTP_PROXY": "http://127.0.0.1:9",
-            "HTTPS_PROXY": "http://127.0.0.1:9",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
+    root = Path(tempfile.mkdtemp(prefix="mailtls-e2-", dir="/tmp"))  # short: the socket path has a length limit
+    host = f"unix://{root / 'docker.sock'}"
+    (root / "daemon.json").write_text(json.dumps({"registry-mirrors": [f"http://{mirror}"]} if mirror else {}))
+    args = [
+        f"--config-file={root / 'daemon.json'}",
+        f"--data-root={root / 'data'}",
+        f"--exec-root={root / 'exec'}",
+        f"--host={host}",
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--containerd-namespace=mailtls-e2",
+        "--containerd-plugins-namespace=mailtls-e2-plugins",
+    ]
+    env = {
+        **os.environ,
+        "DOCKER_HOST": host,
+        "MAILTLS_DOCKERD_ARGS": " ".join(args),
+        "MAILTLS_DOCKERD_PIDFILE": str(root / "dockerd.pid"),
+        "MAILTLS_DOCKERD_LOG": str(root / "dockerd.log"),
+        "MAILTLS_DOCKERD_TIMEOUT": "60",
+        # Hermetic: this engine reaches registries on 127.0.0.1 only, never Docker Hub (even where it answers).
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    client = None
+    try:
         script = runtime.containers_root() / "base" / "start-engine.sh"
         done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "Docker engine ready" in done.stdout, done.stdout
-        engine.client = docker.DockerClient(base_url=host, timeout=120)
-        assert engine.client.images.list(all=True) == []  # a fresh engine: no image at all
-        return engine
+        if done.returncode != 0 or "Docker engine ready" not in done.stdout:
+            raise RuntimeError(f"the second engine did not start: {done.stdout}{done.stderr}")
+        client = docker.DockerClient(base_url=host, timeout=120)
+        yield Engine(root, host, client)
+    finally:
+        if client is not None:
+            client.close()
+        _stop_engine(root)
 
-    networks = []
-    try:
+
+@pytest.fixture
+def second_engine(main_images: dict[str, str]) -> Iterator[Callable[..., Engine]]:
+    """Start fresh engines (see :func:`fresh_engine`); afterwards nothing of them is left."""
+    started: list[Engine] = []
+    with contextlib.ExitStack() as stack:
+
+        def start(mirror: str | None = None) -> Engine:
+            engine = stack.enter_context(fresh_engine(mirror))
+            started.append(engine)
+            assert engine.client.images.list(all=True) == []  # a fresh engine: no image at all
+            return engine
+
         yield start
         # Without a bridge the engine made no network interface (the main engine's come and go meanwhile).
-        networks = [sorted(n.name for n in e.client.networks.list()) for e in started if e.client is not None]
-    finally:
-        for engine in started:
-            if engine.client is not None:
-                engine.client.close()
-            _stop_engine(engine.root)
+        networks = [sorted(n.name for n in e.client.networks.list()) for e in started]
     for engine in started:
         assert not engine.root.exists() and _processes_under(engine.root) == [] and _mounts_under(engine.root) == []
     assert all(names == ["host", "none"] for names in networks), networks
