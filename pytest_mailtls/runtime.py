@@ -77,7 +77,6 @@ __all__ = [
     "check_image_ref",
     "check_registry",
     "image_settings",
-    "pull_image",
     "push_image",
     "shared_ref",
     "using_images",
@@ -515,10 +514,10 @@ def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Pat
             except _PullFailed as exc:
                 if not settings.build:
                     raise ImageBuildError(
-                        f"{tag} is not in {settings.registry} ({exc}): build it (`mailtls images build`) and share "
-                        f"it (`mailtls images push --registry {settings.registry}`)"
+                        f"{tag} could not be pulled from {settings.registry} ({exc}): build it (`mailtls images "
+                        f"build`) and share it (`mailtls images push --registry {settings.registry}`)"
                     ) from None
-                progress(f"{tag} is not in {settings.registry} ({exc}); building it")
+                progress(f"{tag} not pulled from {settings.registry} ({exc}); building it")
         if not settings.build:
             raise ImageBuildError(f"{tag} is missing and building is off: give a registry to pull it from")
         _build(client, folder, tag, server, progress, buildargs)
@@ -699,24 +698,15 @@ def _pull_shared(client: docker.DockerClient, ref: str, registry: str, progress:
     remote = shared_ref(registry, ref)
     had = _image_id(client, remote) is not None
     started = time.monotonic()
-    image_id = _pull(client, remote)
+    try:
+        image_id = _pull(client, remote)
+    except _PullFailed as exc:
+        raise _PullFailed(f"{exc}{_registry_hint(str(exc), registry)}") from None
     _retag(client, remote, ref)
     if not had:
         _untag(client, remote)
     progress(f"pulled {ref} from {remote} in {time.monotonic() - started:.0f} s")
     return image_id
-
-
-def pull_image(ref: str, registry: str, *, progress: Progress = _noop) -> str:
-    """Pull ``ref`` from ``registry`` unless the engine has it; return its id. :class:`ImageBuildError` if absent."""
-    client = docker_client()
-    image_id = _image_id(client, ref)
-    if image_id is not None:
-        return image_id
-    try:
-        return _pull_shared(client, ref, check_registry(registry, "registry"), progress)
-    except _PullFailed as exc:
-        raise ImageBuildError(f"cannot pull {ref} from {registry}: {exc}") from None
 
 
 def push_image(ref: str, registry: str, *, progress: Progress = _noop) -> str:
@@ -917,7 +907,7 @@ def ensure_base_image(
             try:
                 return _pull_shared(client, tag, settings.registry, progress)
             except _PullFailed as exc:
-                tried.append(f"not in {settings.registry} ({exc})")
+                tried.append(f"not pulled from {settings.registry} ({exc})")
                 progress(f"base image {tag}: {tried[-1]}; asking the engine to pull it")
         started = time.monotonic()
         try:

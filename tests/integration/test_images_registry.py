@@ -324,7 +324,11 @@ def test_push_and_pull_round_trip_the_content_tags(
     empty = engine.run_mailtls("images", "pull", "--registry", registry)
     assert empty.returncode == 1, empty.stdout + empty.stderr
     errors = _lines(empty.stderr, "mailtls: error:")
-    assert len(errors) == 1 and f"not in {registry}" in errors[0] and "the engine could not pull it" in errors[0]
+    assert (
+        len(errors) == 1
+        and f"not pulled from {registry} (" in errors[0]
+        and "the engine could not pull it" in errors[0]
+    )
     assert engine.client.images.list(all=True) == []
 
     # Push from the main engine: the base and every server image under their content tags.
