@@ -332,7 +332,7 @@ def serve(directory: Path, controller: int) -> int:
         sources: dict[str, list[Any]] = {}
         for name, server in grid.servers.items():
             for endpoint in server.endpoints:
-                source = server.log_source(endpoint.id)
+                source = server.log_source(endpoint.cell.base.id)  # a hostile-network cell logs as its server
                 if source is not None:
                     sources[endpoint.id] = [name, *source]
         (directory / LOGS).write_text(json.dumps({"cells": sources, "skipped": grid.skipped}))
