@@ -231,9 +231,18 @@ def test_intolerant_boxes_reset_on_the_hellos_they_dislike(network: str, tls13_r
 
 
 def test_the_report_lists_vulnerabilities_by_class() -> None:
-    def record(cell_id: str, verdict_: str, cls: str | None) -> CellRecord:
+    def record(network: str, verdict_: str, cls: str | None) -> CellRecord:
+        endpoint = Endpoint(
+            cell=_cell(network=network),
+            host="127.0.0.1",
+            port=2525,
+            server_hostname="localhost",
+            ca_file="ca.pem",
+            username="u",
+            password="p",
+        )
         return CellRecord(
-            manifest={"id": cell_id},
+            manifest=endpoint.to_json(),
             expected="starttls-not-offered",
             secure_overlap=False,
             expected_reason="",
@@ -248,15 +257,17 @@ def test_the_report_lists_vulnerabilities_by_class() -> None:
         profile={},
         generated="",
         cells=[
-            record("a-strip-capa", "insecure", "starttls-stripping"),
-            record("b-strip-refuse", "insecure", "starttls-stripping"),
-            record("c-intercept", "refused-correctly", "untrusted-certificate"),
-            record("d-intercept", "insecure", "tls-interception"),
+            record("strip-capa", "insecure", "starttls-stripping"),
+            record("strip-refuse", "insecure", "starttls-stripping"),
+            record("inject-response", "refused-correctly", "starttls-not-offered"),
+            record("intercept", "insecure", "tls-interception"),
         ],
     )
+    base = "postfix-submission-starttls-intermediate-valid"
     assert report.vulnerabilities() == {
-        "starttls-stripping": ["a-strip-capa", "b-strip-refuse"],
-        "tls-interception": ["d-intercept"],
+        "starttls-stripping": [f"{base}-strip-capa", f"{base}-strip-refuse"],
+        "tls-interception": [f"{base}-intercept"],
     }
     assert report.to_json()["vulnerabilities"] == report.vulnerabilities()
-    assert "- **starttls-stripping** (2): `a-strip-capa`, `b-strip-refuse`" in report.markdown()
+    assert Report.from_json(report.to_json()).vulnerabilities() == report.vulnerabilities()
+    assert f"- **starttls-stripping** (2): `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()
