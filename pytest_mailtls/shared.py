@@ -355,14 +355,20 @@ def serve(directory: Path, controller: int) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not interrupt the removal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if grid is not None:
+            say("stopping")
             grid.stop()
+            say("stopped")
         if orphaned:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
 def _say(line: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} mailtls shared grid: {line}", flush=True)
+    now = time.time()
+    print(
+        f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} mailtls shared grid: {line}",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
