@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
 import shlex
 import sys
@@ -84,6 +85,15 @@ def blocks(path: Path) -> list[Block]:
         )
         i = j + 1
     return found
+
+
+def run_env() -> dict[str, str]:
+    """The environment for commands the docs show: this interpreter's scripts (``python``, ``mailtls``) first
+    on PATH, this checkout first on PYTHONPATH, and no outer pytest options (PYTEST_ADDOPTS)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def all_blocks() -> list[Block]:

@@ -20,8 +20,7 @@ import yaml
 
 from pytest_mailtls.runtime import engine_problem
 
-from .blocks import ROOT, blocks, commands
-from .test_readme import _env
+from .blocks import ROOT, blocks, commands, run_env
 
 CI_MD = ROOT / "docs" / "ci.md"
 IMAGE_CACHE = ("docker load", "mailtls images build", "docker save")
@@ -68,7 +67,7 @@ def test_every_step_is_one_that_runs_here() -> None:
     known = _known()
     readme_tests = _readme_test_command()
     pytest_help = subprocess.run(
-        [sys.executable, "-m", "pytest", "--help"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pytest", "--help"], cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=120
     ).stdout
     for name, config in _configs().items():
         steps = _steps(name, config)
@@ -113,7 +112,7 @@ def test_the_configurations_keep_what_the_page_promises() -> None:
 
 def _bash(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        ["bash", "-eo", "pipefail", "-c", line], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900
+        ["bash", "-eo", "pipefail", "-c", line], cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, f"`{line}`: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done

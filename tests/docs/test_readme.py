@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shlex
 import signal
@@ -42,6 +41,7 @@ from .blocks import (
     mailtls_commands,
     options,
     parse_mailtls,
+    run_env,
     subcommands,
     sync,
 )
@@ -60,14 +60,6 @@ EXAMPLE_TESTS = {
 
 def _python_blocks() -> list[Block]:
     return [b for b in all_blocks() if b.lang == "python"]
-
-
-def _env() -> dict[str, str]:
-    """The environment for inner runs: this interpreter's scripts first on PATH, no outer pytest options."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
 
 # --- every Python block is an example file, verbatim ---------------------------------------------------
@@ -122,7 +114,7 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         (folder / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     log = (folder / "up.log").open("w")
     argv = [sys.executable, "-m", "pytest_mailtls", "up", "--servers", "embedded", "--select", "quick"]
-    up = subprocess.Popen([*argv, "--manifest", "manifest.json"], cwd=folder, env=_env(), stdout=log, stderr=log)
+    up = subprocess.Popen([*argv, "--manifest", "manifest.json"], cwd=folder, env=run_env(), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
         while "serving until" not in (folder / "up.log").read_text():
@@ -140,7 +132,7 @@ def _run_examples(folder: Path, *args: str) -> dict[str, dict[str, str]]:
     """Run the example tests; each test id's outcome (``passed``, or the failure, error or skip message)."""
     junit = folder / f"junit-{len(list(folder.glob('junit-*')))}.xml"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}", *args]
-    done = subprocess.run(argv, cwd=folder, env=_env(), capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(argv, cwd=folder, env=run_env(), capture_output=True, text=True, timeout=1500)
     assert junit.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     outcomes: dict[str, dict[str, str]] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
@@ -185,7 +177,9 @@ def test_the_examples_pass_on_postfix_and_james(examples: Path) -> None:
 
 
 def _script(folder: Path, *argv: str) -> str:
-    done = subprocess.run([sys.executable, *argv], cwd=folder, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=folder, env=run_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"{argv}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -276,7 +270,7 @@ def test_the_readme_run_lines_run_as_written(tmp_path: Path) -> None:
     assert len(lines) >= 4
     for line in lines:
         done = subprocess.run(
-            ["bash", "-c", line], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600
+            ["bash", "-c", line], cwd=tmp_path, env=run_env(), capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, (
             f"{block.where}: `{line}`: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -309,7 +303,7 @@ def test_benchmark_commands_name_real_scripts_and_options() -> None:
         assert (ROOT / script).is_file(), f"{where}: {script} does not exist"
         if script not in helps:
             done = subprocess.run(
-                [sys.executable, script, "--help"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+                [sys.executable, script, "--help"], cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=120
             )
             assert done.returncode == 0, f"{script} --help: {done.stderr[-2000:]}"
             helps[script] = done.stdout
@@ -322,7 +316,7 @@ def test_benchmark_commands_name_real_scripts_and_options() -> None:
 
 def _help(*argv: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_mailtls", *argv, "--help"], env=_env(), capture_output=True, text=True
+        [sys.executable, "-m", "pytest_mailtls", *argv, "--help"], env=run_env(), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     return " ".join(done.stdout.split())
@@ -348,7 +342,7 @@ def test_certify_help_lists_every_placeholder_and_each_one_is_filled(tmp_path: P
 
 def test_version_is_the_package_version_and_pyproject_reads_it() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_mailtls", "--version"], env=_env(), capture_output=True, text=True
+        [sys.executable, "-m", "pytest_mailtls", "--version"], env=run_env(), capture_output=True, text=True
     )
     assert (done.returncode, done.stdout) == (0, f"mailtls {pytest_mailtls.__version__}\n")
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", pytest_mailtls.__version__)
