@@ -14,6 +14,7 @@ import ast
 import json
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,7 +141,14 @@ def _run_examples(folder: Path, *args: str) -> dict[str, dict[str, str]]:
         problem = next(iter(case), None)
         outcome = "passed" if problem is None else f"{problem.tag}: {problem.get('message', '')[:500]}"
         outcomes.setdefault(module, {})[case.get("name", "")] = outcome
-    bad = {f"{m}::{n}": o for m, tests in outcomes.items() for n, o in tests.items() if o != "passed"}
+    # Without curl (the README's second mailtls_check client) that check skips, as curl's other tests do.
+    tolerated = "skipped: client curl unavailable" if shutil.which("curl") is None else "passed"
+    bad = {
+        f"{m}::{n}": o
+        for m, tests in outcomes.items()
+        for n, o in tests.items()
+        if o != "passed" and not o.startswith(tolerated)
+    }
     assert not bad and done.returncode == 0, f"{bad}\n{done.stdout[-4000:]}"
     return outcomes
 
