@@ -386,10 +386,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     from . import runtime
+    from .errors import ImageBuildError
 
-    if args.action == "base":
-        runtime.ensure_base_image(progress=_say)
-        return EXIT_OK
     if args.action == "prune":
         removed = runtime.prune_images(progress=_say)
         print(f"removed {len(removed)} old image(s)")
@@ -398,10 +396,47 @@ def cmd_images(args: argparse.Namespace) -> int:
     for server in servers:
         if server not in DOCKER_SERVERS:
             raise MailTLSError(f"{server} has no image; images exist for {', '.join(DOCKER_SERVERS)}")
+    try:  # a malformed value is a usage error, said before any engine is asked
+        if args.registry:
+            runtime.check_registry(args.registry, "--registry")
+        if args.base_image:
+            runtime.check_image_ref(args.base_image, "--base-image")
+    except ImageBuildError as exc:
+        raise OptionError(str(exc)) from None
+    # pull obtains images without building anything; build and push build what no registry holds.
+    with runtime.using_images(base=args.base_image, registry=args.registry, build=args.action != "pull") as settings:
+        registry = settings.registry
+        if args.action in ("pull", "push") and registry is None:
+            raise OptionError(
+                f"`mailtls images {args.action}` needs a registry: --registry HOST[:PORT][/PATH] "
+                f"(or {runtime.REGISTRY_ENV}), e.g. --registry 127.0.0.1:5000"
+            )
         started = time.monotonic()
-        tag = get_backend(server).image(progress=_say)
-        print(f"{server}: {tag} ({time.monotonic() - started:.1f} s)")
-    return EXIT_OK
+        base_id = runtime.ensure_base_image(progress=_say)
+        print(f"base: {settings.base} ({base_id[7:19]}, {time.monotonic() - started:.1f} s)")
+        if args.action == "base":
+            return EXIT_OK
+        if args.action == "push" and registry is not None:
+            if "@" in settings.base:  # a digest names the same image everywhere: no copy is needed
+                print(f"base: {settings.base} is pinned by digest; not pushed")
+            else:
+                print(f"base: pushed as {runtime.push_image(settings.base, registry, progress=_say)}")
+        missing = 0
+        for server in servers:
+            started = time.monotonic()
+            try:
+                tag = get_backend(server).image(progress=_say)
+            except ImageBuildError as exc:
+                if args.action != "pull":
+                    raise
+                print(f"mailtls: {server}: {exc}", file=sys.stderr)
+                missing += 1
+                continue
+            if args.action == "push" and registry is not None:
+                print(f"{server}: {tag} pushed as {runtime.push_image(tag, registry, progress=_say)}")
+            else:
+                print(f"{server}: {tag} ({time.monotonic() - started:.1f} s)")
+    return EXIT_FAIL if missing else EXIT_OK
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
@@ -541,13 +576,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mailtls-report", help="where the merged report goes (default: mailtls-report)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("images", help="build the server images (cached by content hash)")
+    p = sub.add_parser(
+        "images",
+        help="obtain the server images: pulled from a registry when one holds them, built otherwise (content tags)",
+    )
     p.add_argument(
         "action",
-        choices=["build", "base", "prune"],
-        help="build: server images; base: the local Debian base image; prune: remove all but the newest of each",
+        choices=["build", "base", "pull", "push", "prune"],
+        help="build: the server images (pulled from --registry first, if given); base: the base image only; "
+        "pull: from --registry, building nothing; push: to --registry (built first if missing); "
+        "prune: remove all but the newest of each",
     )
     p.add_argument("--servers", default=",".join(DOCKER_SERVERS), help="which images (default: all)")
+    p.add_argument(
+        "--registry",
+        default=None,
+        metavar="HOST[:PORT][/PATH]",
+        help="registry to share images through by their content tags, e.g. 127.0.0.1:5000 or "
+        "registry.example.org/team (default: $MAILTLS_REGISTRY)",
+    )
+    p.add_argument(
+        "--base-image",
+        default=None,
+        metavar="REF",
+        help="the image every recipe starts FROM (default: $MAILTLS_BASE_IMAGE, else debian:bookworm-slim)",
+    )
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("reap", help="remove containers left behind by runs that died")

@@ -21,6 +21,7 @@ SETTINGS: dict[str, tuple[str, str, Any]] = {
     "require_docker": ("Fail when no Docker engine answers (a usage error before any test, also where auto would fall back to the embedded backend), and fail the run if any test skipped for want of an engine. For CI.", "bool", False),
     "ready_timeout": ("Seconds each server may take to pass its readiness checks.", "string", "90"),
     "manifest": ("Use servers already running (e.g. `mailtls up --manifest PATH`) instead of starting any.", "string", None),
+    "xdist_grid": ("Under pytest-xdist: `shared` (one grid for all workers, started by the first that needs it) or `per-worker` (each worker starts its own).", "string", "shared"),
 }  # fmt: skip
 
 
@@ -32,6 +33,7 @@ class MailTLSConfig:
     require_docker: bool
     ready_timeout: float
     manifest: str | None
+    xdist_grid: str = "shared"
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -61,6 +63,11 @@ def get_config(config: pytest.Config, **overrides: Any) -> MailTLSConfig:
         raise pytest.UsageError(
             f"--mailtls-ready-timeout / mailtls_ready_timeout must be a number of seconds, got {values['ready_timeout']!r}"
         ) from None
+    xdist_grid = str(values["xdist_grid"] or "shared")
+    if xdist_grid not in ("shared", "per-worker"):
+        raise pytest.UsageError(
+            f"--mailtls-xdist-grid / mailtls_xdist_grid must be shared or per-worker, got {xdist_grid!r}"
+        )
     return MailTLSConfig(
         matrix=values["matrix"] or None,
         select=values["select"] or None,
@@ -68,4 +75,5 @@ def get_config(config: pytest.Config, **overrides: Any) -> MailTLSConfig:
         require_docker=bool(values["require_docker"]),
         ready_timeout=timeout,
         manifest=values["manifest"] or None,
+        xdist_grid=xdist_grid,
     )

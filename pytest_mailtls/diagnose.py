@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ConfigDict, Field
+
 # _server_ciphers/_server_tls13_suites: the cell's real suites, so that a remedy names only what is really missing.
 from .oracle import (
     FAILURE_CLASSES,
@@ -41,6 +43,7 @@ from .oracle import (
     jsse_to_openssl,
 )
 from .policy import VERSIONS, Cell, CertProfile, Mode
+from .records import Record
 
 __all__ = [
     "UNCLASSIFIED",
@@ -158,17 +161,37 @@ class Diagnosis:
         """The evidence did not single out one class (a tie, a hint, or nothing matched): more would help."""
         return bool(self.tied) or self.failure_class == UNCLASSIFIED or self.decided_by == "hint"
 
+    def record(self) -> DiagnosisRecord:
+        return DiagnosisRecord(failure_class=self.failure_class, evidence=list(self.evidence), remedy=self.remedy)
+
     def to_json(self) -> dict[str, Any]:
-        return {"class": self.failure_class, "evidence": list(self.evidence), "remedy": self.remedy}
+        return self.record().model_dump(by_alias=True)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Diagnosis:
-        return cls(str(data["class"]), [str(e) for e in data.get("evidence") or []], str(data.get("remedy") or ""))
+    def from_json(cls, data: Any) -> Diagnosis:
+        return DiagnosisRecord.model_validate(data).diagnosis()
 
     def __str__(self) -> str:
         lines = [f"{self.failure_class}: {self.remedy}"]
         lines += [f"  evidence: {e}" for e in self.evidence]
         return "\n".join(lines)
+
+
+class DiagnosisRecord(Record):
+    """A diagnosis in a report: the failure class, the lines that show it, what to change."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    failure_class: str = Field(alias="class", description="a failure class (docs/report-schema.md) or `unclassified`")
+    evidence: list[str] = Field(
+        default_factory=list,
+        description="the lines that show it, each prefixed `wire:`, `client:`, `server:`, `probe:`, `oracle:`, "
+        "`context:` or `note:`",
+    )
+    remedy: str = Field("", description="what to change, worded for the client family and the server")
+
+    def diagnosis(self) -> Diagnosis:
+        return Diagnosis(self.failure_class, list(self.evidence), self.remedy)
 
 
 # --- client tables ------------------------------------------------------------------

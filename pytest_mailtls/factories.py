@@ -44,7 +44,7 @@ class ManifestGrid:
         ids = {c.id for c in filter_cells([e.cell for e in self.endpoints], criteria)}
         return [e for e in self.endpoints if e.id in ids]
 
-    def cell_logs(self, cell_id: str) -> list[str]:
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
         return []
 
     def stop(self) -> None:

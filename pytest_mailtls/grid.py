@@ -153,9 +153,10 @@ def _disposable_workdir(path: Path) -> bool:
 def _disposable_pki(pki: SessionPKI) -> bool:
     """The session PKI's dir may go after a crash when it is a temp dir holding nothing but what a
     :class:`SessionPKI` writes there."""
+    from .pki import CA_KEY_NAME, LOCK_NAME
     from .policy import CertProfile
 
-    known = {"ca.pem", "client", "foreign-client", *(str(p) for p in CertProfile)}
+    known = {"ca.pem", CA_KEY_NAME, LOCK_NAME, "client", "foreign-client", *(str(p) for p in CertProfile)}
     return _disposable(pki.directory) and all(entry.name in known for entry in pki.directory.iterdir())
 
 
@@ -393,11 +394,12 @@ class Grid:
         running = self.servers.get(server)
         return running.logs() if running else ""
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Server log lines about one cell, where the backend can tell them apart."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """Server log lines about one cell, where the backend can tell them apart (after the Unix time
+        ``since``, if given)."""
         for server in self.servers.values():
             if any(e.id == cell_id for e in server.endpoints):
-                return list(server.cell_logs(cell_id))
+                return list(server.cell_logs(cell_id, since))
         return []
 
     def stop(self) -> None:

@@ -19,12 +19,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, field_validator
 
 from . import capture
 from .connect import set_version_range
 from .errors import ManifestError, one_line
-from .policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+from .policy import LEGACY_VERSIONS, SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+from .records import Record, one_of, problem
 
 if TYPE_CHECKING:
     from .wire.session import Session
@@ -36,6 +39,8 @@ __all__ = [
     "read_manifest",
     "find_endpoint",
     "check_replaceable",
+    "Manifest",
+    "EndpointRecord",
     "MANIFEST_VERSION",
 ]
 
@@ -65,15 +70,24 @@ def _user() -> str:
         return str(os.getuid())
 
 
+def _process_id(value: object) -> object:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{value!r} is not a process id")
+    return value
+
+
 @dataclass(frozen=True)
 class ManifestOwner:
     """The process that serves a manifest's cells: readers check it still runs before they use any cell."""
 
-    pid: int
-    start: str  # the kernel's start time of ``pid`` ("" where /proc is missing)
-    host: str
-    user: str
-    command: str = ""
+    pid: Annotated[int, Field(gt=0, description="its process id"), BeforeValidator(_process_id)]
+    start: Annotated[
+        str,
+        Field(description="the kernel's start time of `pid` (clock ticks since boot): a reused pid is told apart"),
+    ]
+    host: Annotated[str, Field(description="the host name it runs on: a pid means nothing elsewhere")]
+    user: Annotated[str, Field(description="the user it runs as")]
+    command: Annotated[str, Field(description="`mailtls up`, `pytest`, or empty")] = ""
 
     @classmethod
     def current(cls, command: str = "") -> ManifestOwner:
@@ -83,20 +97,17 @@ class ManifestOwner:
         return cls(pid, stat[1] if stat else "", socket.gethostname(), _user(), command)
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "start": self.start, "host": self.host, "user": self.user, "command": self.command}
+        return _OWNER.dump_python(self)
 
     @classmethod
     def from_json(cls, data: Any, source: str) -> ManifestOwner:
+        """The owner record of the manifest ``source``; a one-line :class:`ManifestError` if it is malformed."""
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: owner: must be an object with pid, start, host, user")
-        pid = data.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise ManifestError(one_line(f"{source}: owner.pid: {pid!r} is not a process id"))
-        fields = {k: data.get(k, "") for k in ("start", "host", "user", "command")}
-        for key, value in fields.items():
-            if not isinstance(value, str):
-                raise ManifestError(one_line(f"{source}: owner.{key}: {value!r} is not a string"))
-        return cls(pid, **fields)
+        try:
+            return _OWNER.validate_python(data)
+        except ValidationError as exc:
+            raise ManifestError(f"{source}: {problem(exc, at='owner')}") from None
 
     @property
     def here(self) -> bool:
@@ -291,29 +302,11 @@ class Endpoint:
 
     # --- manifest ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        cell = self.cell
-        return {
-            "id": cell.id,
-            "server": cell.server,
-            "service": cell.service.name,
-            "protocol": str(cell.protocol),
-            "mode": str(cell.mode),
-            "policy": cell.policy.to_json() if cell.policy else None,
-            "cert": str(cell.cert) if cell.cert else None,
-            "client_cert": cell.auth.client_cert,
-            "host": self.host,
-            "port": self.port,
-            "server_hostname": self.server_hostname,
-            "ca_file": self.ca_file,
-            "auth": cell.auth.to_json(username=self.username, password=self.password),
-            "mailbox": self.mailbox,
-            "client_cert_file": self.client_cert_file,
-            "client_key_file": self.client_key_file,
-            "extra": self.extra,
-        }
+        """The endpoint's manifest record (:class:`EndpointRecord`), as JSON-ready data."""
+        return EndpointRecord.of(self).model_dump()
 
     @classmethod
-    def from_json(cls, record: dict[str, Any], *, source: str = "manifest", index: int | None = None) -> Endpoint:
+    def from_json(cls, record: Any, *, source: str = "manifest", index: int | None = None) -> Endpoint:
         """An endpoint from its manifest record; a :class:`ManifestError` naming ``source`` and the record if
         the record is malformed."""
         where = f"cells[{index}]" if index is not None else "record"
@@ -321,53 +314,193 @@ class Endpoint:
             raise ManifestError(one_line(f"{source}: {where}: a record is an object, got {type(record).__name__}"))
         cell_id = record.get("id")
         where += f" ({cell_id!r})" if cell_id is not None else ""
-
-        def bad(problem: str) -> ManifestError:
-            return ManifestError(one_line(f"{source}: {where} is malformed: {problem}"))
-
         try:
-            auth_data = record["auth"]
-            if not isinstance(auth_data, dict):
-                raise bad(f"auth must be an object, got {type(auth_data).__name__}")
-            service = record["service"]
-            if not isinstance(service, str) or service not in SERVICES:
-                raise bad(f"service {service!r} is not one of {', '.join(SERVICES)}")
-            port = record["port"]
-            if isinstance(port, str) and port.isdigit():
-                port = int(port)
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-                raise bad(f"port {port!r} is not a port number (1-65535)")
-            policy = record.get("policy")
-            if policy is not None and not isinstance(policy, dict):
-                raise bad(f"policy must be an object or null, got {type(policy).__name__}")
-            cell = Cell(
-                server=str(record["server"]),
-                service=SERVICES[service],
-                mode=Mode(record["mode"]),
-                policy=TLSPolicy.from_json(policy) if policy else None,
-                cert=CertProfile(record["cert"]) if record.get("cert") else None,
-                auth=AuthPolicy.from_json(auth_data, client_cert=bool(record.get("client_cert"))),
-            )
-            extra = record.get("extra") or {}
-            if not isinstance(extra, dict):
-                raise bad(f"extra must be an object, got {type(extra).__name__}")
-            return cls(
-                cell=cell,
-                host=str(record["host"]),
-                port=port,
-                server_hostname=str(record["server_hostname"]),
-                ca_file=str(record["ca_file"]),
-                username=str(auth_data["username"]),
-                password=str(auth_data["password"]),
-                mailbox=record.get("mailbox"),
-                client_cert_file=record.get("client_cert_file"),
-                client_key_file=record.get("client_key_file"),
-                extra=dict(extra),
-            )
-        except KeyError as exc:
-            raise bad(f"missing key {exc.args[0]!r}") from None
-        except (ValueError, TypeError, AssertionError) as exc:
-            raise bad(str(exc) or type(exc).__name__) from None
+            return EndpointRecord.model_validate(record).endpoint()
+        except ValidationError as exc:
+            why = problem(exc)
+        except ValueError as exc:  # a combination the cell model refuses (Cell, TLSPolicy invariants)
+            why = str(exc) or type(exc).__name__
+        raise ManifestError(one_line(f"{source}: {where} is malformed: {why}"))
+
+
+# --- the records: the models are the schema (docs/schemas/manifest.json) ---------------------------------
+
+
+def _port(value: object) -> object:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ValueError(f"{value!r} is not a port number (1-65535)")
+    return value
+
+
+def _none_is_empty(value: object) -> object:
+    return {} if value is None else value
+
+
+class PolicyRecord(Record):
+    """The cell's TLS policy: the versions and ciphers the server accepts."""
+
+    name: str = Field(description="the policy's name in the matrix (`intermediate`, `tls12-only` ...)")
+    min_version: str = Field(description="the lowest version accepted", json_schema_extra={"enum": list(VERSIONS)})
+    max_version: str = Field(description="the highest version accepted", json_schema_extra={"enum": list(VERSIONS)})
+    ciphers: str | None = Field(
+        None, description="an OpenSSL cipher list for TLS <= 1.2 (`null`: the server's default)"
+    )
+    ciphersuites: str | None = Field(None, description="the TLS 1.3 suites (`null`: the server's default)")
+
+    @field_validator("min_version", "max_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return one_of(VERSIONS, value)
+
+    @classmethod
+    def of(cls, policy: TLSPolicy) -> PolicyRecord:
+        return cls(
+            name=policy.name,
+            min_version=policy.min_version,
+            max_version=policy.max_version,
+            ciphers=policy.ciphers,
+            ciphersuites=policy.ciphersuites,
+        )
+
+    def policy(self) -> TLSPolicy:
+        return TLSPolicy(self.name, self.min_version, self.max_version, self.ciphers, self.ciphersuites)
+
+
+class AuthRecord(Record):
+    """Who may send or log in, and the test user's credentials."""
+
+    name: str = Field("default", description="the auth policy's name in the matrix (`default`, `mtls` ...)")
+    mechanisms: list[str] = Field(default_factory=list, description="the SASL mechanisms offered")
+    username: str = Field(description="the test user's name (a mail address)")
+    password: str = Field(description="the test user's password")
+    tls_only: bool = Field(True, description="AUTH is offered and accepted only after TLS")
+    required: bool = Field(True, description="SMTP refuses MAIL until the client authenticates")
+
+
+class EndpointRecord(Record):
+    """One served cell: where it listens and everything a client needs to talk to it (docs/manifest.md)."""
+
+    id: str = Field(
+        "",
+        description="stable, readable cell id: `server-service-mode[-policy-cert][-auth]` (auth left out when "
+        "`default`); readers take the cell from the other keys",
+    )
+    server: str = Field(description="the server: `postfix`, `dovecot`, `james`, `embedded`")
+    service: str = Field(
+        description="the port role, by its usual port: "
+        + ", ".join(f"`{s.name}` ({s.default_port})" for s in SERVICES.values()),
+        json_schema_extra={"enum": list(SERVICES)},
+    )
+    protocol: str = Field("", description="`smtp`, `imap` or `pop3`, as the service speaks it")
+    mode: Mode = Field(
+        description="`plain` (no TLS), `starttls` (offered, optional), `starttls-required` (commands refused "
+        "before it), `implicit` (TLS from the first byte)"
+    )
+    policy: PolicyRecord | None = Field(None, description="the TLS policy (below); `null` for plain cells")
+    cert: CertProfile | None = Field(
+        None, description="the certificate profile the server presents; `null` for plain cells"
+    )
+    client_cert: bool = Field(
+        False, description="`true`: mutual TLS, a client certificate from the session CA is required"
+    )
+    host: str = Field(description="where to connect: always `127.0.0.1`")
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_port)] = Field(
+        description="the port to connect to, one the engine or the OS chose"
+    )
+    server_hostname: str = Field(
+        description="the name to verify and send as SNI (valid certificates name it, `mail.mailtls.test` and `127.0.0.1`)"
+    )
+    ca_file: str = Field(description="PEM of the session CA, the one to trust")
+    auth: AuthRecord = Field(description="who may send or log in, and the test user's credentials (below)")
+    mailbox: str | None = Field(
+        None, description="host path of the Maildir holding what this cell received (`null` where none)"
+    )
+    client_cert_file: str | None = Field(
+        None, description="PEM of a client certificate (chain) the servers accept, for mTLS cells"
+    )
+    client_key_file: str | None = Field(None, description="its private key")
+    extra: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=dict,
+        description="backend specifics (container id, instance name, the session recorder's `sessions_file` and "
+        "`upstream_port`); not part of the stable contract",
+    )
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return one_of(tuple(SERVICES), value)
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointRecord:
+        cell = endpoint.cell
+        return cls(
+            id=cell.id,
+            server=cell.server,
+            service=cell.service.name,
+            protocol=str(cell.protocol),
+            mode=cell.mode,
+            policy=PolicyRecord.of(cell.policy) if cell.policy else None,
+            cert=cell.cert,
+            client_cert=cell.auth.client_cert,
+            host=endpoint.host,
+            port=endpoint.port,
+            server_hostname=endpoint.server_hostname,
+            ca_file=endpoint.ca_file,
+            auth=AuthRecord(
+                name=cell.auth.name,
+                mechanisms=list(cell.auth.mechanisms),
+                username=endpoint.username,
+                password=endpoint.password,
+                tls_only=cell.auth.tls_only,
+                required=cell.auth.required,
+            ),
+            mailbox=endpoint.mailbox,
+            client_cert_file=endpoint.client_cert_file,
+            client_key_file=endpoint.client_key_file,
+            extra=endpoint.extra,
+        )
+
+    def endpoint(self) -> Endpoint:
+        """The endpoint; ``ValueError`` for a combination the cell model refuses (a plain cell with a policy)."""
+        auth = self.auth
+        cell = Cell(
+            server=self.server,
+            service=SERVICES[self.service],
+            mode=Mode(self.mode),
+            policy=self.policy.policy() if self.policy else None,
+            cert=CertProfile(self.cert) if self.cert else None,
+            auth=AuthPolicy(
+                auth.name, tuple(auth.mechanisms), auth.tls_only, auth.required, client_cert=self.client_cert
+            ),
+        )
+        return Endpoint(
+            cell=cell,
+            host=self.host,
+            port=self.port,
+            server_hostname=self.server_hostname,
+            ca_file=self.ca_file,
+            username=auth.username,
+            password=auth.password,
+            mailbox=self.mailbox,
+            client_cert_file=self.client_cert_file,
+            client_key_file=self.client_key_file,
+            extra=dict(self.extra),
+        )
+
+
+class Manifest(Record):
+    """What ``mailtls up`` and the fixtures write: the served cells and the process that serves them."""
+
+    version: int = Field(MANIFEST_VERSION, description="the manifest's version")
+    owner: ManifestOwner | None = Field(
+        None, description="the process that serves the cells (below); readers check it still runs"
+    )
+    cells: list[EndpointRecord] = Field(description="one record per served cell (below)")
+
+
+_OWNER: TypeAdapter[ManifestOwner] = TypeAdapter(ManifestOwner)
 
 
 def write_manifest(
@@ -381,7 +514,7 @@ def write_manifest(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     who = owner if owner is not None else ManifestOwner.current()
-    doc = {"version": MANIFEST_VERSION, "owner": who.to_json(), "cells": [e.to_json() for e in endpoints]}
+    doc = Manifest(owner=who, cells=[EndpointRecord.of(e) for e in endpoints]).model_dump()
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".manifest-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -7,6 +7,7 @@ lazily, once per profile. Valid certificates name ``server_hostname``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -40,6 +41,12 @@ __all__ = [
 SERVER_NAMES = ("mail.mailtls.test", "127.0.0.1")
 # RSA-2048 is the baseline (static-RSA ciphers and old clients need it); ECDSA is its own profile.
 _RSA = trustme.KeyType.RSA
+
+#: Files of a shared PKI (:meth:`SessionPKI.open_shared`): the CA's key, the lock, and the marker that
+#: says a profile's files are complete.
+CA_KEY_NAME = "ca-key.pem"
+LOCK_NAME = ".lock"
+MADE_MARKER = ".made"
 
 #: The only name a ``wrong-host`` certificate carries.
 WRONG_HOST = "wrong-host.mailtls.invalid"
@@ -79,18 +86,45 @@ class SessionPKI:
     >>> files = pki.server_files(CertProfile.EXPIRED)
     """
 
-    def __init__(self, directory: str | Path, *, server_hostname: str = "localhost") -> None:
+    def __init__(self, directory: str | Path, *, server_hostname: str = "localhost", shared: bool = False) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         # Private: it holds every key of the session. Containers get copies (backends/container.copy_pki).
         self.directory.chmod(0o700)
         self.server_hostname = server_hostname
-        self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
         self.ca_file = self.directory / "ca.pem"
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
         self._lock = threading.Lock()
         self._server: dict[CertProfile, ServerCertFiles] = {}
         self._clients: dict[str, ClientCertFiles] = {}
+        # shared: several processes use this directory (the workers of a pytest-xdist run and the grid they
+        # share). The first makes the CA and keeps its key beside it; the others load it; every certificate
+        # is made once, under a file lock, and read back by the rest.
+        self.shared = shared
+        if not shared:
+            self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
+            self.ca.cert_pem.write_to_path(str(self.ca_file))
+            return
+        ca_key = self.directory / CA_KEY_NAME
+        with self._file_lock():
+            if ca_key.exists() and self.ca_file.exists():
+                self.ca = trustme.CA.from_pem(self.ca_file.read_bytes(), ca_key.read_bytes())
+            else:
+                self.ca = trustme.CA(organization_name="pytest-mailtls session CA", key_type=_RSA)
+                _write_private(ca_key, self.ca.private_key_pem.bytes())
+                self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    @classmethod
+    def open_shared(cls, directory: str | Path, *, server_hostname: str = "localhost") -> SessionPKI:
+        """The PKI in ``directory`` shared by several processes: made by the first, loaded by the others."""
+        return cls(directory, server_hostname=server_hostname, shared=True)
+
+    def _file_lock(self) -> contextlib.AbstractContextManager[object]:
+        """Across processes for a shared PKI (certificates are made once), a no-op otherwise."""
+        if not self.shared:
+            return contextlib.nullcontext()
+        import filelock
+
+        return filelock.FileLock(str(self.directory / LOCK_NAME), mode=0o600)
 
     @property
     def client_ca_file(self) -> Path:
@@ -111,7 +145,15 @@ class SessionPKI:
         profile = CertProfile(profile)
         with self._lock:
             if profile not in self._server:
-                self._server[profile] = self._make_server(profile)
+                with self._file_lock():
+                    made = self.directory / str(profile) / MADE_MARKER
+                    if self.shared and made.exists():  # another process of the run made it
+                        folder = self.directory / str(profile)
+                        self._server[profile] = ServerCertFiles(folder / "key.pem", folder / "chain.pem")
+                    else:
+                        self._server[profile] = self._make_server(profile)
+                        if self.shared:
+                            made.touch()
             return self._server[profile]
 
     def _make_server(self, profile: CertProfile) -> ServerCertFiles:
@@ -222,11 +264,13 @@ class SessionPKI:
         return self._client("foreign-client", None)
 
     def _client(self, name: str, ca: trustme.CA | None) -> ClientCertFiles:
-        with self._lock:
+        with self._lock, self._file_lock():
+            folder = self.directory / name
+            if name not in self._clients and self.shared and (folder / MADE_MARKER).exists():
+                self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem", folder / PKCS1_KEY_NAME)
             if name not in self._clients:
                 issuer = ca or trustme.CA(organization_name="pytest-mailtls foreign CA", key_type=_RSA)
                 leaf = issuer.issue_cert("tester@mailtls.test", common_name="tester", key_type=_RSA)
-                folder = self.directory / name
                 folder.mkdir(exist_ok=True)
                 self._write_leaf(leaf, folder)
                 # trustme writes PKCS#1; clients get PKCS#8 as key.pem and PKCS#1 beside it.
@@ -236,6 +280,8 @@ class SessionPKI:
                 pkcs1 = folder / PKCS1_KEY_NAME
                 _write_private(pkcs1, _pkcs1(key))
                 self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem", pkcs1)
+                if self.shared:
+                    (folder / MADE_MARKER).touch()
             return self._clients[name]
 
 

@@ -7,7 +7,9 @@ one container per server kind, and are removed at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -25,11 +27,12 @@ from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .pki import SessionPKI
 from .policy import Cell
+from .shared import WORKERINPUT_KEY, CombinedGrid, SharedRun, start_shared_dir, stop_shared_dir
 
 _STATE = pytest.StashKey["_Session"]()
 _ENDPOINT = pytest.StashKey[Endpoint]()
 _RECORDS = pytest.StashKey[list[Any]]()
-_LOG_MARK = pytest.StashKey[int]()  # how many log lines the cell had when the test started
+_LOG_MARK = pytest.StashKey[float]()  # when the test started: its server log lines are those written after
 
 
 class _Session:
@@ -143,6 +146,27 @@ def pytest_collection(session: pytest.Session) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """pytest-xdist worker: start the run's shared grid now, while the other workers still collect."""
+    state = session.config.stash.get(_STATE, None)
+    shared = SharedRun.of(session.config)
+    if state is None or shared is None or state.cfg.manifest or not state.requested:
+        return
+    containers = [c for c in state.requested.values() if c.server in DOCKER_SERVERS]
+    if containers and not state.choice.engine_problem:
+        with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
+            shared.request(containers, **_grid_request(state))
+
+
+def _grid_request(state: _Session) -> dict[str, Any]:
+    return {
+        "matrix": state.cfg.matrix,
+        "select": state.cfg.select,
+        "servers": state.choice.servers,
+        "ready_timeout": state.cfg.ready_timeout,
+    }
+
+
 def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> list[str]:
     state = config.stash.get(_STATE, None)
     if state is None or state._choice is None:
@@ -224,12 +248,16 @@ def mailtls_matrix(pytestconfig: pytest.Config) -> Matrix:
 
 
 @pytest.fixture(scope="session")
-def mailtls_ca(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
+def mailtls_ca(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
     """Session: the throwaway PKI (``SessionPKI``) every server of the session uses.
 
     ``mailtls_ca.ca_file`` is the CA's PEM path, ``mailtls_ca.client_context()``
     an ``ssl.SSLContext`` trusting it; keys live under the session's temp dir.
+    Under pytest-xdist every worker has the same CA (the run's grid is shared).
     """
+    shared = SharedRun.of(pytestconfig)
+    if shared is not None:
+        return shared.pki()
     return SessionPKI(tmp_path_factory.mktemp("mailtls-pki"))
 
 
@@ -241,7 +269,10 @@ def mailtls_grid(
 
     Started on first use, one server per kind (postfix, dovecot, james,
     embedded), removed at session end. With ``--mailtls-manifest`` it points
-    at servers already running instead and starts nothing.
+    at servers already running instead and starts nothing. Under pytest-xdist
+    the container servers are one grid for all workers (started by the first
+    worker that needs them, removed when the last is done); a test holds its
+    cell while it runs, so ``messages()`` and ``sessions()`` stay its own.
     """
     state = pytestconfig.stash[_STATE]
     if state.cfg.manifest:
@@ -251,6 +282,10 @@ def mailtls_grid(
     cells = list(state.requested.values())
     if state.choice.engine_problem:
         cells = [c for c in cells if c.server not in DOCKER_SERVERS]
+    shared = SharedRun.of(pytestconfig)
+    if shared is not None and any(c.server in DOCKER_SERVERS for c in cells):
+        yield from _shared_grid(state, shared, cells, mailtls_ca, tmp_path_factory)
+        return
     grid = Grid(
         cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=mailtls_ca, ready_timeout=state.cfg.ready_timeout
     )
@@ -260,6 +295,37 @@ def mailtls_grid(
     except BaseException as exc:
         state.start_error = exc
         raise
+    try:
+        yield grid
+    finally:
+        grid.stop()
+
+
+def _shared_grid(
+    state: _Session,
+    shared: SharedRun,
+    cells: list[Cell],
+    pki: SessionPKI,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """This worker's view of the run's shared grid, with its in-process cells (embedded) served here."""
+    containers = [c for c in cells if c.server in DOCKER_SERVERS]
+    local = [c for c in cells if c.server not in DOCKER_SERVERS]
+    try:
+        attached: Any = shared.attach(containers, **_grid_request(state))
+        grid: Any = attached
+        if local:
+            own = Grid(
+                local,
+                workdir=tmp_path_factory.mktemp("mailtls-servers"),
+                pki=pki,
+                ready_timeout=state.cfg.ready_timeout,
+            )
+            grid = CombinedGrid(attached, own.start())
+    except BaseException as exc:
+        state.start_error = exc
+        raise
+    state.grid = grid
     try:
         yield grid
     finally:
@@ -298,12 +364,20 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     grid = request.getfixturevalue("mailtls_grid")
     if cell.id in grid.skipped:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
+    shared = SharedRun.of(request.config)
+    with contextlib.ExitStack() as held:
+        if shared is not None and cell.server in DOCKER_SERVERS and not state.cfg.manifest:
+            held.enter_context(shared.cell_lock(cell.id))  # other workers' tests on this cell wait
+        yield from _serve_cell(request, grid, cell)
+
+
+def _serve_cell(request: pytest.FixtureRequest, grid: Any, cell: Cell) -> Iterator[Endpoint]:
     endpoint = grid.endpoint(cell.id)
     if endpoint.extra.get("sessions_file"):
         # sessions() and last_session() count from here: this test's connections only.
         endpoint = dataclasses.replace(endpoint, extra={**endpoint.extra, "sessions_since": time.time()})
     request.node.stash[_ENDPOINT] = endpoint
-    request.node.stash[_LOG_MARK] = len(grid.cell_logs(cell.id))
+    request.node.stash[_LOG_MARK] = time.time()  # reading the log now would cost a whole log per test
     if endpoint.mailbox is not None:
         endpoint.clear()
     yield endpoint
@@ -364,10 +438,38 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.cfg.require_docker and state.engine_skips:
         # CI asked for containers: tests skipped because no engine answered must not leave the run green.
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # pytest-xdist controller: every worker is done (or dead): stop the shared grid.
+    _stop_shared(session.config)
     # Safety net: the grid fixture stops its servers, but a container must never outlive the run.
     runtime = sys.modules.get("pytest_mailtls.runtime")
     if runtime is not None:
         runtime.stop_all()
+
+
+_SHARED_DIR = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, in the controller: tell each worker where the run's shared grid lives.
+
+    The directory is made here (private, registered with the reaper); the first worker that needs container
+    cells starts the grid daemon in it, and the controller stops that daemon when the session ends."""
+    config = node.config
+    state = config.stash.get(_STATE, None)
+    if state is None or state.cfg.manifest or state.cfg.xdist_grid != "shared":
+        return
+    directory = config.stash.get(_SHARED_DIR, None)
+    if directory is None:
+        config.stash[_SHARED_DIR] = directory = start_shared_dir()
+    node.workerinput[WORKERINPUT_KEY] = {"dir": str(directory), "controller": os.getpid()}
+
+
+def _stop_shared(config: pytest.Config) -> None:
+    directory = config.stash.get(_SHARED_DIR, None)
+    if directory is not None:
+        del config.stash[_SHARED_DIR]
+        stop_shared_dir(directory, say=lambda line: print(f"mailtls: {line}", file=sys.stderr))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -440,6 +542,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     sessions = _sessions_text(endpoint)
     if sessions:
         report.sections.append((f"mailtls sessions ({endpoint.id})", sessions))
-    lines = state.grid.cell_logs(endpoint.id)[item.stash.get(_LOG_MARK, 0) :][-60:]
+    lines = state.grid.cell_logs(endpoint.id, since=item.stash.get(_LOG_MARK, None))[-60:]
     if lines:
         report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

@@ -1,38 +1,59 @@
-"""Certification reports: ``report.json`` (schema in docs/report-schema.md), JUnit XML, Markdown, HTML.
+"""Certification reports: ``report.json``, JUnit XML, Markdown, HTML.
 
 A report is the client's name and profile, when it ran, a summary, and one
 record per cell: the cell's manifest fields plus ``expected``, ``actual``,
-``verdict``, ``negotiated`` and ``diagnosis``. The HTML page is one file with
-no external assets: a grid coloured by verdict, details on hover and click.
+``verdict``, ``negotiated`` and ``diagnosis``. The JSON is defined by the models
+:class:`ReportDocument` and :class:`CellReport` (schema: docs/schemas/report.json,
+described in docs/report-schema.md). The Markdown and HTML pages are Jinja2
+templates (templates/report.md.j2, templates/report.html.j2); the HTML page is one
+file with no external assets: a grid coloured by verdict, details on hover and click.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import xml.etree.ElementTree as ET
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .diagnose import Diagnosis
+from markupsafe import Markup
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from .diagnose import Diagnosis, DiagnosisRecord
+from .manifest import EndpointRecord
 from .oracle import VERDICTS
+from .records import Record, one_of, problem
+from .templates import render
 
 if TYPE_CHECKING:
     from .clients.base import ClientResult
     from .manifest import Endpoint
     from .oracle import Expectation
 
-__all__ = ["CellRecord", "Report", "read_report", "merge_reports", "shard_of", "REPORT_SCHEMA_VERSION", "REPORT_FILES"]
+__all__ = [
+    "CellRecord",
+    "Report",
+    "read_report",
+    "merge_reports",
+    "shard_of",
+    "ReportDocument",
+    "CellReport",
+    "REPORT_SCHEMA_VERSION",
+    "REPORT_FILES",
+]
 
 REPORT_SCHEMA_VERSION = 1
 #: File names ``Report.write_all`` writes, by format.
 REPORT_FILES = {"json": "report.json", "junit": "junit.xml", "markdown": "report.md", "html": "report.html"}
 _TRANSCRIPT_LIMIT = 6000
 _PROBLEMS = ("incompatible", "insecure")
+#: The order findings are listed in.
+_PROBLEM_ORDER = {"insecure": 0, "incompatible": 1}
 
 
 @dataclass
@@ -107,8 +128,8 @@ class CellRecord:
             f"{self.id}: {self.verdict} ({self.verdict_reason})",
             f"  expected: {self.expected}; actual: {self.actual}",
         ]
-        if self.negotiated_version:
-            lines.append(f"  negotiated: {self.negotiated_version} {self.negotiated_cipher or ''}".rstrip())
+        if self.negotiated:
+            lines.append(f"  negotiated: {self.negotiated}")
         if self.diagnosis is not None:
             lines.append(f"  diagnosis: {self.diagnosis.failure_class}")
             lines += [f"    evidence: {e}" for e in self.diagnosis.evidence]
@@ -120,62 +141,63 @@ class CellRecord:
             lines += [f"  client said: {line}" for line in tail]
         return "\n".join(lines)
 
+    @property
+    def negotiated(self) -> str:
+        """``TLSv1.3 TLS_AES_256_GCM_SHA384``: what was negotiated, ``""`` without TLS."""
+        if not self.negotiated_version:
+            return ""
+        return f"{self.negotiated_version} {self.negotiated_cipher or ''}".rstrip()
+
+    def record(self) -> CellReport:
+        """The cell's record in ``report.json``."""
+        return CellReport.model_validate(
+            {
+                **self.manifest,
+                "expected": self.expected,
+                "secure_overlap": self.secure_overlap,
+                "expected_reason": self.expected_reason,
+                "actual": self.actual,
+                "verdict": self.verdict,
+                "verdict_reason": self.verdict_reason,
+                "negotiated": Negotiated(version=self.negotiated_version, cipher=self.negotiated_cipher),
+                "diagnosis": self.diagnosis.record() if self.diagnosis else None,
+                "client_error": self.error,
+                "duration": round(self.duration, 3),
+                "transcript": self.transcript,
+                "server_log": self.server_log,
+                "wire": self.wire,
+                "client_offer": self.client_offer,
+            }
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.manifest,
-            "expected": self.expected,
-            "secure_overlap": self.secure_overlap,
-            "expected_reason": self.expected_reason,
-            "actual": self.actual,
-            "verdict": self.verdict,
-            "verdict_reason": self.verdict_reason,
-            "negotiated": {"version": self.negotiated_version, "cipher": self.negotiated_cipher},
-            "diagnosis": self.diagnosis.to_json() if self.diagnosis else None,
-            "client_error": self.error,
-            "duration": round(self.duration, 3),
-            "transcript": self.transcript,
-            "server_log": self.server_log,
-            "wire": self.wire,
-            "client_offer": self.client_offer,
-        }
+        return self.record().model_dump(by_alias=True)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CellRecord:
-        own = {
-            "expected",
-            "secure_overlap",
-            "expected_reason",
-            "actual",
-            "verdict",
-            "verdict_reason",
-            "negotiated",
-            "diagnosis",
-            "client_error",
-            "duration",
-            "transcript",
-            "server_log",
-            "wire",
-            "client_offer",
-        }
-        negotiated = data.get("negotiated") or {}
+    def of(cls, record: CellReport) -> CellRecord:
+        """The cell from its record in ``report.json``."""
         return cls(
-            manifest={k: v for k, v in data.items() if k not in own},
-            expected=str(data["expected"]),
-            secure_overlap=bool(data.get("secure_overlap")),
-            expected_reason=str(data.get("expected_reason", "")),
-            actual=str(data["actual"]),
-            verdict=str(data["verdict"]),
-            verdict_reason=str(data.get("verdict_reason", "")),
-            negotiated_version=negotiated.get("version"),
-            negotiated_cipher=negotiated.get("cipher"),
-            diagnosis=Diagnosis.from_json(data["diagnosis"]) if data.get("diagnosis") else None,
-            error=str(data.get("client_error", "")),
-            duration=float(data.get("duration", 0.0)),
-            transcript=str(data.get("transcript", "")),
-            server_log=[str(x) for x in data.get("server_log") or []],
-            wire=data.get("wire"),
-            client_offer=data.get("client_offer"),
+            manifest=record.model_dump(exclude=_OWN_KEYS),
+            expected=record.expected,
+            secure_overlap=record.secure_overlap,
+            expected_reason=record.expected_reason,
+            actual=record.actual,
+            verdict=record.verdict,
+            verdict_reason=record.verdict_reason,
+            negotiated_version=record.negotiated.version,
+            negotiated_cipher=record.negotiated.cipher,
+            diagnosis=record.diagnosis.diagnosis() if record.diagnosis else None,
+            error=record.client_error,
+            duration=record.duration,
+            transcript=record.transcript,
+            server_log=list(record.server_log),
+            wire=record.wire,
+            client_offer=record.client_offer,
         )
+
+    @classmethod
+    def from_json(cls, data: Any) -> CellRecord:
+        return cls.of(CellReport.model_validate(data))
 
 
 @dataclass
@@ -190,45 +212,66 @@ class Report:
 
     @property
     def summary(self) -> dict[str, Any]:
-        counts = {v: 0 for v in VERDICTS}
-        for record in self.cells:
-            counts[record.verdict] = counts.get(record.verdict, 0) + 1
-        return {
-            "total": len(self.cells),
-            **counts,
-            "unexpected_class": sum(1 for r in self.cells if r.verdict == "refused-correctly" and not r.class_matches),
-            "unclassified": sum(1 for r in self.cells if r.actual == "unclassified"),
-            "skipped": len(self.skipped),
-            "seconds": round(sum(r.duration for r in self.cells), 1),
-            "ok": not any(r.verdict in _PROBLEMS for r in self.cells),
-        }
+        """The counts of :class:`Summary`, keyed as in ``report.json``."""
+        return self._summary().model_dump(by_alias=True)
+
+    def _summary(self) -> Summary:
+        counts = Counter(r.verdict for r in self.cells)
+        return Summary.model_validate(
+            {
+                "total": len(self.cells),
+                **{v: counts[v] for v in VERDICTS},
+                "unexpected_class": sum(
+                    1 for r in self.cells if r.verdict == "refused-correctly" and not r.class_matches
+                ),
+                "unclassified": sum(1 for r in self.cells if r.actual == "unclassified"),
+                "skipped": len(self.skipped),
+                "seconds": round(sum(r.duration for r in self.cells), 1),
+                "ok": not any(r.verdict in _PROBLEMS for r in self.cells),
+            }
+        )
 
     def problems(self) -> list[CellRecord]:
         """Cells that make the certification fail: ``insecure`` first, then ``incompatible``."""
-        order = {"insecure": 0, "incompatible": 1}
-        return sorted((r for r in self.cells if r.verdict in order), key=lambda r: order[r.verdict])
+        return [r for _, r in self._problems()]
+
+    def _problems(self) -> list[tuple[int, CellRecord]]:
+        """:meth:`problems` with each cell's position in :attr:`cells`."""
+        found = [(i, r) for i, r in enumerate(self.cells) if r.verdict in _PROBLEM_ORDER]
+        return sorted(found, key=lambda item: _PROBLEM_ORDER[item[1].verdict])
 
     # --- JSON -------------------------------------------------------------------------
+    def document(self) -> ReportDocument:
+        """The report as ``report.json`` holds it."""
+        return ReportDocument(
+            client=self.client,
+            profile=self.profile,
+            generated=self.generated,
+            summary=self._summary(),
+            cells=[r.record() for r in self.cells],
+            skipped=list(self.skipped),
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": REPORT_SCHEMA_VERSION,
-            "client": self.client,
-            "profile": self.profile,
-            "generated": self.generated,
-            "summary": self.summary,
-            "cells": [r.to_json() for r in self.cells],
-            "skipped": list(self.skipped),
-        }
+        return self.document().model_dump(by_alias=True)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Report:
+    def of(cls, document: ReportDocument) -> Report:
         return cls(
-            client=str(data["client"]),
-            profile=dict(data.get("profile") or {}),
-            generated=str(data.get("generated", "")),
-            cells=[CellRecord.from_json(c) for c in data.get("cells", [])],
-            skipped=[str(s) for s in data.get("skipped") or []],
+            client=document.client,
+            profile=dict(document.profile),
+            generated=document.generated,
+            cells=[CellRecord.of(c) for c in document.cells],
+            skipped=list(document.skipped),
         )
+
+    @classmethod
+    def from_json(cls, data: Any) -> Report:
+        """A report from its JSON; a one-line ``ValueError`` (where, what) if it is not a report."""
+        try:
+            return cls.of(ReportDocument.model_validate(data))
+        except ValidationError as exc:
+            raise ValueError(problem(exc)) from None
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
         return _write(path, json.dumps(self.to_json(), indent=2) + "\n")
@@ -276,47 +319,35 @@ class Report:
 
     # --- Markdown ---------------------------------------------------------------------
     def markdown(self) -> str:
-        s = self.summary
-        out = [
-            f"# Certification of `{self.client}`",
-            "",
-            f"{self.profile.get('description', '')}  ",
-            f"Generated {self.generated}; {s['total']} cells, {s['seconds']} s of client time"
-            + (f", {s['skipped']} cells skipped (protocols the client does not speak)." if s["skipped"] else "."),
-            "",
-            "| verdict | cells |",
-            "|---|---:|",
-        ]
-        out += [f"| {_GLYPH[v]} {v} | {s[v]} |" for v in VERDICTS]
-        out += ["", f"**Result: {'PASS' if s['ok'] else 'FAIL'}**", ""]
-        problems = self.problems()
-        if problems:
-            out += ["## Findings", ""]
-            for r in problems:
-                out += [f"### {_GLYPH[r.verdict]} `{r.id}`: {r.verdict}", "", f"{r.verdict_reason}", ""]
-                out += [f"- expected: `{r.expected}`, actual: `{r.actual}`"]
-                if r.diagnosis is not None:
-                    out += [f"- diagnosis: **{r.diagnosis.failure_class}**: {r.diagnosis.remedy}"]
-                    out += [f"  - `{_md_code(e)}`" for e in r.diagnosis.evidence]
-                out.append("")
-        out += [
-            "## All cells",
-            "",
-            "| cell | expected | actual | verdict | negotiated | diagnosis |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in self.cells:
-            neg = f"{r.negotiated_version} {r.negotiated_cipher or ''}".strip() if r.negotiated_version else ""
-            diag = r.diagnosis.failure_class if r.diagnosis else ""
-            out.append(f"| `{r.id}` | {r.expected} | {r.actual} | {_GLYPH[r.verdict]} {r.verdict} | {neg} | {diag} |")
-        return "\n".join(out) + "\n"
+        return render("report.md.j2", **self._page())
 
     def write_markdown(self, path: str | os.PathLike[str]) -> Path:
         return _write(path, self.markdown())
 
     # --- HTML -------------------------------------------------------------------------
     def html(self) -> str:
-        return _render_html(self)
+        records = self.cells
+        return render(
+            "report.html.j2",
+            **self._page(),
+            facts=_profile_facts(self.profile),
+            grid=_grid(records),
+            refusals=[(i, r) for i, r in enumerate(records) if r.verdict == "refused-correctly"],
+            data=Markup(json.dumps([r.to_json() for r in records]).replace("</", "<\\/")),
+        )
+
+    def _page(self) -> dict[str, Any]:
+        """What both pages show: the client, its profile, the summary, the problems and every cell."""
+        return {
+            "client": self.client,
+            "description": str(self.profile.get("description", "")),
+            "generated": self.generated,
+            "summary": self.summary,
+            "verdicts": VERDICTS,
+            "glyphs": _GLYPH,
+            "problems": self._problems(),
+            "cells": self.cells,
+        }
 
     def write_html(self, path: str | os.PathLike[str]) -> Path:
         return _write(path, self.html())
@@ -391,10 +422,6 @@ def _xml_safe(text: str) -> str:
     return "".join(c for c in text if c in "\t\n\r" or ord(c) >= 0x20)
 
 
-def _md_code(text: str) -> str:
-    return text.replace("`", "'").replace("|", "\\|")[:300]
-
-
 _GLYPH = {"pass": "✓", "refused-correctly": "⊘", "incompatible": "✗", "insecure": "⚠"}
 
 #: Short labels for the grid.
@@ -434,81 +461,57 @@ def _ordered(keys: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(keys))
 
 
-def _render_html(report: Report) -> str:
-    records = report.cells
-    s = report.summary
+@dataclass(frozen=True)
+class _GridCell:
+    index: int
+    record: CellRecord
+    text: str
+    tooltip: str
+
+
+@dataclass
+class _GridRow:
+    server: str | None  # set on the first row of a server: its heading row comes first
+    service: str
+    mode: str
+    auth: str
+    cells: list[_GridCell | None]
+
+
+@dataclass
+class _Grid:
+    policies: list[tuple[str, int]]  # each policy and how many certificate columns it spans
+    certs: list[str]
+    rows: list[_GridRow]
+
+
+def _grid(records: Sequence[CellRecord]) -> _Grid:
+    """The HTML grid: a row per server · service · mode (· auth), a column per policy and certificate."""
     # Columns grouped by policy (first appearance), then certificate (first appearance within the policy).
     cols = _ordered(_col_key(r.manifest) for r in records)
     policies = _ordered(p for p, _ in cols)
     cols = [c for p in policies for c in cols if c[0] == p]
-    rows = _ordered(_row_key(r.manifest) for r in records)
     by_pos = {(_row_key(r.manifest), _col_key(r.manifest)): i for i, r in enumerate(records)}
-
-    head1 = ['<th class="corner" rowspan="2">server · service · mode</th>']
-    for policy in policies:
-        span = sum(1 for c in cols if c[0] == policy)
-        head1.append(f'<th class="pol" colspan="{span}">{_e(policy)}</th>')
-    head2 = [f'<th class="cert">{_e(cert).replace("-", "-<wbr>")}</th>' for _, cert in cols]
-
-    body: list[str] = []
+    rows: list[_GridRow] = []
     current_server = None
-    for row in rows:
+    for row in _ordered(_row_key(r.manifest) for r in records):
         server, service, mode, auth = row
-        if server != current_server:
-            body.append(f'<tr class="srv"><th colspan="{len(cols) + 1}">{_e(server)}</th></tr>')
-            current_server = server
-        label = f"{_e(service)} · {_e(mode)}" + (f' <span class="auth">{_e(auth)}</span>' if auth else "")
-        cells = [f'<th class="row">{label}</th>']
+        cells: list[_GridCell | None] = []
         for col in cols:
             index = by_pos.get((row, col))
-            if index is None:
-                cells.append('<td class="none"></td>')
-                continue
-            r = records[index]
-            cells.append(
-                f'<td class="v-{r.verdict}" data-i="{index}" title="{_e(_tooltip(r))}" tabindex="0">'
-                f'<span class="g">{_GLYPH[r.verdict]}</span><span class="t">{_e(_cell_text(r))}</span></td>'
-            )
-        body.append("<tr>" + "".join(cells) + "</tr>")
-
-    chips = "".join(
-        f'<button class="chip v-{v}" data-filter="{v}" title="dim or show these cells">'
-        f"<b>{s[v]}</b> {_GLYPH[v]} {v}</button>"
-        for v in VERDICTS
-    )
-    problems = report.problems()
-    findings = "".join(_finding_html(r, records.index(r)) for r in problems)
-    if not problems:
-        findings = '<p class="clean">No incompatible or insecure cell: the client did what it must everywhere.</p>'
-    refusals = _refusals_html(records)
-    data = json.dumps([r.to_json() for r in records]).replace("</", "<\\/")
-    skipped = f" · {s['skipped']} skipped (protocols the client does not speak)" if s["skipped"] else ""
-    return _PAGE.format(
-        title=_e(f"mailtls certify {report.client}"),
-        client=_e(report.client),
-        description=_e(str(report.profile.get("description", ""))),
-        facts=_profile_facts(report.profile),
-        generated=_e(report.generated),
-        total=s["total"],
-        seconds=s["seconds"],
-        skipped=skipped,
-        result="PASS" if s["ok"] else "FAIL",
-        result_class="ok" if s["ok"] else "bad",
-        chips=chips,
-        head1="".join(head1),
-        head2="".join(head2),
-        body="\n".join(body),
-        findings=findings,
-        nfindings=len(problems),
-        refusals=refusals,
-        data=data,
-        css=_CSS,
-        js=_JS,
-    )
+            if index is not None:
+                r = records[index]
+                cells.append(_GridCell(index, r, _cell_text(r), _tooltip(r)))
+            else:
+                cells.append(None)
+        rows.append(_GridRow(server if server != current_server else None, service, mode, auth, cells))
+        current_server = server
+    spans = Counter(p for p, _ in cols)
+    return _Grid([(p, spans[p]) for p in policies], [cert for _, cert in cols], rows)
 
 
-def _profile_facts(profile: dict[str, Any]) -> str:
-    """The profile in a few readable tags; the switches that make a client unsafe stand out."""
+def _profile_facts(profile: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The profile in a few readable tags, each with whether it makes the client unsafe (it stands out)."""
     tags: list[tuple[str, bool]] = []
     if profile.get("protocols"):
         tags.append(("speaks " + " ".join(profile["protocols"]), False))
@@ -530,26 +533,7 @@ def _profile_facts(profile: dict[str, Any]) -> str:
     tags.append((f"STARTTLS {starttls}", starttls != "required"))
     if profile.get("scope") == "handshake":
         tags.append(("handshake only", False))
-    return "".join(f'<span class="tag{" warn" if warn else ""}">{_e(text)}</span>' for text, warn in tags)
-
-
-def _refusals_html(records: list[CellRecord]) -> str:
-    rows = []
-    for i, r in enumerate(records):
-        if r.verdict != "refused-correctly":
-            continue
-        mark = "" if r.class_matches else ' <span class="warnmark" title="differs from the expected class">≠</span>'
-        remedy = _e(r.diagnosis.remedy) if r.diagnosis else ""
-        rows.append(
-            f'<tr data-i="{i}"><td><code>{_e(r.id)}</code></td><td>{_e(r.actual)}{mark}</td><td>{remedy}</td></tr>'
-        )
-    if not rows:
-        return ""
-    return (
-        f"<details><summary>{len(rows)} correct refusals and their diagnoses</summary>"
-        '<table class="list"><thead><tr><th>cell</th><th>diagnosis</th><th>remedy</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></details>"
-    )
+    return tags
 
 
 def _cell_text(r: CellRecord) -> str:
@@ -568,154 +552,103 @@ def _tooltip(r: CellRecord) -> str:
     return "\n".join(lines)
 
 
-def _finding_html(r: CellRecord, index: int) -> str:
-    diag = ""
-    if r.diagnosis is not None:
-        ev = "".join(f"<li><code>{_e(e)}</code></li>" for e in r.diagnosis.evidence)
-        diag = f'<p><b>{_e(r.diagnosis.failure_class)}</b>: {_e(r.diagnosis.remedy)}</p><ul class="ev">{ev}</ul>'
-    return (
-        f'<div class="finding v-{r.verdict}" data-i="{index}"><h3><span class="g">{_GLYPH[r.verdict]}</span> '
-        f"{_e(r.id)} <small>{_e(r.verdict)}</small></h3><p>{_e(r.verdict_reason)}</p>{diag}</div>"
+# --- report.json: the models are the schema (docs/schemas/report.json) ----------------------------------
+
+
+class Negotiated(Record):
+    """What the handshake settled on; both ``null`` without TLS."""
+
+    version: str | None = Field(None, description="`TLSv1.3` ...")
+    cipher: str | None = Field(None, description="`TLS_AES_256_GCM_SHA384` ...")
+
+
+class CellReport(EndpointRecord):
+    """One cell's record: its manifest record (docs/manifest.md), unchanged, plus the run and its verdict."""
+
+    model_config = ConfigDict(extra="allow")  # manifest keys a newer writer added travel along
+
+    expected: str = Field(
+        description="`success` or a failure class: what a correct client with this profile gets (classes below)"
+    )
+    secure_overlap: bool = Field(
+        False, description="the cell offers a secure session, so a failure is the client's (`incompatible`)"
+    )
+    expected_reason: str = Field(
+        "", description="why, in one line (the client offers TLSv1.2..TLSv1.3; the server accepts TLSv1)"
+    )
+    actual: str = Field(description="`success`, the diagnosed failure class, or `unclassified`")
+    verdict: str = Field(description="the verdict (docs/certify.md)", json_schema_extra={"enum": list(VERDICTS)})
+    verdict_reason: str = Field("", description="why this verdict")
+    negotiated: Negotiated = Field(default_factory=Negotiated, description="what the handshake settled on (below)")
+    diagnosis: DiagnosisRecord | None = Field(
+        None, description="why it failed (below), for every failure and every `insecure` success; `null` otherwise"
+    )
+    client_error: str = Field(
+        "", description="the client's error (exception, cause chain, or the tool's last lines), empty on success"
+    )
+    duration: float = Field(0.0, description="seconds the client ran")
+    transcript: str = Field(
+        "",
+        description="what the client did (steps, or the tool's verbose output), passwords masked, "
+        "at most ~6000 characters",
+    )
+    server_log: list[str] = Field(
+        default_factory=list, description="the server's log lines that appeared during this cell's run"
+    )
+    wire: dict[str, Any] | None = Field(
+        None,
+        description="what the session recorder saw during the run (`null` without a recorder): `connections`, "
+        "`summary` (a line per connection), `negotiated`, `starttls_offered`, `starttls`, `credentials_in_clear`, "
+        "`mail_in_clear`, `message_accepted`, `alerts`, `handshake_completed`, `client_app_data`, `client_hello` "
+        "and `sessions` (each connection's record, docs/wire.md, its dialogue as lines)",
+    )
+    client_offer: dict[str, Any] | None = Field(
+        None,
+        description="what the client's ClientHello offered: `versions`, `ciphers` (OpenSSL names, in its order), "
+        "`sni`, `versions_from`; `null` without a recorder",
     )
 
+    @field_validator("verdict")
+    @classmethod
+    def _verdict(cls, value: str) -> str:
+        return one_of(VERDICTS, value)
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+
+#: The keys a cell's report record adds to its manifest record.
+_OWN_KEYS = set(CellReport.model_fields) - set(EndpointRecord.model_fields)
 
 
-_CSS = """
-:root { --pass:#17703a; --pass-bg:#d5efdc; --ref:#1b5aa0; --ref-bg:#dae7f7; --inc:#a85300; --inc-bg:#ffe1bf;
-  --ins:#b0141a; --ins-bg:#ffd2d4; --ink:#1d2329; --muted:#5d6873; --line:#dfe3e8; --paper:#fff; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink); background:#f4f6f8; }
-header { background:var(--paper); border-bottom:1px solid var(--line); padding:18px 28px 14px; }
-h1 { margin:0 0 2px; font-size:22px; font-weight:650; }
-h1 code { font-size:21px; background:#eef1f4; padding:1px 7px; border-radius:5px; }
-.sub { color:var(--muted); margin:2px 0 6px; }
-.tag { display:inline-block; font-size:12px; background:#eef1f4; color:#39434d; border-radius:4px; padding:1px 7px; margin:0 6px 4px 0; }
-.tag.warn { background:var(--ins-bg); color:var(--ins); font-weight:600; }
-.meta { color:var(--muted); font-size:12px; margin:2px 0 0; }
-.result { float:right; font-weight:700; font-size:18px; padding:6px 16px; border-radius:8px; letter-spacing:.04em; }
-.result.ok { background:var(--pass-bg); color:var(--pass); } .result.bad { background:var(--ins-bg); color:var(--ins); }
-.chips { margin-top:12px; display:flex; gap:8px; flex-wrap:wrap; }
-.chip { border:1px solid transparent; border-radius:999px; padding:4px 12px; font:inherit; cursor:pointer; }
-.chip b { font-size:15px; margin-right:2px; } .chip.off { opacity:.35; }
-main { padding:18px 28px 40px; max-width:1500px; }
-.panel { background:var(--paper); border:1px solid var(--line); border-radius:10px; padding:14px 16px; margin-bottom:18px; }
-.panel h2 { font-size:15px; margin:0 0 8px; }
-.gridwrap { overflow-x:auto; }
-table.grid { border-collapse:separate; border-spacing:3px; }
-.grid th { font-weight:600; font-size:12px; color:var(--muted); }
-.grid th.pol { background:#e9edf1; border-radius:6px; padding:4px 6px; color:var(--ink); }
-.grid th.cert { font-weight:500; font-size:11px; line-height:1.15; vertical-align:bottom; padding:2px 1px 4px; width:56px; max-width:56px; }
-.grid th.corner { text-align:left; vertical-align:bottom; padding:4px; }
-.grid tr.srv th { text-align:left; font-size:12px; color:var(--ink); padding:10px 4px 2px; text-transform:uppercase; letter-spacing:.08em; }
-.grid th.row { text-align:left; white-space:nowrap; padding-right:10px; color:var(--ink); font-weight:500; font-size:13px; }
-.auth { font-size:11px; background:#eef1f4; border-radius:4px; padding:0 5px; color:var(--muted); }
-.grid td { width:56px; min-width:56px; height:36px; border-radius:6px; text-align:center; cursor:pointer; font-size:11px; line-height:1.1; padding:2px; }
-.grid td .g { display:block; font-size:14px; font-weight:700; }
-.grid td.none { background:#f3f5f7; cursor:default; }
-.grid td:focus, .grid td.sel { outline:2px solid var(--ink); outline-offset:1px; }
-.v-pass { background:var(--pass-bg); color:var(--pass); }
-.v-refused-correctly { background:var(--ref-bg); color:var(--ref); }
-.v-incompatible { background:var(--inc-bg); color:var(--inc); box-shadow: inset 0 0 0 2px var(--inc); }
-.v-insecure { background:var(--ins-bg); color:var(--ins); box-shadow: inset 0 0 0 2px var(--ins); }
-td.dim { opacity:.15; }
-.legend { font-size:12px; color:var(--muted); margin-top:10px; display:flex; flex-wrap:wrap; gap:4px 18px; }
-.finding { border-radius:8px; padding:8px 12px; margin:8px 0; cursor:pointer; box-shadow:none; }
-.finding h3 { margin:0; font-size:14px; } .finding small { font-weight:500; }
-.finding p { margin:4px 0; color:var(--ink); }
-.ev { margin:2px 0 0; padding-left:18px; font-size:12px; color:var(--ink); }
-.clean { color:var(--pass); font-weight:600; }
-details summary { cursor:pointer; color:var(--muted); margin-top:6px; }
-table.list { border-collapse:collapse; margin-top:8px; font-size:12px; width:100%; }
-table.list th, table.list td { text-align:left; border-bottom:1px solid var(--line); padding:4px 8px; vertical-align:top; }
-table.list tr[data-i] { cursor:pointer; } table.list tr[data-i]:hover { background:#f4f6f8; }
-.warnmark { color:var(--inc); font-weight:700; }
-#drawer { position:fixed; top:0; right:0; bottom:0; width:440px; max-width:92vw; background:var(--paper); border-left:1px solid var(--line);
-  box-shadow:-8px 0 24px rgba(20,30,40,.12); padding:18px 20px; overflow-y:auto; transform:translateX(105%); transition:transform .15s; }
-#drawer.open { transform:none; }
-#drawer .close { position:absolute; top:10px; right:12px; border:0; background:none; font-size:22px; cursor:pointer; color:var(--muted); }
-#drawer h2 { font-size:15px; margin:10px 0 6px; word-break:break-all; }
-#drawer h3 { font-size:13px; margin:14px 0 4px; }
-#drawer dl { display:grid; grid-template-columns:88px 1fr; gap:3px 10px; margin:8px 0; font-size:13px; }
-#drawer dt { color:var(--muted); } #drawer dd { margin:0; word-break:break-word; }
-.badge { display:inline-block; padding:2px 10px; border-radius:999px; font-weight:600; }
-pre { background:#f3f5f7; border:1px solid var(--line); border-radius:6px; padding:8px; font-size:11px; max-height:260px; overflow:auto; white-space:pre-wrap; word-break:break-all; margin:4px 0; }
-"""
+class Summary(Record):
+    """The counts of a report."""
 
-_JS = """
-const cells = JSON.parse(document.getElementById('data').textContent);
-const drawer = document.getElementById('drawer'), body = document.getElementById('drawer-body');
-const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-function show(i) {
-  const r = cells[i]; if (!r) return;
-  document.querySelectorAll('td.sel').forEach(t => t.classList.remove('sel'));
-  const td = document.querySelector('td[data-i="' + i + '"]'); if (td) td.classList.add('sel');
-  const d = r.diagnosis, n = r.negotiated || {};
-  let h = '<span class="badge v-' + r.verdict + '">' + esc(r.verdict) + '</span><h2>' + esc(r.id) + '</h2>';
-  h += '<p>' + esc(r.verdict_reason) + '</p><dl>';
-  h += '<dt>expected</dt><dd>' + esc(r.expected) + (r.secure_overlap ? ' <small>(a secure session exists)</small>' : '') + '</dd>';
-  h += '<dt>because</dt><dd>' + esc(r.expected_reason) + '</dd>';
-  h += '<dt>actual</dt><dd>' + esc(r.actual) + '</dd>';
-  h += '<dt>negotiated</dt><dd>' + esc(n.version ? n.version + ' ' + (n.cipher || '') : '—') + '</dd>';
-  h += '<dt>endpoint</dt><dd>' + esc(r.host + ':' + r.port + ' as ' + r.server_hostname) + '</dd>';
-  h += '<dt>policy</dt><dd>' + esc(r.policy ? r.policy.name + ' (' + r.policy.min_version + '..' + r.policy.max_version + ')' : 'no TLS') + '</dd>';
-  h += '<dt>certificate</dt><dd>' + esc(r.cert || '—') + '</dd><dt>time</dt><dd>' + esc(r.duration) + ' s</dd></dl>';
-  if (d) {
-    h += '<h3>Diagnosis: ' + esc(d.class) + '</h3><p>' + esc(d.remedy) + '</p>';
-    if (d.evidence.length) h += '<pre>' + d.evidence.map(esc).join('\\n') + '</pre>';
-  }
-  if (r.client_error) h += '<h3>Client error</h3><pre>' + esc(r.client_error) + '</pre>';
-  if (r.server_log && r.server_log.length) h += '<h3>Server log</h3><pre>' + r.server_log.map(esc).join('\\n') + '</pre>';
-  if (r.transcript) h += '<h3>Transcript</h3><pre>' + esc(r.transcript) + '</pre>';
-  body.innerHTML = h;
-  drawer.classList.add('open');
-  history.replaceState(null, '', '#cell=' + i);
-}
-function hide() { drawer.classList.remove('open'); document.querySelectorAll('td.sel').forEach(t => t.classList.remove('sel')); history.replaceState(null, '', '#'); }
-document.querySelectorAll('[data-i]').forEach(el => {
-  el.addEventListener('click', () => show(+el.dataset.i));
-  el.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); show(+el.dataset.i); } });
-});
-document.getElementById('close').addEventListener('click', hide);
-document.addEventListener('keydown', e => { if (e.key === 'Escape') hide(); });
-const off = new Set();
-document.querySelectorAll('.chip').forEach(chip => chip.addEventListener('click', () => {
-  const v = chip.dataset.filter;
-  off.has(v) ? off.delete(v) : off.add(v);
-  chip.classList.toggle('off', off.has(v));
-  document.querySelectorAll('td[data-i]').forEach(td => td.classList.toggle('dim', off.has(cells[+td.dataset.i].verdict)));
-}));
-const m = location.hash.match(/cell=(\\d+)/); if (m) show(+m[1]);
-"""
+    model_config = ConfigDict(populate_by_name=True)
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>{css}</style></head>
-<body>
-<header>
-  <div class="result {result_class}">{result}</div>
-  <h1>Certification of <code>{client}</code></h1>
-  <p class="sub">{description}</p>
-  <div>{facts}</div>
-  <p class="meta">generated {generated} · {total} cells · {seconds} s of client time{skipped}</p>
-  <div class="chips">{chips}</div>
-</header>
-<main>
-  <div class="panel gridwrap">
-    <table class="grid"><thead><tr>{head1}</tr><tr>{head2}</tr></thead><tbody>
-{body}
-    </tbody></table>
-    <div class="legend"><span>✓ pass: worked where it should</span><span>⊘ refused-correctly: failed where no secure
-    session exists</span><span>✗ incompatible: failed although it should work</span><span>⚠ insecure: succeeded
-    where it must fail</span><span>columns: TLS policy and certificate · click a cell for its diagnosis</span></div>
-  </div>
-  <div class="panel"><h2>Findings ({nfindings})</h2>{findings}{refusals}</div>
-</main>
-<aside id="drawer" aria-live="polite"><button class="close" id="close" title="close (Esc)">&times;</button>
-<div id="drawer-body"></div></aside>
-<script type="application/json" id="data">{data}</script>
-<script>{js}</script>
-</body></html>
-"""
+    total: int = Field(description="cells run")
+    pass_: int = Field(alias="pass", description="cells that worked where they should")
+    refused_correctly: int = Field(alias="refused-correctly", description="cells that failed where they must")
+    incompatible: int = Field(description="cells that failed although a secure session was there")
+    insecure: int = Field(description="cells that worked where they must fail")
+    unexpected_class: int = Field(description="correct refusals whose diagnosed class differs from the expected one")
+    unclassified: int = Field(description="failures no table explained")
+    skipped: int = Field(description="cells of protocols the client does not speak (their ids: `skipped`)")
+    seconds: float = Field(description="client time, summed")
+    ok: bool = Field(description="no `incompatible` and no `insecure` cell: the exit status is 0")
+
+
+class ReportDocument(Record):
+    """``report.json``: a client's certification across cells."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_version: int = Field(REPORT_SCHEMA_VERSION, alias="schema", description="this document's version")
+    client: str = Field(description="the client's name (`python-smtplib`, `jakarta-mail`, `command` ...)")
+    profile: dict[str, Any] = Field(
+        description="the client profile the oracle predicted from (docs/certify.md); `declared: false` for a "
+        "`--command` client, whose versions and suites are read per cell from its ClientHello"
+    )
+    generated: str = Field(description="ISO 8601 UTC time the run started")
+    summary: Summary = Field(description="the counts (below)")
+    cells: list[CellReport] = Field(description="one record per cell run (below)")
+    skipped: list[str] = Field(
+        default_factory=list, description="ids of the cells of protocols the client does not speak"
+    )

@@ -2,8 +2,10 @@
 
 Everything here talks to the engine through the docker SDK, imported lazily so
 that ``pytest --help``, the embedded backend and the unit tests work without it.
-There is no image registry: images are built locally from ``containers/<server>/``
-on top of a Debian base made with debootstrap, and nothing is ever pulled.
+Images are pulled first and built when needed: the Debian base every recipe starts FROM
+(a setting, :func:`image_settings`) comes from a registry the engine reaches (its own mirror
+configuration applies), else it is made with debootstrap; server images come from a shared
+registry by their content tags when one is set, else they are built from ``containers/<server>/``.
 
 Every container started here carries the ``pytest-mailtls`` labels (session,
 pid and its start time, uid, host), publishes its ports on 127.0.0.1 only, sits on
@@ -22,6 +24,8 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import contextvars
+import dataclasses
 import functools
 import hashlib
 import json
@@ -52,7 +56,11 @@ if TYPE_CHECKING:
     import filelock
 
 __all__ = [
+    "BASE_ARG",
+    "BASE_ENV",
     "BASE_IMAGE",
+    "REGISTRY_ENV",
+    "ImageSettings",
     "LABEL",
     "SESSION_ID",
     "Container",
@@ -66,6 +74,12 @@ __all__ = [
     "engine_problem",
     "ensure_base_image",
     "ensure_image",
+    "check_image_ref",
+    "check_registry",
+    "image_settings",
+    "push_image",
+    "shared_ref",
+    "using_images",
     "prune_images",
     "find_debian_mirror",
     "cancel_starts",
@@ -85,8 +99,12 @@ __all__ = [
 #: Progress callback: one human-readable line about long work.
 Progress = Callable[[str], None]
 
-#: The local base every server image starts FROM; made by debootstrap when missing.
+#: The default base every server image starts FROM: pulled, or made by debootstrap, when missing.
 BASE_IMAGE = "debian:bookworm-slim"
+#: The setting that replaces it, and the build argument the recipes start FROM (``FROM ${MAILTLS_BASE_IMAGE}``).
+BASE_ENV = BASE_ARG = "MAILTLS_BASE_IMAGE"
+#: The setting naming a registry (``host[:port][/path]``) that built images are shared through.
+REGISTRY_ENV = "MAILTLS_REGISTRY"
 #: The label every container of ours carries (value "1"); the other labels are ``LABEL + ".<key>"``.
 LABEL = "pytest-mailtls"
 #: Identifies this process's containers (label ``pytest-mailtls.session``).
@@ -97,6 +115,7 @@ PING_TIMEOUT = 5.0  # a hung engine must not hang pytest for long
 API_TIMEOUT = 120.0  # ordinary calls once the engine answered
 BUILD_TIMEOUT = 1800  # silence allowed inside one build step (a Maven download can be quiet for long)
 LOCK_TIMEOUT = 3600.0  # how long to wait for another process building the same image
+PULL_SILENCE = 60.0  # a pull that shows no progress for this long is given up (no registry answers)
 MIRROR_ENV = "MAILTLS_DEBIAN_MIRROR"
 EMBEDDED_HINT = "or run without Docker: `--mailtls-servers embedded`"
 
@@ -271,6 +290,95 @@ def _locked(name: str, progress: Progress, what: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- images
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    """Where images come from.
+
+    ``base`` is the image every recipe starts FROM (build argument ``MAILTLS_BASE_IMAGE``); ``registry``
+    (``host[:port][/path]``) is where built images are shared by their content tags, tried before building;
+    ``build`` is ``False`` for ``mailtls images pull``, which obtains images but never builds or debootstraps.
+    """
+
+    base: str = BASE_IMAGE
+    registry: str | None = None
+    build: bool = True
+
+
+_settings: contextvars.ContextVar[ImageSettings | None] = contextvars.ContextVar("mailtls_images", default=None)
+
+# A reference as docker reads it, loosely: [host[:port]/]path[:tag][@sha256:digest].
+_IMAGE_REF = re.compile(
+    r"^(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+def check_image_ref(text: str, where: str) -> str:
+    """``text`` as an image reference, or :class:`ImageBuildError` naming ``where`` it came from."""
+    ref = text.strip()
+    if not _IMAGE_REF.match(ref):
+        raise ImageBuildError(
+            f"{where}={text!r} is not an image reference: write [registry/]name[:tag], e.g. {BASE_IMAGE} "
+            "or registry.example.org/mirror/debian:bookworm-slim"
+        )
+    return ref
+
+
+def check_registry(text: str, where: str) -> str:
+    """``text`` as a registry to share images through (``host[:port][/path]``), or :class:`ImageBuildError`."""
+    registry = text.strip().rstrip("/")
+    scheme, sep, _ = registry.partition("://")
+    if sep:
+        raise ImageBuildError(
+            f"{where}={text!r}: give the registry as host[:port][/path], without {scheme}:// (the engine speaks "
+            "HTTPS, or plain HTTP to 127.0.0.0/8 and the registries in its insecure-registries)"
+        )
+    host = registry.split("/", 1)[0]
+    if not (("." in host or ":" in host or host == "localhost") and _IMAGE_REF.match(f"{registry}/x")):
+        raise ImageBuildError(
+            f"{where}={text!r} is not a registry: write host[:port][/path], e.g. 127.0.0.1:5000 or "
+            "registry.example.org/team (a bare name would be a Docker Hub account: docker.io/NAME)"
+        )
+    return registry
+
+
+def image_settings() -> ImageSettings:
+    """The settings in force: those of the innermost :func:`using_images`, else ``$MAILTLS_BASE_IMAGE`` and
+    ``$MAILTLS_REGISTRY`` (defaults: ``debian:bookworm-slim``, no registry)."""
+    current = _settings.get()
+    if current is not None:
+        return current
+    return ImageSettings(base=_env_base(), registry=_env_registry())
+
+
+def _env_base() -> str:
+    text = os.environ.get(BASE_ENV, "").strip()
+    return check_image_ref(text, BASE_ENV) if text else BASE_IMAGE
+
+
+def _env_registry() -> str | None:
+    text = os.environ.get(REGISTRY_ENV, "").strip()
+    return check_registry(text, REGISTRY_ENV) if text else None
+
+
+@contextlib.contextmanager
+def using_images(
+    *, base: str | None = None, registry: str | None = None, build: bool = True
+) -> Iterator[ImageSettings]:
+    """Obtain images with these settings inside the block (``None``: the environment's, see :func:`image_settings`)."""
+    settings = ImageSettings(
+        base=check_image_ref(base, "--base-image") if base else _env_base(),
+        registry=check_registry(registry, "--registry") if registry else _env_registry(),
+        build=build,
+    )
+    token = _settings.set(settings)
+    try:
+        yield settings
+    finally:
+        _settings.reset(token)
+
+
 def containers_root() -> Path:
     """The folder holding one image recipe per server: ``pytest_mailtls/containers`` in an installed
     wheel, ``<repo>/containers`` in a source checkout."""
@@ -292,20 +400,48 @@ def _context_files(folder: Path) -> list[Path]:
     )
 
 
-def _base_images(dockerfile: str) -> list[str]:
-    """The images a Dockerfile starts FROM, without build-stage names and ``scratch``."""
+def _global_args(dockerfile: str) -> dict[str, str]:
+    """The ``ARG name[=default]`` lines before the first ``FROM``: the only ones a ``FROM`` may use."""
+    declared: dict[str, str] = {}
+    for line in dockerfile.splitlines():
+        words = line.split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "FROM":
+            break
+        if words[0].upper() == "ARG" and len(words) == 2:
+            name, _, default = words[1].strip().partition("=")
+            declared[name] = default.strip().strip("\"'")
+    return declared
+
+
+def _recipe_args(dockerfile: str, settings: ImageSettings) -> dict[str, str]:
+    """The build arguments to pass: the base image, where the recipe declares ``ARG MAILTLS_BASE_IMAGE``."""
+    return {BASE_ARG: settings.base} if BASE_ARG in _global_args(dockerfile) else {}
+
+
+def _expand(word: str, args: Mapping[str, str]) -> str:
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: args.get(m.group(1) or m.group(2), ""), word)
+
+
+def _base_images(dockerfile: str, buildargs: Mapping[str, str] | None = None) -> list[str]:
+    """The images a Dockerfile starts FROM (``$ARG``s resolved), without build-stage names and ``scratch``."""
+    args = _global_args(dockerfile)
+    args.update({k: v for k, v in (buildargs or {}).items() if k in args})
     stages: set[str] = set()
     images: list[str] = []
     for line in dockerfile.splitlines():
         words = line.split()
         if len(words) < 2 or words[0].upper() != "FROM":
             continue
-        args = [w for w in words[1:] if not w.startswith("--")]
-        if not args:
+        words = [w for w in words[1:] if not w.startswith("--")]
+        if not words:
             continue
-        ref = args[0]
-        if len(args) >= 3 and args[1].upper() == "AS":
-            stages.add(args[2].lower())
+        ref = _expand(words[0], args)
+        if not ref:
+            raise ImageBuildError(f"`{line.strip()}` names no image: declare `ARG name=default` before the first FROM")
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
         if ref.lower() not in stages and ref != "scratch" and ref not in images:
             images.append(ref)
     return images
@@ -332,13 +468,20 @@ def _image_id(client: docker.DockerClient, ref: str) -> str | None:
         return None
 
 
-def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Path | None = None) -> str:
-    """Build ``containers/<server>/`` as ``mailtls-<server>:<content hash>`` unless that tag exists; return the tag.
+def _engine_key() -> str:
+    """A short name for the engine in use, so two engines on one machine do not wait for each other's locks."""
+    return hashlib.sha256(os.environ.get("DOCKER_HOST", DEFAULT_SOCKET).encode()).hexdigest()[:8]
 
-    The Debian base is created first when a ``FROM`` names it and it is missing. Parallel callers (xdist
-    workers, the CLI) are serialized by a file lock; an unchanged recipe is never rebuilt. ``containers_dir``
-    replaces :func:`containers_root` (tests, private recipes). Raises :class:`ImageBuildError` with the
-    tail of the build output.
+
+def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Path | None = None) -> str:
+    """Obtain ``mailtls-<server>:<content hash>`` unless that tag exists; return the tag.
+
+    The images the recipe starts FROM come first (the base: :func:`ensure_base_image`; any other: the engine
+    pulls it). Then the server image is pulled from the registry of :func:`image_settings` when one is set and
+    holds that content tag, and built from ``containers/<server>/`` otherwise. Parallel callers (xdist workers,
+    the CLI) are serialized by a file lock; an unchanged recipe is never rebuilt. ``containers_dir`` replaces
+    :func:`containers_root` (tests, private recipes). Raises :class:`ImageBuildError` with the tail of the
+    build output.
     """
     if not _SERVER_NAME.match(server):
         raise ImageBuildError(f"invalid server name {server!r}: use lower-case letters, digits, '-', '_', '.'")
@@ -348,35 +491,69 @@ def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Pat
     if not dockerfile.is_file():
         known = sorted(p.name for p in root.iterdir() if (p / "Dockerfile").is_file()) if root.is_dir() else []
         raise ImageBuildError(f"no recipe for server {server!r}: {dockerfile} is missing (recipes: {known or 'none'})")
+    settings = image_settings()
     client = docker_client()
+    recipe = dockerfile.read_text()
+    buildargs = _recipe_args(recipe, settings)
 
     def tag_now() -> str:
-        base_ids = []
-        for ref in _base_images(dockerfile.read_text()):
-            base_id = _image_id(client, ref)
-            if base_id is None:
-                if ref != BASE_IMAGE:
-                    raise ImageBuildError(
-                        f"{dockerfile} starts FROM {ref}, which is not in the engine and cannot be pulled "
-                        f"(no registry): build {ref} first, or start the recipe FROM {BASE_IMAGE} (made locally "
-                        "when missing)"
-                    )
-                base_id = ensure_base_image(progress, tag=ref)
-            base_ids.append(base_id)
+        base_ids = [_from_image(client, ref, dockerfile, settings, progress) for ref in _base_images(recipe, buildargs)]
         return image_tag(server, folder, base_ids)
 
     tag = tag_now()
     if _image_id(client, tag) is not None:
         return tag
-    with _locked(f"image-{server}", progress, f"building {tag}"):
+    with _locked(f"image-{server}-{_engine_key()}", progress, f"building {tag}"):
         tag = tag_now()  # the base may have been made meanwhile
         if _image_id(client, tag) is not None:
             return tag
-        _build(client, folder, tag, server, progress)
+        if settings.registry:
+            try:
+                _pull_shared(client, tag, settings.registry, progress)
+                return tag
+            except _PullFailed as exc:
+                if not settings.build:
+                    raise ImageBuildError(
+                        f"{tag} could not be pulled from {settings.registry} ({exc}): build it (`mailtls images "
+                        f"build`) and share it (`mailtls images push --registry {settings.registry}`)"
+                    ) from None
+                progress(f"{tag} not pulled from {settings.registry} ({exc}); building it")
+        if not settings.build:
+            raise ImageBuildError(f"{tag} is missing and building is off: give a registry to pull it from")
+        _build(client, folder, tag, server, progress, buildargs)
     return tag
 
 
-def _build(client: docker.DockerClient, folder: Path, tag: str, server: str, progress: Progress) -> None:
+def _from_image(
+    client: docker.DockerClient, ref: str, dockerfile: Path, settings: ImageSettings, progress: Progress
+) -> str:
+    """The id of ``ref``, an image ``dockerfile`` starts FROM: the base comes from :func:`ensure_base_image`,
+    any other image from the engine (pulled when missing)."""
+    image_id = _image_id(client, ref)
+    if image_id is not None:
+        return image_id
+    if ref == settings.base:
+        return ensure_base_image(progress, tag=ref)
+    started = time.monotonic()
+    try:
+        image_id = _pull(client, ref)
+    except _PullFailed as exc:
+        raise ImageBuildError(
+            f"{dockerfile} starts FROM {ref}, which is not in the engine and cannot be pulled ({exc}): build {ref} "
+            f"first, or start the recipe FROM ${{{BASE_ARG}}} (the base image, {settings.base})"
+        ) from None
+    progress(f"pulled {ref} in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+def _build(
+    client: docker.DockerClient,
+    folder: Path,
+    tag: str,
+    server: str,
+    progress: Progress,
+    buildargs: Mapping[str, str] | None = None,
+) -> None:
     errors = _docker_errors()
     progress(f"building image {tag} from {folder} (once; later runs reuse it)")
     started = time.monotonic()
@@ -384,7 +561,7 @@ def _build(client: docker.DockerClient, folder: Path, tag: str, server: str, pro
     failure = ""
     try:
         # The low-level API streams the legacy builder's output; host networking lets apt and Maven
-        # reach the mirrors the host reaches. No pull: the base is local.
+        # reach the mirrors the host reaches. No pull: every FROM was made present before (ensure_image).
         stream = client.api.build(
             path=str(folder),
             tag=tag,
@@ -394,6 +571,7 @@ def _build(client: docker.DockerClient, folder: Path, tag: str, server: str, pro
             network_mode="host",
             decode=True,
             timeout=BUILD_TIMEOUT,
+            buildargs=dict(buildargs or {}) or None,
             labels={f"{LABEL}.image": server},
         )
         for chunk in stream:
@@ -422,6 +600,154 @@ def _build(client: docker.DockerClient, folder: Path, tag: str, server: str, pro
             f"--- last build output ---\n{log}"
         )
     progress(f"built {tag} in {time.monotonic() - started:.0f} s")
+
+
+# --------------------------------------------------------------------------- pulling and pushing
+
+
+class _PullFailed(Exception):
+    """The engine could not pull an image; the message says why, in one line."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """(repository, tag or ``sha256:`` digest) of ``ref``; the tag defaults to ``latest``."""
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(ref)
+    return repository, tag or "latest"
+
+
+def _pull(client: docker.DockerClient, ref: str) -> str:
+    """Have the engine pull ``ref`` (its own registry mirrors and logins apply); return the image id.
+
+    Gives up after :data:`PULL_SILENCE` seconds without progress (the SDK's ``pull`` waits forever).
+    """
+    import requests
+    from docker import auth
+
+    repository, tag = _split_ref(ref)
+    registry, _ = auth.resolve_repository_name(repository)
+    headers = {}
+    header = auth.get_config_header(client.api, registry)  # a `docker login` for that registry, if any
+    if header:
+        headers["X-Registry-Auth"] = header
+    url = f"{client.api.base_url}/v{client.api.api_version}/images/create"
+    try:
+        response = client.api.post(
+            url,
+            params={"fromImage": repository, "tag": tag},
+            headers=headers,
+            stream=True,
+            timeout=(PING_TIMEOUT, PULL_SILENCE),
+        )
+    except requests.RequestException as exc:
+        raise _PullFailed(f"the engine did not answer: {_one_line(exc)}") from None
+    with contextlib.closing(response):
+        if response.status_code != 200:
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text or f"HTTP {response.status_code}"
+            raise _PullFailed(_one_line(message))
+        try:
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                chunk = json.loads(line)
+                if "error" in chunk:
+                    raise _PullFailed(_one_line(chunk.get("errorDetail", {}).get("message") or chunk["error"]))
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise _PullFailed(f"no progress for {PULL_SILENCE:.0f} s or the stream broke: {_one_line(exc)}") from None
+    image_id = _image_id(client, ref)
+    if image_id is None:
+        raise _PullFailed(f"the engine reported no error but has no image {ref}")
+    return image_id
+
+
+def shared_ref(registry: str, ref: str) -> str:
+    """Where ``ref`` is kept in ``registry``: ``R/mailtls-postfix:<tag>``, ``R/debian:bookworm-slim`` (the
+    image's own registry host, if it names one, is replaced by ``R``)."""
+    from docker import auth
+
+    if "@" in ref:
+        raise ImageBuildError(f"{ref} is pinned by digest: it is pulled from its own registry, not shared")
+    repository, tag = _split_ref(ref)
+    source, path = auth.resolve_repository_name(repository)
+    if source == "docker.io" and path.startswith("library/"):
+        path = path.removeprefix("library/")
+    return f"{registry}/{path}:{tag}"
+
+
+def _retag(client: docker.DockerClient, source: str, target: str) -> None:
+    repository, tag = _split_ref(target)
+    client.api.tag(source, repository, tag)
+
+
+def _untag(client: docker.DockerClient, ref: str) -> None:
+    with contextlib.suppress(_docker_errors().APIError):
+        client.api.remove_image(ref, noprune=True)  # another tag keeps the image: only the name goes
+
+
+def _pull_shared(client: docker.DockerClient, ref: str, registry: str, progress: Progress) -> str:
+    """Pull ``ref`` from ``registry`` (see :func:`shared_ref`) and tag it ``ref``; return its id or raise
+    :class:`_PullFailed`. The registry's name for it is not kept."""
+    remote = shared_ref(registry, ref)
+    had = _image_id(client, remote) is not None
+    started = time.monotonic()
+    try:
+        image_id = _pull(client, remote)
+    except _PullFailed as exc:
+        raise _PullFailed(f"{exc}{_registry_hint(str(exc), registry)}") from None
+    _retag(client, remote, ref)
+    if not had:
+        _untag(client, remote)
+    progress(f"pulled {ref} from {remote} in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+def push_image(ref: str, registry: str, *, progress: Progress = _noop) -> str:
+    """Push the local image ``ref`` to ``registry`` as :func:`shared_ref` names it; return that name."""
+    errors = _docker_errors()
+    client = docker_client()
+    registry = check_registry(registry, "registry")
+    remote = shared_ref(registry, ref)
+    if _image_id(client, ref) is None:
+        raise ImageBuildError(f"cannot push {ref}: the engine has no such image (`mailtls images build` first)")
+    had = _image_id(client, remote) is not None
+    started = time.monotonic()
+    repository, tag = _split_ref(remote)
+    failure = ""
+    _retag(client, ref, remote)
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                failure = _one_line(chunk.get("errorDetail", {}).get("message") or chunk["error"])
+    except errors.APIError as exc:
+        failure = _one_line(exc.explanation or exc)
+    except Exception as exc:  # the stream broke (timeout, engine died)
+        failure = f"{type(exc).__name__}: {_one_line(exc)}"
+    finally:
+        if not had:
+            _untag(client, remote)
+    if failure:
+        raise ImageBuildError(f"pushing {ref} to {remote} failed: {failure}{_registry_hint(failure, registry)}")
+    progress(f"pushed {ref} to {remote} in {time.monotonic() - started:.0f} s")
+    return remote
+
+
+def _registry_hint(failure: str, registry: str) -> str:
+    text = failure.lower()
+    if "https client" in text or "server gave http response" in text:
+        return f" (the registry speaks plain HTTP: add {registry.split('/')[0]} to the engine's insecure-registries)"
+    if "unauthorized" in text or "denied" in text or "authentication required" in text:
+        return f" (log in first: `docker login {registry.split('/')[0]}`)"
+    if "connection refused" in text or "no such host" in text or "i/o timeout" in text:
+        return f" (is a registry answering at {registry.split('/')[0]}?)"
+    return ""
 
 
 # --------------------------------------------------------------------------- the local Debian base
@@ -502,13 +828,15 @@ def _suite_for(tag: str) -> str:
     return name if name in _DEBIAN_SUITES else "bookworm"
 
 
-def _debootstrap_binary() -> str:
+def _debootstrap_binary(tag: str = "", why: str = "") -> str:
     found = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
     if found is None:
+        tag = tag or BASE_IMAGE
         raise ImageBuildError(
-            f"the local base image {BASE_IMAGE} is missing and debootstrap, which makes it, is not installed: "
-            "`apt-get install debootstrap` (as root), or import a Debian root filesystem yourself "
-            "(containers/base/make-base.sh)"
+            f"the base image {tag} is not in the engine{', ' + why if why else ''}, and debootstrap, which makes it, "
+            "is not installed: `apt-get install debootstrap` (as root), give the engine a registry that answers "
+            f'("registry-mirrors" in its daemon.json, or `--registry`), or set {BASE_ENV} to an image your '
+            "registry serves (docs/images.md)"
         )
     return found
 
@@ -553,31 +881,59 @@ def _unmount_below(path: Path) -> None:
 
 
 def ensure_base_image(
-    progress: Progress = _noop, *, tag: str = BASE_IMAGE, mirror: str | None = None, suite: str | None = None
+    progress: Progress = _noop, *, tag: str | None = None, mirror: str | None = None, suite: str | None = None
 ) -> str:
-    """Return the id of the local Debian base ``tag``, creating it first when missing.
+    """Return the id of the base image ``tag`` (default: the base of :func:`image_settings`), obtaining it first.
 
-    Creation (root only, about a minute): ``debootstrap --variant=minbase <suite> <tmp> <mirror>``, docs and
-    apt caches trimmed, imported as ``tag``. The suite comes from the tag (``debian:bookworm-slim`` ->
-    bookworm); the mirror from :func:`debian_mirror`. Raises :class:`ImageBuildError` saying what to install.
+    In this order, with one progress line per step that fails: the settings' registry (an image shared with
+    ``mailtls images push``), then the engine's own pull (Docker Hub, or the registry mirrors of its
+    daemon.json), then, unless building is off, creation (root only, about a minute): ``debootstrap
+    --variant=minbase <suite> <tmp> <mirror>``, docs and apt caches trimmed, imported as ``tag``. The suite
+    comes from the tag (``debian:bookworm-slim`` -> bookworm); the mirror from :func:`debian_mirror`. Raises
+    :class:`ImageBuildError` saying what to install or configure.
     """
+    settings = image_settings()
+    tag = tag or settings.base
     client = docker_client()
     existing = _image_id(client, tag)
     if existing is not None:
         return existing
-    with _locked(f"base-{tag}", progress, f"creating the base image {tag}"):
+    with _locked(f"base-{tag}-{_engine_key()}", progress, f"obtaining the base image {tag}"):
         existing = _image_id(client, tag)
         if existing is not None:
             return existing
-        return _create_base(client, tag, mirror, suite or _suite_for(tag), progress)
+        tried = []
+        if settings.registry and "@" not in tag:
+            try:
+                return _pull_shared(client, tag, settings.registry, progress)
+            except _PullFailed as exc:
+                tried.append(f"not pulled from {settings.registry} ({exc})")
+                progress(f"base image {tag}: {tried[-1]}; asking the engine to pull it")
+        started = time.monotonic()
+        try:
+            image_id = _pull(client, tag)
+        except _PullFailed as exc:
+            tried.append(f"the engine could not pull it ({exc})")
+        else:
+            progress(f"pulled base image {tag} in {time.monotonic() - started:.0f} s")
+            return image_id
+        why = ", ".join(tried)
+        if not settings.build:
+            raise ImageBuildError(
+                f"the base image {tag} is not in the engine, {why}; `mailtls images build` makes it with debootstrap"
+            )
+        progress(f"base image {tag}: {tried[-1]}; making it with debootstrap")
+        return _create_base(client, tag, mirror, suite or _suite_for(tag), progress, why)
 
 
-def _create_base(client: docker.DockerClient, tag: str, mirror: str | None, suite: str, progress: Progress) -> str:
-    debootstrap = _debootstrap_binary()
+def _create_base(
+    client: docker.DockerClient, tag: str, mirror: str | None, suite: str, progress: Progress, why: str = ""
+) -> str:
+    debootstrap = _debootstrap_binary(tag, why)
     if os.geteuid() != 0:
         raise ImageBuildError(
-            f"the local base image {tag} is missing and debootstrap must run as root to make it: run "
-            f"`sudo containers/base/make-base.sh` (or the same pytest run as root) once"
+            f"the base image {tag} is not in the engine{', ' + why if why else ''}, and debootstrap must run as "
+            f"root to make it: run `sudo containers/base/make-base.sh {tag}` (or the same command as root) once"
         )
     mirror = mirror or debian_mirror(suite=suite)
     started = time.monotonic()
@@ -772,7 +1128,8 @@ class Container:
         self.id = container_id
         self.name = name
         self.image = image
-        self.ports: dict[int, int] = {}  # container port -> host port on 127.0.0.1
+        self.ports: dict[int, int] = {}  # container port -> the port on ``address`` that reaches it
+        self.address = "127.0.0.1"  # published ports; the container's own address when routed directly
         self.owner_pid = os.getpid()
         self.cancel = cancel  # the start it belongs to (see cancel_starts)
         self._network = network  # holds a reference on this process's network
@@ -784,7 +1141,7 @@ class Container:
         return f"<Container {self.name} {self.id[:12]} {self.image} ports={self.ports}>"
 
     def host_port(self, container_port: int) -> int:
-        """The 127.0.0.1 port on the host that reaches ``container_port``."""
+        """The port on :attr:`address` that reaches ``container_port`` from this host."""
         try:
             return self.ports[container_port]
         except KeyError:
@@ -792,12 +1149,13 @@ class Container:
                 f"container {self.name} publishes no port {container_port} (it has {sorted(self.ports)})"
             ) from None
 
-    def logs(self) -> str:
-        """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log)."""
+    def logs(self, since: float | None = None) -> str:
+        """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log);
+        with ``since`` (a Unix time) only what it wrote after that."""
         if self._final_logs is not None:
             return self._final_logs
         try:
-            data = self._client.api.logs(self.id, stdout=True, stderr=True)
+            data = self._client.api.logs(self.id, stdout=True, stderr=True, since=since)
         except _docker_errors().NotFound:
             return ""
         return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
@@ -1451,9 +1809,12 @@ def start_container(
     _check_cancel(cancel, where)
     api = client.api
     network = None if host_network else _acquire_network()
+    # Routed directly, nothing is published: the engine spends ~12 ms per published port to start and ~50 ms
+    # to remove (a userland proxy each), which for a whole grid was most of its start and teardown.
+    direct = network is not None and not fixed and direct_routing(network)
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
     host_config = api.create_host_config(
-        port_bindings=None if host_network else bindings,
+        port_bindings=None if host_network or direct else bindings,
         network_mode="host" if host_network else network,
         mounts=_bind_mounts(volumes or {}),
         extra_hosts=dict(extra_hosts or {}),
@@ -1507,7 +1868,11 @@ def start_container(
             raise ServerStartError(
                 f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
             )
-        container.ports = {p: p for p in ports} if host_network else _published(attrs, ports)
+        if direct:
+            container.address = (attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
+            if not container.address:
+                raise ServerStartError(f"{where} runs but has no address on the network {network}")
+        container.ports = {p: p for p in ports} if host_network or direct else _published(attrs, ports)
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
@@ -1518,6 +1883,41 @@ def start_container(
             _check_cancel(cancel, where)
         raise
     return container
+
+
+_direct: dict[str, bool] = {}
+
+
+def direct_routing(network: str) -> bool:
+    """Whether this host reaches containers on ``network`` at their own addresses, so that nothing needs
+    publishing: the network's gateway address is one of this host's (a local, rootful Linux engine). Not so
+    on Docker Desktop, rootless or remote engines (their bridge lives elsewhere): ports are published on
+    127.0.0.1 there. ``MAILTLS_PUBLISH_PORTS=1`` publishes always.
+
+    Either way clients dial the session recorder on 127.0.0.1; a container's address is what the recorder
+    dials. Other containers cannot reach it (inter-container traffic is off on the run's network).
+    """
+    if os.environ.get("MAILTLS_PUBLISH_PORTS", "").lower() in ("1", "true", "yes"):
+        return False
+    if network not in _direct:
+        _direct[network] = _gateway_is_local(network)
+    return _direct[network]
+
+
+def _gateway_is_local(network: str) -> bool:
+    try:
+        attrs = docker_client().api.inspect_network(network)
+        gateways = [c.get("Gateway") for c in (attrs.get("IPAM") or {}).get("Config") or [] if c.get("Gateway")]
+    except Exception:
+        return False
+    for gateway in gateways:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((gateway, 0))  # succeeds only for an address of this host
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def free_ports(count: int) -> list[int]:

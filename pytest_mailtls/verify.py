@@ -26,12 +26,14 @@ from functools import cache
 from typing import Any
 
 from cryptography import x509
+from pydantic import Field
 
 from .connect import ProtocolError, open_client
 from .manifest import Endpoint
 from .pki import session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
+from .records import Record
 
 __all__ = [
     "Mismatch",
@@ -76,8 +78,44 @@ class Mismatch:
     def __str__(self) -> str:
         return f"{self.cell_id}: {self.aspect}: expected {self.expected}; found {self.actual}"
 
-    def to_json(self) -> dict[str, str]:
-        return {"cell": self.cell_id, "aspect": self.aspect, "expected": self.expected, "actual": self.actual}
+    def record(self) -> MismatchRecord:
+        return MismatchRecord(cell=self.cell_id, aspect=self.aspect, expected=self.expected, actual=self.actual)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.record().model_dump()
+
+
+# --- the JSON document (mailtls verify --json): the models are the schema (docs/schemas/verify.json) ----
+
+
+class MismatchRecord(Record):
+    """One way a cell does not do what it declares."""
+
+    cell: str
+    aspect: str = Field(description="versions, ciphers, certificate, mode, auth, client-cert or probe")
+    expected: str = Field(description="what the cell declares")
+    actual: str = Field(description="what the probe found")
+
+
+class CellVerdictRecord(Record):
+    """One cell's outcome."""
+
+    cell: str
+    target: str = Field(description="host:port probed")
+    ok: bool = Field(description="no mismatch")
+    mismatches: list[MismatchRecord]
+    probe: dict[str, Any] | None = Field(description="what the probe found (docs/probe.md); null if it could not run")
+    elapsed_seconds: float
+
+
+class VerifyDocument(Record):
+    """Every cell probed against what it declares."""
+
+    ok: bool = Field(description="no cell contradicts its declaration: the exit status is 0")
+    cells: int = Field(description="cells verified")
+    mismatched_cells: int
+    elapsed_seconds: float
+    verdicts: list[CellVerdictRecord]
 
 
 # --- one cell -----------------------------------------------------------------------------------
@@ -466,15 +504,18 @@ class CellVerdict:
     def ok(self) -> bool:
         return not self.mismatches
 
+    def record(self) -> CellVerdictRecord:
+        return CellVerdictRecord(
+            cell=self.endpoint.id,
+            target=f"{self.endpoint.host}:{self.endpoint.port}",
+            ok=self.ok,
+            mismatches=[m.record() for m in self.mismatches],
+            probe=self.probe.to_json() if self.probe else None,
+            elapsed_seconds=round(self.elapsed, 3),
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "cell": self.endpoint.id,
-            "target": f"{self.endpoint.host}:{self.endpoint.port}",
-            "ok": self.ok,
-            "mismatches": [m.to_json() for m in self.mismatches],
-            "probe": self.probe.to_json() if self.probe else None,
-            "elapsed_seconds": round(self.elapsed, 3),
-        }
+        return self.record().model_dump()
 
 
 @dataclass
@@ -492,14 +533,18 @@ class VerifyReport:
     def mismatches(self) -> list[Mismatch]:
         return [m for v in self.verdicts for m in v.mismatches]
 
+    def document(self) -> VerifyDocument:
+        """The ``mailtls verify --json`` document."""
+        return VerifyDocument(
+            ok=self.ok,
+            cells=len(self.verdicts),
+            mismatched_cells=sum(not v.ok for v in self.verdicts),
+            elapsed_seconds=round(self.elapsed, 3),
+            verdicts=[v.record() for v in self.verdicts],
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "cells": len(self.verdicts),
-            "mismatched_cells": sum(not v.ok for v in self.verdicts),
-            "elapsed_seconds": round(self.elapsed, 3),
-            "verdicts": [v.to_json() for v in self.verdicts],
-        }
+        return self.document().model_dump()
 
     def render_table(self) -> str:
         """A fixed-width table (one row per cell), then every mismatch spelled out."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make the local Debian base image by hand (pytest-mailtls does the same when it is missing).
-# There is no image registry: server images start FROM this locally imported root filesystem.
+# Make the Debian base image by hand, where no image registry answers (pytest-mailtls does the same as its
+# last resort, after trying to pull it): server images then start FROM this locally imported root filesystem.
 #
 #   sudo bash containers/base/make-base.sh [TAG]        # default TAG: debian:bookworm-slim
 #

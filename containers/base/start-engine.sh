@@ -3,10 +3,11 @@
 #
 #   bash containers/base/start-engine.sh
 #
-# An engine that already answers is left alone. Otherwise docker.io (and debootstrap, which makes the
-# local base image) are installed if missing, dockerd is started in the background with its log in
-# $MAILTLS_DOCKERD_LOG, and we wait at most $MAILTLS_DOCKERD_TIMEOUT seconds for `docker info`.
-# Extra dockerd flags (tests, a second engine): $MAILTLS_DOCKERD_ARGS and $MAILTLS_DOCKERD_PIDFILE.
+# An engine that already answers is left alone. Otherwise docker.io is installed if missing, dockerd is
+# started in the background with its log in $MAILTLS_DOCKERD_LOG, and we wait at most
+# $MAILTLS_DOCKERD_TIMEOUT seconds for `docker info`. Extra dockerd flags (tests, a second engine):
+# $MAILTLS_DOCKERD_ARGS and $MAILTLS_DOCKERD_PIDFILE. debootstrap is not installed here: the base image is
+# pulled where a registry answers, and only made with debootstrap where none does (see README.md).
 set -euo pipefail
 
 log=${MAILTLS_DOCKERD_LOG:-/tmp/dockerd.log}
@@ -21,7 +22,6 @@ fi
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "start-engine: installing ${missing[*]}"
   apt-get update -qq

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..manifest import Endpoint
 from ..pki import ClientCertFiles, SessionPKI
@@ -49,13 +50,15 @@ def cell_endpoint(
     mailbox: str,
     client: ClientCertFiles | None,
     extra: Mapping[str, object],
+    host: str = "127.0.0.1",
 ) -> Endpoint:
-    """How clients reach ``cell`` on 127.0.0.1:``port``: the session's CA and server name, the test user, the
-    cell's host Maildir, and ``client`` (the session's client certificate) where the cell wants mutual TLS."""
+    """How clients reach ``cell`` at ``host``:``port`` (127.0.0.1, or the container's address, which only the
+    recorder dials): the session's CA and server name, the test user, the cell's host Maildir, and ``client``
+    (the session's client certificate) where the cell wants mutual TLS."""
     own = client if cell.auth.client_cert else None
     return Endpoint(
         cell=cell,
-        host="127.0.0.1",
+        host=host,
         port=port,
         server_hostname=options.pki.server_hostname,
         ca_file=str(options.pki.ca_file),
@@ -77,9 +80,15 @@ class RunningServer(abc.ABC):
     def logs(self) -> str:
         """The server's log so far."""
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Log lines about one cell; backends that can tell cells apart override this."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """Log lines about one cell (written after the Unix time ``since``, if given); backends that can tell
+        cells apart override this."""
         return self.logs().splitlines()
+
+    def log_source(self, cell_id: str) -> tuple[str, Any] | None:
+        """Where another process reads this cell's log lines: (container id, the cell's key in its log),
+        read back with the backend's :meth:`Backend.cell_log_lines`; ``None`` for an in-process server."""
+        return None
 
     @abc.abstractmethod
     def stop(self) -> None:
@@ -103,6 +112,10 @@ class Backend(abc.ABC):
     def unsupported(self, cell: Cell) -> str | None:
         """Why this backend cannot serve ``cell``, or ``None`` if it can."""
         return None
+
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        """The lines of this server's ``log`` about the cell marked by ``key`` (its log vocabulary)."""
+        return []
 
     def image(self, *, progress: Progress = no_progress) -> str:
         """This backend's image tag, built first if missing.

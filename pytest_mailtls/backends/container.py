@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .. import capture
 from ..errors import ServerStartError
@@ -249,6 +249,7 @@ def launch(
             cell_endpoint(
                 cell,
                 options,
+                host=container.address,
                 port=container.host_port(port),
                 mailbox=mailbox(cell),
                 client=client,
@@ -315,15 +316,20 @@ class ContainerServer(RunningServer, Generic[K]):
                 self._log_cache = (now, self.container.logs())
             return self._log_cache[1]
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """The log lines about one cell (``KeyError`` for a cell this server does not serve)."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """The log lines about one cell (``KeyError`` for a cell this server does not serve); with ``since``
+        (a Unix time) only those written after it, read by the engine without the whole log."""
         try:
             key = self._cell_keys[cell_id]
         except KeyError:
             raise KeyError(
                 f"no cell {cell_id!r} in this {self.title} server (it serves {len(self.endpoints)})"
             ) from None
-        return self.log_lines(self.logs(), key)
+        return self.log_lines(self.logs() if since is None else self.container.logs(since=since), key)
+
+    def log_source(self, cell_id: str) -> tuple[str, Any] | None:
+        key = self._cell_keys.get(cell_id)
+        return None if key is None else (self.container.id, key)
 
     @abc.abstractmethod
     def log_lines(self, log: str, key: K) -> list[str]:

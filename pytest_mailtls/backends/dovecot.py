@@ -30,8 +30,8 @@ offers that Postfix's mechanisms on the auth socket too. Every refusal ends in a
 ``nodelay``, so a wrong password is answered in milliseconds, and the per-IP auth penalty is off: every
 client arrives from the Docker gateway address.
 
-Rendering is pure (:func:`render`); :class:`DovecotBackend` writes the files, starts the container and
-waits until every port passed a real exchange.
+Rendering is pure (:func:`render`, from the templates in templates/dovecot/); :class:`DovecotBackend`
+writes the files, starts the container and waits until every port passed a real exchange.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import capture
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, version_index
+from ..templates import render as render_template
 from .base import Backend, StartOptions
 from .container import (
     FIRST_PORT,
@@ -122,7 +123,8 @@ DH_FILE = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core; DHE suites (le
 # Certificates OpenSSL refuses to load below security level 0: the server must present them all the same.
 _WEAK_CERTS = frozenset({CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE})
 _SERVICE_NAME = re.compile(r"[^A-Za-z0-9_-]")
-#: The one name in the "refuse" deny passdb: every failed lookup ends there, without delay (see _dovecot_conf).
+#: The one name in the "refuse" deny passdb: every failed lookup ends there, without delay
+#: (see templates/dovecot/dovecot.conf.j2).
 _REFUSE_KEY = "refused"
 
 
@@ -191,7 +193,7 @@ def render(
     wanted = {m for c in cells for m in c.auth.mechanisms} | set(extra_mechanisms)
     offered = [m for m in MECHANISMS if m in wanted] or ["PLAIN"]
     files: dict[str, str] = {}
-    blocks: list[str] = []
+    logins: list[dict[str, object]] = []
     caps: set[str] = set()
     deny_mech: list[str] = []
     deny_cert: list[str] = []
@@ -201,19 +203,28 @@ def render(
         files[f"cells/{name}.env"] = settings
         if cap:
             caps.add(cap)
-        blocks.append(_login_service(cell, name, port))
+        logins.append(
+            {
+                "cell_id": cell.id,
+                "name": name,
+                "protocol": str(cell.protocol),
+                "port": port,
+                "implicit": cell.mode is Mode.IMPLICIT,
+            }
+        )
         # Keyed on protocol too: SASL requests from a Postfix sharing the auth socket carry its own ports.
         deny_mech += [f"{cell.protocol}/{port}/{m}" for m in offered if m not in cell.auth.mechanisms]
         if cell.auth.client_cert:
             deny_cert.append(f"{cell.protocol}/{port}/")  # %{cert} is "valid" only for a certificate from the client CA
     for version in sorted(caps, key=version_index):
-        files[f"openssl/max-{version}.cnf"] = _openssl_cap(version)
+        # Dovecot 2.3 has no ssl_max_protocol: an OpenSSL configuration caps the login processes that read it.
+        files[f"openssl/max-{version}.cnf"] = render_template("dovecot/openssl-cap.cnf.j2", version=version)
     files["deny-mechanism"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_mech)
     files["deny-without-cert"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_cert)
     files["refuse"] = f"{_REFUSE_KEY}:{{PLAIN}}deny\n"
     encoded = base64.b64encode(password.encode()).decode()
     files["passwd"] = f"{username.lower()}:{{PLAIN.b64}}{encoded}\n"
-    files["oauth2.conf.ext"] = _OAUTH2_CONF.format(etc=ETC, issuer=OAUTH_ISSUER)
+    files["oauth2.conf.ext"] = render_template("dovecot/oauth2.conf.ext.j2", etc=ETC, issuer=OAUTH_ISSUER)
     # Looked up as shared/<azp>/<alg>/<kid>; tokens carry neither azp nor kid, so both are "default".
     files["oauth/default/HS256/default"] = base64.b64encode(oauth_key).decode()
 
@@ -222,17 +233,30 @@ def render(
     protocols = [p for p in ("imap", "pop3") if any(str(c.protocol) == p for c in cells)]
     # Warnings at start otherwise: anvil and auth must take a connection from every login process.
     client_limit = max(1000, 4 * len(cells) + 500)
-    files["dovecot.conf"] = _dovecot_conf(
+    files["dovecot.conf"] = render_template(
+        "dovecot/dovecot.conf.j2",
         count=len(cells),
         protocols=protocols,
         default_cert=default_cert,
         mechanisms=offered,
+        password_mechanisms=[m for m in offered if m not in _OAUTH_MECHANISMS],
+        oauth_mechanisms=[m for m in offered if m in _OAUTH_MECHANISMS],
         deny_mechanism=bool(deny_mech),
         deny_without_cert=bool(deny_cert),
         mail_uid=mail_uid,
         mail_gid=mail_gid,
         client_limit=client_limit,
-    ) + "\n".join(blocks)
+        logins=logins,
+        etc=ETC,
+        dh_file=DH_FILE,
+        refuse_key=_REFUSE_KEY,
+        mail_root=MAIL_ROOT,
+        maildir=MAILDIR,
+        sockets=SOCKETS,
+        auth_socket=AUTH_SOCKET,
+        lmtp_socket=LMTP_SOCKET,
+        wrapper=LOGIN_WRAPPER,
+    )
     return RenderedConfig(files=files, services=services)
 
 
@@ -310,204 +334,6 @@ def _cell_settings(
         if "\n" in line or "\r" in line:
             raise ValueError(f"{cell.id}: a setting spans lines: {line!r}")
     return "\n".join(lines) + "\n", cap
-
-
-def _login_service(cell: Cell, name: str, port: int) -> str:
-    binary = f"{cell.protocol}-login"
-    return f"""
-# {cell.id}
-service {name} {{
-  type = login
-  protocol = {cell.protocol}
-  executable = {LOGIN_WRAPPER} {ETC}/cells/{name}.env {binary}
-  user = $default_login_user
-  chroot = login
-  # Long-lived login processes (as in Dovecot's high-performance mode): the first client pays the start.
-  service_count = 0
-  process_limit = 4
-  inet_listener cell {{
-    port = {port}
-    ssl = {"yes" if cell.mode is Mode.IMPLICIT else "no"}
-  }}
-}}
-"""
-
-
-def _openssl_cap(version: str) -> str:
-    return f"""# Dovecot 2.3 has no ssl_max_protocol: login processes whose OPENSSL_CONF points here stop at {version}.
-openssl_conf = mailtls
-[mailtls]
-ssl_conf = mailtls_ssl
-[mailtls_ssl]
-system_default = mailtls_tls
-[mailtls_tls]
-MaxProtocol = {version}
-"""
-
-
-_OAUTH2_CONF = """# XOAUTH2/OAUTHBEARER: HS256 JWTs checked locally against the key under oauth/; no outside service.
-introspection_mode = local
-local_validation_key_dict = fs:posix:prefix={etc}/oauth/
-username_attribute = sub
-issuers = {issuer}
-"""
-
-
-def _dovecot_conf(
-    *,
-    count: int,
-    protocols: Sequence[str],
-    default_cert: CertPaths | None,
-    mechanisms: Sequence[str],
-    deny_mechanism: bool,
-    deny_without_cert: bool,
-    mail_uid: int,
-    mail_gid: int,
-    client_limit: int,
-) -> str:
-    tls = (
-        f"""ssl = yes
-ssl_cert = <{default_cert.cert_file}
-ssl_key = <{default_cert.key_file}
-ssl_dh = <{DH_FILE}
-ssl_require_crl = no"""
-        if default_cert is not None
-        else "ssl = no"
-    )
-    passdbs = []
-    if deny_without_cert:
-        passdbs.append(
-            f"""passdb {{
-  driver = passwd-file
-  args = username_format=%{{service}}/%{{lport}}/%{{cert}} {ETC}/deny-without-cert
-  deny = yes
-  default_fields = nodelay=yes
-}}"""
-        )
-    if deny_mechanism:
-        passdbs.append(
-            f"""passdb {{
-  driver = passwd-file
-  args = username_format=%{{service}}/%{{lport}}/%m {ETC}/deny-mechanism
-  deny = yes
-  default_fields = nodelay=yes
-}}"""
-        )
-    password_mechs = " ".join(m.lower() for m in mechanisms if m not in _OAUTH_MECHANISMS)
-    if password_mechs:
-        # A wrong password must be answered at once: tests (and every Postfix SASL client of the stack)
-        # fail logins on purpose. Dovecot drops a passdb's fields (nodelay too) when its check fails, and
-        # answers at its next 0.5 s failure tick; a deny passdb keeps them. So a failure continues to a
-        # deny passdb that holds every name (the last one below): refused with nodelay, in milliseconds.
-        # (nodelay here covers CRAM-MD5, whose check happens after a successful lookup.)
-        passdbs.append(
-            f"""passdb {{
-  driver = passwd-file
-  args = {ETC}/passwd
-  mechanisms = {password_mechs}
-  default_fields = nodelay=yes
-  result_failure = continue
-}}"""
-        )
-    oauth_mechs = [m.lower() for m in mechanisms if m in _OAUTH_MECHANISMS]
-    if oauth_mechs:
-        passdbs.append(
-            f"""passdb {{
-  driver = oauth2
-  args = {ETC}/oauth2.conf.ext
-  mechanisms = {" ".join(oauth_mechs)}
-  default_fields = nodelay=yes
-  result_failure = continue
-}}"""
-        )
-    # The end of every failed lookup (bad password, unknown user, bad or expired token): one name for all.
-    passdbs.append(
-        f"""passdb {{
-  driver = passwd-file
-  args = username_format={_REFUSE_KEY} {ETC}/refuse
-  mechanisms = {" ".join(m.lower() for m in mechanisms)}
-  deny = yes
-  default_fields = nodelay=yes
-}}"""
-    )
-    passdb_text = "\n".join(passdbs)
-    return f"""# Rendered by pytest-mailtls (backends/dovecot.py) for {count} cells; rewritten at every start.
-# Each cell is one login service below; its TLS settings come from cells/<service>.env (see
-# /usr/local/bin/mailtls-login-env), the settings here are the defaults they override.
-protocols = {" ".join([*protocols, "lmtp"])}
-listen = *
-base_dir = /run/dovecot
-instance_name = mailtls
-log_path = /dev/stdout
-info_log_path = /dev/stdout
-import_environment = TZ
-shutdown_clients = yes
-
-{tls}
-
-disable_plaintext_auth = yes
-auth_mechanisms = {" ".join(m.lower() for m in mechanisms)}
-auth_username_format = %Lu
-# Refusals must be fast: negative tests log in wrongly on purpose, many times. Dovecot 2.3.19 still
-# answers a plain failure at its next 0.5 s tick; deny passdbs answer at once (nodelay), so every
-# refusal below ends in one.
-auth_failure_delay = 0
-auth_cache_size = 0
-auth_verbose = yes
-{passdb_text}
-userdb {{
-  driver = static
-  args = uid={mail_uid} gid={mail_gid} home={MAIL_ROOT} allow_all_users=yes
-}}
-
-# One Maildir, whoever the recipient: LMTP delivers every address to the test user's mailbox.
-mail_location = maildir:{MAIL_ROOT}/{MAILDIR}
-first_valid_uid = 1
-protocol imap {{
-  mail_max_userip_connections = 1000
-}}
-protocol pop3 {{
-  mail_max_userip_connections = 1000
-}}
-
-service anvil {{
-  client_limit = {client_limit}
-  # No growing delay after failed logins (the auth penalty): tests fail logins on purpose.
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  client_limit = {client_limit}
-  unix_listener {SOCKETS}/{AUTH_SOCKET} {{
-    mode = 0666
-  }}
-}}
-# LMTP only on the socket the Postfix of the stack mounts: no TCP listener that anything on the network
-# could hand mail to without authentication.
-service lmtp {{
-  unix_listener {SOCKETS}/{LMTP_SOCKET} {{
-    mode = 0666
-  }}
-}}
-# The stock listeners stay closed: every port belongs to a cell.
-service imap-login {{
-  inet_listener imap {{
-    port = 0
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
 
 
 # --------------------------------------------------------------------------- OAuth2 tokens
@@ -873,6 +699,9 @@ class DovecotBackend(Backend):
 
     name = "dovecot"
     needs_docker = True
+
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        return cell_log_lines(log, key)
 
     def __init__(self, *, extra_mechanisms: Sequence[str] = ()) -> None:
         self.extra_mechanisms: tuple[str, ...] = tuple(extra_mechanisms)

@@ -131,19 +131,24 @@ class _CellLog:
     def __init__(self, cell_id: str, service: str) -> None:
         self.cell_id, self.service = cell_id, service
         self._lines: list[tuple[int, str]] = []
+        self._times: list[float] = []
         self._lock = threading.Lock()
 
     def __call__(self, message: str) -> None:
-        stamp = dt.datetime.now().isoformat(timespec="milliseconds")
+        now = dt.datetime.now()
+        stamp = now.isoformat(timespec="milliseconds")
         with self._lock:
             self._lines.append((next(_SEQUENCE), f"{stamp} embedded/{self.service}[{self.cell_id}]: {message}"))
+            self._times.append(now.timestamp())
 
     def entries(self) -> list[tuple[int, str]]:
         with self._lock:
             return list(self._lines)
 
-    def lines(self) -> list[str]:
-        return [line for _, line in self.entries()]
+    def lines(self, since: float | None = None) -> list[str]:
+        with self._lock:
+            pairs = list(zip(self._times, self._lines, strict=True))
+        return [line for when, (_, line) in pairs if since is None or when > since]
 
 
 class _Cell:
@@ -460,10 +465,10 @@ class EmbeddedServer(RunningServer):
         entries = sorted(entry for cell in self._cells.values() for entry in cell.log.entries())
         return "".join(line + "\n" for _, line in entries)
 
-    def cell_logs(self, cell_id: str) -> list[str]:
-        """Log lines about one cell (connections, handshake failures, refusals, deliveries)."""
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """Log lines about one cell (connections, handshake failures, refusals, deliveries), after ``since``."""
         cell = self._cells.get(cell_id)
-        return cell.log.lines() if cell is not None else []
+        return cell.log.lines(since) if cell is not None else []
 
     def stop(self) -> None:
         """Close every listener and open session, then stop the loop thread. Idempotent."""

@@ -918,6 +918,9 @@ class JamesBackend(Backend):
     name = "james"
     needs_docker = True
 
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        return cell_log_lines(log, key)
+
     def image(self, *, progress: Progress = no_progress) -> str:
         """Build from a copy of the recipe that carries the host's CA bundle and Maven mirror, so Maven in
         the build reaches Maven Central as this host does (e.g. behind a TLS-inspecting proxy)."""

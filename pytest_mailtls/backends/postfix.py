@@ -17,8 +17,8 @@ cell's cleanup rewrites every recipient to TWO addresses: the cell's capture add
 an ``X-Mailtls-Cell`` header naming the Postfix cell that accepted it. Both sockets live in a host folder
 of the Dovecot's, mounted into this container; the entrypoint starts Postfix only once they exist.
 
-Rendering is pure (:func:`render`); :class:`PostfixBackend` writes the files,
-starts the container and waits until every port passed a real exchange.
+Rendering is pure (:func:`render`, from the templates in templates/postfix/); :class:`PostfixBackend`
+writes the files, starts the container and waits until every port passed a real exchange.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
+from ..templates import render as render_template
 from .base import Backend, StartOptions
 from .container import (
     FIRST_PORT,
@@ -195,7 +196,7 @@ def render(
 
     maildirs = {cell.id: cell.id for cell in cells}
     syslog_names = {cell.id: f"postfix/{cell.id}" for cell in cells}
-    master = [_MASTER_HEAD]
+    master: list[_MasterService] = []
     openssl_sections: list[tuple[str, str]] = []
     for index, (cell, port) in enumerate(zip(cells, ports, strict=True)):
         suites_name = f"mailtls_cell{index}" if cell.policy is not None and cell.policy.ciphersuites else None
@@ -214,19 +215,17 @@ def render(
                 stack=dovecot is not None,
             )
         )
-    if dovecot is not None:
-        master.append(_STACK_MASTER)
     mailboxes = [f"{UNATTRIBUTED}@{CAPTURE_DOMAIN} {UNATTRIBUTED}/"]
     mailboxes += [f"{_capture_address(cell)} {maildirs[cell.id]}/" for cell in cells]
     files = {
         "postfix/main.cf": _main_cf(hostname=hostname, uid=mail_uid, gid=mail_gid, dovecot=dovecot),
-        "postfix/master.cf": "\n".join(master),
+        "postfix/master.cf": render_template("postfix/master.cf.j2", services=master, stack=dovecot is not None),
         "postfix/mailboxes": "\n".join(mailboxes) + "\n",
         "postfix/auth-required.regexp": "/^/ 530 5.7.0 Authentication required\n",
-        "postfix/openssl.cnf": _openssl_cnf(openssl_sections),
+        "postfix/openssl.cnf": render_template("postfix/openssl.cnf.j2", sections=openssl_sections),
     }
     if dovecot is None:
-        files["sasl/smtpd.conf"] = _SASL_CONF
+        files["sasl/smtpd.conf"] = render_template("postfix/smtpd.conf.j2")
         files.update(_sasl_user_files(username, password))
     else:
         files["postfix/transport"] = f"{dovecot.mailbox} lmtp:unix:{dovecot.lmtp_socket}\n"
@@ -270,9 +269,8 @@ def _service(
     client_ca_file: str | None,
     openssl_name: str | None,
     stack: bool = False,
-) -> str:
+) -> _MasterService:
     cleanup = f"cleanup-{index}"
-    lines = [f"# {cell.id}", f"{port} inet n - n - - smtpd"]
     opts: list[tuple[str, str]] = [("syslog_name", syslog_name), ("cleanup_service_name", cleanup)]
     if cell.mode is Mode.PLAIN:
         opts.append(("smtpd_tls_security_level", "none"))
@@ -330,34 +328,25 @@ def _service(
     if stack:
         # PREPEND from a client access table at DATA: once per message, whatever its headers.
         opts.append(("smtpd_data_restrictions", f"check_client_access,regexp:{POSTFIX_ETC}/cell-{index}.header"))
-    lines += [_opt(name, value) for name, value in opts]
     aliases = f"regexp:{POSTFIX_ETC}/cell-{index}.alias" if stack else f"static:{_capture_address(cell)}"
-    lines += [
-        f"{cleanup} unix n - n - 0 cleanup",
-        _opt("syslog_name", syslog_name),
-        _opt("virtual_alias_maps", aliases),
-        "",
-    ]
-    return "\n".join(lines)
+    return _MasterService(
+        cell_id=cell.id,
+        port=port,
+        smtpd_options=[_opt(name, value) for name, value in opts],
+        cleanup=cleanup,
+        cleanup_options=[_opt("syslog_name", syslog_name), _opt("virtual_alias_maps", aliases)],
+    )
 
 
-def _openssl_cnf(sections: Sequence[tuple[str, str]]) -> str:
-    # tls_config_name selects the application section; its ssl_conf system_default applies to every
-    # SSL_CTX that smtpd makes. Postfix sets versions and the <= 1.2 list itself, so only suites go here.
-    head = ["# TLS 1.3 cipher suites per listener (tls_config_name); rendered by pytest-mailtls"]
-    body: list[str] = []
-    for name, suites in sections:
-        head.append(f"{name} = {name}_init")
-        body += [
-            "",
-            f"[{name}_init]",
-            f"ssl_conf = {name}_ssl",
-            f"[{name}_ssl]",
-            f"system_default = {name}_tls",
-            f"[{name}_tls]",
-            f"Ciphersuites = {suites}",
-        ]
-    return "\n".join(head + body) + "\n"
+@dataclass(frozen=True)
+class _MasterService:
+    """A cell's two master.cf services (templates/postfix/master.cf.j2): its smtpd and its cleanup."""
+
+    cell_id: str
+    port: int
+    smtpd_options: list[str]  # the -o lines
+    cleanup: str
+    cleanup_options: list[str]
 
 
 def _sasl_user_files(username: str, password: str) -> dict[str, str]:
@@ -373,156 +362,20 @@ def _main_cf(*, hostname: str, uid: int, gid: int, dovecot: DovecotHandoff | Non
         domain = dovecot.mailbox.partition("@")[2].lower()
         if domain != CAPTURE_DOMAIN:
             domains.append(domain)
-    text = _MAIN_CF.format(
+    return render_template(
+        "postfix/main.cf.j2",
         hostname=hostname,
         uid=uid,
         gid=gid,
         min_uid=min(uid, 100),
         capture=CAPTURE_DOMAIN,
-        domains=", ".join(domains),
+        domains=domains,
         unattributed=UNATTRIBUTED,
         mail_root=MAIL_ROOT,
         etc=POSTFIX_ETC,
         local_realm=LOCAL_REALM,
+        dovecot=dovecot,
     )
-    if dovecot is None:
-        return text + _SASL_CYRUS.format(etc=POSTFIX_ETC, local_realm=LOCAL_REALM)
-    return text + _STACK_MAIN.format(auth=dovecot.auth_socket, etc=POSTFIX_ETC)
-
-
-_MAIN_CF = """\
-# Rendered by pytest-mailtls: one smtpd service per cell lives in master.cf.
-compatibility_level = 3.6
-myhostname = {hostname}
-mydomain = mailtls.test
-myorigin = $mydomain
-smtpd_banner = $myhostname ESMTP pytest-mailtls
-maillog_file = /dev/stdout
-inet_interfaces = all
-inet_protocols = ipv4
-biff = no
-append_dot_mydomain = no
-readme_directory = no
-
-# Nothing leaves the box and nothing asks DNS: every recipient of every cell is rewritten (by that cell's
-# cleanup service) to a capture address in a virtual mailbox domain; every other transport is an error.
-mydestination =
-relay_domains =
-mynetworks = 127.0.0.0/8
-local_transport = error:5.1.1 local delivery is disabled (pytest-mailtls)
-default_transport = error:5.7.1 pytest-mailtls never relays
-relay_transport = error:5.7.1 pytest-mailtls never relays
-alias_maps =
-alias_database =
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-virtual_alias_domains =
-virtual_alias_maps = static:{unattributed}@{capture}
-virtual_mailbox_domains = {domains}
-virtual_mailbox_base = {mail_root}
-virtual_mailbox_maps = texthash:{etc}/mailboxes
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-virtual_minimum_uid = {min_uid}
-virtual_mailbox_limit = 0
-smtpd_reject_unlisted_recipient = no
-smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
-notify_classes =
-smtpd_sasl_auth_enable = no
-smtpd_sasl_security_options = noanonymous
-smtpd_sasl_tls_security_options = noanonymous
-
-# TLS: off unless a service turns it on.
-smtpd_tls_security_level = none
-smtpd_tls_loglevel = 1
-smtp_tls_security_level = none
-smtpd_tls_session_cache_database =
-
-# Every client arrives from the Docker gateway address: no per-client limits, no tarpit, no throttling.
-default_process_limit = 300
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-smtpd_client_message_rate_limit = 0
-smtpd_client_recipient_rate_limit = 0
-smtpd_client_new_tls_session_rate_limit = 0
-smtpd_client_auth_rate_limit = 0
-smtpd_client_event_limit_exceptions = 0.0.0.0/0
-smtpd_error_sleep_time = 0
-smtpd_soft_error_limit = 1000
-smtpd_hard_error_limit = 1000
-smtpd_junk_command_limit = 1000
-smtpd_recipient_limit = 1000
-in_flow_delay = 0
-smtpd_timeout = 30s
-smtpd_starttls_timeout = 30s
-smtpd_sasl_response_limit = 12288
-max_idle = 30s
-"""
-
-_SASL_CYRUS = """
-# SASL: Cyrus inside smtpd, users in sasldb (made by the entrypoint); no daemon, no failure delay,
-# no per-IP penalty (all clients share the Docker gateway address). Enabled per service.
-smtpd_sasl_type = cyrus
-cyrus_sasl_config_path = {etc}/sasl
-smtpd_sasl_path = smtpd
-smtpd_sasl_local_domain = {local_realm}
-"""
-
-_STACK_MAIN = """
-# Combined stack: Dovecot answers SMTP AUTH (its auth socket, mounted from the host) and receives every
-# message for the test user over LMTP (the transport map); the cells' cleanups add that user to each message.
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = {auth}
-transport_maps = texthash:{etc}/transport
-# Should Dovecot hiccup, retry within seconds, not the default minutes; a dying smtpd is restarted at once.
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 5s
-service_throttle_time = 1s
-"""
-
-_STACK_MASTER = """\
-# Combined stack: the LMTP client that hands mail to Dovecot.
-lmtp      unix  - - n - - lmtp
-"""
-
-_MASTER_HEAD = """\
-# Rendered by pytest-mailtls. service type private unpriv chroot wakeup maxproc command
-# Nothing is chrooted: the container is the jail, and smtpd reads keys and maps from ordinary paths.
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-local     unix  - n n - - local
-virtual   unix  - n n - - virtual
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-
-# One smtpd service and one cleanup service per cell.
-"""
-
-_SASL_CONF = """\
-# Rendered by pytest-mailtls: Cyrus SASL for smtpd (read as /etc/postfix/sasl/smtpd.conf).
-pwcheck_method: auxprop
-auxprop_plugin: sasldb
-sasldb_path: /etc/postfix/sasldb2
-mech_list: PLAIN LOGIN CRAM-MD5
-"""
 
 
 # --------------------------------------------------------------------------- logs
@@ -608,6 +461,9 @@ class PostfixBackend(Backend):
 
     name = "postfix"
     needs_docker = True
+
+    def cell_log_lines(self, log: str, key: Any) -> list[str]:
+        return cell_log_lines(log, key)
 
     def __init__(self, *, dovecot: DovecotLink | None = None) -> None:
         self.dovecot = dovecot

@@ -158,8 +158,13 @@ class Recorder:
         future = asyncio.run_coroutine_threadsafe(self._listen(front), self._loop)
         front.port = future.result(timeout=10)
         self._fronts.append(front)
-        extra = {**endpoint.extra, "upstream_port": endpoint.port, "sessions_file": str(path)}
-        return replace(endpoint, port=front.port, extra=extra)
+        extra = {
+            **endpoint.extra,
+            "upstream_host": endpoint.host,
+            "upstream_port": endpoint.port,
+            "sessions_file": str(path),
+        }
+        return replace(endpoint, host="127.0.0.1", port=front.port, extra=extra)
 
     async def _listen(self, front: _Front) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

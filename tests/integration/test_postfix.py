@@ -337,7 +337,7 @@ def test_failed_start_raises_with_log_and_leaves_no_container(
     """A server that dies on start (here: a main.cf Postfix rejects) fails fast with ServerStartError
     carrying the container log, and the container is gone."""
     needs_engine()
-    monkeypatch.setattr(postfix_backend, "_MAIN_CF", "this line is no parameter\n")
+    monkeypatch.setattr(postfix_backend, "_main_cf", lambda **_: "this line is no parameter\n")
     error = start_fails(
         lambda: PostfixBackend().start([CRAM_ONLY], StartOptions(pki=pki, workdir=tmp_path, ready_timeout=30)),
         within=20,

@@ -231,7 +231,7 @@ def test_read_without_a_cells_list(tmp_path: Path, doc: object) -> None:
         (lambda r: r.update(port=70000), "port 70000 is not a port number"),
         (lambda r: r.update(port=True), "port True is not a port number"),
         (lambda r: r.update(mode="implicit"), "cannot run in mode implicit"),
-        (lambda r: r.update(policy="legacy"), "policy must be an object or null, got str"),
+        (lambda r: r.update(policy="legacy"), "policy must be an object, got str"),
         (lambda r: r.update(auth=[]), "auth must be an object, got list"),
         (lambda r: r.update(extra=[1]), "extra must be an object, got list"),
         (lambda r: r["policy"].pop("min_version"), "missing key 'min_version'"),
@@ -560,7 +560,10 @@ def test_a_first_port_that_does_not_answer_is_stale(tmp_path: Path, closed_port:
 
 @pytest.mark.parametrize(
     ("owner", "fragment"),
-    [({"pid": "12"}, "owner.pid: '12' is not a process id"), ([], "owner: must be an object")],
+    [
+        ({"pid": "12"}, "owner.pid '12' is not a process id (3 more problems: owner.start, owner.host, owner.user)"),
+        ([], "owner: must be an object"),
+    ],
 )
 def test_a_malformed_owner_names_the_file(tmp_path: Path, owner: object, fragment: str) -> None:
     path = tmp_path / "m.json"

@@ -107,6 +107,143 @@ def test_ensure_image_rejects_bad_names_and_missing_recipes(tmp_path: Path) -> N
         runtime.ensure_image("dovecot", containers_dir=tmp_path)
 
 
+# --------------------------------------------------------------------------- image settings and sharing
+
+
+def test_base_image_arg_is_resolved_and_overridden() -> None:
+    text = "ARG MAILTLS_BASE_IMAGE=debian:bookworm-slim\nFROM ${MAILTLS_BASE_IMAGE} AS jre\nFROM jre\nFROM $OTHER\n"
+    with pytest.raises(ImageBuildError, match="FROM \\$OTHER` names no image"):
+        runtime._base_images(text)
+    text = text.replace("FROM $OTHER\n", "")
+    assert runtime._base_images(text) == ["debian:bookworm-slim"]
+    assert runtime._base_images(text, {"MAILTLS_BASE_IMAGE": "reg.example:5000/debian:12", "UNUSED": "x"}) == [
+        "reg.example:5000/debian:12"
+    ]
+    # An ARG after the first FROM belongs to a stage: a FROM cannot use it, so it is not passed.
+    assert runtime._global_args("FROM a\nARG MAILTLS_BASE_IMAGE=b\n") == {}
+    settings = runtime.ImageSettings(base="example.org/base:1")
+    assert runtime._recipe_args(text, settings) == {"MAILTLS_BASE_IMAGE": "example.org/base:1"}
+    assert runtime._recipe_args("FROM debian:bookworm-slim\n", settings) == {}
+
+
+def test_every_server_recipe_starts_from_the_base_setting() -> None:
+    # So MAILTLS_BASE_IMAGE / --base-image reaches every image, and the default stays debian:bookworm-slim.
+    for server in ("postfix", "dovecot", "james"):
+        text = (runtime.containers_root() / server / "Dockerfile").read_text()
+        assert runtime._base_images(text) == [runtime.BASE_IMAGE], server
+        args = runtime._recipe_args(text, runtime.ImageSettings(base="registry.example.org/mirror/debian:12"))
+        assert runtime._base_images(text, args) == ["registry.example.org/mirror/debian:12"], server
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["debian:bookworm-slim", "debian", "127.0.0.1:5000/library/debian:bookworm-slim", "reg.example/a/b_c:1.0-x",
+     "localhost/base", "[::1]:5000/x:1", "debian@sha256:" + "0" * 64],
+)  # fmt: skip
+def test_image_references_accepted(ref: str) -> None:
+    assert runtime.check_image_ref(f" {ref} ", "--base-image") == ref
+
+
+@pytest.mark.parametrize("ref", ["", "Debian:12", "debian:", "debian bookworm", "http://x/debian", "-x:1"])
+def test_image_references_rejected_in_one_line(ref: str) -> None:
+    with pytest.raises(ImageBuildError) as info:
+        runtime.check_image_ref(ref, "MAILTLS_BASE_IMAGE")
+    assert str(info.value).startswith(f"MAILTLS_BASE_IMAGE={ref!r} is not an image reference") and "\n" not in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "registry"),
+    [("127.0.0.1:5000", "127.0.0.1:5000"), ("localhost:5000/", "localhost:5000"), ("localhost", "localhost"),
+     ("registry.example.org/team/ci", "registry.example.org/team/ci"), ("[::1]:5000", "[::1]:5000"),
+     ("docker.io/someone", "docker.io/someone")],
+)  # fmt: skip
+def test_registries_accepted(text: str, registry: str) -> None:
+    assert runtime.check_registry(text, "--registry") == registry
+
+
+def test_registries_rejected_say_how_to_write_them() -> None:
+    with pytest.raises(ImageBuildError, match=r"without http:// \(the engine speaks HTTPS"):
+        runtime.check_registry("http://127.0.0.1:5000", "--registry")
+    # A bare name is a Docker Hub account to docker, not a registry host.
+    for text in ("myregistry", "myregistry/team", "Reg.Example/UPPER", "127.0.0.1:5000/bad path"):
+        with pytest.raises(ImageBuildError, match=r"is not a registry: write host\[:port\]\[/path\]"):
+            runtime.check_registry(text, "--registry")
+
+
+def test_shared_names_in_a_registry() -> None:
+    assert (
+        runtime.shared_ref("127.0.0.1:5000", "mailtls-postfix:0123456789ab")
+        == "127.0.0.1:5000/mailtls-postfix:0123456789ab"
+    )
+    assert runtime.shared_ref("reg.example/team", "debian:bookworm-slim") == "reg.example/team/debian:bookworm-slim"
+    assert runtime.shared_ref("reg.example", "docker.io/library/debian:12") == "reg.example/debian:12"
+    assert runtime.shared_ref("reg.example", "mirror.corp:443/x/debian") == "reg.example/x/debian:latest"
+    with pytest.raises(ImageBuildError, match="pinned by digest"):
+        runtime.shared_ref("reg.example", "debian@sha256:" + "0" * 64)
+
+
+def test_image_settings_from_environment_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runtime.BASE_ENV, raising=False)
+    monkeypatch.delenv(runtime.REGISTRY_ENV, raising=False)
+    assert runtime.image_settings() == runtime.ImageSettings(base="debian:bookworm-slim", registry=None, build=True)
+    monkeypatch.setenv(runtime.BASE_ENV, "reg.example/debian:12")
+    monkeypatch.setenv(runtime.REGISTRY_ENV, "127.0.0.1:5000")
+    assert runtime.image_settings() == runtime.ImageSettings("reg.example/debian:12", "127.0.0.1:5000")
+    with runtime.using_images(registry="reg.example/ci", build=False) as settings:
+        assert settings == runtime.ImageSettings("reg.example/debian:12", "reg.example/ci", build=False)
+        assert runtime.image_settings() is settings
+        with runtime.using_images(base="debian:trixie-slim"):
+            assert runtime.image_settings().base == "debian:trixie-slim"
+            assert runtime.image_settings().registry == "127.0.0.1:5000"  # not inherited: the environment's
+        assert runtime.image_settings() is settings
+    assert runtime.image_settings().registry == "127.0.0.1:5000"
+    monkeypatch.setenv(runtime.REGISTRY_ENV, "http://127.0.0.1:5000")
+    with pytest.raises(ImageBuildError, match=f"^{runtime.REGISTRY_ENV}='http://127.0.0.1:5000': give the registry"):
+        runtime.image_settings()
+    with runtime.using_images(registry="127.0.0.1:5000"):  # a flag replaces a malformed environment value
+        assert runtime.image_settings().registry == "127.0.0.1:5000"
+
+
+def test_registry_failures_get_a_hint() -> None:
+    assert "insecure-registries" in runtime._registry_hint(
+        'Get "https://reg.example:5000/v2/": http: server gave HTTP response to HTTPS client', "reg.example:5000/t"
+    )
+    assert "`docker login reg.example`" in runtime._registry_hint("denied: requested access is denied", "reg.example")
+    assert "answering at 127.0.0.1:1" in runtime._registry_hint(
+        "dial tcp 127.0.0.1:1: connect: connection refused", "127.0.0.1:1"
+    )
+    assert runtime._registry_hint("something else", "r.example") == ""
+
+
+def test_missing_debootstrap_says_why_the_pull_failed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(ImageBuildError) as info:
+        runtime._debootstrap_binary("debian:bookworm-slim", "the engine could not pull it (no such host)")
+    message = str(info.value)
+    assert message.startswith("the base image debian:bookworm-slim is not in the engine, the engine could not pull it")
+    assert "apt-get install debootstrap" in message and "registry-mirrors" in message and runtime.BASE_ENV in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["images", "pull"], "`mailtls images pull` needs a registry: --registry HOST[:PORT][/PATH]"),
+     (["images", "push", "--registry", "https://reg.example"], "--registry='https://reg.example': give the registry"),
+     (["images", "build", "--base-image", "Debian:12"], "--base-image='Debian:12' is not an image reference")],
+)  # fmt: skip
+def test_images_command_rejects_bad_settings_in_one_line(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_mailtls.cli import EXIT_USAGE, main
+
+    monkeypatch.delenv(runtime.REGISTRY_ENV, raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # said before any engine is asked
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mailtls: error: {expected}") and "\n" not in err, err
+
+
 # --------------------------------------------------------------------------- Debian mirror
 
 

@@ -1,0 +1,372 @@
+"""One grid for a whole pytest-xdist run, whatever ``-n``.
+
+The controller makes a private directory for the run and hands its path to every worker
+(``pytest_configure_node``). The first worker that needs container cells writes what it needs into it and
+starts the *grid daemon* (``python -m pytest_mailtls.shared DIR CONTROLLER_PID``) under a file lock; the
+daemon starts one container per server kind, writes a manifest and serves until the controller stops it at
+the end of the session, or until the controller is gone (it checks every quarter second). Every worker,
+the first included, attaches to that manifest. The PKI lives in the same directory, shared
+(:meth:`SessionPKI.open_shared`), so every worker trusts the CA the servers use.
+
+Per-test capture stays per test: a test holds its cell's lock (a file lock, released by the kernel if its
+worker dies) from set-up to teardown, so ``messages()``, ``clear()`` and ``sessions()`` see that test's
+mail and connections only, while tests on other cells run in parallel.
+
+A dead worker leaves nothing: the containers belong to the daemon, the locks to the kernel. A dead
+controller makes the daemon stop the grid; the run's directory is registered with the runtime's reaper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MailTLSError, ServerStartError, one_line
+from .manifest import Endpoint, ManifestOwner, find_endpoint, read_manifest, write_manifest
+from .matrix import filter_cells
+from .pki import SessionPKI
+
+__all__ = ["SharedRun", "AttachedGrid", "CombinedGrid", "WORKERINPUT_KEY", "start_shared_dir", "stop_shared_dir"]
+
+#: The key of ``workerinput`` that carries the run's directory and the controller's pid.
+WORKERINPUT_KEY = "mailtls_shared"
+
+REQUEST, MANIFEST, READY, ERROR, PIDFILE, LOGS, LOG = (
+    "request.json",
+    "manifest.json",
+    "ready",
+    "error",
+    "daemon.pid",
+    "cell-logs.json",
+    "daemon.log",
+)
+
+#: How long the controller waits for the daemon to remove its containers before it kills it.
+STOP_WAIT = 60.0
+#: How often the daemon looks whether its controller still runs.
+WATCH_EVERY = 0.25
+
+
+def start_shared_dir() -> Path:
+    """In the controller: a private directory for the run, registered with the reaper (this process)."""
+    from . import runtime
+
+    directory = Path(tempfile.mkdtemp(prefix="mailtls-xdist-"))
+    directory.chmod(0o700)
+    runtime.register_dir(directory, remove_at_exit=True)
+    return directory
+
+
+def stop_shared_dir(directory: Path, *, say: Any = None) -> None:
+    """In the controller, once every worker is done: stop the daemon (if one was started), remove the dir."""
+    from . import runtime
+
+    pid = _read_pid(directory)
+    if pid is not None and _alive(pid):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            if say is not None:
+                say(f"the shared grid (pid {pid}) did not stop in {STOP_WAIT:.0f} s; killed, `mailtls reap` removes")
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    runtime.release_dir(directory, remove=True)
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """What a worker knows of its run's shared grid: the directory and the controller's pid."""
+
+    directory: Path
+    controller: int
+
+    @classmethod
+    def of(cls, config: Any) -> SharedRun | None:
+        """The shared run of a pytest-xdist worker (``None`` outside xdist, and in the controller)."""
+        data = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
+        if not data:
+            return None
+        return cls(Path(data["dir"]), int(data["controller"]))
+
+    def pki(self) -> SessionPKI:
+        return SessionPKI.open_shared(self.directory / "pki")
+
+    def request(
+        self,
+        cells: Sequence[Any],
+        *,
+        matrix: str | None,
+        select: str | None,
+        servers: Sequence[str],
+        ready_timeout: float,
+    ) -> None:
+        """Start the run's grid unless a worker did already; return at once (see :meth:`attach`).
+
+        Workers call this as soon as their collection is done, so the servers start while pytest-xdist
+        still waits for the slower workers to collect."""
+        import filelock
+
+        wanted = {
+            "matrix": matrix,
+            "select": select,
+            "servers": list(servers),
+            "cells": [c.id for c in cells],
+            "ready_timeout": ready_timeout,
+        }
+        with filelock.FileLock(str(self.directory / "start.lock"), mode=0o600):
+            if not (self.directory / REQUEST).exists():
+                (self.directory / REQUEST).write_text(json.dumps(wanted))
+                self._spawn()
+
+    def attach(self, cells: Sequence[Any], **request: Any) -> AttachedGrid:
+        """Start the run's grid if no worker did yet, wait until it serves, and return its endpoints."""
+        self.request(cells, **request)
+        self._wait(float(request["ready_timeout"]))
+        return AttachedGrid(self.directory)
+
+    def _spawn(self) -> None:
+        log = open(self.directory / LOG, "ab")  # noqa: SIM115 -- handed to the daemon
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pytest_mailtls.shared", str(self.directory), str(self.controller)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the controller, which stops the daemon in order
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        (self.directory / PIDFILE).write_text(str(process.pid))
+
+    def _wait(self, ready_timeout: float) -> None:
+        # The daemon has ready_timeout per server plus image builds; give up only when it died or said why.
+        deadline = time.monotonic() + ready_timeout + 600
+        pid = None
+        while time.monotonic() < deadline:
+            if (self.directory / READY).exists():
+                return
+            error = self.directory / ERROR
+            if error.exists():
+                raise ServerStartError(f"shared grid: {error.read_text().strip()}")
+            pid = pid or _read_pid(self.directory)
+            if pid is not None and not _alive(pid) and not (self.directory / READY).exists():
+                if (self.directory / ERROR).exists():
+                    continue
+                tail = _tail(self.directory / LOG)
+                raise ServerStartError(one_line(f"shared grid: its process (pid {pid}) ended before serving: {tail}"))
+            time.sleep(0.05)
+        raise ServerStartError(
+            f"shared grid: not serving after {ready_timeout + 600:.0f} s (log: {self.directory / LOG})"
+        )
+
+    @contextmanager
+    def cell_lock(self, cell_id: str) -> Iterator[None]:
+        """Hold ``cell_id`` for one test: other workers' tests on that cell wait; the kernel frees it on death."""
+        import filelock
+
+        locks = self.directory / "locks"
+        locks.mkdir(exist_ok=True)
+        with filelock.FileLock(str(locks / f"{cell_id}.lock"), mode=0o600):
+            yield
+
+
+class AttachedGrid:
+    """The shared grid as a worker sees it: endpoints from the daemon's manifest, log lines from the engine."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / MANIFEST
+        self.endpoints: list[Endpoint] = read_manifest(self.path, live=True)
+        data = json.loads((directory / LOGS).read_text())
+        self.skipped: dict[str, str] = data.get("skipped", {})
+        self._logs: dict[str, list[Any]] = data.get("cells", {})
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    def endpoint(self, cell_id: str) -> Endpoint:
+        if cell_id in self.skipped:
+            raise MailTLSError(f"cell {cell_id} is not served: {self.skipped[cell_id]}")
+        return find_endpoint(self.endpoints, cell_id)
+
+    def find(self, **criteria: str | Sequence[str]) -> list[Endpoint]:
+        ids = {c.id for c in filter_cells([e.cell for e in self.endpoints], criteria)}
+        return [e for e in self.endpoints if e.id in ids]
+
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        """The server's log lines about one cell, read through the engine like the owner would."""
+        source = self._logs.get(cell_id)
+        if not source:
+            return []
+        server, container, key = source
+        from .grid import get_backend
+
+        return get_backend(server).cell_log_lines(self._container_log(container, since), key)
+
+    def _container_log(self, container: str, since: float | None) -> str:
+        from .runtime import docker_client
+
+        if since is not None:  # only what is new: the engine filters, the whole log is not read
+            try:
+                data = docker_client().api.logs(container, stdout=True, stderr=True, since=since)
+            except Exception as exc:  # a report section must never hide the test's own failure
+                return f"(log unreadable: {exc})"
+            return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        with self._lock:
+            now = time.monotonic()
+            cached = self._cache.get(container)
+            if cached is None or now - cached[0] > 0.03:
+                try:
+                    text = docker_client().containers.get(container).logs().decode("utf-8", "replace")
+                except Exception as exc:
+                    text = f"(log unreadable: {exc})"
+                self._cache[container] = cached = (now, text)
+            return cached[1]
+
+    def stop(self) -> None:
+        """Nothing to stop from a worker: the controller stops the daemon when every worker is done."""
+
+
+class CombinedGrid:
+    """A worker's grid when the shared grid serves its container cells and the worker its in-process ones."""
+
+    def __init__(self, *parts: Any) -> None:
+        self.parts = parts
+        self.skipped: dict[str, str] = {k: v for part in parts for k, v in part.skipped.items()}
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for part in self.parts for e in part.endpoints]
+
+    def _part(self, cell_id: str) -> Any:
+        for part in self.parts:
+            if any(e.id == cell_id for e in part.endpoints):
+                return part
+        return None
+
+    def endpoint(self, cell_id: str) -> Endpoint:
+        part = self._part(cell_id)
+        if part is None:
+            why = self.skipped.get(cell_id, "it is not part of this grid")
+            raise MailTLSError(f"cell {cell_id} is not served: {why}")
+        endpoint: Endpoint = part.endpoint(cell_id)
+        return endpoint
+
+    def find(self, **criteria: str | Sequence[str]) -> list[Endpoint]:
+        return [e for part in self.parts for e in part.find(**criteria)]
+
+    def cell_logs(self, cell_id: str, since: float | None = None) -> list[str]:
+        part = self._part(cell_id)
+        return list(part.cell_logs(cell_id, since)) if part is not None else []
+
+    def stop(self) -> None:
+        for part in self.parts:
+            part.stop()
+
+
+def _read_pid(directory: Path) -> int | None:
+    try:
+        return int((directory / PIDFILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    from .runtime import process_alive
+
+    return process_alive(pid)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "(no output)"
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def serve(directory: Path, controller: int) -> int:
+    """Start the grid the request asks for, publish it, serve until told to stop or the controller is gone."""
+    from .grid import Grid
+    from .matrix import load_matrix
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt  # an interrupted start stops at once and removes what it made
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    say = _say
+    grid = None
+    try:
+        request = json.loads((directory / REQUEST).read_text())
+        wanted = set(request["cells"])
+        cells = [
+            c
+            for c in load_matrix(request["matrix"]).cells(servers=request["servers"], selection=request["select"])
+            if c.id in wanted
+        ]
+        pki = SessionPKI.open_shared(directory / "pki")
+        grid = Grid(cells, workdir=directory / "servers", pki=pki, ready_timeout=request["ready_timeout"], progress=say)
+        grid.start()
+        sources: dict[str, list[Any]] = {}
+        for name, server in grid.servers.items():
+            for endpoint in server.endpoints:
+                source = server.log_source(endpoint.id)
+                if source is not None:
+                    sources[endpoint.id] = [name, *source]
+        (directory / LOGS).write_text(json.dumps({"cells": sources, "skipped": grid.skipped}))
+        write_manifest(directory / MANIFEST, grid.endpoints, owner=ManifestOwner.current("the shared xdist grid"))
+        (directory / READY).touch()
+        say(f"serving {len(grid.endpoints)} cells")
+        from .runtime import process_alive
+
+        while not stop.wait(WATCH_EVERY):
+            if not process_alive(controller):
+                say(f"controller {controller} is gone: stopping")
+                break
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    except BaseException as exc:  # what every worker will say: one line
+        (directory / ERROR).write_text(one_line(str(exc) or type(exc).__name__))
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not interrupt the removal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if grid is not None:
+            grid.stop()
+    return 0
+
+
+def _say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} mailtls shared grid: {line}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m pytest_mailtls.shared DIR CONTROLLER_PID (started by the pytest plugin)")
+        return 2
+    return serve(Path(args[0]), int(args[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
