@@ -4,7 +4,7 @@
 
 Serves one STARTTLS submission cell (Postfix when an engine answers, else the embedded backend) through
 ``Grid``, so the cell has a recorder in front of it; the server's own port stays reachable as
-``extra["upstream_port"]``. Then, interleaving the two paths so that load drifts hit both alike:
+``extra["upstream_host"]``/``extra["upstream_port"]``. Then, interleaving the two paths so that load drifts hit both alike:
 
 * latency: connect, read the greeting, ``QUIT``, close (the recorder's share of a connection), and a
   whole STARTTLS handshake; medians and the difference;
@@ -39,15 +39,22 @@ def _greeting(host: str, port: int) -> float:
     return time.perf_counter() - start
 
 
+def _smtp(endpoint: Endpoint, timeout: float) -> smtplib.SMTP:
+    smtp = smtplib.SMTP(timeout=timeout)
+    smtp.connect(endpoint.host, endpoint.port)
+    smtp._host = endpoint.server_hostname  # verify the certificate's name, whatever address was dialled
+    return smtp
+
+
 def _handshake(endpoint: Endpoint) -> float:
     start = time.perf_counter()
-    with smtplib.SMTP(endpoint.host, endpoint.port, timeout=10) as smtp:
+    with _smtp(endpoint, 10) as smtp:
         smtp.starttls(context=endpoint.client_context())
     return time.perf_counter() - start
 
 
 def _send(endpoint: Endpoint, n: int) -> None:
-    with smtplib.SMTP(endpoint.host, endpoint.port, timeout=20) as smtp:
+    with _smtp(endpoint, 20) as smtp:
         smtp.starttls(context=endpoint.client_context())
         smtp.login(endpoint.username, endpoint.password)
         smtp.sendmail(endpoint.address, [endpoint.address], f"Subject: bench {n}\r\n\r\nbody\r\n".encode())
@@ -88,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with Grid(cells) as grid:
         relayed = grid.endpoints[0]
-        direct = replace(relayed, port=int(relayed.extra["upstream_port"]))
+        # The server's own address: a published port on 127.0.0.1, or the container's address (direct routing).
+        host = str(relayed.extra.get("upstream_host", relayed.host))
+        direct = replace(relayed, host=host, port=int(relayed.extra["upstream_port"]))
         print(f"{server}: cell {relayed.id}; recorder port {relayed.port}, server port {direct.port}")
         for endpoint in (direct, relayed):  # warm up both paths
             _handshake(endpoint)

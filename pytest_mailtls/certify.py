@@ -9,6 +9,7 @@ diagnosis and its evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ssl
 import threading
@@ -26,6 +27,7 @@ from .manifest import Endpoint
 from .oracle import ClientProfile, Expectation, applicable, expect, verdict
 from .policy import VERSIONS, Mode
 from .report import CellRecord, Report
+from .wire.attacks import VULNERABILITY_CLASSES
 from .wire.judge import WireView, findings, insecurity, offered_profile
 
 _TLS_VERSIONS = {
@@ -163,6 +165,11 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
         diagnosis, server_lines = _failure_diagnosis(
             client, endpoint, expectation, result, before, server_lines, logs_for, view, profile
         )
+    if endpoint.cell.network is not None and outcome == "refused-correctly" and diagnosis is not None:
+        diagnosis = dataclasses.replace(
+            diagnosis,
+            remedy=f"nothing to fix: the network attacked ({endpoint.cell.network}) and the client refused as it must",
+        )
     actual = "success" if ok else diagnosis.failure_class if diagnosis else "unclassified"
     negotiated = view.negotiated if view is not None else None
     if negotiated is not None:
@@ -227,6 +234,8 @@ def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: Clie
         return "the client offered no forward-secret AEAD suite: " + remedy(
             cls, cell=endpoint.cell, profile=profile, **offer
         )
+    if cls in VULNERABILITY_CLASSES:
+        return remedy(cls, cell=endpoint.cell, profile=profile)
     return _accepted_remedy(cls, client, endpoint)
 
 

@@ -1360,7 +1360,59 @@ def _fix_client_cert(ctx: _Ctx) -> str:
     )
 
 
+# --- vulnerabilities a hostile network shows (the classes of wire.attacks.VULNERABILITY_CLASSES) ---------------
+
+
+def _fix_stripping(ctx: _Ctx) -> str:
+    return (
+        "the client went on in clear after a network removed or refused STARTTLS: treat a missing or refused "
+        "STARTTLS as fatal, never fall back to plaintext for credentials or mail: " + ctx.knob(_STARTTLS_KNOB)
+    )
+
+
+def _fix_response_injection(ctx: _Ctx) -> str:
+    return (
+        "the client acted on plaintext it read before the TLS handshake (or on an answer that was not its own): "
+        "discard everything buffered when STARTTLS is answered (or refuse when more data follows the answer), "
+        "match IMAP answers to their own tag, and read the capabilities again over TLS"
+    )
+
+
+def _fix_command_injection(ctx: _Ctx) -> str:
+    return (
+        "the client pipelined cleartext behind STARTTLS: send nothing after STARTTLS/STLS until its answer, "
+        "then only the TLS hello (RFC 3207 section 4.2, RFC 2595 section 3.1)"
+    )
+
+
+def _fix_tampering(ctx: _Ctx) -> str:
+    return (
+        "the client believed capabilities changed in clear and logged in without TLS: upgrade first whenever "
+        "STARTTLS is offered (or required), and trust only the capabilities read over TLS"
+    )
+
+
+def _fix_interception(ctx: _Ctx) -> str:
+    return (
+        "the client accepted a certificate from a CA it must not trust and talked to an interceptor: verify the "
+        "server's certificate against the CA it is issued by (and no other), and never turn verification off"
+    )
+
+
+def _fix_downgrade(ctx: _Ctx) -> str:
+    return (
+        "the client retried below TLS 1.2 (or in clear) after a middlebox reset its hello: never fall back below "
+        "the configured floor; a retry at TLS 1.2 carries TLS_FALLBACK_SCSV (RFC 7507)"
+    )
+
+
 _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
+    "starttls-stripping": _fix_stripping,
+    "response-injection": _fix_response_injection,
+    "command-injection": _fix_command_injection,
+    "negotiation-tampering": _fix_tampering,
+    "tls-interception": _fix_interception,
+    "tls-downgrade": _fix_downgrade,
     "protocol-version-mismatch": _fix_versions,
     "no-shared-cipher": _fix_ciphers,
     "untrusted-certificate": _fix_untrusted,

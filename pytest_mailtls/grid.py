@@ -119,6 +119,18 @@ def _reap_once(progress: Progress, *, engine: bool) -> None:
         progress(f"removed {len(removed)} thing(s) left by runs that died: {', '.join(removed)}")
 
 
+def _hostile_problem(cell: Cell) -> str | None:
+    """Why a hostile-network cell cannot be played (an unknown attack, or one that does not fit the cell)."""
+    from .wire.attacks import ATTACKS
+
+    attack = ATTACKS.get(cell.network or "")
+    if attack is None:
+        return f"unknown hostile network {cell.network!r}; known: {', '.join(ATTACKS)}"
+    if not attack.applies(cell):
+        return f"the {attack.name} attack does not apply to {cell.protocol} in mode {cell.mode}"
+    return None
+
+
 # --------------------------------------------------------------------------- temp-dir registration
 
 
@@ -287,6 +299,7 @@ class Grid:
             _release_dirs(self)
             raise
         self.recorder: Recorder | None = None
+        self._hostile: dict[str, list[Cell]] = {}  # base cell id -> hostile-network cells played in front of it
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -307,10 +320,24 @@ class Grid:
         return [e for e in self.endpoints if e.id in ids]
 
     def start(self) -> Grid:
-        """Start one server per backend, concurrently; on any failure stop all and re-raise."""
+        """Start one server per backend, concurrently; on any failure stop all and re-raise.
+
+        A hostile-network cell is served by its base cell's real server, fronted by a relay of its own that plays
+        the attack (the base cell is started for it even when it is not one of the grid's cells).
+        """
         by_server: dict[str, list[Cell]] = {}
+        self._hostile = {}
         for cell in self.cells:
-            by_server.setdefault(cell.server, []).append(cell)
+            base = cell.base
+            if cell.network is not None:
+                why_not = _hostile_problem(cell)
+                if why_not:
+                    self.skipped[cell.id] = why_not
+                    continue
+                self._hostile.setdefault(base.id, []).append(cell)
+            cells = by_server.setdefault(cell.server, [])
+            if base not in cells:
+                cells.append(base)
         plans: dict[str, tuple[Backend, list[Cell]]] = {}
         for name, cells in by_server.items():
             backend = get_backend(name)
@@ -319,6 +346,8 @@ class Grid:
                 why = backend.unsupported(cell)
                 if why:
                     self.skipped[cell.id] = why
+                    for hostile in self._hostile.pop(cell.id, []):
+                        self.skipped[hostile.id] = why
                 else:
                     served.append(cell)
             if served:
@@ -330,6 +359,11 @@ class Grid:
             _register_dirs(self)
             self._cancel.clear()
             _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells])
+            if self._hostile:  # intercepting networks present these (made here, not on the relay's loop)
+                from .policy import CertProfile
+
+                self.pki.server_files(CertProfile.VALID)
+                self.pki.server_files(CertProfile.UNTRUSTED_CA)
             if self.recorder is None:  # clients dial the recorder, which relays and writes down every session
                 self.recorder = Recorder(self.workdir / "sessions")
             # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other
@@ -386,9 +420,19 @@ class Grid:
             return
         recorder = self.recorder
         if recorder is not None:
-            server.endpoints = [recorder.front(e) for e in server.endpoints]
+            server.endpoints = [f for e in server.endpoints for f in self._fronts(recorder, e)]
         peers[name].resolve(server)
         self.progress(f"{name}: {len(server.endpoints)} cells ready")
+
+    def _fronts(self, recorder: Recorder, endpoint: Endpoint) -> list[Endpoint]:
+        """The recorder's front for ``endpoint``, and one per hostile-network cell played in front of its server."""
+        from .wire.attacks import attack_named
+
+        fronts = [recorder.front(endpoint)]
+        for cell in self._hostile.get(endpoint.id, []):
+            tap = attack_named(cell.network or "").tap(cell, pki=self.pki, server_hostname=endpoint.server_hostname)
+            fronts.append(recorder.front(endpoint, cell=cell, tap=tap))
+        return fronts
 
     def logs(self, server: str) -> str:
         running = self.servers.get(server)
@@ -398,8 +442,9 @@ class Grid:
         """Server log lines about one cell, where the backend can tell them apart (after the Unix time
         ``since``, if given)."""
         for server in self.servers.values():
-            if any(e.id == cell_id for e in server.endpoints):
-                return list(server.cell_logs(cell_id, since))
+            for endpoint in server.endpoints:
+                if endpoint.id == cell_id:  # a hostile-network cell's lines are its real server's
+                    return list(server.cell_logs(endpoint.cell.base.id, since))
         return []
 
     def stop(self) -> None:

@@ -384,7 +384,7 @@ class EndpointRecord(Record):
 
     id: str = Field(
         "",
-        description="stable, readable cell id: `server-service-mode[-policy-cert][-auth]` (auth left out when "
+        description="stable, readable cell id: `server-service-mode[-policy-cert][-auth][-network]` (auth left out when "
         "`default`); readers take the cell from the other keys",
     )
     server: str = Field(description="the server: `postfix`, `dovecot`, `james`, `embedded`")
@@ -404,6 +404,11 @@ class EndpointRecord(Record):
     )
     client_cert: bool = Field(
         False, description="`true`: mutual TLS, a client certificate from the session CA is required"
+    )
+    network: str | None = Field(
+        None,
+        description="a hostile-network cell: the attack a relay plays between client and server (`strip-capa`, "
+        "`intercept`, ...; docs/hostile.md), the id's last part; `null` for ordinary cells",
     )
     host: str = Field(description="where to connect: always `127.0.0.1`")
     port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_port)] = Field(
@@ -432,6 +437,13 @@ class EndpointRecord(Record):
     def _service(cls, value: str) -> str:
         return one_of(tuple(SERVICES), value)
 
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        from .wire.attacks import ATTACKS
+
+        return None if value is None else one_of(tuple(ATTACKS), value)
+
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointRecord:
         cell = endpoint.cell
@@ -444,6 +456,7 @@ class EndpointRecord(Record):
             policy=PolicyRecord.of(cell.policy) if cell.policy else None,
             cert=cell.cert,
             client_cert=cell.auth.client_cert,
+            network=cell.network,
             host=endpoint.host,
             port=endpoint.port,
             server_hostname=endpoint.server_hostname,
@@ -474,6 +487,7 @@ class EndpointRecord(Record):
             auth=AuthPolicy(
                 auth.name, tuple(auth.mechanisms), auth.tls_only, auth.required, client_cert=self.client_cert
             ),
+            network=self.network,
         )
         return Endpoint(
             cell=cell,

@@ -11,7 +11,7 @@ import re
 import ssl
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -83,12 +83,12 @@ _CIPHER_RULE = (
 )
 
 #: Keys a cell filter (selection entry, marker, CLI) may name.
-CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "id")
+CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "network", "id")
 
 _TOP_KEYS = {"version", "policies", "auth", "grid", "selections", "default_selection"}
 _POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphersuites"}
 _AUTH_KEYS = {"description", "mechanisms", "tls_only", "required", "client_cert"}
-_BLOCK_KEYS = {"name", "description", "servers", "services", "modes", "policies", "certs", "auth"}
+_BLOCK_KEYS = {"name", "description", "servers", "services", "modes", "policies", "certs", "auth", "network"}
 _SELECTION_KEYS = {"description", "include", "exclude"}
 _SINGULAR = {
     "servers": "server",
@@ -97,8 +97,16 @@ _SINGULAR = {
     "policies": "policy",
     "certs": "cert",
     "auth": "auth",
+    "network": "hostile network",
 }
 _MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
+
+
+def _attacks() -> Mapping[str, Any]:
+    """The registry of hostile networks (imported late: the wire package imports this module's neighbours)."""
+    from .wire.attacks import ATTACKS
+
+    return ATTACKS
 
 
 def default_matrix_path() -> Path:
@@ -116,6 +124,9 @@ class GridBlock:
     certs: tuple[CertProfile, ...]
     auth: tuple[str, ...]
     description: str = ""
+    #: Hostile networks (attack names): the block's cells are played behind each attack that applies to them,
+    #: and only so (the plain cells come from other blocks). Empty: ordinary cells.
+    networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,11 +178,17 @@ class Matrix:
                 for auth_name in block.auth:
                     auth = self.auth[auth_name]
                     if not mode.tls:
-                        yield Cell(server, service, mode, None, None, auth)
+                        if not block.networks:
+                            yield Cell(server, service, mode, None, None, auth)
                         continue
                     for policy_name in block.policies:
                         for cert in block.certs:
-                            yield Cell(server, service, mode, self.policies[policy_name], cert, auth)
+                            cell = Cell(server, service, mode, self.policies[policy_name], cert, auth)
+                            if not block.networks:
+                                yield cell
+                            for network in block.networks:
+                                if _attacks()[network].applies(cell):
+                                    yield replace(cell, network=network)
 
     def vocabulary(self) -> dict[str, tuple[str, ...]]:
         """Every value each cell key (:data:`CELL_KEYS`) takes somewhere in this matrix, on any server.
@@ -186,6 +203,7 @@ class Matrix:
             "policy": (*self.policies, "none"),
             "cert": (*(str(c) for c in CertProfile), "none"),
             "auth": tuple(self.auth),
+            "network": (*_attacks(), "none"),
             "id": tuple(c.id for c in self.all_cells(SERVERS)),
         }
 
@@ -289,6 +307,7 @@ def cell_attributes(cell: Cell) -> dict[str, str]:
         "policy": cell.policy.name if cell.policy else "none",
         "cert": str(cell.cert) if cell.cert else "none",
         "auth": cell.auth.name,
+        "network": cell.network or "none",
         "id": cell.id,
     }
 
@@ -537,6 +556,7 @@ def _parse_block(
         certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], ["valid"])),
         auth=names("auth", list(auths), ["default"] if "default" in auths else None),
         description=description,
+        networks=names("network", list(_attacks()), ()),
     )
     if tls:
         for policy_name in block.policies:
@@ -587,6 +607,7 @@ def _parse_selection(
                 "policy": (*policies, "none"),
                 "cert": (*(str(c) for c in CertProfile), "none"),
                 "auth": tuple(auths),
+                "network": (*_attacks(), "none"),
             }
             for k, values in parsed.items():
                 for v in values:

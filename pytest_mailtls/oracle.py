@@ -15,6 +15,7 @@ it must fail, or continued in plaintext where TLS was offered).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import ssl
@@ -210,6 +211,9 @@ class Expectation:
     reason: str
     version: str | None = None  # the version a successful handshake is expected to negotiate
     notes: tuple[str, ...] = field(default=())
+    #: A hostile-network cell where a secure client may also go on (the attack is harmless to it): a success over
+    #: TLS is ``pass`` although ``outcome`` names the refusal a careful client may meet instead.
+    may_succeed: bool = False
 
     @property
     def success(self) -> bool:
@@ -232,6 +236,8 @@ def applicable(profile: ClientProfile, cell: Cell) -> bool:
 
 def expect(profile: ClientProfile, cell: Cell) -> Expectation:
     """The expected outcome of ``profile`` on ``cell``."""
+    if cell.network is not None:
+        return _expect_hostile(profile, cell)
     secure = cell_is_secure(cell)
     proto = str(cell.protocol)
     mode = cell.mode
@@ -291,13 +297,30 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
     return Expectation(SUCCESS, secure, True, f"{version} with a certificate that verifies", version)
 
 
+def _expect_hostile(profile: ClientProfile, cell: Cell) -> Expectation:
+    """A hostile-network cell: what a secure client does there (the attack's own statement), given what it would
+    get from the real server behind (``cell.base``)."""
+    from .wire.attacks import attack_named  # the registry of attacks imports this module's neighbours
+
+    attack = attack_named(cell.network or "")
+    base = expect(profile, cell.base)
+    said = f"{attack.name}: {attack.description}; {attack.secure_outcome}"
+    if attack.expected == "refuse":
+        return Expectation(attack.refusal or "starttls-not-offered", False, True, said, base.version)
+    if not base.success:  # the client cannot have this cell's session anyway: the attack changes nothing
+        return dataclasses.replace(base, secure_overlap=False, reason=f"{base.reason} ({attack.name})")
+    if attack.refusal is not None:  # a secure client meets the refusal, or goes on at a version it accepts
+        return Expectation(attack.refusal, False, True, said, base.version, may_succeed=True)
+    return dataclasses.replace(base, secure_overlap=False, reason=said, may_succeed=True)
+
+
 def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[str, str]:
     """The verdict for an actual outcome, and one line saying why.
 
     ``tls``: whether the session ran over TLS (``None`` when the client cannot tell).
     """
     if ok:
-        if not expectation.success:
+        if not expectation.success and not expectation.may_succeed:
             return "insecure", f"succeeded although it must fail with {expectation.outcome}: {expectation.reason}"
         if expectation.tls and tls is False:
             return "insecure", "went on in plaintext although the port offers TLS"

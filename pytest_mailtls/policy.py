@@ -8,7 +8,7 @@ probe/verify check cells and certify reports on them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 __all__ = [
@@ -260,6 +260,9 @@ class Cell:
     policy: TLSPolicy | None
     cert: CertProfile | None
     auth: AuthPolicy = field(default_factory=lambda: AuthPolicy(DEFAULT_AUTH))
+    #: A hostile network between client and server: the name of an attack (``strip-capa``, ``intercept``, ...; see
+    #: :mod:`pytest_mailtls.wire.attacks`) played by the relay in front of the real server, or ``None``.
+    network: str | None = None
 
     def __post_init__(self) -> None:
         if not self.service.allows(self.mode):
@@ -275,7 +278,18 @@ class Cell:
             parts += [self.policy.name, str(self.cert)]
         if self.auth.name != DEFAULT_AUTH:
             parts.append(self.auth.name)
+        if self.network is not None:
+            parts.append(self.network)
         return "-".join(parts)
+
+    @property
+    def base(self) -> Cell:
+        """The cell the real server serves: this one without its hostile network."""
+        return self if self.network is None else replace(self, network=None)
+
+    @property
+    def hostile(self) -> bool:
+        return self.network is not None
 
     @property
     def protocol(self) -> Protocol:

@@ -231,6 +231,14 @@ class Report:
             }
         )
 
+    def vulnerabilities(self) -> dict[str, list[str]]:
+        """Each vulnerability class the client showed (the class of its ``insecure`` cells), with those cells."""
+        found: dict[str, list[str]] = {}
+        for r in self.cells:
+            if r.verdict == "insecure":
+                found.setdefault(r.diagnosis.failure_class if r.diagnosis else r.actual, []).append(r.id)
+        return dict(sorted(found.items()))
+
     def problems(self) -> list[CellRecord]:
         """Cells that make the certification fail: ``insecure`` first, then ``incompatible``."""
         return [r for _, r in self._problems()]
@@ -248,6 +256,7 @@ class Report:
             profile=self.profile,
             generated=self.generated,
             summary=self._summary(),
+            vulnerabilities=self.vulnerabilities(),
             cells=[r.record() for r in self.cells],
             skipped=list(self.skipped),
         )
@@ -346,6 +355,7 @@ class Report:
             "verdicts": VERDICTS,
             "glyphs": _GLYPH,
             "problems": self._problems(),
+            "vulnerabilities": self.vulnerabilities(),
             "cells": self.cells,
         }
 
@@ -648,6 +658,11 @@ class ReportDocument(Record):
     )
     generated: str = Field(description="ISO 8601 UTC time the run started")
     summary: Summary = Field(description="the counts (below)")
+    vulnerabilities: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="each class the client's `insecure` cells carry (`starttls-stripping`, `tls-interception`, ...; "
+        "docs/hostile.md) and those cell ids; `{}` when none. Derived from `cells`",
+    )
     cells: list[CellReport] = Field(description="one record per cell run (below)")
     skipped: list[str] = Field(
         default_factory=list, description="ids of the cells of protocols the client does not speak"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,6 +317,7 @@ def serve(directory: Path, controller: int) -> int:
         signal.signal(sig, on_signal)
     say = _say
     grid = None
+    orphaned = False  # the controller died: nobody else will remove the run's directory
     try:
         request = json.loads((directory / REQUEST).read_text())
         wanted = set(request["cells"])
@@ -330,7 +332,7 @@ def serve(directory: Path, controller: int) -> int:
         sources: dict[str, list[Any]] = {}
         for name, server in grid.servers.items():
             for endpoint in server.endpoints:
-                source = server.log_source(endpoint.id)
+                source = server.log_source(endpoint.cell.base.id)  # a hostile-network cell logs as its server
                 if source is not None:
                     sources[endpoint.id] = [name, *source]
         (directory / LOGS).write_text(json.dumps({"cells": sources, "skipped": grid.skipped}))
@@ -342,6 +344,7 @@ def serve(directory: Path, controller: int) -> int:
         while not stop.wait(WATCH_EVERY):
             if not process_alive(controller):
                 say(f"controller {controller} is gone: stopping")
+                orphaned = True
                 break
     except (KeyboardInterrupt, SystemExit):
         pass
@@ -353,6 +356,8 @@ def serve(directory: Path, controller: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if grid is not None:
             grid.stop()
+        if orphaned:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

@@ -59,6 +59,7 @@ class Dialogue:
     mail_commands: list[str] = field(default_factory=list)
     message_accepted: bool | None = None
     rejections: list[str] = field(default_factory=list)  # 5xx / NO / BAD / -ERR answers, as sent
+    after_starttls: list[str] = field(default_factory=list)  # client lines sent while STARTTLS awaited its answer
     _buffers: dict[str, bytearray] = field(default_factory=lambda: {"client": bytearray(), "server": bytearray()})
     _pending: str | None = None  # IMAP: what the tagged command in flight waits for ("starttls", "auth:TAG")
     #: SMTP and POP3 answer in order (pipelining included): what each command awaiting an answer was.
@@ -124,6 +125,8 @@ class Dialogue:
             return
         proto = self.protocol
         upper = text.upper()
+        if self._starttls_tag and self.starttls is None:  # pipelined behind STARTTLS: a command-injection risk
+            self.after_starttls.append(text[:_MAX_LINE])
         if proto == "smtp":
             self._smtp_command(text, upper)
         elif proto == "imap":

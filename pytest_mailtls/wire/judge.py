@@ -155,6 +155,10 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
     when the session went on).
     """
     cell = view.cell
+    if cell.network is not None:
+        hostile = _hostile_insecurity(view)
+        if hostile is not None:
+            return hostile
     offers_tls = cell.mode in (Mode.STARTTLS, Mode.STARTTLS_REQUIRED)
     for s in view.sessions:
         clear = s.credentials and s.client_hello is None and not s.not_tls
@@ -203,6 +207,44 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
     return None
 
 
+#: Attack families whose point is to make the client go on in clear: doing so is the attack's vulnerability class.
+_CLEAR_IS_THE_ATTACK = ("strip", "tamper", "intolerant")
+
+
+def _hostile_insecurity(view: WireView) -> tuple[str, list[str]] | None:
+    """What the client did wrong after a hostile network's attack: the attack's own check first (a wrong-tag
+    acceptance, injected lines acted on, an interceptor's certificate accepted, a downgraded retry), then
+    credentials or mail in clear after a stripping, tampering or intolerant network."""
+    from .attacks import attack_named
+
+    attack = attack_named(view.cell.network or "")
+    own = attack.insecurity(view)
+    if own is not None:
+        return own
+    if attack.family not in _CLEAR_IS_THE_ATTACK:
+        return None
+    for s in view.sessions:
+        if s.client_hello is None and not s.not_tls and (s.credentials or s.mail_commands):
+            what = f"credentials ({', '.join(s.credentials)})" if s.credentials else "mail (MAIL/RCPT/DATA)"
+            did = "; ".join(s.attack) or attack.description
+            return attack.vulnerability, [
+                f"wire: after the network {did}, the client sent {what} in clear",
+                *_dialogue_tail(s),
+            ]
+    return None
+
+
+def _hostile_findings(view: WireView) -> list[Finding]:
+    """What the network did, as the reason a careful client refused (the attack's refusal class)."""
+    from .attacks import attack_named
+
+    attack = attack_named(view.cell.network or "")
+    done = [event for s in view.sessions for event in s.attack]
+    if attack.refusal is None or not done:
+        return []
+    return [WireFinding(f"the network ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
+
+
 def _weak_suite(name: str) -> str | None:
     info = expand_ciphers(name, client=True)
     if not info:
@@ -244,6 +286,8 @@ def findings(view: WireView) -> list[Finding]:
     out: list[Finding] = []
     if not view.sessions:
         return out
+    if cell.network is not None:
+        out += _hostile_findings(view)
     s = view.main
     assert s is not None
     if s.upstream_error:

@@ -8,8 +8,11 @@ TLS starts, then the TLS records) and, when the connection ends, one JSON line i
 cell's sessions file (``extra["sessions_file"]``), after an ``open`` line written when it began, so that
 readers in other processes (``mailtls up`` serving a manifest, xdist workers) know to wait for it.
 
-The relay is passive here. :class:`Tap` is the seam for an active role (hostile-network cells): it sees
-every chunk before it is forwarded and returns what to forward instead.
+The relay is passive by default. A hostile-network cell (:mod:`pytest_mailtls.wire.attacks`) fronts its
+server with an *active* :class:`Tap`: one instance per connection sees every chunk, from either side, and
+decides what reaches the other (rewritten, withheld, answered itself, or a reset), through the
+connection's :class:`Link`. The session then records what the *client* sent and what the client received,
+so it shows what the client did after the attack. The passive path never calls a tap.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from .dialogue import Dialogue
 from .session import Alert, ClientHello, DialogueLine, ServerHello, Session, StartTLS
@@ -33,8 +36,9 @@ from .tlsrecords import TLSObserver
 
 if TYPE_CHECKING:
     from ..manifest import Endpoint
+    from ..policy import Cell
 
-__all__ = ["Recorder", "SessionAnalyzer", "Tap"]
+__all__ = ["Link", "Recorder", "SessionAnalyzer", "Tap"]
 
 Side = Literal["client", "server"]
 _CHUNK = 65536
@@ -42,14 +46,54 @@ _CHUNK = 65536
 HALF_CLOSE_GRACE = 10.0
 
 
+class Link:
+    """What an active tap can do on its connection (implemented by the relay's connection)."""
+
+    analyzer: SessionAnalyzer
+    cell: Cell
+
+    def to_client(self, data: bytes, *, record: bool = True) -> None:
+        """Send ``data`` to the client; the session records it as what the client received from the server
+        (``record=False``: bytes the tap writes down itself, e.g. lines injected where TLS is due)."""
+        raise NotImplementedError
+
+    def to_server(self, data: bytes) -> None:
+        """Send ``data`` to the server (held until the server's end is connected)."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Cut both ends with a TCP reset, as a middlebox that drops a connection does."""
+        raise NotImplementedError
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the relay's loop after ``delay`` seconds (unless the connection ended)."""
+        raise NotImplementedError
+
+    def note(self, event: str) -> None:
+        """Write down what the network did, in the session's ``attack`` list."""
+        raise NotImplementedError
+
+
 class Tap:
-    """What the relay does with each chunk: pass it on unchanged. Subclasses may rewrite or inject."""
+    """What the relay does with a connection's bytes. This base is passive (and never called: the relay
+    forwards by itself); an active tap sets ``active`` and returns a fresh per-connection tap from
+    :meth:`opened`, whose :meth:`from_client` and :meth:`from_server` decide what crosses."""
 
-    def client_to_server(self, analyzer: SessionAnalyzer, data: bytes) -> bytes:
-        return data
+    active: ClassVar[bool] = False
 
-    def server_to_client(self, analyzer: SessionAnalyzer, data: bytes) -> bytes:
-        return data
+    def opened(self, link: Link) -> Tap:
+        """The tap for one new connection (the client's end is up; the server's may still be connecting)."""
+        return self
+
+    def from_client(self, link: Link, data: bytes) -> None:
+        link.to_server(data)
+
+    def from_server(self, link: Link, data: bytes) -> None:
+        link.to_client(data)
+
+    def closed(self, session: Session) -> None:
+        """The connection ended: add what the tap learnt to the session record."""
+        return None
 
 
 class SessionAnalyzer:
@@ -102,6 +146,7 @@ class SessionAnalyzer:
             s.mail_commands = list(d.mail_commands)
             s.message_accepted = d.message_accepted
             s.rejections = list(d.rejections)
+            s.sent_after_starttls = [_mask(line) for line in d.after_starttls]
         t = self.tls
         s.not_tls = t.not_tls
         if t.not_tls:
@@ -121,7 +166,7 @@ class SessionAnalyzer:
 class _Front:
     """One cell's listener."""
 
-    def __init__(self, endpoint: Endpoint, upstream: tuple[str, int], path: Path, tap: Tap) -> None:
+    def __init__(self, endpoint: Endpoint, upstream: tuple[str, int], path: Path, tap: Tap | None) -> None:
         self.endpoint = endpoint
         self.upstream = upstream
         self.path = path
@@ -150,21 +195,27 @@ class Recorder:
         self._loop.run_forever()
 
     # --- fronting ------------------------------------------------------------------------
-    def front(self, endpoint: Endpoint) -> Endpoint:
-        """Listen for ``endpoint``'s cell on a fresh 127.0.0.1 port; return the endpoint clients dial."""
-        path = self.directory / f"{endpoint.id}.jsonl"
+    def front(self, endpoint: Endpoint, *, cell: Cell | None = None, tap: Tap | None = None) -> Endpoint:
+        """Listen for ``endpoint``'s cell on a fresh 127.0.0.1 port; return the endpoint clients dial.
+
+        ``cell`` and ``tap``: a hostile-network cell in front of ``endpoint``'s server, played by an active tap
+        (the endpoint returned is that cell's, on the relay's port; ``endpoint`` itself is left as it is).
+        """
+        served = endpoint if cell is None else replace(endpoint, cell=cell)
+        path = self.directory / f"{served.id}.jsonl"
         path.touch()
-        front = _Front(endpoint, (endpoint.host, endpoint.port), path, self._tap_for(endpoint))
+        tap = tap if tap is not None else self._tap_for(served)
+        front = _Front(served, (endpoint.host, endpoint.port), path, tap if tap.active else None)
         future = asyncio.run_coroutine_threadsafe(self._listen(front), self._loop)
         front.port = future.result(timeout=10)
         self._fronts.append(front)
         extra = {
-            **endpoint.extra,
+            **served.extra,
             "upstream_host": endpoint.host,
             "upstream_port": endpoint.port,
             "sessions_file": str(path),
         }
-        return replace(endpoint, host="127.0.0.1", port=front.port, extra=extra)
+        return replace(served, host="127.0.0.1", port=front.port, extra=extra)
 
     async def _listen(self, front: _Front) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -205,7 +256,7 @@ class Recorder:
         self.stop()
 
 
-class _Connection:
+class _Connection(Link):
     """One relayed connection: the client's transport, the server's, the analyzer, and how it ended."""
 
     def __init__(self, recorder: Recorder, front: _Front, client: asyncio.Transport) -> None:
@@ -239,19 +290,56 @@ class _Connection:
             },
         )
         recorder._live.add(self)
+        self.cell = cell
+        self.tap: Tap | None = None
+        if front.tap is not None:  # a hostile network: the tap decides what crosses
+            self.analyzer.session.network = cell.network
+            self.tap = front.tap.opened(self)
 
     def data(self, side: Side, data: bytes) -> None:
-        tap = self.front.tap.client_to_server if side == "client" else self.front.tap.server_to_client
-        out = tap(self.analyzer, data)
-        if out:
+        if self.tap is not None:
             if side == "client":
-                if self.upstream is None:
-                    self.pending.append(out)
-                else:
-                    self.upstream.write(out)
+                self.analyzer.feed("client", data)  # what the client sent; what it received is fed by to_client
+                self.tap.from_client(self, data)
             else:
-                self.client.write(out)
+                self.tap.from_server(self, data)
+            return
+        if side == "client":
+            if self.upstream is None:
+                self.pending.append(data)
+            else:
+                self.upstream.write(data)
+        else:
+            self.client.write(data)
         self.analyzer.feed(side, data)
+
+    # --- Link: what an active tap does -----------------------------------------------------
+    def to_client(self, data: bytes, *, record: bool = True) -> None:
+        if data and not self.done:
+            self.client.write(data)
+            if record:
+                self.analyzer.feed("server", data)
+
+    def to_server(self, data: bytes) -> None:
+        if not data or self.done:
+            return
+        if self.upstream is None:
+            self.pending.append(data)
+        else:
+            self.upstream.write(data)
+
+    def reset(self) -> None:
+        self.finish(closed_by="relay", close_how="rst")
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        def call() -> None:
+            if not self.done:
+                callback()
+
+        self.recorder._loop.call_later(delay, call)
+
+    def note(self, event: str) -> None:
+        self.analyzer.session.attack.append(event)
 
     def half_closed(self, side: Side) -> None:
         """``side`` sent FIN: pass it on; the other side gets a while to finish its answer."""
@@ -306,6 +394,9 @@ class _Connection:
                     transport.close()
         self.recorder._live.discard(self)
         record = self.analyzer.finish(closed_by=self.closed_by, close_how=self.close_how)
+        if self.tap is not None:
+            with contextlib.suppress(Exception):  # a tap's bookkeeping must never lose the record
+                self.tap.closed(record)
         _append(self.front.path, '{"event":"close",' + record.model_dump_json()[1:])
 
 
@@ -391,6 +482,15 @@ class _ServerSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self.conn.client.is_closing():
             self.conn.client.resume_reading()
+
+
+def _mask(line: str) -> str:
+    """A pipelined line as the transcript shows it: credentials never written down."""
+    words = line.split(" ", 2)
+    upper = [w.upper() for w in words]
+    if upper[0] in ("AUTH", "PASS", "APOP") or (len(upper) > 1 and upper[1] in ("LOGIN", "AUTHENTICATE")):
+        return " ".join(words[:2]) + " ***"
+    return line
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

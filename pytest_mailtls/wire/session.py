@@ -115,6 +115,23 @@ class Session(BaseModel):
     mail_commands: list[str] = Field(default_factory=list, description="MAIL/RCPT/DATA sent in clear")
     message_accepted: bool | None = Field(None, description="the server's answer to the end of DATA, when in clear")
     rejections: list[str] = Field(default_factory=list, description="5xx / NO / BAD / -ERR answers in clear")
+    sent_after_starttls: list[str] = Field(
+        default_factory=list,
+        description="cleartext the client sent after its STARTTLS/STLS command, before the answer (pipelined)",
+    )
+
+    network: str | None = Field(None, description="the attack the hostile network played on this connection")
+    attack: list[str] = Field(default_factory=list, description="what the hostile network did, in order")
+    inner_dialogue: list[DialogueLine] = Field(
+        default_factory=list,
+        description="an intercepting network's view inside TLS (credentials masked): what the client said to it",
+    )
+    inner_credentials: list[str] = Field(
+        default_factory=list, description="credentials the client sent to an intercepting network inside TLS"
+    )
+    acted_on_injection: bool = Field(
+        False, description="the client acted on lines the network injected (it answered before the server did)"
+    )
 
     client_hello: ClientHello | None = None
     server_hello: ServerHello | None = None
@@ -159,6 +176,9 @@ class Session(BaseModel):
         """The first fatal (or unreadable) alert, if any."""
         return next((a for a in self.alerts if a.level != "warning" or a.description != "close_notify"), None)
 
+    def starttls_command(self) -> str:
+        return "STLS" if self.protocol == "pop3" else "STARTTLS"
+
     @property
     def done(self) -> bool:
         return self.closed is not None
@@ -184,8 +204,18 @@ class Session(BaseModel):
                 parts.append(f"{alert.sender} alert {alert.description}")
         if self.server_hello:
             parts.append("handshake completed" if self.handshake_completed else "handshake not completed")
+        if self.network:
+            parts = [f"network {self.network}: " + ("; ".join(self.attack) or "did nothing"), *parts]
+        if self.sent_after_starttls:
+            parts.append(
+                f"sent {len(self.sent_after_starttls)} line(s) after {self.starttls_command()} before its answer"
+            )
         if self.credentials:
             parts.append("credentials in clear: " + ", ".join(self.credentials))
+        if self.inner_credentials:
+            parts.append("inside TLS, to the network's TLS endpoint: " + ", ".join(self.inner_credentials))
+        if self.acted_on_injection:
+            parts.append("acted on injected lines")
         if self.mail_commands:
             parts.append("mail in clear")
         if self.message_accepted is not None:

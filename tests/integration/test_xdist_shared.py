@@ -178,3 +178,4 @@ def test_a_killed_controller_takes_the_grid_with_it(tmp_path: Path) -> None:
     # The daemon sees its controller gone (within a quarter second) and removes its containers.
     assert _settled(lambda: process_alive(pid), 30) is False
     assert _containers_of(pid) == []
+    assert not Path(line["dir"]).exists(), "the daemon removed the run's directory (keys included)"

@@ -34,7 +34,7 @@ MTLS = AuthPolicy("mtls", ("PLAIN", "LOGIN"), client_cert=True)
 CLEARTEXT = AuthPolicy("cleartext-auth", ("PLAIN", "LOGIN"), tls_only=False)
 
 TOP_KEYS = {
-    "id", "server", "service", "protocol", "mode", "policy", "cert", "client_cert", "host", "port",
+    "id", "server", "service", "protocol", "mode", "policy", "cert", "client_cert", "network", "host", "port",
     "server_hostname", "ca_file", "auth", "mailbox", "client_cert_file", "client_key_file", "extra",
 }  # fmt: skip
 POLICY_KEYS = {"name", "min_version", "max_version", "ciphers", "ciphersuites"}

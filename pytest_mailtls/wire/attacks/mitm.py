@@ -1,0 +1,151 @@
+"""A TLS-terminating relay inside a tap: TLS with the client under a certificate the network chooses, TLS with the
+real server behind, the plaintext in between read as the mail dialogue.
+
+Interception (``intercept``) presents a certificate from another CA: a client that finishes that handshake
+talks to the interceptor, and :attr:`MITM.inner` shows what it said (credentials included, masked). Response
+injection (``inject-response``) presents the cell's own valid certificate, as EAST's test servers do, only to
+see what the client does with lines injected before the handshake: :attr:`MITM.early_command` is set when the
+client sent a second command over TLS before the server answered the first (it read the injected lines as
+answers). Both use :class:`ssl.SSLObject` over memory BIOs, on the relay's loop.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+from ..dialogue import Dialogue
+from ..recorder import Link
+
+__all__ = ["MITM"]
+
+
+class MITM:
+    """One connection's two TLS sessions and the plaintext between them."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        server_context: ssl.SSLContext,
+        upstream_context: ssl.SSLContext,
+        server_hostname: str,
+        protocol: str,
+        greeting_expected: bool,
+        note: Callable[[str], None],
+    ) -> None:
+        self.link, self.note = link, note
+        self._c_in, self._c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._client = server_context.wrap_bio(self._c_in, self._c_out, server_side=True)
+        self._s_in, self._s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._server = upstream_context.wrap_bio(self._s_in, self._s_out, server_hostname=server_hostname)
+        self.client_ready = self.server_ready = False
+        self.failed = False
+        self._to_server = bytearray()  # client plaintext waiting for the server's handshake
+        self._to_client = bytearray()
+        self.inner = Dialogue(protocol)
+        if not greeting_expected:
+            self.inner._queue.clear()  # after STARTTLS no greeting comes: the client speaks first
+        self.client_lines = 0
+        self.answered = False  # server plaintext has reached the client since TLS began
+        self.early_command: str | None = None
+        self._pending_line = bytearray()
+
+    def start(self) -> None:
+        """Open the TLS session toward the server (its ClientHello goes out now)."""
+        self._pump()
+
+    def from_client(self, data: bytes) -> None:
+        self._c_in.write(data)
+        self._pump()
+
+    def from_server(self, data: bytes) -> None:
+        self._s_in.write(data)
+        self._pump()
+
+    # --- the engine -----------------------------------------------------------------------
+    def _pump(self) -> None:
+        if self.failed:
+            return
+        if not self.client_ready:
+            self.client_ready = self._handshake(self._client, "client")
+        if not self.server_ready:
+            self.server_ready = self._handshake(self._server, "server")
+        if self.failed:
+            self._flush()
+            self.link.reset()
+            return
+        if self.client_ready:
+            data = _read_all(self._client)
+            if data:
+                self._client_plaintext(data)
+                self._to_server += data
+        if self.server_ready:
+            data = _read_all(self._server)
+            if data:
+                self.inner.feed("server", data)
+                self._to_client += data
+        if self.server_ready and self._to_server:
+            self._server.write(bytes(self._to_server))
+            self._to_server.clear()
+        if self.client_ready and self._to_client:
+            self._client.write(bytes(self._to_client))
+            self._to_client.clear()
+            self.answered = True
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self._c_out.read()
+        if out:
+            self.link.to_client(out)
+        out = self._s_out.read()
+        if out:
+            self.link.to_server(out)
+
+    def _handshake(self, obj: ssl.SSLObject, side: str) -> bool:
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            who = "the client" if side == "client" else "the server"
+            self.note(f"{who}'s handshake with the interceptor failed ({reason})")
+            self.failed = True
+            return False
+        if side == "client":
+            cipher = obj.cipher()
+            self.note(
+                f"the client finished its handshake with the interceptor ({obj.version()} {cipher[0] if cipher else '?'})"
+            )
+        return True
+
+    def _client_plaintext(self, data: bytes) -> None:
+        self.inner.feed("client", data)
+        self._pending_line += data
+        while (index := self._pending_line.find(b"\n")) >= 0:
+            line = bytes(self._pending_line[: index + 1])
+            del self._pending_line[: index + 1]
+            self.client_lines += 1
+            if self.client_lines == 2 and not self.answered and self.early_command is None:
+                shown = self.inner.lines[-1].text if self.inner.lines else line.decode("latin-1").strip()
+                self.early_command = shown
+                self.note(
+                    f"the client sent {shown!r} over TLS before the server had answered its first command: "
+                    "it took the injected lines for answers"
+                )
+
+
+def _read_all(obj: ssl.SSLObject) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            chunk = obj.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            break
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)

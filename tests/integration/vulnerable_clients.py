@@ -1,0 +1,111 @@
+"""Two deliberately vulnerable SMTP submission clients, for the hostile-network cells to catch.
+
+    python vulnerable_clients.py fallback HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
+    python vulnerable_clients.py buffering HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
+
+* ``fallback`` uses STARTTLS when it works and carries on in clear when it is missing or refused: it sends
+  ``AUTH PLAIN`` and the message anyway (the STARTTLS-stripping victim).
+* ``buffering`` reads the server with a buffer of its own and keeps what it buffered before the TLS handshake:
+  lines a network injected after ``220 Ready to start TLS`` are taken as the answers to its commands inside TLS
+  (the response-injection victim, like the clients of CVE-2011-0411's family).
+
+Both verify the certificate against CA_FILE (they are careless about STARTTLS only). Exit status 0 when the
+server accepted the message, 1 otherwise; what they did goes to stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import ssl
+import sys
+
+
+def _message(user: str) -> str:
+    return f"From: {user}\r\nTo: {user}\r\nSubject: vulnerable client\r\n\r\nhello\r\n"
+
+
+def fallback(host: str, port: int, name: str, ca: str, user: str, password: str) -> int:
+    smtp = smtplib.SMTP(timeout=10)
+    smtp.connect(host, port)
+    smtp._host = name  # the name STARTTLS verifies (the address dialled is the relay's)
+    smtp.ehlo("vulnerable.client")
+    try:
+        smtp.starttls(context=ssl.create_default_context(cafile=ca))
+        smtp.ehlo("vulnerable.client")
+        print("STARTTLS worked", file=sys.stderr)
+    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+        print(f"STARTTLS failed ({exc}); carrying on in clear", file=sys.stderr)
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    code, text = smtp.docmd("AUTH", "PLAIN " + token)
+    print(f"AUTH -> {code} {text!r}", file=sys.stderr)
+    try:
+        smtp.sendmail(user, [user], _message(user))
+    except smtplib.SMTPException as exc:
+        print(f"sending failed: {exc}", file=sys.stderr)
+        return 1
+    smtp.quit()
+    return 0
+
+
+class _Buffered:
+    """A line reader that keeps its buffer across the STARTTLS upgrade (the bug)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock: socket.socket = sock
+        self.buf = b""
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError("server closed")
+                self.buf += chunk
+            line, _, self.buf = self.buf.partition(b"\n")
+            text = line.decode("latin-1").rstrip("\r")
+            lines.append(text)
+            if text[3:4] != "-":
+                return int(text[:3]), "\n".join(lines)
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\r\n")
+
+
+def buffering(host: str, port: int, name: str, ca: str, user: str, password: str) -> int:
+    conn = _Buffered(socket.create_connection((host, port), timeout=10))
+    conn.reply()
+    conn.send("EHLO vulnerable.client")
+    conn.reply()
+    conn.send("STARTTLS")
+    code, _ = conn.reply()
+    if code != 220:
+        print(f"STARTTLS refused ({code})", file=sys.stderr)
+        return 1
+    conn.sock = ssl.create_default_context(cafile=ca).wrap_socket(conn.sock, server_hostname=name)
+    print(f"TLS up; {len(conn.buf)} bytes kept from before the handshake", file=sys.stderr)
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    ok = True
+    for command in ("EHLO vulnerable.client", f"AUTH PLAIN {token}", f"MAIL FROM:<{user}>", f"RCPT TO:<{user}>"):
+        conn.send(command)
+        code, text = conn.reply()
+        print(f"{command.split()[0]} -> {code} {text.splitlines()[0]!r}", file=sys.stderr)
+        ok = ok and code < 400
+    conn.send("QUIT")
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    kind, host, port, name, ca, user, password = argv
+    run = {"fallback": fallback, "buffering": buffering}[kind]
+    try:
+        return run(host, int(port), name, ca, user, password)
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
