@@ -5,6 +5,7 @@ The pytest plugin registers itself (``pytest11`` entry point); this module
 exports what conftest files and scripts use directly.
 """
 
+from .clients import command_client, get_client
 from .errors import MailTLSError, MatrixError, ServerStartError
 from .factories import mailtls_noproc, mailtls_proc
 from .grid import Grid
@@ -13,6 +14,7 @@ from .matrix import Matrix, load_matrix
 from .pki import SessionPKI
 from .policy import AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 
+#: The package version: the one home of the number (pyproject.toml reads it; `mailtls --version` prints it).
 __version__ = "0.1.0"
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "ServerStartError",
     "SessionPKI",
     "TLSPolicy",
+    "command_client",
+    "get_client",
     "load_matrix",
     "mailtls_noproc",
     "mailtls_proc",

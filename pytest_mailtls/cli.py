@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 
+from . import __version__
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
 from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, get_backend, parse_servers
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
@@ -468,6 +469,12 @@ def _client_names() -> list[str]:
     return list(CLIENT_NAMES)
 
 
+def _placeholders() -> list[str]:
+    from .clients.command import PLACEHOLDERS
+
+    return list(PLACEHOLDERS)
+
+
 # --- wiring -----------------------------------------------------------------------------
 
 
@@ -476,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mailtls",
         description="Serve real mail servers across a grid of TLS policies; probe, verify and certify.",
     )
+    parser.add_argument("--version", action="version", version=f"mailtls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("cells", help="list the cells of a selection without starting anything")
@@ -524,8 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--command",
         default=None,
         metavar="TEMPLATE",
-        help="your client as a shell command (exit 0 = success) with {host} {port} {server_hostname} {url} "
-        "{ca_file} {protocol} {mode} {user} {password}; what it offers is read from its own ClientHello",
+        help="your client as a command line (split like a shell line, no shell runs; exit 0 = success) with "
+        "placeholders " + " ".join(f"{{{name}}}" for name in _placeholders()) + "; what it offers is read from "
+        "its own ClientHello (docs/certify.md)",
     )
     p.add_argument("--name", default=None, help="with --command: the client's name in the report")
     p.add_argument(

@@ -11,6 +11,7 @@ Both fixtures yield a :class:`~pytest_mailtls.grid.Grid`-like object with
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .grid import DOCKER_SERVERS, Grid, choose_servers, parse_servers
 from .manifest import Endpoint, find_endpoint, read_manifest
 from .matrix import filter_cells, load_matrix
 
-__all__ = ["ManifestGrid", "engine_skip_reason", "mailtls_noproc", "mailtls_proc"]
+__all__ = ["ManifestGrid", "engine_problem_line", "engine_skip_reason", "mailtls_noproc", "mailtls_proc"]
 
 
 class ManifestGrid:
@@ -120,16 +121,48 @@ def mailtls_noproc(
 
 
 def engine_skip_reason(servers: Sequence[str]) -> str:
-    """One line for a test that cannot run without a Docker engine: what is missing and the fix.
+    """One line for a test that cannot run without a Docker engine: what is missing, why, and the fix.
 
     The engine's own long explanation is said once per session (in the header), not in every skip.
     """
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     verb = "needs" if len(servers) == 1 else "need"
-    return (
-        f"{', '.join(servers)} {verb} a Docker engine; none answers at {where}: start one or set DOCKER_HOST, "
-        "or use --mailtls-servers embedded"
+    return f"{', '.join(servers)} {verb} a Docker engine: " + engine_problem_line()
+
+
+#: What the engine's error says -> (the cause in two words, the fix).
+_ENGINE_CAUSES = {
+    "permission denied": ("permission denied", "run as root or join the docker group"),
+    "no such file": ("no such socket", "start one or set DOCKER_HOST"),
+    "refused": ("connection refused", "start one or set DOCKER_HOST"),
+    "timed out": ("timed out", "start one or set DOCKER_HOST"),
+    "timeout": ("timed out", "start one or set DOCKER_HOST"),
+}
+_ENGINE_AT = re.compile(r"no Docker engine answers at (?:DOCKER_HOST=)?(\S+?)( \(DOCKER_HOST is unset\))?: (.*)", re.S)
+
+
+def engine_problem_line(problem: str | None = None) -> str:
+    """``problem`` (default: this process's :func:`~pytest_mailtls.runtime.engine_problem`) in one line:
+    where no engine answers, why, and the fix, e.g. ``none answers at unix:///var/run/docker.sock
+    (DOCKER_HOST unset; no such socket): start one or set DOCKER_HOST, or use --mailtls-servers embedded``."""
+    if problem is None:
+        from .runtime import engine_problem
+
+        problem = engine_problem() or ""
+    embedded = "or use --mailtls-servers embedded"
+    if "is an engine on" in problem and problem.startswith("DOCKER_HOST="):
+        return (
+            f"{problem.split(' is ', 1)[0]} is not on this machine: unset it or point it at a local socket, {embedded}"
+        )
+    if "package `docker` is not installed" in problem:
+        return f"the Python package docker is not installed: pip install docker, {embedded}"
+    found = _ENGINE_AT.search(problem)
+    where = found.group(1) if found else os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    unset = "DOCKER_HOST unset; " if found and found.group(2) else ""
+    said = (found.group(3) if found else problem).lower()
+    cause, fix = next(
+        (v for k, v in _ENGINE_CAUSES.items() if k in said), ("no answer", "start one or set DOCKER_HOST")
     )
+    return f"none answers at {where} ({unset}{cause}): {fix}, {embedded}"
 
 
 def _no_engine(servers: Sequence[str], problem: str, required: bool) -> None:

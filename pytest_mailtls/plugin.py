@@ -21,7 +21,7 @@ import pytest
 
 from .config import MailTLSConfig, add_options, get_config
 from .errors import MailTLSError
-from .factories import ManifestGrid, engine_skip_reason
+from .factories import ManifestGrid, engine_problem_line, engine_skip_reason
 from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
 from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
@@ -415,9 +415,7 @@ def _shorten_engine_skip(config: pytest.Config, report: pytest.TestReport) -> No
     if match is None:
         return
     config.stash[_FULL_PROBLEM] = match.group(0).removeprefix("no Docker engine: ")
-    short = (
-        f"no Docker engine answers at {match.group(2)}: start one or set DOCKER_HOST, or use --mailtls-servers embedded"
-    )
+    short = "no Docker engine: " + engine_problem_line(match.group(0))
     report.longrepr = (path, lineno, reason[: match.start()] + short)
 
 

@@ -14,7 +14,8 @@ How "finished" is told without keys:
 * TLS 1.3: everything after the ServerHello is type 23. The client verifies the server's
   certificate before it sends its Finished, so a client record longer than an alert (an encrypted
   alert is 2 bytes + 1 content-type byte + a 16-byte tag = 19) means it accepted the certificate;
-  a further such record is application data.
+  a further such record is application data (a record of at most 19 bytes is always an alert: the shortest
+  mail command encrypts to 23).
 """
 
 from __future__ import annotations
@@ -288,8 +289,10 @@ class TLSObserver:
                 self.alerts.append(AlertInfo(side, level, ALERTS.get(body[1], f"alert {body[1]}")))
             return
         if ctype == 23:  # application data (in TLS 1.3 also encrypted handshake and alerts)
-            if self.tls13 and len(body) <= _ALERT_MAX and not (side == "client" and stream.app_records >= 1):
-                # Before the client's Finished, a record this short can only be an encrypted alert.
+            if self.tls13 and len(body) <= _ALERT_MAX:
+                # A record this short is an encrypted alert: before the client's Finished it can be nothing else,
+                # and after it the shortest mail command (QUIT or NOOP and CRLF, 6 bytes) encrypts to 23 bytes. So
+                # a close_notify from a client that checks the host name after the handshake (curl) is no data.
                 self.alerts.append(AlertInfo(side, "unknown", "encrypted", True))
             else:
                 stream.app_records += 1

@@ -261,8 +261,8 @@ def test_marker_without_an_engine_skips_with_the_engine_reason(
     result = pytester.runpytest_subprocess("-rs")  # servers auto: only the embedded backend, which has no IMAP
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        [f"SKIPPED * no embedded cell matches; postfix, dovecot, james need a Docker engine; none answers at "
-         f"{NO_ENGINE}: start one or set DOCKER_HOST, or use --mailtls-servers embedded"]
+        [f"SKIPPED * no embedded cell matches; postfix, dovecot, james need a Docker engine: none answers at "
+         f"{NO_ENGINE} (no such socket): start one or set DOCKER_HOST, or use --mailtls-servers embedded"]
     )  # fmt: skip
 
 
@@ -303,6 +303,35 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
 # --- no Docker engine ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("problem", "line"),
+    [
+        (
+            "no Docker engine answers at unix:///var/run/docker.sock (DOCKER_HOST is unset): Error while fetching "
+            "server API version: ('Connection aborted.', PermissionError(13, 'Permission denied')). Run as root ...",
+            "none answers at unix:///var/run/docker.sock (DOCKER_HOST unset; permission denied): run as root or join "
+            "the docker group, or use --mailtls-servers embedded",
+        ),
+        (
+            "no Docker engine answers at DOCKER_HOST=tcp://127.0.0.1:2375: Error while fetching server API version: "
+            "HTTPConnectionPool(...): Connection refused. Start an engine ...",
+            "none answers at tcp://127.0.0.1:2375 (connection refused): start one or set DOCKER_HOST, or use "
+            "--mailtls-servers embedded",
+        ),
+        (
+            "DOCKER_HOST=tcp://build:2375 is an engine on build, not on this machine: pytest-mailtls bind-mounts ...",
+            "DOCKER_HOST=tcp://build:2375 is not on this machine: unset it or point it at a local socket, or use "
+            "--mailtls-servers embedded",
+        ),
+    ],
+    ids=["permission", "refused", "remote"],
+)
+def test_the_engine_problem_in_one_line_names_the_cause_and_its_own_fix(problem: str, line: str) -> None:
+    from pytest_mailtls.factories import engine_problem_line
+
+    assert engine_problem_line(problem) == line
+
+
 def test_container_cells_skip_without_an_engine_and_say_how_to_fix(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,7 +341,7 @@ def test_container_cells_skip_without_an_engine_and_say_how_to_fix(
     expected = _expected("quick", ("postfix",))
     result.assert_outcomes(skipped=len(expected))
     reason = (
-        f"postfix needs a Docker engine; none answers at {NO_ENGINE}: start one or set DOCKER_HOST, "
+        f"postfix needs a Docker engine: none answers at {NO_ENGINE} (no such socket): start one or set DOCKER_HOST, "
         "or use --mailtls-servers embedded"
     )
     result.stdout.fnmatch_lines([f"SKIPPED [[]{len(expected)}[]] *{reason}"])
@@ -692,8 +721,8 @@ def test_a_guard_that_skips_with_the_engine_paragraph_shows_one_line(
     result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(
-        [f"SKIPPED [[]3[]] *: no Docker engine answers at {NO_ENGINE}: start one or set DOCKER_HOST, or use "
-         "--mailtls-servers embedded"]
+        [f"SKIPPED [[]3[]] *: no Docker engine: none answers at {NO_ENGINE} (no such socket): start one or set "
+         "DOCKER_HOST, or use --mailtls-servers embedded"]
     )  # fmt: skip
     full = [line for line in result.outlines if line.startswith("mailtls: container tests skipped: no Docker engine")]
     assert len(full) == 1 and "dockerd" in full[0]  # the paragraph, once

@@ -342,6 +342,26 @@ def test_a_bad_certificate_accepted_shows_application_data(
     assert bad is not None and bad[0] == "certificate-expired"
 
 
+def test_a_tls13_client_that_checks_the_host_name_after_the_handshake_sends_no_data(
+    relay: Recorder, pki: SessionPKI
+) -> None:
+    """curl's way: finish the handshake, compare the host name, then only close_notify (encrypted, 19 bytes)."""
+    cell = _cell("submission", Mode.STARTTLS, cert=CertProfile.WRONG_HOST)
+    with _Mail("smtp", _server_ctx(pki, CertProfile.WRONG_HOST)) as server:
+        ep = _front(relay, pki, cell, server.port)
+        ctx = _client_ctx(pki, check_hostname=False)  # the chain verifies; the name is checked afterwards
+        with smtplib.SMTP(ep.host, ep.port, timeout=5) as smtp:
+            smtp.starttls(context=ctx)
+            assert isinstance(smtp.sock, ssl.SSLSocket)
+            with contextlib.suppress(OSError):
+                smtp.sock.unwrap()  # close_notify, and no command
+            smtp.close()
+        s = ep.last_session()
+    assert s.tls_version == "TLSv1.3" and s.client_finished and not s.client_app_data
+    assert ("client", "encrypted") in [(a.sender, a.description) for a in s.alerts]
+    assert insecurity(WireView(cell, (s,)), ok=False) is None
+
+
 def test_a_tls12_client_rejecting_a_certificate_sends_a_readable_alert(relay: Recorder, pki: SessionPKI) -> None:
     cell = _cell("submission", Mode.STARTTLS, cert=CertProfile.UNTRUSTED_CA)
     with _Mail("smtp", _server_ctx(pki, CertProfile.UNTRUSTED_CA)) as server:

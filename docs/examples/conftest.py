@@ -1,0 +1,8 @@
+from pytest_mailtls import mailtls_noproc, mailtls_proc
+
+# Servers of its own for these cells only: Postfix's SMTP cells that speak only TLSv1 or TLSv1.1
+# (the embedded backend's under --mailtls-servers embedded).
+legacy_grid = mailtls_proc(
+    where={"server": ["postfix", "embedded"], "protocol": "smtp", "policy": ["tls10-only", "tls11-only"]}
+)
+running = mailtls_noproc(manifest="manifest.json")  # servers started elsewhere by `mailtls up`
