@@ -77,7 +77,7 @@ def _watch(root: int, found: set[str], done: threading.Event) -> None:
 
 
 def run(folder: Path, extra: list[str]) -> tuple[float, int, str]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_grid.py", *extra]
+    cmd = [sys.executable, "-m", "pytest", "-q", "test_grid.py", *extra]
     start = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     found: set[str] = set()

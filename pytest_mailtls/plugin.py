@@ -462,13 +462,39 @@ def pytest_configure_node(node: Any) -> None:
     directory = config.stash.get(_SHARED_DIR, None)
     if directory is None:
         config.stash[_SHARED_DIR] = directory = start_shared_dir()
+        _guess_grid(config, state, SharedRun(directory, os.getpid()))
     node.workerinput[WORKERINPUT_KEY] = {"dir": str(directory), "controller": os.getpid()}
+
+
+_CACHE_KEY = "mailtls/xdist-grid"
+
+
+def _guess_grid(config: pytest.Config, state: _Session, shared: SharedRun) -> None:
+    """Start the grid the previous run with the same settings needed, before any worker has even started:
+    the servers come up while the workers boot and collect. A worker that needs more restarts it."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return
+    try:
+        last = cache.get(_CACHE_KEY, None)
+        if not isinstance(last, dict) or not last.get("cells") or state.choice.engine_problem:
+            return
+        settings = _grid_request(state)
+        if any(last.get(key) != value for key, value in settings.items()):
+            return
+        shared.request(last["cells"], **settings, guess=True)
+    except Exception:  # a guess must never stop a run
+        return
 
 
 def _stop_shared(config: pytest.Config) -> None:
     directory = config.stash.get(_SHARED_DIR, None)
     if directory is not None:
         del config.stash[_SHARED_DIR]
+        served = SharedRun(directory, os.getpid()).current_request()
+        cache = getattr(config, "cache", None)
+        if served is not None and cache is not None:
+            cache.set(_CACHE_KEY, served)  # the next run's guess
         stop_shared_dir(directory, say=lambda line: print(f"mailtls: {line}", file=sys.stderr))
 
 

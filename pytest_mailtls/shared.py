@@ -74,18 +74,23 @@ def stop_shared_dir(directory: Path, *, say: Any = None) -> None:
     from . import runtime
 
     pid = _read_pid(directory)
-    if pid is not None and _alive(pid):
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            if say is not None:
-                say(f"the shared grid (pid {pid}) did not stop in {STOP_WAIT:.0f} s; killed, `mailtls reap` removes")
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    if pid is not None and _alive(pid) and not _stop_daemon(pid) and say is not None:
+        say(f"the shared grid (pid {pid}) did not stop in {STOP_WAIT:.0f} s; killed, `mailtls reap` removes the rest")
     runtime.release_dir(directory, remove=True)
+
+
+def _stop_daemon(pid: int) -> bool:
+    """SIGTERM the daemon and wait until it has removed its grid; SIGKILL after :data:`STOP_WAIT`."""
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not _alive(pid):
+        return True
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False
 
 
 @dataclass(frozen=True)
@@ -114,24 +119,50 @@ class SharedRun:
         select: str | None,
         servers: Sequence[str],
         ready_timeout: float,
+        guess: bool = False,
     ) -> None:
-        """Start the run's grid unless a worker did already; return at once (see :meth:`attach`).
+        """Start the run's grid for ``cells`` (cells or their ids) unless it is started already for them;
+        return at once (see :meth:`attach`).
 
         Workers call this as soon as their collection is done, so the servers start while pytest-xdist
-        still waits for the slower workers to collect."""
+        still waits for the slower workers to collect. The controller may call it with ``guess`` before any
+        worker has collected (the cells of the previous run, from pytest's cache): a worker that needs a
+        cell the guess lacks stops that grid and starts the right one."""
         import filelock
 
         wanted = {
             "matrix": matrix,
             "select": select,
             "servers": list(servers),
-            "cells": [c.id for c in cells],
+            "cells": [getattr(c, "id", c) for c in cells],
             "ready_timeout": ready_timeout,
         }
         with filelock.FileLock(str(self.directory / "start.lock"), mode=0o600):
-            if not (self.directory / REQUEST).exists():
-                (self.directory / REQUEST).write_text(json.dumps(wanted))
-                self._spawn()
+            path = self.directory / REQUEST
+            if path.exists():
+                current = json.loads(path.read_text())
+                if guess or _covers(current, wanted):
+                    return
+                self._restart()  # the controller's guess does not cover this run
+            path.write_text(json.dumps(wanted))
+            self._spawn()
+
+    def current_request(self) -> dict[str, Any] | None:
+        """What the grid was started for, once it served (the controller keeps it for the next run's guess)."""
+        try:
+            if (self.directory / READY).exists():
+                request: dict[str, Any] = json.loads((self.directory / REQUEST).read_text())
+                return request
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _restart(self) -> None:
+        pid = _read_pid(self.directory)
+        if pid is not None and _alive(pid):
+            _stop_daemon(pid)
+        for name in (READY, ERROR, MANIFEST, LOGS, PIDFILE, REQUEST):
+            (self.directory / name).unlink(missing_ok=True)
 
     def attach(self, cells: Sequence[Any], **request: Any) -> AttachedGrid:
         """Start the run's grid if no worker did yet, wait until it serves, and return its endpoints."""
@@ -157,14 +188,13 @@ class SharedRun:
     def _wait(self, ready_timeout: float) -> None:
         # The daemon has ready_timeout per server plus image builds; give up only when it died or said why.
         deadline = time.monotonic() + ready_timeout + 600
-        pid = None
         while time.monotonic() < deadline:
             if (self.directory / READY).exists():
                 return
             error = self.directory / ERROR
             if error.exists():
                 raise ServerStartError(f"shared grid: {error.read_text().strip()}")
-            pid = pid or _read_pid(self.directory)
+            pid = _read_pid(self.directory)
             if pid is not None and not _alive(pid) and not (self.directory / READY).exists():
                 if (self.directory / ERROR).exists():
                     continue
@@ -277,6 +307,11 @@ class CombinedGrid:
     def stop(self) -> None:
         for part in self.parts:
             part.stop()
+
+
+def _covers(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    same = all(current.get(k) == wanted.get(k) for k in ("matrix", "select", "servers", "ready_timeout"))
+    return same and set(wanted["cells"]) <= set(current.get("cells") or ())
 
 
 def _read_pid(directory: Path) -> int | None:

@@ -179,3 +179,51 @@ def test_a_killed_controller_takes_the_grid_with_it(tmp_path: Path) -> None:
     assert _settled(lambda: process_alive(pid), 30) is False
     assert _containers_of(pid) == []
     assert not Path(line["dir"]).exists(), "the daemon removed the run's directory (keys included)"
+
+
+GUESS_TEST = """
+import json, os
+
+import pytest
+
+
+def _ppid(pid):
+    return int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.mailtls(server="postfix", service="submission", cert="valid", policy={policies!r})
+def test_serves(mailtls_server, request):
+    shared = request.config.workerinput["mailtls_shared"]
+    daemon = int(open(os.path.join(shared["dir"], "daemon.pid")).read())
+    with open({record!r}, "a") as fh:
+        fh.write(json.dumps({{"daemon": daemon, "parent": _ppid(daemon), "controller": os.getppid()}}) + "\\n")
+"""
+
+
+def test_the_next_run_starts_the_last_runs_grid_before_its_workers_and_restarts_when_it_needs_more(
+    tmp_path: Path,
+) -> None:
+    """The controller starts the grid the previous run needed (pytest's cache) before any worker has booted;
+    a run that needs a cell outside that guess stops the guessed grid and starts the right one."""
+    record = tmp_path / "record.jsonl"
+
+    def run(policies: list[str]) -> list[dict]:  # type: ignore[type-arg]
+        record.unlink(missing_ok=True)
+        (tmp_path / "test_guess.py").write_text(
+            textwrap.dedent(GUESS_TEST).format(policies=policies, record=str(record))
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "test_guess.py", "--mailtls-servers", "postfix",
+             "-n", "2", "--basetemp", str(tmp_path / "base")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0 and " passed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
+        return [json.loads(line) for line in record.read_text().splitlines()]
+
+    cold = run(["modern"])
+    assert {line["parent"] == line["controller"] for line in cold} == {False}, "cold: a worker started it"
+    warm = run(["modern"])
+    assert {line["parent"] == line["controller"] for line in warm} == {True}, "warm: the controller did"
+    more = run(["modern", "intermediate"])  # a cell the guess lacks: restarted by a worker, every test passes
+    assert {line["parent"] == line["controller"] for line in more} == {False}, more
+    assert len({line["daemon"] for line in more}) == 1
