@@ -20,8 +20,9 @@ from pathlib import Path
 from types import FrameType
 
 from . import __version__
+from .backends import docker_servers
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
-from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, get_backend, parse_servers
+from .grid import Grid, ServerChoice, choose_servers, get_backend, parse_servers
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
 from .matrix import CELL_KEYS, filter_cells, load_matrix
 from .policy import Cell
@@ -65,8 +66,8 @@ def _selected_cells(
         choice = choose_servers(requested)
     if choice.note:
         say(choice.note)
-    elif choice.engine_problem and any(s in DOCKER_SERVERS for s in choice.servers):
-        needing = [s for s in choice.servers if s in DOCKER_SERVERS]
+    elif choice.engine_problem and any(s in docker_servers() for s in choice.servers):
+        needing = [s for s in choice.servers if s in docker_servers()]
         verb = "needs" if len(needing) == 1 else "need"
         problem = choice.engine_problem.replace("--mailtls-servers embedded", "--servers embedded")
         raise MailTLSError(f"{', '.join(needing)} {verb} a Docker engine: {problem}")
@@ -392,10 +393,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         removed = runtime.prune_images(progress=_say)
         print(f"removed {len(removed)} old image(s)")
         return EXIT_OK
-    servers = parse_servers(args.servers) or list(DOCKER_SERVERS)
+    servers = parse_servers(args.servers) or list(docker_servers())
     for server in servers:
-        if server not in DOCKER_SERVERS:
-            raise MailTLSError(f"{server} has no image; images exist for {', '.join(DOCKER_SERVERS)}")
+        if server not in docker_servers():
+            raise MailTLSError(f"{server} has no image; images exist for {', '.join(docker_servers())}")
     try:  # a malformed value is a usage error, said before any engine is asked
         if args.registry:
             runtime.check_registry(args.registry, "--registry")
@@ -587,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pull: from --registry, building nothing; push: to --registry (built first if missing); "
         "prune: remove all but the newest of each",
     )
-    p.add_argument("--servers", default=",".join(DOCKER_SERVERS), help="which images (default: all)")
+    p.add_argument("--servers", default=",".join(docker_servers()), help="which images (default: all)")
     p.add_argument(
         "--registry",
         default=None,

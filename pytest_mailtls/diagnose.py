@@ -51,7 +51,12 @@ __all__ = [
     "Finding",
     "Rule",
     "CLIENT_TABLES",
-    "SERVER_TABLES",
+    "server_tables",
+    "rule",
+    "reply_code",
+    "CHAIN_CLASSES",
+    "DATE_CLASSES",
+    "OPENSSL_SERVER",
     "WIRE",
     "diagnose",
     "remedy",
@@ -608,59 +613,19 @@ OPENSSL_SERVER: tuple[Rule, ...] = (
     _rule(r"\bhttp request\b|\bHTTP_REQUEST\b|wrong version number|WRONG_VERSION_NUMBER", "wrong-tls-mode", weight=1),
 )
 
-POSTFIX: tuple[Rule, ...] = (
-    _rule(r"SASL \w+ authentication failed", "auth-failed", weight=5),
-    _rule(r"Must issue a STARTTLS command first", "starttls-required", weight=5),
-    _rule(
-        r"No client certificate presented|client certificate verification failed",
-        "client-certificate-required",
-        weight=5,
-    ),
-    _rule(r"non-SMTP command from .*\\x16|improper command pipelining after CONNECT", "wrong-tls-mode"),
-    _rule(r"lost connection after STARTTLS", *_CERT, "client-certificate-required", hint=True),
-    _rule(r"Relay access denied|Authentication required", "auth-failed", "starttls-required"),
-)
+#: Shared helpers for the server tables that backends declare (``Backend.log_rules``).
+rule = _rule
+reply_code = _code
+CHAIN_CLASSES = _CHAIN
+DATE_CLASSES = _DATES
 
-DOVECOT: tuple[Rule, ...] = (
-    _rule(r"auth failed, \d+ attempts|Authentication failure|Password mismatch", "auth-failed", weight=5),
-    _rule(r"Plaintext authentication disallowed|disallowed plaintext auth", "starttls-required", weight=5),
-    _rule(
-        r"didn't present valid SSL certificate|Client didn't present|No certificate was found",
-        "client-certificate-required",
-        weight=5,
-    ),
-    _rule(r"Disconnected \(no auth attempts", *_CERT, hint=True),
-)
 
-JAMES: tuple[Rule, ...] = (
-    _rule(
-        r"Client requested protocol \S+ is not enabled|No appropriate protocol|\bprotocol_version\b",
-        "protocol-version-mismatch",
-    ),
-    _rule(r"no cipher suites in common|No negotiable cipher suite|\binsufficient_security\b", "no-shared-cipher"),
-    _rule(r"Empty client certificate chain|\bcertificate_required\b", "client-certificate-required", weight=5),
-    _rule(r"Received fatal alert: certificate_expired", *_DATES),
-    _rule(r"Received fatal alert: unknown_ca", *_CHAIN),
-    _rule(r"Received fatal alert: (?:certificate_unknown|bad_certificate)", *_CERT),
-    _rule(r"Unsupported or unrecognized SSL message|plaintext connection\?", "wrong-tls-mode"),
-    # The reply code as a code: "sessionId=0c535408" and ":53574" are not a 535.
-    _rule(r"AUTH(?:ENTICATE)? failed|Authentication failed|Bad credentials|" + _code("535"), "auth-failed", weight=5),
-    _rule(r"Must issue a STARTTLS command first|\bLOGINDISABLED\b|\bPRIVACYREQUIRED\b", "starttls-required", weight=5),
-)
+def server_tables() -> dict[str, tuple[Rule, ...]]:
+    """Each server's log table, as its backend declares it (``Backend.log_rules``)."""
+    from .backends import backend_class, server_names
 
-EMBEDDED: tuple[Rule, ...] = (
-    _rule(_code("535") + r"|Authentication credentials invalid|authentication failed", "auth-failed", weight=5),
-    _rule(rf"(?:{_code('530')}).*STARTTLS|Must issue a STARTTLS command first", "starttls-required", weight=5),
-    _rule(r"command \"?\\x16|\\x16\\x03|bad syntax.*\\x16", "wrong-tls-mode"),
-)
+    return {name: backend_class(name).log_rules() for name in server_names()}
 
-#: Server-side tables per server name.
-SERVER_TABLES: dict[str, tuple[Rule, ...]] = {
-    "postfix": POSTFIX + OPENSSL_SERVER,
-    "dovecot": DOVECOT + OPENSSL_SERVER,
-    "james": JAMES,
-    "embedded": EMBEDDED + OPENSSL_SERVER,
-}
 
 # --- wire ---------------------------------------------------------------------------
 # Sentences the session recorder's facts are written in (see wire_findings); a recorder may hand over its
@@ -804,8 +769,11 @@ def diagnose(
     wire_matches, wire_excluded = _finding_matches(wire, "wire")
     client_matches = match_table(CLIENT_TABLES.get(family, CLIENT_TABLES["command"]), client_lines, source="client")
     server_matches: list[_Match] = []
-    if server is not None and server in SERVER_TABLES:
-        server_matches = match_table(SERVER_TABLES[server], server_lines, source="server")
+    if server is not None:
+        from .backends import REGISTRY, backend_class
+
+        if server in REGISTRY:
+            server_matches = match_table(backend_class(server).log_rules(), server_lines, source="server")
     probe_matches, probe_excluded = _finding_matches(findings, "probe")
     stages: list[tuple[str, list[_Match], tuple[str, ...]]] = [
         ("wire", wire_matches, wire_excluded),
@@ -1051,24 +1019,6 @@ _MODE_KNOB: dict[str, dict[bool, str]] = {
     },
     "command": {True: "speak TLS from the first byte", False: "open in plaintext and send STARTTLS"},
 }
-_SERVER_VERSIONS = {
-    "postfix": "smtpd_tls_protocols / smtpd_tls_mandatory_protocols = >=TLSv1.2",
-    "dovecot": "ssl_min_protocol = TLSv1.2",
-    "james": "<supportedProtocols><protocol>TLSv1.2</protocol><protocol>TLSv1.3</protocol>",
-    "embedded": "a TLSPolicy with min_version TLSv1.2",
-}
-_SERVER_CHAIN = {
-    "postfix": "smtpd_tls_chain_files = key.pem, cert.pem, intermediate.pem",
-    "dovecot": "ssl_cert = </path/fullchain.pem (leaf, then intermediates)",
-    "james": "<certificates> (or the keystore entry) with the full chain",
-    "embedded": "load_cert_chain with a file holding leaf and intermediates",
-}
-_SERVER_TLS = {
-    "postfix": "smtpd_tls_security_level = may (or encrypt) with a certificate",
-    "dovecot": "ssl = yes (or required) with ssl_cert/ssl_key",
-    "james": '<tls startTLS="true"> with a keystore',
-    "embedded": "a STARTTLS or implicit mode",
-}
 
 
 def remedy(
@@ -1128,8 +1078,20 @@ class _Ctx:
         text = table.get(self.family, table["command"])
         return text.format(proto=self.proto, ca="the session CA file (ca.pem)", **values)
 
-    def on_server(self, table: dict[str, str]) -> str:
-        return table.get(self.server, "") or "; ".join(f"{k}: {v}" for k, v in table.items() if k != "embedded")
+    def on_server(self, knob: str) -> str:
+        """How this cell's server says ``knob`` (``versions``, ``chain``, ``tls``: the backend's remedy
+        hints); for an unknown server, how the container servers say it."""
+        from .backends import REGISTRY, backend_class, docker_servers
+
+        if self.server in REGISTRY:
+            hint = backend_class(self.server).remedies.get(knob, "")
+            if hint:
+                return hint
+        return "; ".join(
+            f"{name}: {backend_class(name).remedies[knob]}"
+            for name in docker_servers()
+            if knob in backend_class(name).remedies
+        )
 
 
 _GO_VERSION = {"TLSv1": "VersionTLS10", "TLSv1.1": "VersionTLS11", "TLSv1.2": "VersionTLS12", "TLSv1.3": "VersionTLS13"}
@@ -1191,7 +1153,7 @@ def _fix_versions(ctx: _Ctx) -> str:
     if server and not secure:
         return (
             f"{head}the server speaks only legacy TLS, and refusing it is right. Fix the server "
-            f"({ctx.on_server(_SERVER_VERSIONS)}). Only if you must reach it: "
+            f"({ctx.on_server('versions')}). Only if you must reach it: "
             + ctx.knob(_VERSION_KNOB, **_version_values(list(server)))
             + " and lower the security level (OpenSSL: @SECLEVEL=0 in the cipher string)"
         )
@@ -1297,7 +1259,7 @@ def _fix_untrusted(ctx: _Ctx) -> str:
 def _fix_chain(ctx: _Ctx) -> str:
     return (
         "the server presents its certificate without the intermediate CA that links it to the trusted root: "
-        f"configure the full chain on the server ({ctx.on_server(_SERVER_CHAIN)}); clients must not paper over it"
+        f"configure the full chain on the server ({ctx.on_server('chain')}); clients must not paper over it"
     )
 
 
@@ -1341,7 +1303,7 @@ def _fix_mode(ctx: _Ctx) -> str:
 def _fix_not_offered(ctx: _Ctx) -> str:
     return (
         "the server does not offer STARTTLS on this port, and refusing to go on in plaintext is right: "
-        f"enable TLS on the server ({ctx.on_server(_SERVER_TLS)}), or use its implicit-TLS port"
+        f"enable TLS on the server ({ctx.on_server('tls')}), or use its implicit-TLS port"
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from .backends import docker_servers
 from .config import get_config
 from .errors import MailTLSError
-from .grid import DOCKER_SERVERS, Grid, choose_servers, parse_servers
+from .grid import Grid, choose_servers, parse_servers
 from .manifest import Endpoint, find_endpoint, read_manifest
 from .matrix import filter_cells, load_matrix
 
@@ -81,7 +82,7 @@ def mailtls_proc(
                 f"--mailtls-require-docker: only the embedded backend could serve; {choice.engine_problem}",
                 pytrace=False,
             )
-        needing = [s for s in requested or () if s in DOCKER_SERVERS]
+        needing = [s for s in requested or () if s in docker_servers()]
         if choice.engine_problem and needing:
             _no_engine(needing, choice.engine_problem, cfg.require_docker)
         try:

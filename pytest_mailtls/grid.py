@@ -10,7 +10,6 @@ cancel event stops, so Ctrl-C or SIGTERM during a start ends it at once.
 from __future__ import annotations
 
 import functools
-import importlib
 import shutil
 import tempfile
 import threading
@@ -18,18 +17,20 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .backends import REGISTRY, docker_servers, server_names
+from .backends import get_backend as _get_backend
 from .backends.base import Backend, Progress, RunningServer, StartOptions, no_progress
 from .backends.stack import Peer, link_backends
 from .errors import MailTLSError
 from .manifest import Endpoint
 from .matrix import filter_cells
 from .pki import SessionPKI
-from .policy import SERVERS, Cell
+from .policy import Cell
 from .wire.recorder import Recorder
 
-__all__ = [
-    "DOCKER_SERVERS",
+__all__ = [  # and DOCKER_SERVERS, answered by the registry (see __getattr__)
     "Grid",
     "ServerChoice",
     "choose_servers",
@@ -37,26 +38,19 @@ __all__ = [
     "parse_servers",
 ]
 
-#: Backends that need a Docker engine.
-DOCKER_SERVERS: tuple[str, ...] = ("postfix", "dovecot", "james")
-
-_BACKENDS = {
-    "postfix": "pytest_mailtls.backends.postfix:PostfixBackend",
-    "dovecot": "pytest_mailtls.backends.dovecot:DovecotBackend",
-    "james": "pytest_mailtls.backends.james:JamesBackend",
-    "embedded": "pytest_mailtls.backends.embedded:EmbeddedBackend",
-}
-
 
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (imported lazily: docker stays unimported until needed)."""
-    try:
-        target = _BACKENDS[name]
-    except KeyError:
-        raise MailTLSError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}") from None
-    module, _, cls = target.partition(":")
-    backend: Backend = getattr(importlib.import_module(module), cls)()
-    return backend
+    if name not in REGISTRY:
+        raise MailTLSError(f"unknown server {name!r}; choose from {', '.join(server_names())}")
+    return _get_backend(name)
+
+
+def __getattr__(name: str) -> Any:
+    # DOCKER_SERVERS, kept for code written against earlier releases: the registry answers it.
+    if name == "DOCKER_SERVERS":
+        return docker_servers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_servers(value: str | Sequence[str] | None) -> list[str] | None:
@@ -67,9 +61,9 @@ def parse_servers(value: str | Sequence[str] | None) -> list[str] | None:
     if not items or items == ["auto"]:
         return None
     for item in items:
-        if item not in SERVERS:
+        if item not in server_names():
             raise MailTLSError(
-                f"unknown server {item!r} in --mailtls-servers/--servers; choose from {', '.join(SERVERS)} or 'auto'"
+                f"unknown server {item!r} in --mailtls-servers/--servers; choose from {', '.join(server_names())} or 'auto'"
             )
     return list(dict.fromkeys(items))
 
@@ -85,12 +79,12 @@ def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
     """Resolve ``auto`` (None): the containerized servers if a Docker engine answers, else embedded."""
     from .runtime import engine_problem
 
-    needs_engine = requested is None or any(s in DOCKER_SERVERS for s in requested)
+    needs_engine = requested is None or any(s in docker_servers() for s in requested)
     problem = engine_problem() if needs_engine else None
     if requested is not None:
         return ServerChoice(list(requested), None, problem)
     if problem is None:
-        return ServerChoice(list(DOCKER_SERVERS), None, None)
+        return ServerChoice(list(docker_servers()), None, None)
     note = (
         "No Docker engine is reachable: serving the grid with the embedded backend (SMTP cells in this process). "
         "For Postfix, Dovecot and James start an engine (as root: `bash containers/base/start-engine.sh` in a "
@@ -355,7 +349,7 @@ class Grid:
 
         futures: list[Future[None]] = []
         try:
-            _reap_once(self.progress, engine=any(name in DOCKER_SERVERS for name in plans))
+            _reap_once(self.progress, engine=any(name in docker_servers() for name in plans))
             _register_dirs(self)
             self._cancel.clear()
             _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells])

@@ -18,10 +18,9 @@ from typing import Any
 
 import yaml
 
+from .backends import server_names, server_services
 from .errors import MatrixError
 from .policy import (
-    SERVER_SERVICES,
-    SERVERS,
     SERVICES,
     VERSIONS,
     AuthPolicy,
@@ -152,12 +151,13 @@ class Matrix:
     selections: Mapping[str, Selection]
     default_selection: str
 
-    def all_cells(self, servers: Iterable[str] = SERVERS) -> list[Cell]:
+    def all_cells(self, servers: Iterable[str] | None = None) -> list[Cell]:
         """Every cell of the grid for ``servers``, in a stable order, without duplicates."""
-        wanted = list(dict.fromkeys(servers))
+        known = server_names()
+        wanted = list(dict.fromkeys(known if servers is None else servers))
         for server in wanted:
-            if server not in SERVER_SERVICES:
-                raise MatrixError(self.source, "servers", f"unknown server {server!r}", _allowed(SERVERS))
+            if server not in known:
+                raise MatrixError(self.source, "servers", f"unknown server {server!r}", _allowed(known))
         seen: dict[str, Cell] = {}
         for server in wanted:
             for block in self.grid:
@@ -169,7 +169,7 @@ class Matrix:
 
     def _block_cells(self, server: str, block: GridBlock) -> Iterable[Cell]:
         for service_name in block.services:
-            if service_name not in SERVER_SERVICES[server]:
+            if service_name not in server_services(server):
                 continue
             service = SERVICES[service_name]
             for mode in block.modes:
@@ -196,7 +196,7 @@ class Matrix:
         A marker or ``--where`` value that matches none of these is a typo, not an empty selection.
         """
         return {
-            "server": SERVERS,
+            "server": server_names(),
             "service": tuple(SERVICES),
             "protocol": tuple(str(p) for p in Protocol),
             "mode": tuple(str(m) for m in Mode),
@@ -204,10 +204,10 @@ class Matrix:
             "cert": (*(str(c) for c in CertProfile), "none"),
             "auth": tuple(self.auth),
             "network": (*_attacks(), "none"),
-            "id": tuple(c.id for c in self.all_cells(SERVERS)),
+            "id": tuple(c.id for c in self.all_cells()),
         }
 
-    def cells(self, *, servers: Iterable[str] = SERVERS, selection: str | None = None) -> list[Cell]:
+    def cells(self, *, servers: Iterable[str] | None = None, selection: str | None = None) -> list[Cell]:
         """The cells of ``selection`` (default: the matrix's ``default_selection``)."""
         name = selection if selection is not None else self.default_selection
         if name not in self.selections:
@@ -549,7 +549,7 @@ def _parse_block(
     tls = any(Mode(m).tls for m in modes)
     block = GridBlock(
         name=name,
-        servers=names("servers", SERVERS, ()),
+        servers=names("servers", server_names(), ()),
         services=names("services", list(SERVICES)),
         modes=tuple(Mode(m) for m in modes),
         policies=names("policies", list(policies), None if tls else ()),
@@ -600,7 +600,7 @@ def _parse_selection(
             _known_keys(entry, set(CELL_KEYS), source, f"{where}.{key}[{i}]")
             parsed = {k: _str_list(v, source, f"{where}.{key}[{i}].{k}") for k, v in entry.items()}
             known = {
-                "server": SERVERS,
+                "server": server_names(),
                 "service": tuple(SERVICES),
                 "protocol": ("smtp", "imap", "pop3"),
                 "mode": tuple(str(m) for m in Mode),

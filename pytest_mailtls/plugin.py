@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from .backends import docker_servers
 from .config import MailTLSConfig, add_options, get_config
 from .errors import MailTLSError
 from .factories import ManifestGrid, engine_problem_line, engine_skip_reason
-from .grid import DOCKER_SERVERS, Grid, ServerChoice, choose_servers, parse_servers
+from .grid import Grid, ServerChoice, choose_servers, parse_servers
 from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .pki import SessionPKI
@@ -92,7 +93,7 @@ class _Session:
         if self.cfg.manifest or not self.choice.engine_problem:
             return []
         requested = parse_servers(self.cfg.servers)
-        return [s for s in (requested or DOCKER_SERVERS) if s in DOCKER_SERVERS]
+        return [s for s in (requested or docker_servers()) if s in docker_servers()]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -152,7 +153,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     shared = SharedRun.of(session.config)
     if state is None or shared is None or state.cfg.manifest or not state.requested:
         return
-    containers = [c for c in state.requested.values() if c.server in DOCKER_SERVERS]
+    containers = [c for c in state.requested.values() if c.server in docker_servers()]
     if containers and not state.choice.engine_problem:
         with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
             shared.request(containers, **_grid_request(state))
@@ -281,9 +282,9 @@ def mailtls_grid(
         return
     cells = list(state.requested.values())
     if state.choice.engine_problem:
-        cells = [c for c in cells if c.server not in DOCKER_SERVERS]
+        cells = [c for c in cells if c.server not in docker_servers()]
     shared = SharedRun.of(pytestconfig)
-    if shared is not None and any(c.server in DOCKER_SERVERS for c in cells):
+    if shared is not None and any(c.server in docker_servers() for c in cells):
         yield from _shared_grid(state, shared, cells, mailtls_ca, tmp_path_factory)
         return
     grid = Grid(
@@ -309,8 +310,8 @@ def _shared_grid(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """This worker's view of the run's shared grid, with its in-process cells (embedded) served here."""
-    containers = [c for c in cells if c.server in DOCKER_SERVERS]
-    local = [c for c in cells if c.server not in DOCKER_SERVERS]
+    containers = [c for c in cells if c.server in docker_servers()]
+    local = [c for c in cells if c.server not in docker_servers()]
     try:
         attached: Any = shared.attach(containers, **_grid_request(state))
         grid: Any = attached
@@ -357,7 +358,7 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
     """
     cell: Cell = request.param
     state = request.config.stash[_STATE]
-    if cell.server in DOCKER_SERVERS and state.choice.engine_problem and not state.cfg.manifest:
+    if cell.server in docker_servers() and state.choice.engine_problem and not state.cfg.manifest:
         if state.cfg.require_docker:
             pytest.fail(f"--mailtls-require-docker: {state.choice.engine_problem}", pytrace=False)
         pytest.skip(engine_skip_reason([cell.server]))
@@ -366,7 +367,7 @@ def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
         pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
     shared = SharedRun.of(request.config)
     with contextlib.ExitStack() as held:
-        if shared is not None and cell.server in DOCKER_SERVERS and not state.cfg.manifest:
+        if shared is not None and cell.server in docker_servers() and not state.cfg.manifest:
             held.enter_context(shared.cell_lock(cell.id))  # other workers' tests on this cell wait
         yield from _serve_cell(request, grid, cell)
 

@@ -18,8 +18,6 @@ __all__ = [
     "Mode",
     "Service",
     "SERVICES",
-    "SERVER_SERVICES",
-    "SERVERS",
     "CertProfile",
     "TLSPolicy",
     "AuthPolicy",
@@ -86,15 +84,6 @@ SERVICES: dict[str, Service] = {
         Service("pop3s", Protocol.POP3, 995, True),
     )
 }
-
-#: Which services each server implements.
-SERVER_SERVICES: dict[str, tuple[str, ...]] = {
-    "postfix": ("smtp", "submission", "smtps"),
-    "dovecot": ("imap", "imaps", "pop3", "pop3s"),
-    "james": ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s"),
-    "embedded": ("smtp", "submission", "smtps"),
-}
-SERVERS: tuple[str, ...] = tuple(SERVER_SERVICES)
 
 
 class CertProfile(StrEnum):

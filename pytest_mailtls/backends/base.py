@@ -12,11 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..manifest import Endpoint
 from ..pki import ClientCertFiles, SessionPKI
 from ..policy import Cell
+
+if TYPE_CHECKING:
+    from ..diagnose import Rule
 
 __all__ = ["Backend", "RunningServer", "StartOptions", "Progress", "cell_endpoint", "no_progress"]
 
@@ -104,10 +107,25 @@ class RunningServer(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """One kind of server."""
+    """One kind of server, declared by its module and found through :mod:`pytest_mailtls.backends`.
 
-    name: str
-    needs_docker: bool = True
+    ``name`` is its name in cell ids and settings, ``title`` its name in messages, ``services`` what it
+    implements (``smtp``, ``submission``, ``smtps``, ``imap``, ``imaps``, ``pop3``, ``pop3s``),
+    ``needs_docker`` whether it runs in a container. :meth:`log_rules` is its log vocabulary for the
+    diagnosis, ``remedies`` how its configuration says three things a remedy may ask of the server:
+    ``versions`` (allow TLS 1.2 and later), ``chain`` (send the full chain) and ``tls`` (turn TLS on).
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    services: ClassVar[tuple[str, ...]]
+    needs_docker: ClassVar[bool] = True
+    remedies: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def log_rules(cls) -> tuple[Rule, ...]:
+        """The diagnosis rules for this server's log lines (imported lazily: diagnosis is not always needed)."""
+        return ()
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why this backend cannot serve ``cell``, or ``None`` if it can."""

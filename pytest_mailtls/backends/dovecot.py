@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import functools
 import hashlib
 import hmac
 import json
@@ -75,6 +76,7 @@ from .container import (
 )
 
 if TYPE_CHECKING:
+    from ..diagnose import Rule
     from ..runtime import Container
     from .stack import Peer
 
@@ -690,6 +692,24 @@ class DovecotServer(ContainerServer[str]):
         return read_mailbox_state(self.maildir, folder)
 
 
+@functools.cache
+def _log_rules() -> tuple[Rule, ...]:
+    """Dovecot's log vocabulary for the diagnosis: what its lines about a failed connection mean."""
+    from ..diagnose import CERT_CLASSES, OPENSSL_SERVER, rule
+
+    return (
+        rule(r"auth failed, \d+ attempts|Authentication failure|Password mismatch", "auth-failed", weight=5),
+        rule(r"Plaintext authentication disallowed|disallowed plaintext auth", "starttls-required", weight=5),
+        rule(
+            r"didn't present valid SSL certificate|Client didn't present|No certificate was found",
+            "client-certificate-required",
+            weight=5,
+        ),
+        rule(r"Disconnected \(no auth attempts", *CERT_CLASSES, hint=True),
+        *OPENSSL_SERVER,
+    )
+
+
 class DovecotBackend(Backend):
     """Real Dovecot 2.3 (Debian bookworm) in Docker, one container for all Dovecot cells.
 
@@ -699,6 +719,17 @@ class DovecotBackend(Backend):
 
     name = "dovecot"
     needs_docker = True
+    title = "Dovecot"
+    services = ("imap", "imaps", "pop3", "pop3s")
+    remedies = {
+        "versions": "ssl_min_protocol = TLSv1.2",
+        "chain": "ssl_cert = </path/fullchain.pem (leaf, then intermediates)",
+        "tls": "ssl = yes (or required) with ssl_cert/ssl_key",
+    }
+
+    @classmethod
+    def log_rules(cls) -> tuple[Rule, ...]:
+        return _log_rules()
 
     def cell_log_lines(self, log: str, key: Any) -> list[str]:
         return cell_log_lines(log, key)

@@ -27,6 +27,7 @@ import asyncio
 import asyncio.sslproto as sslproto
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import os
 import socket
@@ -37,7 +38,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException, syntax
 
@@ -47,6 +48,10 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol
 from ..readiness import wait_ready
+
+if TYPE_CHECKING:
+    from ..diagnose import Rule
+
 from .base import Backend, RunningServer, StartOptions, cell_endpoint
 
 __all__ = ["EmbeddedBackend", "EmbeddedServer", "server_context"]
@@ -501,11 +506,35 @@ class EmbeddedServer(RunningServer):
             self._thread.stop()
 
 
+@functools.cache
+def _log_rules() -> tuple[Rule, ...]:
+    """embedded (aiosmtpd)'s log vocabulary for the diagnosis: what its lines about a failed connection mean."""
+    from ..diagnose import OPENSSL_SERVER, reply_code, rule
+
+    return (
+        rule(reply_code("535") + r"|Authentication credentials invalid|authentication failed", "auth-failed", weight=5),
+        rule(rf"(?:{reply_code('530')}).*STARTTLS|Must issue a STARTTLS command first", "starttls-required", weight=5),
+        rule(r"command \"?\\x16|\\x16\\x03|bad syntax.*\\x16", "wrong-tls-mode"),
+        *OPENSSL_SERVER,
+    )
+
+
 class EmbeddedBackend(Backend):
     """SMTP cells in-process on aiosmtpd: no Docker, starts in milliseconds."""
 
     name = "embedded"
     needs_docker = False
+    title = "embedded (aiosmtpd)"
+    services = ("smtp", "submission", "smtps")
+    remedies = {
+        "versions": "a TLSPolicy with min_version TLSv1.2",
+        "chain": "load_cert_chain with a file holding leaf and intermediates",
+        "tls": "a STARTTLS or implicit mode",
+    }
+
+    @classmethod
+    def log_rules(cls) -> tuple[Rule, ...]:
+        return _log_rules()
 
     def unsupported(self, cell: Cell) -> str | None:
         if cell.server != self.name:

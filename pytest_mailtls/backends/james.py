@@ -36,6 +36,7 @@ users to exist and then for a verified handshake on every port.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -75,6 +76,7 @@ from .container import (
 )
 
 if TYPE_CHECKING:
+    from ..diagnose import Rule
     from ..runtime import Container
 
 __all__ = [
@@ -912,11 +914,50 @@ class JamesServer(ContainerServer[int]):
         return cell_log_lines(log, key)
 
 
+@functools.cache
+def _log_rules() -> tuple[Rule, ...]:
+    """Apache James's log vocabulary for the diagnosis: what its lines about a failed connection mean."""
+    from ..diagnose import CERT_CLASSES, CHAIN_CLASSES, DATE_CLASSES, reply_code, rule
+
+    return (
+        rule(
+            r"Client requested protocol \S+ is not enabled|No appropriate protocol|\bprotocol_version\b",
+            "protocol-version-mismatch",
+        ),
+        rule(r"no cipher suites in common|No negotiable cipher suite|\binsufficient_security\b", "no-shared-cipher"),
+        rule(r"Empty client certificate chain|\bcertificate_required\b", "client-certificate-required", weight=5),
+        rule(r"Received fatal alert: certificate_expired", *DATE_CLASSES),
+        rule(r"Received fatal alert: unknown_ca", *CHAIN_CLASSES),
+        rule(r"Received fatal alert: (?:certificate_unknown|bad_certificate)", *CERT_CLASSES),
+        rule(r"Unsupported or unrecognized SSL message|plaintext connection\?", "wrong-tls-mode"),
+        # The reply code as a code: "sessionId=0c535408" and ":53574" are not a 535.
+        rule(
+            r"AUTH(?:ENTICATE)? failed|Authentication failed|Bad credentials|" + reply_code("535"),
+            "auth-failed",
+            weight=5,
+        ),
+        rule(
+            r"Must issue a STARTTLS command first|\bLOGINDISABLED\b|\bPRIVACYREQUIRED\b", "starttls-required", weight=5
+        ),
+    )
+
+
 class JamesBackend(Backend):
     """Real Apache James (memory app, OpenJDK 17) in Docker, one JVM for all James cells."""
 
     name = "james"
     needs_docker = True
+    title = "Apache James"
+    services = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+    remedies = {
+        "versions": "<supportedProtocols><protocol>TLSv1.2</protocol><protocol>TLSv1.3</protocol>",
+        "chain": "<certificates> (or the keystore entry) with the full chain",
+        "tls": '<tls startTLS="true"> with a keystore',
+    }
+
+    @classmethod
+    def log_rules(cls) -> tuple[Rule, ...]:
+        return _log_rules()
 
     def cell_log_lines(self, log: str, key: Any) -> list[str]:
         return cell_log_lines(log, key)

@@ -57,6 +57,7 @@ from .container import (
 )
 
 if TYPE_CHECKING:
+    from ..diagnose import Rule
     from ..runtime import Container
     from .stack import Peer
 
@@ -452,6 +453,26 @@ class PostfixServer(ContainerServer[str]):
         return cell_log_lines(log, key)
 
 
+@functools.cache
+def _log_rules() -> tuple[Rule, ...]:
+    """Postfix's log vocabulary for the diagnosis: what its lines about a failed connection mean."""
+    from ..diagnose import CERT_CLASSES, OPENSSL_SERVER, rule
+
+    return (
+        rule(r"SASL \w+ authentication failed", "auth-failed", weight=5),
+        rule(r"Must issue a STARTTLS command first", "starttls-required", weight=5),
+        rule(
+            r"No client certificate presented|client certificate verification failed",
+            "client-certificate-required",
+            weight=5,
+        ),
+        rule(r"non-SMTP command from .*\\x16|improper command pipelining after CONNECT", "wrong-tls-mode"),
+        rule(r"lost connection after STARTTLS", *CERT_CLASSES, "client-certificate-required", hint=True),
+        rule(r"Relay access denied|Authentication required", "auth-failed", "starttls-required"),
+        *OPENSSL_SERVER,
+    )
+
+
 class PostfixBackend(Backend):
     """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells.
 
@@ -461,6 +482,17 @@ class PostfixBackend(Backend):
 
     name = "postfix"
     needs_docker = True
+    title = "Postfix"
+    services = ("smtp", "submission", "smtps")
+    remedies = {
+        "versions": "smtpd_tls_protocols / smtpd_tls_mandatory_protocols = >=TLSv1.2",
+        "chain": "smtpd_tls_chain_files = key.pem, cert.pem, intermediate.pem",
+        "tls": "smtpd_tls_security_level = may (or encrypt) with a certificate",
+    }
+
+    @classmethod
+    def log_rules(cls) -> tuple[Rule, ...]:
+        return _log_rules()
 
     def cell_log_lines(self, log: str, key: Any) -> list[str]:
         return cell_log_lines(log, key)

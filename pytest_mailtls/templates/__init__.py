@@ -7,16 +7,19 @@ rendered as they are written. Undefined names are errors, never empty strings.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from markupsafe import Markup, escape
+if TYPE_CHECKING:  # imported on first render: the plugin loads without Jinja2
+    import jinja2
+    from markupsafe import Markup
 
 __all__ = ["environment", "render"]
 
 
 def _wbr(text: object) -> Markup:
     """``text`` escaped, with a line-break opportunity after each hyphen (long certificate names in a header)."""
+    from markupsafe import Markup, escape
+
     return escape(str(text)).replace("-", Markup("-<wbr>"))
 
 
@@ -27,6 +30,8 @@ def _md_code(text: object) -> str:
 
 @cache
 def environment() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_mailtls", "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=False),

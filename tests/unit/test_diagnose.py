@@ -17,7 +17,6 @@ import pytest
 
 from pytest_mailtls.diagnose import (
     CLIENT_TABLES,
-    SERVER_TABLES,
     UNCLASSIFIED,
     WIRE,
     Diagnosis,
@@ -25,6 +24,7 @@ from pytest_mailtls.diagnose import (
     Rule,
     diagnose,
     remedy,
+    server_tables,
 )
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile, Family
@@ -227,7 +227,7 @@ def test_every_class_has_rules_and_a_remedy() -> None:
     for cls in FAILURE_CLASSES:
         assert any(cls in rule.classes for table in CLIENT_TABLES.values() for rule in table), cls
         assert remedy(cls) and "No known pattern" not in remedy(cls), cls
-    for table in (*CLIENT_TABLES.values(), *SERVER_TABLES.values()):
+    for table in (*CLIENT_TABLES.values(), *server_tables().values()):
         assert all(isinstance(rule, Rule) for rule in table)
 
 
@@ -511,7 +511,7 @@ ID_AND_PORT_LINES = [
 
 def test_no_rule_reads_a_code_inside_an_id_or_a_port() -> None:
     tables = {**{f"client {k}": v for k, v in CLIENT_TABLES.items()},
-              **{f"server {k}": v for k, v in SERVER_TABLES.items()}, "wire": WIRE}  # fmt: skip
+              **{f"server {k}": v for k, v in server_tables().items()}, "wire": WIRE}  # fmt: skip
     for name, table in tables.items():
         for rule in table:
             for line in ID_AND_PORT_LINES:

@@ -8,8 +8,6 @@ import ssl
 import pytest
 
 from pytest_mailtls.policy import (
-    SERVER_SERVICES,
-    SERVERS,
     SERVICES,
     VERSIONS,
     AuthPolicy,
@@ -158,10 +156,17 @@ def test_services_have_their_well_known_ports_and_protocols() -> None:
     }
 
 
-def test_every_server_names_known_services() -> None:
-    assert set(SERVERS) == {"postfix", "dovecot", "james", "embedded"}
-    for services in SERVER_SERVICES.values():
-        assert services and set(services) <= set(SERVICES)
+def test_every_server_declares_known_services_a_title_and_its_remedy_hints() -> None:
+    from pytest_mailtls.backends import backend_class, docker_servers, server_names
+
+    assert set(server_names()) == {"postfix", "dovecot", "james", "embedded"}
+    assert set(docker_servers()) == {"postfix", "dovecot", "james"}
+    for name in server_names():
+        backend = backend_class(name)
+        assert backend.name == name and backend.title
+        assert backend.services and set(backend.services) <= set(SERVICES)
+        assert set(backend.remedies) == {"versions", "chain", "tls"}
+        assert backend.log_rules(), f"{name} declares its log vocabulary"
 
 
 def test_mode_tls_flag() -> None:
