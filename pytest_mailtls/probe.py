@@ -89,7 +89,7 @@ _PROTOCOLS = ("smtp", "imap", "pop3")
 _TLS_WORDS = ("starttls", "tls", "ssl", "encrypt", "secure", "privacyrequired", "plaintext")
 _PROBE_SENDER = "mailtls-probe@mailtls.invalid"
 _PROBE_NAME = "mailtls-probe.invalid"  # the EHLO name: the probe's connections are easy to find in server logs
-_SPLIT = 4  # a removal chain with 2 * _SPLIT candidates left after a pick hands half to a new chain
+_SPLIT = 3  # a removal chain splits in two after this many picks (see _Chains)
 _OPENING_TRIES = 3  # a question whose connection cannot be opened is asked again (connection limits)
 
 
@@ -751,36 +751,36 @@ def probe(
         t.connect().close()  # closed port, DNS, filtered: clear errors before any TLS
 
     with ThreadPoolExecutor(max_workers=max(2, concurrency), thread_name_prefix="mailtls-probe") as pool:
-        session: Future[tuple[list[bytes], str, list[str], bool | None]] = pool.submit(_rich_session, t, recipient)
+        session = pool.submit(_session, t, ca_file, recipient)
         logins = (
             pool.submit(_cleartext_logins, t, username, password)
             if not implicit and username is not None and password is not None
             else None
         )
-        result.versions, result.preferred = _versions_and_ciphers(t, pool, result.notes)
-        verify = pool.submit(_verify_certificate, t, ca_file, result.versions, result.notes)
+        result.versions, result.preferred = _versions_and_ciphers(t, pool, session, result.notes)
         cert_needed = pool.submit(_client_cert_required, t, result.accepted_versions) if client_cert else None
         try:
-            chain, banner, after_caps, auth_required = session.result(timeout=max(1.0, t.remaining()))
+            s = session.result(timeout=max(1.0, t.remaining()))
         except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError) as exc:
             if implicit:
                 _check_implicit(t, exc)  # raises for a port that is no implicit-TLS mail server
-            chain, banner, after_caps, auth_required = [], "", [], None
+            s = _Session()
             if result.accepted_versions:
                 result.notes.append(f"could not read the certificate chain and capabilities: {_reason(exc)}")
+        if s.verifies is None:  # the careful client's first try failed for another reason: ask as it would now
+            s.verifies, s.verify_error = _verify_certificate(t, ca_file, result.versions, result.notes)
         if implicit:
-            result.banner = banner
+            result.banner = s.banner
         if logins is not None:
             result.auth_attempts = logins.result(timeout=max(1.0, t.remaining()))
-        verifies, verify_error = verify.result(timeout=max(1.0, t.remaining()))
         if result.accepted_versions:
-            result.auth_after_tls = auth_mechanisms(after_caps)
-            if protocol == "smtp" and auth_required is not None:
-                result.auth_required = auth_required
+            result.auth_after_tls = auth_mechanisms(s.capabilities)
+            if protocol == "smtp" and s.auth_required is not None:
+                result.auth_required = s.auth_required
             result.certificate = CertificateReport(
-                chain=[CertificateInfo.from_der(der) for der in chain],
-                verifies=verifies,
-                verify_error=verify_error,
+                chain=[CertificateInfo.from_der(der) for der in s.chain],
+                verifies=s.verifies,
+                verify_error=s.verify_error,
                 verified_against=ca_file or "system trust store",
                 verified_name=t.sni,
             )
@@ -911,7 +911,7 @@ def candidates(version: str) -> list[str]:
 
 
 def _versions_and_ciphers(
-    t: _Target, pool: ThreadPoolExecutor, notes: list[str]
+    t: _Target, pool: ThreadPoolExecutor, session: Future[_Session], notes: list[str]
 ) -> tuple[dict[str, VersionResult], dict[str, str]]:
     """Per version: offer every candidate (the pick is the preferred suite), then removal chains over the
     rest that split in two at each pick, so a long list is asked in parallel and a short one wastes
@@ -923,28 +923,33 @@ def _versions_and_ciphers(
     versions: dict[str, VersionResult] = {}
     preferred: dict[str, str] = {}
     chains = _Chains(t, pool)
-    confirmed: dict[str, Future[tuple[bool, str]]] = {}
     for v in VERSIONS:
         answer = first[v].result(timeout=max(1.0, t.remaining() + 1))
         if answer.accepted and answer.suite in offered[v]:
             versions[v] = VersionResult(True, [str(answer.suite)])
             preferred[v] = str(answer.suite)
-            # A ServerHello is not a completed handshake (a client certificate may be missing, the
-            # server's key exchange unusable): one real handshake per version settles that.
-            confirmed[v] = pool.submit(
-                _attempt, t, client_context(v, client_cert=t.client_cert, client_key=t.client_key)
-            )
             chains.start(v, templates[v], [c for c in offered[v] if c != answer.suite])
         else:
             versions[v] = VersionResult(False, error=answer.refusal or f"the server chose {answer.suite}, not offered")
             versions[v].complete = not answer.unknown
+    # A ServerHello is not a completed handshake (a client certificate may be missing, the server's key
+    # exchange unusable): one real handshake per accepted version settles that. The session already
+    # completed one at the highest version it could.
+    try:
+        done = session.result(timeout=max(1.0, t.remaining())).version
+    except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError):
+        done = None
+    confirmed = {
+        v: pool.submit(_attempt, t, client_context(v, client_cert=t.client_cert, client_key=t.client_key))
+        for v in preferred
+        if v != done
+    }
     found, incomplete = chains.collect()
     for v, future in confirmed.items():
         ok, why = future.result(timeout=max(1.0, t.remaining() + 1))
         if not ok:
-            versions[v] = VersionResult(
-                False, error=f"the server chose {preferred.pop(v)}, then the handshake failed: {why}"
-            )
+            error = f"the server chose {preferred.pop(v)}, then the handshake failed: {why}"
+            versions[v] = VersionResult(False, error=error)
     for v in preferred:
         order = {name: i for i, name in enumerate(offered[v])}
         versions[v].ciphers = sorted(
@@ -966,8 +971,10 @@ def _attempt(t: _Target, ctx: ssl.SSLContext) -> tuple[bool, str]:
 
 
 class _Chains:
-    """Removal chains: offer the candidates, drop the one chosen, repeat until refused. After each pick a
-    chain with at least ``2 * _SPLIT`` candidates left hands half of them to a new chain."""
+    """Removal chains: offer the candidates, drop the one chosen, repeat until refused. A chain that made
+    ``_SPLIT`` picks and has at least ``2 * _SPLIT`` candidates left hands half of them to a new chain: a
+    server that accepts few suites costs one refusal per version, one that accepts many is asked side by
+    side."""
 
     def __init__(self, t: _Target, pool: ThreadPoolExecutor) -> None:
         self.t, self.pool = t, pool
@@ -982,6 +989,7 @@ class _Chains:
 
     def _run(self, version: str, template: HelloTemplate, remaining: list[str]) -> tuple[list[str], bool]:
         found: list[str] = []
+        picks = 0  # since this chain last split
         while remaining:
             if self.t.remaining() <= 0:
                 return found, False
@@ -990,9 +998,10 @@ class _Chains:
                 return found, not answer.unknown
             found.append(str(answer.suite))
             remaining = [c for c in remaining if c != answer.suite]
-            if len(remaining) >= 2 * _SPLIT:
+            picks += 1
+            if picks >= _SPLIT and len(remaining) >= 2 * _SPLIT:
                 self.start(version, template, remaining[1::2])
-                remaining = remaining[0::2]
+                remaining, picks = remaining[0::2], 0
         return found, True
 
     def collect(self) -> tuple[dict[str, list[str]], set[str]]:
@@ -1021,19 +1030,61 @@ def _is_ip(name: str) -> bool:
 # --- certificate, capabilities after TLS, client certificates ---------------------------------------
 
 
-def _rich_session(t: _Target, recipient: str) -> tuple[list[bytes], str, list[str], bool | None]:
-    """One permissive TLS session: the presented chain, the banner, capabilities and AUTH-required."""
-    ctx = client_context(client_cert=t.client_cert, client_key=t.client_key)
+@dataclass
+class _Session:
+    """One TLS session's findings: the presented chain, banner, capabilities, AUTH-required, and the
+    certificate verdict when the session settled it (``verifies`` None: not settled)."""
+
+    chain: list[bytes] = field(default_factory=list)
+    banner: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    auth_required: bool | None = None
+    version: str | None = None
+    verifies: bool | None = None
+    verify_error: str | None = None
+
+
+def _session(t: _Target, ca_file: str | None, recipient: str) -> _Session:
+    """The session a careful client opens (trust ``ca_file``, check the name, default security level and
+    versions, the client certificate if any), read for the chain, capabilities and AUTH-required. When
+    the certificate fails verification, a permissive session reads them instead; when the careful
+    handshake fails for another reason, the verdict waits for the accepted suites
+    (:func:`_verify_certificate`)."""
+    careful = _careful_context(t, ca_file)
+    try:
+        found = _converse(t, careful, recipient)
+        found.verifies = True
+        return found
+    except ssl.SSLCertVerificationError as exc:
+        verdict: tuple[bool | None, str | None] = (False, str(exc.verify_message))
+    except (ssl.SSLError, OSError, ProtocolError, ProbeError):
+        verdict = (None, None)
+    found = _converse(t, client_context(client_cert=t.client_cert, client_key=t.client_key), recipient)
+    found.verifies, found.verify_error = verdict
+    return found
+
+
+def _converse(t: _Target, ctx: ssl.SSLContext, recipient: str) -> _Session:
     tls, lines, banner = t.open_tls(ctx)
     with tls:
-        chain = presented_chain(tls)
-        caps = capabilities(lines, t.protocol, name=_PROBE_NAME)
-        auth_required = None
+        found = _Session(presented_chain(tls), banner, capabilities(lines, t.protocol, name=_PROBE_NAME))
+        found.version = tls.version()
         if t.protocol == "smtp":
-            auth_required = _auth_required_smtp(lines, recipient)
+            found.auth_required = _auth_required_smtp(lines, recipient)
         with contextlib.suppress(OSError):  # goodbye is best effort
             lines.send({"smtp": "QUIT", "imap": "p9 LOGOUT", "pop3": "QUIT"}[t.protocol])
-    return chain, banner, caps, auth_required
+    return found
+
+
+def _careful_context(t: _Target, ca_file: str | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    else:
+        ctx.load_default_certs()
+    if t.client_cert:
+        ctx.load_cert_chain(t.client_cert, t.client_key)
+    return ctx
 
 
 def _verify_certificate(
@@ -1047,11 +1098,7 @@ def _verify_certificate(
     accepted = [v for v in VERSIONS if v in versions and versions[v].accepted]
     if not accepted:
         return None, "no protocol version accepted"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_file:
-        ctx.load_verify_locations(ca_file)
-    else:
-        ctx.load_default_certs()
+    ctx = _careful_context(t, ca_file)
     local = set(local_ciphers("TLSv1.2"))  # what Python can offer (the suites OpenSSL 3 dropped: not)
     seen = list(dict.fromkeys(c for v in accepted if v != "TLSv1.3" for c in versions[v].ciphers if c in local))
     if not any(v in accepted for v in ("TLSv1.2", "TLSv1.3")):
@@ -1063,8 +1110,6 @@ def _verify_certificate(
     elif seen:
         with contextlib.suppress(ssl.SSLError):  # nothing usable at level 2: keep the defaults (TLS 1.3)
             ctx.set_ciphers(":".join(seen) + ":!aNULL")
-    if t.client_cert:
-        ctx.load_cert_chain(t.client_cert, t.client_key)
     try:
         t.handshake(ctx)
         return True, None
