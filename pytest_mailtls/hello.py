@@ -15,6 +15,7 @@ is replaced, by any suites at all, TLS 1.3 suites and suites OpenSSL 3 no longer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import socket
 import ssl
@@ -28,6 +29,7 @@ __all__ = ["Answer", "HelloTemplate", "hello_template", "ask"]
 
 _SIGNALLING = (0x00FF, 0x5600)  # TLS_EMPTY_RENEGOTIATION_INFO_SCSV, TLS_FALLBACK_SCSV: kept as OpenSSL put them
 _READ = 16384
+_KEY_SHARE = 51  # the TLS 1.3 key_share extension
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,25 @@ class HelloTemplate:
         body = self.head + suite_bytes + self.tail
         handshake = b"\x01" + len(body).to_bytes(3, "big") + body
         return b"\x16" + self.record_version + len(handshake).to_bytes(2, "big") + handshake
+
+    def without_key_shares(self) -> HelloTemplate:
+        """The same hello with an empty TLS 1.3 ``key_share`` list (RFC 8446 4.2.8 allows it: the client asks
+        the server to pick a group). A TLS 1.3 server then answers with a HelloRetryRequest, which names
+        the suite it chose, instead of a full ServerHello flight: no key exchange, no certificate, no
+        signature on its side."""
+        n = self.tail[0]
+        pos = 1 + n + 2  # compression methods, extensions length
+        extensions = b""
+        while pos + 4 <= len(self.tail):
+            kind = int.from_bytes(self.tail[pos : pos + 2], "big")
+            length = int.from_bytes(self.tail[pos + 2 : pos + 4], "big")
+            data = self.tail[pos + 4 : pos + 4 + length]
+            pos += 4 + length
+            if kind == _KEY_SHARE:
+                data = b"\x00\x00"
+            extensions += kind.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+        tail = self.tail[: 1 + n] + len(extensions).to_bytes(2, "big") + extensions
+        return dataclasses.replace(self, tail=tail)
 
 
 @functools.lru_cache(maxsize=64)
