@@ -594,7 +594,7 @@ def verify_endpoints(
     progress: Progress = _no_progress,
     *,
     timeout: float = 5.0,
-    workers: int = 4,
+    workers: int = 8,
     concurrency: int = 4,
     budget: float = 120.0,
 ) -> VerifyReport:
