@@ -13,6 +13,13 @@ checks that all of them find the same accepted versions and cipher suites, and
 prints wall times (median of ``--runs``) and the ratios to the probe.
 
     python benchmarks/bench_probe.py [--cell CELL_ID] [--runs 3] [--no-testssl] [--json out.json]
+
+With ``--grid postfix,dovecot,james`` it serves those servers' default grid instead (Docker) and
+times ``verify_endpoints`` over every cell ``--runs`` times, as ``mailtls verify`` runs it, with the
+CPU seconds spent by this process and by each container (cgroup v1 ``cpuacct``, where readable):
+a figure that other load on the machine does not inflate.
+
+    python benchmarks/bench_probe.py --grid postfix,dovecot,james [--runs 2]
 """
 
 from __future__ import annotations
@@ -146,13 +153,73 @@ def compare(reference: Found, other: Found, tested: dict[str, set[str]] | None =
     return diffs, disagree
 
 
+def _containers() -> dict[str, str]:
+    out = subprocess.run(
+        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True, check=False
+    ).stdout
+    return dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+
+
+def _container_cpu(container_id: str) -> float | None:
+    try:
+        return int(Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def _own_cpu() -> float:
+    import resource
+
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bench_grid(servers: list[str], runs: int) -> int:
+    """``verify_endpoints`` over the default grid of ``servers``: wall and CPU seconds per run."""
+    from pytest_mailtls.grid import Grid
+    from pytest_mailtls.verify import verify_endpoints
+
+    cells = load_matrix().cells(servers=servers)
+    before = _containers()
+    ok = True
+    with Grid(cells, ready_timeout=180) as grid:
+        mine = {cid: name for cid, name in _containers().items() if cid not in before}
+        print(f"{len(grid.endpoints)} cells served by {', '.join(sorted(mine.values())) or 'no container'}")
+        print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}")
+        for run in range(runs):
+            load = os.getloadavg()[0]
+            cpu0, own0 = {c: _container_cpu(c) for c in mine}, _own_cpu()
+            started = time.perf_counter()
+            report = verify_endpoints(grid.endpoints)
+            wall = time.perf_counter() - started
+            own = _own_cpu() - own0
+            spent = {
+                mine[c]: round(after - before_, 1)
+                for c, before_ in cpu0.items()
+                if before_ is not None and (after := _container_cpu(c)) is not None
+            }
+            total = own + sum(spent.values())
+            ok = ok and report.ok
+            print(
+                f"  run {run + 1}: {len(report.verdicts)} cells in {wall:.1f} s, "
+                f"{'all match' if report.ok else f'{len(report.mismatches)} MISMATCH(ES)'}; load {load:.1f}; "
+                f"CPU s: verify {own:.1f}, containers {spent}, total {total:.1f}"
+            )
+            for mismatch in report.mismatches[:10]:
+                print(f"    {mismatch}")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="embedded-submission-starttls-legacy-valid")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-testssl", action="store_true", help="skip testssl.sh (about 10-25 s per run)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--grid", help="verify these servers' default grid instead, e.g. postfix,dovecot,james")
     args = parser.parse_args(argv)
+    if args.grid:
+        return bench_grid(args.grid.split(","), args.runs)
 
     work = Path(tempfile.mkdtemp(prefix="mailtls-bench-"))
     cells = [c for c in load_matrix().cells(servers=["embedded"]) if c.id == args.cell]
