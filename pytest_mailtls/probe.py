@@ -914,8 +914,8 @@ def _versions_and_ciphers(
     t: _Target, pool: ThreadPoolExecutor, session: Future[_Session], notes: list[str]
 ) -> tuple[dict[str, VersionResult], dict[str, str]]:
     """Per version: offer every candidate (the pick is the preferred suite), then removal chains over the
-    rest that split in two at each pick, so a long list is asked in parallel and a short one wastes
-    few refusals. Every question is a ClientHello answered by a ServerHello or an alert."""
+    rest (:class:`_Chains`), then one full handshake per accepted version. Every question is a ClientHello
+    answered by a ServerHello (or a HelloRetryRequest) or an alert."""
     sni = None if _is_ip(t.sni) else t.sni
     offered = {v: candidates(v) for v in VERSIONS}
     templates = {v: hello_template(v, sni) for v in VERSIONS}
@@ -939,19 +939,23 @@ def _versions_and_ciphers(
         else:
             versions[v] = VersionResult(False, error=answer.refusal or f"the server chose {answer.suite}, not offered")
             versions[v].complete = not answer.unknown
+
     # A ServerHello is not a completed handshake (a client certificate may be missing, the server's key
-    # exchange unusable): one real handshake per accepted version settles that. The session already
-    # completed one at the highest version it could.
-    try:
-        done = session.result(timeout=max(1.0, t.remaining())).version
-    except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError):
-        done = None
-    confirmed = {
-        v: pool.submit(_attempt, t, client_context(v, client_cert=t.client_cert, client_key=t.client_key))
-        for v in preferred
-        if v != done
-    }
+    # exchange unusable): one real handshake per accepted version settles that. The highest one is the
+    # version the session reaches: its handshake counts, unless it failed or ended elsewhere.
+    def confirm(version: str) -> Future[tuple[bool, str]]:
+        ctx = client_context(version, client_cert=t.client_cert, client_key=t.client_key)
+        return pool.submit(_attempt, t, ctx)
+
+    top = max(preferred, key=VERSIONS.index, default=None)
+    confirmed = {v: confirm(v) for v in preferred if v != top}
     found, incomplete = chains.collect()
+    try:
+        reached = session.result(timeout=max(1.0, t.remaining())).version
+    except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError):
+        reached = None
+    if top is not None and reached != top:
+        confirmed[top] = confirm(top)
     for v, future in confirmed.items():
         ok, why = future.result(timeout=max(1.0, t.remaining() + 1))
         if not ok:
