@@ -691,7 +691,7 @@ def probe(
     client_cert: str | None = None,
     client_key: str | None = None,
     timeout: float = 5.0,
-    concurrency: int = 16,
+    concurrency: int = 8,
     budget: float = 120.0,
     username: str | None = None,
     password: str | None = None,
