@@ -10,7 +10,8 @@ security level 0), then probes it with
 * ``testssl -t smtp -p -E`` (protocols and ciphers per protocol),
 
 checks that all of them find the same accepted versions and cipher suites, and
-prints wall times (median of ``--runs``) and the ratios to the probe.
+prints wall times (median of ``--runs``), the ratios to the probe and CPU seconds (a subprocess's own;
+for the library call this process's, the in-process server's included).
 
     python benchmarks/bench_probe.py [--cell CELL_ID] [--runs 3] [--no-testssl] [--json out.json]
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -167,11 +169,14 @@ def _container_cpu(container_id: str) -> float | None:
         return None
 
 
-def _own_cpu() -> float:
-    import resource
-
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _own_cpu() -> float:
+    return sum(_cpu())
 
 
 def bench_grid(servers: list[str], runs: int) -> int:
@@ -243,19 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         for name, run in tools:
-            times, found = [], {}
+            times, cpus, found = [], [], {}
             for _ in range(args.runs):
+                own, children = _cpu()
                 elapsed, found = run()
+                own_after, children_after = _cpu()
                 times.append(elapsed)
-            results[name] = {"times": times, "median": statistics.median(times), "found": found}
-            print(f"  {name:<28} median {statistics.median(times):7.3f} s  runs {[round(t, 3) for t in times]}")
+                # A subprocess: its CPU seconds. The library call: this process's (the embedded server's too).
+                cpus.append(children_after - children if children_after > children else own_after - own)
+            results[name] = {
+                "times": times,
+                "median": statistics.median(times),
+                "cpu_median": statistics.median(cpus),
+                "found": found,
+            }
+            print(
+                f"  {name:<28} median {statistics.median(times):7.3f} s  runs {[round(t, 3) for t in times]}"
+                f"  CPU {statistics.median(cpus):.3f} s"
+            )
     finally:
         server.stop()
 
     reference = results["probe (library call)"]
     base = reference["median"]
     print()
-    print(f"{'tool':<28} {'median s':>9} {'x probe':>8}  versions / ciphers per version        same as probe")
+    print(
+        f"{'tool':<28} {'median s':>9} {'x probe':>8} {'CPU s':>7}  versions / ciphers per version        same as probe"
+    )
     for name, res in results.items():
         found = res["found"]
         counts = " ".join(f"{v.removeprefix('TLSv')}:{len(found[v])}" for v in VERSIONS if v in found)
@@ -263,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         res["differences"], res["disagrees"] = diffs, disagree
         res["ratio"] = res["median"] / base
         same = "NO" if disagree else "yes" if not diffs else "yes, within what it tries"
-        print(f"{name:<28} {res['median']:9.3f} {res['ratio']:8.1f}  {counts:<36} {same}")
+        print(f"{name:<28} {res['median']:9.3f} {res['ratio']:8.1f} {res['cpu_median']:7.3f}  {counts:<36} {same}")
         for diff in diffs:
             print(f"    {diff}")
     if args.json:
