@@ -42,9 +42,16 @@ class Answer:
     hello_retry: bool = False  # TLS 1.3: a HelloRetryRequest (it names the suite too)
     unknown: bool = False  # the question could not be asked (no connection): no answer either way
 
+    alert: str | None = None  # the alert the server refused with, e.g. "handshake_failure"
+
     @property
     def accepted(self) -> bool:
         return self.refusal is None and self.suite is not None
+
+    @property
+    def no_such_version(self) -> bool:
+        """The server refused the version itself (alert protocol_version), whatever the suites."""
+        return self.alert == "protocol_version"
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def ask(sock: socket.socket, template: HelloTemplate, suites: Iterable[str]) -> 
         observer.feed("server", data)
     if observer.server_hello is None:
         alert = observer.alerts[0]
-        return Answer(refusal=f"the server refused: alert {alert.description}")
+        return Answer(refusal=f"the server refused: alert {alert.description}", alert=alert.description)
     hello = observer.server_hello
     if hello.version != template.version:
         return Answer(version=hello.version, suite=hello.cipher, refusal=f"the server answered at {hello.version}")

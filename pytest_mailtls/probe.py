@@ -920,7 +920,8 @@ def _versions_and_ciphers(
     offered = {v: candidates(v) for v in VERSIONS}
     templates = {v: hello_template(v, sni) for v in VERSIONS}
     # TLS 1.3 without key shares: the server answers with a HelloRetryRequest naming its suite and skips
-    # its key exchange and signature. A server that refuses that hello is asked again with the shares.
+    # its key exchange and signature. A server that refuses that hello (other than for the version) is
+    # asked again with the shares.
     with_shares = templates["TLSv1.3"]
     templates["TLSv1.3"] = with_shares.without_key_shares()
     first = {v: pool.submit(t.ask, templates[v], offered[v]) for v in VERSIONS}
@@ -929,7 +930,7 @@ def _versions_and_ciphers(
     chains = _Chains(t, pool)
     for v in VERSIONS:
         answer = first[v].result(timeout=max(1.0, t.remaining() + 1))
-        if v == "TLSv1.3" and not answer.accepted and not answer.unknown:
+        if v == "TLSv1.3" and not answer.accepted and not answer.unknown and not answer.no_such_version:
             templates[v] = with_shares
             answer = t.ask(with_shares, offered[v])
         if answer.accepted and answer.suite in offered[v]:

@@ -40,6 +40,7 @@ __all__ = [
     "local_ciphers",
     "suite_ids",
     "suite_name",
+    "suite_names",
     "client_context",
     "presented_chain",
 ]
@@ -157,7 +158,8 @@ def suite_ids() -> dict[str, int]:
 
 
 @functools.cache
-def _names() -> dict[int, str]:
+def suite_names() -> dict[int, str]:
+    """IANA number -> OpenSSL name: :func:`suite_ids` the other way round, and the signalling values."""
     table = {0x00FF: "TLS_EMPTY_RENEGOTIATION_INFO_SCSV", 0x5600: "TLS_FALLBACK_SCSV"}
     table.update({number: name for name, number in suite_ids().items()})
     return table
@@ -165,7 +167,7 @@ def _names() -> dict[int, str]:
 
 def suite_name(number: int) -> str:
     """IANA suite number -> OpenSSL name (``0xc02f`` -> ``ECDHE-RSA-AES128-GCM-SHA256``); unknown as hex."""
-    return _names().get(number, f"0x{number:04x}")
+    return suite_names().get(number) or f"0x{number:04x}"
 
 
 def client_context(

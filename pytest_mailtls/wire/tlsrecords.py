@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..tls import suite_name
+from ..tls import suite_name, suite_names
 
 __all__ = [
     "ALERTS",
@@ -315,11 +315,12 @@ def _parse_client_hello(msg: bytes) -> ClientHelloInfo:
     pos += cs_len
     comp_len = msg[pos]
     pos += 1 + comp_len
+    table = suite_names()  # a hello offers up to a few hundred suites: one dict look-up each
     hello = ClientHelloInfo(
         legacy_version=version_name(legacy),
         versions=[],
         versions_from="legacy_version",
-        ciphers=[cipher_name(s) for s in suites if not _grease(s)],
+        ciphers=[table.get(s) or f"0x{s:04x}" for s in suites if not _grease(s)],
     )
     supported: list[int] = []
     for ext_type, data in _extensions(msg, pos):
