@@ -89,7 +89,7 @@ _PROTOCOLS = ("smtp", "imap", "pop3")
 _TLS_WORDS = ("starttls", "tls", "ssl", "encrypt", "secure", "privacyrequired", "plaintext")
 _PROBE_SENDER = "mailtls-probe@mailtls.invalid"
 _PROBE_NAME = "mailtls-probe.invalid"  # the EHLO name: the probe's connections are easy to find in server logs
-_SPLIT = 3  # a removal chain splits in two after this many picks (see _Chains)
+_SPLIT = 5  # a removal chain splits in two after this many picks (see _Chains)
 _OPENING_TRIES = 3  # a question whose connection cannot be opened is asked again (connection limits)
 
 
