@@ -41,7 +41,6 @@ class Answer:
     refusal: str | None = None  # why there is no usable answer (alert, hang-up, another version)
     hello_retry: bool = False  # TLS 1.3: a HelloRetryRequest (it names the suite too)
     unknown: bool = False  # the question could not be asked (no connection): no answer either way
-
     alert: str | None = None  # the alert the server refused with, e.g. "handshake_failure"
 
     @property
