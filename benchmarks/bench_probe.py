@@ -10,9 +10,17 @@ security level 0), then probes it with
 * ``testssl -t smtp -p -E`` (protocols and ciphers per protocol),
 
 checks that all of them find the same accepted versions and cipher suites, and
-prints wall times (median of ``--runs``) and the ratios to the probe.
+prints wall times (median of ``--runs``), the ratios to the probe and CPU seconds (a subprocess's own;
+for the library call this process's, the in-process server's included).
 
     python benchmarks/bench_probe.py [--cell CELL_ID] [--runs 3] [--no-testssl] [--json out.json]
+
+With ``--grid postfix,dovecot,james`` it serves those servers' default grid instead (Docker) and
+times ``verify_endpoints`` over every cell ``--runs`` times, as ``mailtls verify`` runs it, with the
+CPU seconds spent by this process and by each container (cgroup v1 ``cpuacct``, where readable):
+a figure that other load on the machine does not inflate.
+
+    python benchmarks/bench_probe.py --grid postfix,dovecot,james [--runs 2]
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -146,13 +155,76 @@ def compare(reference: Found, other: Found, tested: dict[str, set[str]] | None =
     return diffs, disagree
 
 
+def _containers() -> dict[str, str]:
+    out = subprocess.run(
+        ["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], capture_output=True, text=True, check=False
+    ).stdout
+    return dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+
+
+def _container_cpu(container_id: str) -> float | None:
+    try:
+        return int(Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _own_cpu() -> float:
+    return sum(_cpu())
+
+
+def bench_grid(servers: list[str], runs: int) -> int:
+    """``verify_endpoints`` over the default grid of ``servers``: wall and CPU seconds per run."""
+    from pytest_mailtls.grid import Grid
+    from pytest_mailtls.verify import verify_endpoints
+
+    cells = load_matrix().cells(servers=servers)
+    before = _containers()
+    ok = True
+    with Grid(cells, ready_timeout=180) as grid:
+        mine = {cid: name for cid, name in _containers().items() if cid not in before}
+        print(f"{len(grid.endpoints)} cells served by {', '.join(sorted(mine.values())) or 'no container'}")
+        print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}")
+        for run in range(runs):
+            load = os.getloadavg()[0]
+            cpu0, own0 = {c: _container_cpu(c) for c in mine}, _own_cpu()
+            started = time.perf_counter()
+            report = verify_endpoints(grid.endpoints)
+            wall = time.perf_counter() - started
+            own = _own_cpu() - own0
+            spent = {
+                mine[c]: round(after - before_, 1)
+                for c, before_ in cpu0.items()
+                if before_ is not None and (after := _container_cpu(c)) is not None
+            }
+            total = own + sum(spent.values())
+            ok = ok and report.ok
+            print(
+                f"  run {run + 1}: {len(report.verdicts)} cells in {wall:.1f} s, "
+                f"{'all match' if report.ok else f'{len(report.mismatches)} MISMATCH(ES)'}; load {load:.1f}; "
+                f"CPU s: verify {own:.1f}, containers {spent}, total {total:.1f}"
+            )
+            for mismatch in report.mismatches[:10]:
+                print(f"    {mismatch}")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="embedded-submission-starttls-legacy-valid")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-testssl", action="store_true", help="skip testssl.sh (about 10-25 s per run)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--grid", help="verify these servers' default grid instead, e.g. postfix,dovecot,james")
     args = parser.parse_args(argv)
+    if args.grid:
+        return bench_grid(args.grid.split(","), args.runs)
 
     work = Path(tempfile.mkdtemp(prefix="mailtls-bench-"))
     cells = [c for c in load_matrix().cells(servers=["embedded"]) if c.id == args.cell]
@@ -176,19 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         for name, run in tools:
-            times, found = [], {}
+            times, cpus, found = [], [], {}
             for _ in range(args.runs):
+                own, children = _cpu()
                 elapsed, found = run()
+                own_after, children_after = _cpu()
                 times.append(elapsed)
-            results[name] = {"times": times, "median": statistics.median(times), "found": found}
-            print(f"  {name:<28} median {statistics.median(times):7.3f} s  runs {[round(t, 3) for t in times]}")
+                # A subprocess: its CPU seconds. The library call: this process's (the embedded server's too).
+                cpus.append(children_after - children if children_after > children else own_after - own)
+            results[name] = {
+                "times": times,
+                "median": statistics.median(times),
+                "cpu_median": statistics.median(cpus),
+                "found": found,
+            }
+            print(
+                f"  {name:<28} median {statistics.median(times):7.3f} s  runs {[round(t, 3) for t in times]}"
+                f"  CPU {statistics.median(cpus):.3f} s"
+            )
     finally:
         server.stop()
 
     reference = results["probe (library call)"]
     base = reference["median"]
     print()
-    print(f"{'tool':<28} {'median s':>9} {'x probe':>8}  versions / ciphers per version        same as probe")
+    print(
+        f"{'tool':<28} {'median s':>9} {'x probe':>8} {'CPU s':>7}  versions / ciphers per version        same as probe"
+    )
     for name, res in results.items():
         found = res["found"]
         counts = " ".join(f"{v.removeprefix('TLSv')}:{len(found[v])}" for v in VERSIONS if v in found)
@@ -196,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         res["differences"], res["disagrees"] = diffs, disagree
         res["ratio"] = res["median"] / base
         same = "NO" if disagree else "yes" if not diffs else "yes, within what it tries"
-        print(f"{name:<28} {res['median']:9.3f} {res['ratio']:8.1f}  {counts:<36} {same}")
+        print(f"{name:<28} {res['median']:9.3f} {res['ratio']:8.1f} {res['cpu_median']:7.3f}  {counts:<36} {same}")
         for diff in diffs:
             print(f"    {diff}")
     if args.json:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ssl
 import threading
 import time
 import warnings
@@ -27,15 +26,9 @@ from .manifest import Endpoint
 from .oracle import ClientProfile, Expectation, applicable, expect, verdict
 from .policy import VERSIONS, Mode
 from .report import CellRecord, Report
+from .tls import client_context
 from .wire.attacks import VULNERABILITY_CLASSES
 from .wire.judge import WireView, findings, insecurity, offered_profile
-
-_TLS_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
 
 __all__ = [
     "certify",
@@ -336,15 +329,9 @@ def version_findings(
     """
     accepted: list[str] = []
     for version in VERSIONS:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ctx.minimum_version = ctx.maximum_version = _TLS_VERSIONS[version]
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
-        if endpoint.client_cert_file:
-            ctx.load_cert_chain(endpoint.client_cert_file, endpoint.client_key_file)
+        ctx = client_context(
+            version, "ALL:@SECLEVEL=0", client_cert=endpoint.client_cert_file, client_key=endpoint.client_key_file
+        )
         try:
             tls_handshake(
                 endpoint.host,

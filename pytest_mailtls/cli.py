@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, help="verify running servers from this manifest instead of starting any")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per connection (default 5)")
-    p.add_argument("--workers", type=int, default=4, help="cells probed at once (default 4)")
+    p.add_argument("--workers", type=int, default=8, help="cells probed at once (default 8)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("certify", help="run a client across the grid; report what worked, what failed and why")

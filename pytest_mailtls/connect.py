@@ -14,56 +14,75 @@ import poplib
 import smtplib
 import socket
 import ssl
-import threading
-import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import MailTLSError
+from .tls import presented_chain, set_version_range
 
 if TYPE_CHECKING:
     from .manifest import Endpoint
 
 __all__ = [
     "ProtocolError",
+    "ImplicitTLSError",
+    "NoGreetingError",
+    "WrongProtocolError",
     "HandshakeResult",
     "Greeting",
+    "Lines",
+    "greet",
+    "capabilities",
+    "starttls",
+    "auth_mechanisms",
+    "guess_protocol",
     "tls_handshake",
     "open_client",
     "plain_exchange",
+    "set_version_range",
     "MailClient",
 ]
 
 MailClient = smtplib.SMTP | imaplib.IMAP4 | poplib.POP3
 
-
-SSL_VERSIONS: dict[str, ssl.TLSVersion] = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
-_WARNINGS_LOCK = threading.Lock()
-
-
-def set_version_range(ctx: ssl.SSLContext, minimum: str, maximum: str | None = None) -> None:
-    """Set ``ctx``'s protocol range without the DeprecationWarning TLSv1/TLSv1.1 trigger.
-
-    Reaching those versions is the point of legacy cells. ``warnings.catch_warnings``
-    swaps process-wide state, so every use goes through one lock: probes run in threads.
-    """
-    for version in (minimum, maximum):
-        if version is not None and version not in SSL_VERSIONS:
-            raise ValueError(f"unknown TLS version {version!r}; allowed: {', '.join(SSL_VERSIONS)}")
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.minimum_version = SSL_VERSIONS[minimum]
-        if maximum is not None:
-            ctx.maximum_version = SSL_VERSIONS[maximum]
+#: The EHLO name this project's own connections give (the probe names itself: see ``probe.py``).
+CLIENT_NAME = "mailtls.client"
 
 
 class ProtocolError(MailTLSError):
     """The server answered, but not as the protocol says (no greeting, STARTTLS refused...)."""
+
+
+class ImplicitTLSError(ProtocolError):
+    """TLS bytes where a plaintext greeting was expected: the port speaks implicit TLS."""
+
+
+class NoGreetingError(ProtocolError):
+    """Silence where a greeting was expected (an implicit-TLS port, or no mail server)."""
+
+
+class WrongProtocolError(ProtocolError):
+    """A greeting, but not of the protocol asked for; ``greeting`` is the line the server sent."""
+
+    def __init__(self, message: str, greeting: str) -> None:
+        super().__init__(message)
+        self.greeting = greeting
+
+
+def auth_mechanisms(capabilities: Iterable[str], *, user: bool = False) -> list[str]:
+    """The SASL mechanisms in SMTP ``AUTH``/``AUTH=``, IMAP ``AUTH=`` and POP3 ``SASL`` capabilities.
+
+    ``user``: also list POP3's ``USER`` (a login, not a SASL mechanism).
+    """
+    mechs: list[str] = []
+    for cap in capabilities:
+        upper = cap.upper()
+        if upper.startswith(("AUTH=", "AUTH ", "SASL ")):
+            mechs += upper[5:].split()
+        elif user and upper == "USER":
+            mechs.append("USER")
+    return list(dict.fromkeys(mechs))
 
 
 @dataclass
@@ -78,14 +97,7 @@ class Greeting:
         return any(c.upper() in ("STARTTLS", "STLS") for c in self.capabilities)
 
     def auth_mechanisms(self) -> list[str]:
-        mechs: list[str] = []
-        for cap in self.capabilities:
-            upper = cap.upper()
-            if upper.startswith("AUTH=") or upper.startswith("AUTH ") or upper.startswith("SASL "):
-                mechs += upper[5:].split()
-            elif upper == "USER":
-                mechs.append("USER")
-        return list(dict.fromkeys(mechs))
+        return auth_mechanisms(self.capabilities, user=True)
 
 
 @dataclass
@@ -98,10 +110,12 @@ class HandshakeResult:
     chain: list[bytes] = field(default_factory=list)  # DER, as the server presented it (leaf first)
 
 
-class _Lines:
-    """Line reader on a raw socket that never reads past the server's reply (TLS starts right after)."""
+class Lines:
+    """CRLF lines over a socket (plain or TLS) that never reads past the server's reply: TLS may start
+    right after it. The first line tells a TLS port (:class:`ImplicitTLSError`) and silence
+    (:class:`NoGreetingError`) from a greeting."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | ssl.SSLSocket) -> None:
         self.sock, self.buf, self.first = sock, b"", True
 
     def line(self) -> str:
@@ -110,14 +124,16 @@ class _Lines:
                 chunk = self.sock.recv(4096)
             except TimeoutError:
                 if self.first and not self.buf:
-                    raise ProtocolError(
+                    raise NoGreetingError(
                         "no greeting before the timeout: the port may speak implicit TLS "
                         "(a TLS server waits silently for the client's hello)"
                     ) from None
                 raise
             self.buf += chunk
-            if self.buf[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record, not text
-                raise ProtocolError("the server answered with TLS where plaintext was expected: it speaks implicit TLS")
+            if self.first and self.buf[:1] in (b"\x15", b"\x16"):  # a TLS alert or handshake record, not text
+                raise ImplicitTLSError(
+                    "the server answered with TLS where plaintext was expected: it speaks implicit TLS"
+                )
             if not chunk:
                 raise ProtocolError(
                     "the server closed the connection" + (f" after {self.buf[:80]!r}" if self.buf else "")
@@ -131,74 +147,132 @@ class _Lines:
     def send(self, text: str) -> None:
         self.sock.sendall(text.encode() + b"\r\n")
 
+    def smtp(self, command: str | None = None) -> tuple[int, list[str]]:
+        """Send ``command`` (if any) and read one SMTP reply: (code, text of each line)."""
+        if command is not None:
+            self.send(command)
+        out: list[str] = []
+        while True:
+            line = self.line()
+            if len(line) < 3 or not line[:3].isdigit():
+                raise ProtocolError(f"not an SMTP reply: {line[:80]!r}")
+            out.append(line[4:])
+            if len(line) == 3 or line[3] != "-":
+                return int(line[:3]), out
 
-def _smtp_reply(lines: _Lines) -> tuple[int, list[str]]:
-    out: list[str] = []
-    while True:
-        line = lines.line()
-        if len(line) < 3 or not line[:3].isdigit():
-            raise ProtocolError(f"not an SMTP reply: {line[:80]!r}")
-        out.append(line[4:])
-        if len(line) == 3 or line[3] != "-":
-            return int(line[:3]), out
+    def imap(self, tag: str, command: str) -> tuple[str, list[str]]:
+        """Send a tagged IMAP command: (the tagged status after the tag, the untagged lines)."""
+        self.send(f"{tag} {command}")
+        untagged: list[str] = []
+        while True:
+            line = self.line()
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1 :], untagged
+            untagged.append(line)
 
 
-def plain_exchange(sock: socket.socket, protocol: str, *, starttls: bool = False) -> Greeting:
+def guess_protocol(greeting: str) -> str | None:
+    """The mail protocol a greeting line belongs to (``smtp``, ``imap``, ``pop3``), or None."""
+    if greeting[:3] == "220":
+        return "smtp"
+    if greeting.startswith(("* OK", "* PREAUTH")):
+        return "imap"
+    if greeting.startswith("+OK"):
+        return "pop3"
+    return None
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in ("smtp", "imap", "pop3"):
+        raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def greet(lines: Lines, protocol: str) -> str:
+    """Read the server's greeting; its first line as sent (``220 host ESMTP``, ``* OK ...``, ``+OK ...``).
+
+    Raises :class:`WrongProtocolError` for another protocol's (or no mail server's) greeting,
+    :class:`ProtocolError` for an SMTP server that greets with a refusal (``554``).
+    """
+    _check_protocol(protocol)
+    first = lines.line()
+    if protocol == "smtp" and first[:3].isdigit() and first[3:4] in ("", " ", "-"):
+        line = first
+        while line[3:4] == "-":  # multi-line greeting
+            line = lines.line()
+        if first[:3] != "220":
+            raise ProtocolError(f"SMTP greeting {first}")
+        return first
+    if guess_protocol(first) != protocol:
+        what = {"smtp": "an SMTP", "imap": "an IMAP", "pop3": "a POP3"}[protocol]
+        raise WrongProtocolError(f"not {what} greeting: {first[:80]!r}", first)
+    return first
+
+
+def capabilities(lines: Lines, protocol: str, *, name: str = CLIENT_NAME) -> list[str]:
+    """Ask for the capabilities (EHLO ``name``, CAPABILITY, CAPA) and return them.
+
+    SMTP: an EHLO refused falls back to HELO (no capabilities); POP3: CAPA refused means none.
+    """
+    _check_protocol(protocol)
+    if protocol == "smtp":
+        code, text = lines.smtp(f"EHLO {name}")
+        if code == 250:
+            return text[1:]
+        code, text = lines.smtp(f"HELO {name}")
+        if code != 250:
+            raise ProtocolError(f"EHLO and HELO refused: {code} {' '.join(text)}")
+        return []
+    if protocol == "imap":
+        status, untagged = lines.imap("c1", "CAPABILITY")
+        if not status.upper().startswith("OK"):
+            raise ProtocolError(f"CAPABILITY refused: {status}")
+        for line in untagged:
+            if line.upper().startswith("* CAPABILITY "):
+                return line.split()[2:]
+        return []
+    lines.send("CAPA")
+    if not lines.line().startswith("+OK"):
+        return []
+    caps = []
+    while (line := lines.line()) != ".":
+        caps.append(line)
+    return caps
+
+
+def starttls(lines: Lines, protocol: str) -> None:
+    """Send STARTTLS (STLS in POP3) and read the go-ahead; ``ProtocolError`` when refused."""
+    _check_protocol(protocol)
+    if protocol == "smtp":
+        code, text = lines.smtp("STARTTLS")
+        if code != 220:
+            raise ProtocolError(f"STARTTLS refused: {code} {' '.join(text)}")
+    elif protocol == "imap":
+        status, _ = lines.imap("c2", "STARTTLS")
+        if not status.upper().startswith("OK"):
+            raise ProtocolError(f"STARTTLS refused: {status}")
+    else:
+        lines.send("STLS")
+        reply = lines.line()
+        if not reply.startswith("+OK"):
+            raise ProtocolError(f"STLS refused: {reply}")
+
+
+def plain_exchange(sock: socket.socket, protocol: str, *, starttls: bool = False, name: str = CLIENT_NAME) -> Greeting:
     """Read the greeting, ask for capabilities and, with ``starttls``, send the STARTTLS command.
 
     Raises ``ProtocolError`` when the server is not speaking ``protocol`` or refuses STARTTLS.
     """
-    lines = _Lines(sock)
-    greeting = Greeting()
-    if protocol == "smtp":
-        code, text = _smtp_reply(lines)
-        if code != 220:
-            raise ProtocolError(f"SMTP greeting {code} {' '.join(text)}")
-        greeting.banner = text[0] if text else ""
-        lines.send("EHLO mailtls.client")
-        code, text = _smtp_reply(lines)
-        if code != 250:
-            raise ProtocolError(f"EHLO refused: {code} {' '.join(text)}")
-        greeting.capabilities = text[1:]
-        if starttls:
-            if not greeting.starttls:
-                raise ProtocolError("STARTTLS is not offered by this SMTP server")
-            lines.send("STARTTLS")
-            code, text = _smtp_reply(lines)
-            if code != 220:
-                raise ProtocolError(f"STARTTLS refused: {code} {' '.join(text)}")
-    elif protocol == "imap":
-        first = lines.line()
-        if not first.startswith("* OK") and not first.startswith("* PREAUTH"):
-            raise ProtocolError(f"not an IMAP greeting: {first[:80]!r}")
-        greeting.banner = first
-        lines.send("a1 CAPABILITY")
-        while not (line := lines.line()).startswith("a1 "):
-            if line.upper().startswith("* CAPABILITY"):
-                greeting.capabilities = line.split()[2:]
-        if starttls:
-            lines.send("a2 STARTTLS")
-            while not (line := lines.line()).startswith("a2 "):
-                pass
-            if not line.startswith("a2 OK"):
-                raise ProtocolError(f"STARTTLS refused: {line}")
-    elif protocol == "pop3":
-        first = lines.line()
-        if not first.startswith("+OK"):
-            raise ProtocolError(f"not a POP3 greeting: {first[:80]!r}")
-        greeting.banner = first
-        lines.send("CAPA")
-        if lines.line().startswith("+OK"):
-            while (line := lines.line()) != ".":
-                greeting.capabilities.append(line)
-        if starttls:
-            lines.send("STLS")
-            line = lines.line()
-            if not line.startswith("+OK"):
-                raise ProtocolError(f"STLS refused: {line}")
-    else:
-        raise ValueError(f"unknown protocol {protocol!r}")
+    lines = Lines(sock)
+    banner = greet(lines, protocol)
+    greeting = Greeting(banner[4:] if protocol == "smtp" else banner, capabilities(lines, protocol, name=name))
+    if starttls:
+        if protocol == "smtp" and not greeting.starttls:
+            raise ProtocolError("STARTTLS is not offered by this SMTP server")
+        _starttls(lines, protocol)
     return greeting
+
+
+_starttls = starttls  # plain_exchange's keyword shadows the function
 
 
 def tls_handshake(
@@ -223,9 +297,10 @@ def tls_handshake(
             # A round trip over TLS: the greeting of implicit cells, the capabilities again after
             # STARTTLS. It also surfaces a TLS 1.3 client-certificate rejection, which arrives
             # only after the handshake.
-            after = plain_exchange(tls, protocol) if implicit else _capabilities_over_tls(tls, protocol)  # type: ignore[arg-type]
             if implicit:
-                greeting = after
+                greeting = after = plain_exchange(tls, protocol)
+            else:
+                after = Greeting(capabilities=capabilities(Lines(tls), protocol))
             cipher = tls.cipher()
             return HandshakeResult(
                 version=tls.version() or "",
@@ -233,49 +308,8 @@ def tls_handshake(
                 peer_cert=tls.getpeercert(binary_form=True),
                 greeting=greeting,
                 capabilities_after=after.capabilities,
-                chain=_presented_chain(tls),
+                chain=presented_chain(tls),
             )
-
-
-def _capabilities_over_tls(sock: socket.socket, protocol: str) -> Greeting:
-    lines = _Lines(sock)
-    out = Greeting()
-    if protocol == "smtp":
-        lines.send("EHLO mailtls.client")
-        code, text = _smtp_reply(lines)
-        if code != 250:
-            raise ProtocolError(f"EHLO after STARTTLS refused: {code} {' '.join(text)}")
-        out.capabilities = text[1:]
-    elif protocol == "imap":
-        lines.send("a3 CAPABILITY")
-        while not (line := lines.line()).startswith("a3 "):
-            if line.upper().startswith("* CAPABILITY"):
-                out.capabilities = line.split()[2:]
-        if not line.startswith("a3 OK"):
-            raise ProtocolError(f"CAPABILITY after STARTTLS refused: {line}")
-    else:
-        lines.send("CAPA")
-        first = lines.line()
-        if not first.startswith("+OK"):
-            raise ProtocolError(f"CAPA after STLS refused: {first}")
-        while (line := lines.line()) != ".":
-            out.capabilities.append(line)
-    return out
-
-
-def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
-    # Python 3.13 makes get_unverified_chain() public; 3.11/3.12 have it on the private _sslobj.
-    getter = getattr(tls, "get_unverified_chain", None) or getattr(
-        getattr(tls, "_sslobj", None), "get_unverified_chain", None
-    )
-    if getter is not None:
-        try:
-            certs = getter() or []
-            return [c if isinstance(c, bytes) else c.public_bytes(ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
-        except (AttributeError, ValueError, ssl.SSLError):
-            pass
-    leaf = tls.getpeercert(binary_form=True)
-    return [leaf] if leaf else []
 
 
 # --- stdlib clients ---------------------------------------------------------------

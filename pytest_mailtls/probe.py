@@ -3,18 +3,20 @@
 ``probe(host, port, protocol=..., mode=...)`` answers the first questions of
 every mail TLS investigation in one call, in well under a second on loopback:
 
-* **versions**: one handshake per version, TLSv1 to TLSv1.3, the client
-  offering everything the local OpenSSL can at ``@SECLEVEL=0``;
-* **ciphers (TLS <= 1.2)**: offer every cipher, note the one the server picks,
-  remove it and offer the rest, until the server refuses. The first pick is the
-  server's preferred cipher; the list is complete for what the local OpenSSL
-  can offer (PSK and SRP suites need credentials and are left out). The
-  remaining candidates are split into slices probed side by side, so the list
-  is ordered: preferred first, then the local OpenSSL's order;
-* **TLS 1.3 suites**: Python's ``ssl`` cannot choose them (no
-  ``set_ciphersuites``), so each suite is tried with ``openssl s_client
-  -ciphersuites SUITE [-starttls PROTO]``; without the ``openssl`` command only
-  the suite Python negotiates is known (``complete: false``);
+* **versions and suites**: questions, not handshakes. A question is a raw
+  ClientHello (the local OpenSSL's own for that one version, built through a
+  memory BIO, its suite list replaced: see :mod:`pytest_mailtls.hello`), sent
+  after the protocol's STARTTLS opening (or at once in implicit mode); the
+  ServerHello names the suite the server picked, an alert says it picks none,
+  and the connection is closed there. Per version the first question offers
+  every candidate (its pick is the server's preferred suite); then removal
+  chains offer the rest, drop each pick and ask again until refused, splitting
+  in two after each pick while many candidates are left, so the questions run
+  side by side (``concurrency`` connections at most). Candidates: every suite
+  the local OpenSSL has at that version (PSK and SRP need credentials and are
+  left out) plus the 3DES and RC4 suites OpenSSL 3 no longer builds; TLS 1.3
+  suites are asked like the others (Python's ``ssl`` cannot choose them). The
+  list reads: preferred first, then the local OpenSSL's order;
 * **certificate**: the chain as presented (leaf first), each certificate's
   names, validity, key and signature, and whether a client that trusts
   ``ca_file`` (default: the system store) and checks ``server_hostname``
@@ -34,13 +36,11 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +49,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from .connect import ProtocolError, set_version_range, tls_handshake
+from .connect import (
+    ImplicitTLSError,
+    Lines,
+    NoGreetingError,
+    ProtocolError,
+    WrongProtocolError,
+    auth_mechanisms,
+    capabilities,
+    greet,
+    guess_protocol,
+    starttls,
+    tls_handshake,
+)
 from .errors import MailTLSError
+from .hello import Answer, HelloTemplate, ask, hello_template
 from .policy import VERSIONS
+from .tls import LEGACY_SUITES, TLS13_SUITES, client_context, local_ciphers, presented_chain, set_version_range
 
 __all__ = [
     "ProbeError",
@@ -66,23 +80,17 @@ __all__ = [
     "port_defaults",
     "TLS13_SUITES",
     "AuthAttempt",
+    "candidates",
 ]
 
-#: TLS 1.3 suites OpenSSL 3 implements (the CCM ones are off by default on most servers).
-TLS13_SUITES: tuple[str, ...] = (
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_128_CCM_SHA256",
-    "TLS_AES_128_CCM_8_SHA256",
-)
-_S_CLIENT_VERSION = {"TLSv1": "-tls1", "TLSv1.1": "-tls1_1", "TLSv1.2": "-tls1_2", "TLSv1.3": "-tls1_3"}
 _MODES = {"starttls": False, "starttls-required": False, "implicit": True}
 _PROTOCOLS = ("smtp", "imap", "pop3")
 # Words servers use when they refuse plaintext for want of TLS (Postfix, aiosmtpd, Dovecot, James, Exim).
 _TLS_WORDS = ("starttls", "tls", "ssl", "encrypt", "secure", "privacyrequired", "plaintext")
 _PROBE_SENDER = "mailtls-probe@mailtls.invalid"
-_SLICE = 12  # candidates per removal chain: below that, an extra chain costs more than it saves
+_PROBE_NAME = "mailtls-probe.invalid"  # the EHLO name: the probe's connections are easy to find in server logs
+_SPLIT = 5  # a removal chain splits in two after this many picks (see _Chains)
+_OPENING_TRIES = 3  # a question whose connection cannot be opened is asked again (connection limits)
 
 
 class ProbeError(MailTLSError):
@@ -372,91 +380,7 @@ def port_defaults(port: int) -> tuple[str | None, str | None]:
     return _WELL_KNOWN.get(port, (None, None))
 
 
-# --- local OpenSSL --------------------------------------------------------------------------------
-
-
-def local_ciphers(version: str) -> list[str]:
-    """Every TLS <= 1.2 cipher the local OpenSSL can offer at ``version`` (security level 0).
-
-    PSK and SRP suites are left out: OpenSSL only offers them with credentials.
-    """
-    if version == "TLSv1.3":
-        return list(TLS13_SUITES)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
-    legacy = version in ("TLSv1", "TLSv1.1")
-    names = []
-    for c in ctx.get_ciphers():
-        if c["protocol"] == "TLSv1.3" or "psk" in c["kea"] or "srp" in c["kea"]:
-            continue
-        if legacy and c["protocol"] not in ("SSLv3", "TLSv1.0"):
-            continue  # TLS 1.2-only suites (GCM, SHA-256 MACs) never appear in an older ClientHello
-        names.append(c["name"])
-    return names
-
-
-def _client_context(
-    version: str | None,
-    ciphers: str = "ALL:COMPLEMENTOFALL:@SECLEVEL=0",
-    *,
-    client_cert: str | None = None,
-    client_key: str | None = None,
-) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    set_version_range(ctx, version or "TLSv1", version)
-    ctx.set_ciphers(ciphers)
-    if client_cert:
-        ctx.load_cert_chain(client_cert, client_key)
-    return ctx
-
-
 # --- plaintext conversations ----------------------------------------------------------------------
-
-
-class _Lines:
-    """CRLF lines over a socket (plain or TLS), never reading past what the server sent."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, b""
-
-    def line(self) -> str:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ProtocolError(
-                    "the server closed the connection" + (f" after {self.buf[:60]!r}" if self.buf else "")
-                )
-            self.buf += chunk
-            if len(self.buf) > 65536:
-                raise ProtocolError("over-long line: not a mail server")
-        raw, _, self.buf = self.buf.partition(b"\n")
-        return raw.rstrip(b"\r").decode("utf-8", "replace")
-
-    def send(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\r\n")
-
-    def smtp(self, command: str | None = None) -> tuple[int, list[str]]:
-        if command is not None:
-            self.send(command)
-        out: list[str] = []
-        while True:
-            line = self.line()
-            if len(line) < 3 or not line[:3].isdigit():
-                raise ProtocolError(f"not an SMTP reply: {line[:60]!r}")
-            out.append(line[4:])
-            if len(line) == 3 or line[3] != "-":
-                return int(line[:3]), out
-
-    def imap(self, tag: str, command: str) -> tuple[str, list[str]]:
-        self.send(f"{tag} {command}")
-        untagged: list[str] = []
-        while True:
-            line = self.line()
-            if line.startswith(tag + " "):
-                return line[len(tag) + 1 :], untagged
-            untagged.append(line)
 
 
 @dataclass
@@ -472,69 +396,17 @@ class _Plain:
     auth_required: bool | None = None
 
 
-def _mechanisms(protocol: str, caps: Iterable[str]) -> list[str]:
-    mechs: list[str] = []
-    for cap in caps:
-        upper = cap.upper()
-        if protocol == "smtp" and (upper.startswith("AUTH ") or upper.startswith("AUTH=")):
-            mechs += upper[5:].split()
-        elif protocol == "imap" and upper.startswith("AUTH="):
-            mechs.append(upper[5:])
-        elif protocol == "pop3" and upper.startswith("SASL"):
-            mechs += upper[4:].split()
-    return list(dict.fromkeys(mechs))
-
-
-def _greeting(lines: _Lines, protocol: str) -> str:
-    first = lines.line()
-    if _tls_bytes(first):
-        raise _ImplicitTLSHere()
-    ok = {
-        "smtp": first[:4] in ("220 ", "220-") or first == "220",
-        "imap": first.startswith(("* OK", "* PREAUTH")),
-        "pop3": first.startswith("+OK"),
-    }[protocol]
-    if not ok:
-        raise _NotThisProtocol(first)
-    if protocol == "smtp":
-        while first[3:4] == "-":  # multi-line 220
-            first = lines.line()
-    return first
-
-
-def _capabilities(lines: _Lines, protocol: str) -> list[str]:
-    if protocol == "smtp":
-        code, text = lines.smtp("EHLO mailtls-probe.invalid")
-        if code != 250:
-            code, text = lines.smtp("HELO mailtls-probe.invalid")
-            return []
-        return text[1:]
-    if protocol == "imap":
-        _, untagged = lines.imap("p1", "CAPABILITY")
-        for line in untagged:
-            if line.upper().startswith("* CAPABILITY "):
-                return line.split()[2:]
-        return []
-    lines.send("CAPA")
-    if not lines.line().startswith("+OK"):
-        return []
-    caps = []
-    while (line := lines.line()) != ".":
-        caps.append(line)
-    return caps
-
-
 def _refused_for_tls(text: str) -> bool:
     lower = text.lower()
     return any(word in lower for word in _TLS_WORDS)
 
 
-def _plain_survey(lines: _Lines, protocol: str, recipient: str) -> _Plain:
+def _plain_survey(lines: Lines, protocol: str, recipient: str) -> _Plain:
     """Greeting, capabilities and whether plaintext use is refused, on a fresh plaintext connection."""
-    plain = _Plain(banner=_greeting(lines, protocol))
-    plain.capabilities = _capabilities(lines, protocol)
+    plain = _Plain(banner=greet(lines, protocol))
+    plain.capabilities = capabilities(lines, protocol, name=_PROBE_NAME)
     plain.starttls = any(c.upper().split()[0] in ("STARTTLS", "STLS") for c in plain.capabilities if c.strip())
-    plain.mechanisms = _mechanisms(protocol, plain.capabilities)
+    plain.mechanisms = auth_mechanisms(plain.capabilities)
     if protocol == "smtp":
         code, text = lines.smtp(f"MAIL FROM:<{_PROBE_SENDER}>")
         reply = f"{code} {' '.join(text)}"
@@ -561,7 +433,7 @@ def _plain_survey(lines: _Lines, protocol: str, recipient: str) -> _Plain:
     return plain
 
 
-def _after_mail(lines: _Lines, code: int, reply: str, recipient: str) -> bool | None:
+def _after_mail(lines: Lines, code: int, reply: str, recipient: str) -> bool | None:
     """Given the reply to an unauthenticated MAIL: does the server want AUTH before it takes mail?
 
     True when MAIL or RCPT is refused for want of authentication, False when
@@ -582,26 +454,10 @@ def _after_mail(lines: _Lines, code: int, reply: str, recipient: str) -> bool | 
     return None
 
 
-def _auth_required_smtp(lines: _Lines, recipient: str) -> bool | None:
+def _auth_required_smtp(lines: Lines, recipient: str) -> bool | None:
     """Inside TLS, unauthenticated: does the server refuse MAIL/RCPT until AUTH?"""
     code, text = lines.smtp(f"MAIL FROM:<{_PROBE_SENDER}>")
     return _after_mail(lines, code, f"{code} {' '.join(text)}", recipient)
-
-
-def _starttls_command(lines: _Lines, protocol: str) -> None:
-    if protocol == "smtp":
-        code, text = lines.smtp("STARTTLS")
-        if code != 220:
-            raise ProtocolError(f"STARTTLS refused: {code} {' '.join(text)}")
-    elif protocol == "imap":
-        status, _ = lines.imap("p2", "STARTTLS")
-        if not status.startswith("OK"):
-            raise ProtocolError(f"STARTTLS refused: {status}")
-    else:
-        lines.send("STLS")
-        reply = lines.line()
-        if not reply.startswith("+OK"):
-            raise ProtocolError(f"STLS refused: {reply}")
 
 
 def _plain_b64(username: str, password: str) -> str:
@@ -614,7 +470,7 @@ def _imap_quote(text: str) -> str:
 
 def _cleartext_logins(t: _Target, username: str, password: str) -> list[AuthAttempt]:
     """Every login the protocol has, attempted in clear (no STARTTLS), each on a fresh connection."""
-    attempts: list[tuple[str, Callable[[_Lines], tuple[str, str, bool]]]]
+    attempts: list[tuple[str, Callable[[Lines], tuple[str, str, bool]]]]
     b64 = _plain_b64(username, password)
     if t.protocol == "smtp":
         attempts = [("AUTH PLAIN", lambda lines: _smtp_auth_plain(lines, b64))]
@@ -631,27 +487,27 @@ def _cleartext_logins(t: _Target, username: str, password: str) -> list[AuthAtte
     return [_one_login(t, method, run) for method, run in attempts]
 
 
-def _one_login(t: _Target, method: str, run: Callable[[_Lines], tuple[str, str, bool]]) -> AuthAttempt:
+def _one_login(t: _Target, method: str, run: Callable[[Lines], tuple[str, str, bool]]) -> AuthAttempt:
     try:
         sock = t.connect()
     except ProbeError as exc:
         return AuthAttempt(method, method, str(exc), None)
     try:
         sock.settimeout(t.op_timeout())
-        lines = _Lines(sock)
-        _greeting(lines, t.protocol)
-        _capabilities(lines, t.protocol)
+        lines = Lines(sock)
+        greet(lines, t.protocol)
+        capabilities(lines, t.protocol, name=_PROBE_NAME)
         sent, answer, accepted = run(lines)
         with contextlib.suppress(OSError, ProtocolError):  # goodbye is best effort
             lines.send({"smtp": "QUIT", "imap": "p9 LOGOUT", "pop3": "QUIT"}[t.protocol])
         return AuthAttempt(method, sent, answer, accepted)
-    except (OSError, ProtocolError, _ImplicitTLSHere, _NotThisProtocol) as exc:
+    except (OSError, ProtocolError) as exc:
         return AuthAttempt(method, method, f"no answer: {_reason(exc)}", None)
     finally:
         sock.close()
 
 
-def _smtp_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+def _smtp_auth_plain(lines: Lines, b64: str) -> tuple[str, str, bool]:
     code, text = lines.smtp(f"AUTH PLAIN {b64}")
     sent = "AUTH PLAIN <credentials>"
     if code == 334:  # a server that ignores the initial response asks for it again
@@ -660,12 +516,12 @@ def _smtp_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
     return sent, f"{code} {' '.join(text)}".strip(), code == 235
 
 
-def _imap_login(lines: _Lines, username: str, password: str) -> tuple[str, str, bool]:
+def _imap_login(lines: Lines, username: str, password: str) -> tuple[str, str, bool]:
     status, _ = lines.imap("p3", f"LOGIN {_imap_quote(username)} {_imap_quote(password)}")
     return f'p3 LOGIN {_imap_quote(username)} "***"', f"p3 {status}", status.upper().startswith("OK")
 
 
-def _imap_authenticate_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+def _imap_authenticate_plain(lines: Lines, b64: str) -> tuple[str, str, bool]:
     lines.send("p4 AUTHENTICATE PLAIN")
     sent = "p4 AUTHENTICATE PLAIN"
     while True:
@@ -678,7 +534,7 @@ def _imap_authenticate_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
             return sent, line, line[3:].upper().startswith("OK")
 
 
-def _pop3_user_pass(lines: _Lines, username: str, password: str) -> tuple[str, str, bool]:
+def _pop3_user_pass(lines: Lines, username: str, password: str) -> tuple[str, str, bool]:
     lines.send(f"USER {username}")
     reply = lines.line()
     if not reply.startswith("+OK"):
@@ -688,7 +544,7 @@ def _pop3_user_pass(lines: _Lines, username: str, password: str) -> tuple[str, s
     return f"USER {username}, PASS ***", reply, reply.startswith("+OK")
 
 
-def _pop3_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
+def _pop3_auth_plain(lines: Lines, b64: str) -> tuple[str, str, bool]:
     lines.send("AUTH PLAIN")
     sent = "AUTH PLAIN"
     reply = lines.line()
@@ -697,32 +553,6 @@ def _pop3_auth_plain(lines: _Lines, b64: str) -> tuple[str, str, bool]:
         sent += ", <credentials>"
         reply = lines.line()
     return sent, reply, reply.startswith("+OK")
-
-
-class _ImplicitTLSHere(Exception):
-    """TLS bytes where a plaintext greeting was expected."""
-
-
-class _NotThisProtocol(Exception):
-    """A greeting, but not of the protocol asked for."""
-
-    def __init__(self, greeting: str) -> None:
-        super().__init__(greeting)
-        self.greeting = greeting
-
-
-def _tls_bytes(text: str) -> bool:
-    return bool(text) and text[0] in "\x15\x16"
-
-
-def _guess_protocol(greeting: str) -> str | None:
-    if greeting[:3] == "220":
-        return "smtp"
-    if greeting.startswith("* OK") or greeting.startswith("* PREAUTH"):
-        return "imap"
-    if greeting.startswith("+OK"):
-        return "pop3"
-    return None
 
 
 # --- the probe ------------------------------------------------------------------------------------
@@ -739,7 +569,6 @@ class _Target:
     deadline: float
     client_cert: str | None
     client_key: str | None
-    openssl: str | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     handshakes: int = 0
 
@@ -776,8 +605,50 @@ class _Target:
         except OSError as exc:
             raise ProbeError(f"{self.target}: cannot connect: {exc.strerror or exc}") from None
 
+    def opened(self) -> tuple[socket.socket, Lines | None, str]:
+        """A connection where TLS starts next: (socket, its line reader, banner) after the
+        protocol's STARTTLS opening, or right away in implicit mode (no reader, no banner yet)."""
+        sock = self.connect()
+        if self.implicit:
+            return sock, None, ""
+        try:
+            lines = Lines(sock)
+            banner = greet(lines, self.protocol)
+            capabilities(lines, self.protocol, name=_PROBE_NAME)
+            starttls(lines, self.protocol)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, lines, banner
+
+    def ask(self, template: HelloTemplate, suites: list[str]) -> Answer:
+        """One question: which of ``suites`` the server picks at the template's version (ServerHello only).
+
+        A connection that fails before the hello is tried again, up to :data:`_OPENING_TRIES` times,
+        so a server briefly out of connection slots does not pass for one refusing the suites; after
+        that the answer is ``unknown``.
+        """
+        why = ""
+        for attempt in range(_OPENING_TRIES):
+            if attempt:
+                time.sleep(0.05 * attempt)
+            try:
+                sock = self.opened()[0]
+            except (ProbeError, ProtocolError, OSError) as exc:
+                why = _reason(exc)
+                continue
+            self.count()
+            try:
+                sock.settimeout(self.op_timeout())
+                return ask(sock, template, suites)
+            except OSError as exc:
+                return Answer(refusal=f"the connection broke after the ClientHello: {_reason(exc)}")
+            finally:
+                sock.close()
+        return Answer(refusal=f"could not open a connection to ask: {why}", unknown=True)
+
     def handshake(self, ctx: ssl.SSLContext) -> tuple[str, str]:
-        """One TLS handshake (after STARTTLS where needed); (version, cipher) or an exception."""
+        """One full TLS handshake (after STARTTLS where needed); (version, cipher) or an exception."""
         self.count()
         result = tls_handshake(
             self.host,
@@ -790,25 +661,19 @@ class _Target:
         )
         return result.version, result.cipher
 
-    def open_tls(self, ctx: ssl.SSLContext) -> tuple[ssl.SSLSocket, _Lines, str]:
+    def open_tls(self, ctx: ssl.SSLContext) -> tuple[ssl.SSLSocket, Lines, str]:
         """A TLS session ready for commands: (socket, line reader, banner)."""
-        sock = self.connect()
+        sock, _, banner = self.opened()
         try:
-            banner = ""
-            if not self.implicit:
-                lines = _Lines(sock)
-                banner = _greeting(lines, self.protocol)
-                _capabilities(lines, self.protocol)
-                _starttls_command(lines, self.protocol)
             self.count()
             tls = ctx.wrap_socket(sock, server_hostname=self.sni)
         except BaseException:
             sock.close()
             raise
-        lines = _Lines(tls)  # type: ignore[arg-type]
+        lines = Lines(tls)
         if self.implicit:
             try:
-                banner = _greeting(lines, self.protocol)
+                banner = greet(lines, self.protocol)
             except BaseException:
                 tls.close()
                 raise
@@ -828,7 +693,6 @@ def probe(
     timeout: float = 5.0,
     concurrency: int = 8,
     budget: float = 120.0,
-    openssl: str | None = "openssl",
     username: str | None = None,
     password: str | None = None,
 ) -> ProbeResult:
@@ -840,8 +704,7 @@ def probe(
     presented on every handshake (mutual TLS); one extra handshake without them
     tells whether the server requires one. ``timeout`` bounds each network
     operation, ``budget`` the whole probe; ``concurrency`` bounds parallel
-    connections. ``openssl`` is the command used for TLS 1.3 suites (``None``:
-    do not use it). With ``username`` and ``password`` (STARTTLS mode), every
+    connections. With ``username`` and ``password`` (STARTTLS mode), every
     login the protocol has is really attempted in clear, before STARTTLS, each
     on its own connection (``auth_attempts``): what EHLO/CAPABILITY/CAPA
     advertise is a claim, the answer to a login is the fact. Raises :class:`ProbeError` for a closed port, a non-mail
@@ -853,7 +716,6 @@ def probe(
         raise ProbeError(f"unknown mode {mode!r}; choose starttls or implicit")
     started = time.monotonic()
     implicit = _MODES[mode]
-    openssl_cmd = shutil.which(openssl) if openssl else None
     t = _Target(
         host=host,
         port=port,
@@ -864,7 +726,6 @@ def probe(
         deadline=started + budget,
         client_cert=client_cert,
         client_key=client_key,
-        openssl=openssl_cmd,
     )
     result = ProbeResult(
         host=host, port=port, protocol=protocol, mode="implicit" if implicit else "starttls", server_hostname=t.sni
@@ -879,38 +740,47 @@ def probe(
         result.starttls_evidence = plain.evidence
         result.auth_before_tls = plain.mechanisms
         result.auth_required = plain.auth_required if protocol == "smtp" else None
-        if username is not None and password is not None:
-            result.auth_attempts = _cleartext_logins(t, username, password)
         if not plain.starttls:
+            if username is not None and password is not None:
+                result.auth_attempts = _cleartext_logins(t, username, password)
             result.versions = {v: VersionResult(False, error="STARTTLS not offered") for v in VERSIONS}
             result.notes.append("STARTTLS is not offered: no TLS to probe on this port")
             result.elapsed = time.monotonic() - started
             return result
     else:
-        _check_implicit(t)
+        t.connect().close()  # closed port, DNS, filtered: clear errors before any TLS
 
     with ThreadPoolExecutor(max_workers=max(2, concurrency), thread_name_prefix="mailtls-probe") as pool:
-        session: Future[tuple[list[bytes], str, list[str], bool | None]] = pool.submit(_rich_session, t, recipient)
-        result.versions, result.preferred = _versions_and_ciphers(t, pool, concurrency, result.notes)
-        verify = pool.submit(_verify_certificate, t, ca_file, result.versions, result.notes)
+        session = pool.submit(_session, t, ca_file, recipient)
+        logins = (
+            pool.submit(_cleartext_logins, t, username, password)
+            if not implicit and username is not None and password is not None
+            else None
+        )
+        result.versions, result.preferred = _versions_and_ciphers(t, pool, session, result.notes)
         cert_needed = pool.submit(_client_cert_required, t, result.accepted_versions) if client_cert else None
         try:
-            chain, banner, after_caps, auth_required = session.result(timeout=max(1.0, t.remaining()))
-        except (OSError, ssl.SSLError, ProtocolError, _ImplicitTLSHere, _NotThisProtocol, TimeoutError) as exc:
-            chain, banner, after_caps, auth_required = [], "", [], None
+            s = session.result(timeout=max(1.0, t.remaining()))
+        except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError) as exc:
+            if implicit:
+                _check_implicit(t, exc)  # raises for a port that is no implicit-TLS mail server
+            s = _Session()
             if result.accepted_versions:
                 result.notes.append(f"could not read the certificate chain and capabilities: {_reason(exc)}")
+        if s.verifies is None:  # the careful client's first try failed for another reason: ask as it would now
+            s.verifies, s.verify_error = _verify_certificate(t, ca_file, result.versions, result.notes)
         if implicit:
-            result.banner = banner
-        verifies, verify_error = verify.result(timeout=max(1.0, t.remaining()))
+            result.banner = s.banner
+        if logins is not None:
+            result.auth_attempts = logins.result(timeout=max(1.0, t.remaining()))
         if result.accepted_versions:
-            result.auth_after_tls = _mechanisms(protocol, after_caps)
-            if protocol == "smtp" and auth_required is not None:
-                result.auth_required = auth_required
+            result.auth_after_tls = auth_mechanisms(s.capabilities)
+            if protocol == "smtp" and s.auth_required is not None:
+                result.auth_required = s.auth_required
             result.certificate = CertificateReport(
-                chain=[CertificateInfo.from_der(der) for der in chain],
-                verifies=verifies,
-                verify_error=verify_error,
+                chain=[CertificateInfo.from_der(der) for der in s.chain],
+                verifies=s.verifies,
+                verify_error=s.verify_error,
                 verified_against=ca_file or "system trust store",
                 verified_name=t.sni,
             )
@@ -926,14 +796,14 @@ def _survey_or_explain(t: _Target) -> _Plain:
     sock = t.connect()
     try:
         sock.settimeout(t.op_timeout())
-        return _plain_survey(_Lines(sock), t.protocol, t.postmaster)
-    except _ImplicitTLSHere:
+        return _plain_survey(Lines(sock), t.protocol, t.postmaster)
+    except ImplicitTLSError:
         raise ProbeError(
             f"{t.target}: the server answered with TLS: it speaks implicit TLS, try --mode implicit"
         ) from None
-    except _NotThisProtocol as exc:
+    except WrongProtocolError as exc:
         raise ProbeError(_wrong_protocol(t, exc.greeting)) from None
-    except TimeoutError:
+    except NoGreetingError:
         if _tls_works(t):
             raise ProbeError(
                 f"{t.target}: no plaintext greeting, but a TLS handshake works: "
@@ -943,14 +813,14 @@ def _survey_or_explain(t: _Target) -> _Plain:
             f"{t.target}: no {t.protocol.upper()} greeting within {t.timeout:g} s: not a mail server "
             "(or one that waits for the client to speak first)"
         ) from None
-    except (ProtocolError, ConnectionError) as exc:
+    except (ProtocolError, OSError) as exc:
         raise ProbeError(f"{t.target}: not a working {t.protocol.upper()} server: {_reason(exc)}") from None
     finally:
         sock.close()
 
 
 def _wrong_protocol(t: _Target, greeting: str) -> str:
-    other = _guess_protocol(greeting)
+    other = guess_protocol(greeting)
     shown = greeting[:60]
     if other and other != t.protocol:
         return f"{t.target}: this is an {other.upper()} server (it greeted {shown!r}): try --protocol {other}"
@@ -960,39 +830,32 @@ def _wrong_protocol(t: _Target, greeting: str) -> str:
 def _tls_works(t: _Target) -> bool:
     try:
         with socket.create_connection((t.host, t.port), timeout=t.op_timeout()) as sock:
-            ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
+            ctx = client_context(client_cert=t.client_cert, client_key=t.client_key)
             with ctx.wrap_socket(sock, server_hostname=t.sni):
                 return True
     except (OSError, ssl.SSLError):
         return False
 
 
-def _check_implicit(t: _Target) -> None:
-    """Implicit mode: a permissive handshake must work; if not, say why in one line."""
-    sock = t.connect()  # closed port, DNS, filtered: clear errors before any TLS
-    sock.close()
-    ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
-    try:
-        t.open_tls(ctx)[0].close()
-        return
-    except _NotThisProtocol as exc:
-        raise ProbeError(_wrong_protocol(t, exc.greeting) + " (after the TLS handshake)") from None
-    except TimeoutError:
-        failure: BaseException = TimeoutError("no answer to the TLS ClientHello")
-    except (ssl.SSLError, OSError, ProtocolError, _ImplicitTLSHere) as exc:
-        failure = exc
+def _check_implicit(t: _Target, failure: BaseException) -> None:
+    """Implicit mode, the permissive session failed with ``failure``: raise ``ProbeError`` saying why in
+    one line, unless the server speaks TLS and only refused this offer (the results say more)."""
+    if isinstance(failure, WrongProtocolError):
+        raise ProbeError(_wrong_protocol(t, failure.greeting) + " (after the TLS handshake)")
+    if isinstance(failure, TimeoutError):
+        failure = TimeoutError("no answer to the TLS ClientHello")
     if isinstance(failure, ssl.SSLError) and "ALERT" in (failure.reason or ""):
         return  # the server sent a TLS alert: it speaks TLS, it just refused this offer (e.g. no client cert)
     # The handshake failed: a plaintext greeting means the wrong mode; silence means not a mail server.
     greeting = _sniff(t)
     if greeting is not None:
-        other = _guess_protocol(greeting)
+        other = guess_protocol(greeting)
         if other is not None:
             hint = "try --mode starttls" if other == t.protocol else f"try --protocol {other} --mode starttls"
             raise ProbeError(f"{t.target}: the server answered in plaintext ({greeting[:40]!r}): {hint}")
         raise ProbeError(f"{t.target}: not a mail server: it sent {greeting[:60]!r} in plaintext")
     if isinstance(failure, ssl.SSLError) and not _garbled(failure):
-        return  # a TLS server that dislikes our permissive offer: the per-version probes will say more
+        return  # a TLS server that dislikes our permissive offer: the per-version answers say more
     raise ProbeError(
         f"{t.target}: no TLS handshake and no plaintext greeting: not an implicit-TLS mail server ({_reason(failure)})"
     )
@@ -1037,123 +900,135 @@ def _reason(exc: BaseException) -> str:
 # --- versions and ciphers -------------------------------------------------------------------------
 
 
+def candidates(version: str) -> list[str]:
+    """The suites the probe asks about at ``version``: every one the local OpenSSL can offer there
+    (PSK and SRP need credentials and are left out), and below TLS 1.3 also the suites OpenSSL 3 no
+    longer builds (3DES, RC4), whose numbers and names are known."""
+    names = list(local_ciphers(version))
+    if version != "TLSv1.3":
+        names += [n for n in LEGACY_SUITES if n not in names]
+    return names
+
+
 def _versions_and_ciphers(
-    t: _Target, pool: ThreadPoolExecutor, concurrency: int, notes: list[str]
+    t: _Target, pool: ThreadPoolExecutor, session: Future[_Session], notes: list[str]
 ) -> tuple[dict[str, VersionResult], dict[str, str]]:
-    """Per version: the all-ciphers handshake, then removal chains over slices of the rest."""
-    candidates = {v: local_ciphers(v) for v in VERSIONS if v != "TLSv1.3"}
-    contexts = {v: _client_context(v, client_cert=t.client_cert, client_key=t.client_key) for v in VERSIONS}
-    first = {v: pool.submit(_attempt, t, contexts[v]) for v in VERSIONS}
-    suites = pool.submit(_tls13_suites, t, pool) if t.openssl else None
+    """Per version: offer every candidate (the pick is the preferred suite), then removal chains over the
+    rest (:class:`_Chains`), then one full handshake per accepted version. Every question is a ClientHello
+    answered by a ServerHello (or a HelloRetryRequest) or an alert."""
+    sni = None if _is_ip(t.sni) else t.sni
+    offered = {v: candidates(v) for v in VERSIONS}
+    templates = {v: hello_template(v, sni) for v in VERSIONS}
+    # TLS 1.3 without key shares: the server answers with a HelloRetryRequest naming its suite and skips
+    # its key exchange and signature. A server that refuses that hello (other than for the version) is
+    # asked again with the shares.
+    with_shares = templates["TLSv1.3"]
+    templates["TLSv1.3"] = with_shares.without_key_shares()
+    first = {v: pool.submit(t.ask, templates[v], offered[v]) for v in VERSIONS}
     versions: dict[str, VersionResult] = {}
     preferred: dict[str, str] = {}
+    chains = _Chains(t, pool)
     for v in VERSIONS:
-        ok, cipher_or_error = first[v].result(timeout=max(1.0, t.remaining()))
-        versions[v] = VersionResult(ok, [cipher_or_error] if ok else [], None if ok else cipher_or_error)
-        if ok:
-            preferred[v] = cipher_or_error
+        answer = first[v].result(timeout=max(1.0, t.remaining() + 1))
+        if v == "TLSv1.3" and not answer.accepted and not answer.unknown and not answer.no_such_version:
+            templates[v] = with_shares
+            answer = t.ask(with_shares, offered[v])
+        if answer.accepted and answer.suite in offered[v]:
+            versions[v] = VersionResult(True, [str(answer.suite)])
+            preferred[v] = str(answer.suite)
+            chains.start(v, templates[v], [c for c in offered[v] if c != answer.suite])
+        else:
+            versions[v] = VersionResult(False, error=answer.refusal or f"the server chose {answer.suite}, not offered")
+            versions[v].complete = not answer.unknown
 
-    accepted_old = [v for v in candidates if versions[v].accepted]
-    chains: list[tuple[str, Future[tuple[list[str], bool]]]] = []
-    for v in accepted_old:
-        rest = [c for c in candidates[v] if c != preferred[v]]
-        slices = max(1, min(max(1, concurrency // max(1, len(accepted_old))), len(rest) // _SLICE or 1))
-        for i in range(slices):
-            part = rest[i::slices]
-            # Each chain owns its context: set_ciphers between its own sequential handshakes is safe.
-            ctx = _client_context(v, client_cert=t.client_cert, client_key=t.client_key)
-            chains.append((v, pool.submit(_removal_chain, t, ctx, part)))
-    for v, chain in chains:
-        found, complete = chain.result(timeout=max(1.0, t.remaining() + 1))
-        order = {name: i for i, name in enumerate(candidates[v])}
+    # A ServerHello is not a completed handshake (a client certificate may be missing, the server's key
+    # exchange unusable): one real handshake per accepted version settles that. The highest one is the
+    # version the session reaches: its handshake counts, unless it failed or ended elsewhere.
+    def confirm(version: str) -> Future[tuple[bool, str]]:
+        ctx = client_context(version, client_cert=t.client_cert, client_key=t.client_key)
+        return pool.submit(_attempt, t, ctx)
+
+    top = max(preferred, key=VERSIONS.index, default=None)
+    confirmed = {v: confirm(v) for v in preferred if v != top}
+    found, incomplete = chains.collect()
+    try:
+        reached = session.result(timeout=max(1.0, t.remaining())).version
+    except (OSError, ssl.SSLError, ProtocolError, TimeoutError, ProbeError):
+        reached = None
+    if top is not None and reached != top:
+        confirmed[top] = confirm(top)
+    for v, future in confirmed.items():
+        ok, why = future.result(timeout=max(1.0, t.remaining() + 1))
+        if not ok:
+            error = f"the server chose {preferred.pop(v)}, then the handshake failed: {why}"
+            versions[v] = VersionResult(False, error=error)
+    for v in preferred:
+        order = {name: i for i, name in enumerate(offered[v])}
         versions[v].ciphers = sorted(
-            set(versions[v].ciphers) | set(found), key=lambda c: (c != preferred[v], order.get(c, 9999))
+            {preferred[v], *found.get(v, ())}, key=lambda c: (c != preferred[v], order.get(c, len(order)))
         )
-        if not complete:
+        if v in incomplete:
             versions[v].complete = False
-    if any(not versions[v].complete for v in accepted_old):
-        notes.append("the time budget ran out: some cipher lists are incomplete")
-
-    tls13 = versions["TLSv1.3"]
-    if suites is not None:
-        found13, ok13 = suites.result(timeout=max(1.0, t.remaining() + 1))
-        if tls13.accepted:
-            tls13.ciphers = sorted(set(tls13.ciphers) | set(found13), key=TLS13_SUITES.index)
-            tls13.ciphers.sort(key=lambda s: s != preferred["TLSv1.3"])
-        tls13.complete = ok13
-        if not ok13:
-            notes.append("openssl s_client could not test every TLS 1.3 suite: the TLSv1.3 list may be incomplete")
-    elif tls13.accepted:
-        tls13.complete = False
-        notes.append(
-            "the openssl command is missing: Python cannot choose TLS 1.3 suites, "
-            "so only the suite it negotiated is listed"
-        )
+    if incomplete or any(not r.complete for r in versions.values()):
+        notes.append("some questions went unanswered (time budget, or no connection): some lists are incomplete")
     return versions, preferred
 
 
 def _attempt(t: _Target, ctx: ssl.SSLContext) -> tuple[bool, str]:
-    """(True, cipher) or (False, why)."""
+    """A full handshake: (True, cipher) or (False, why)."""
     try:
-        _, cipher = t.handshake(ctx)
-        return True, cipher
+        return True, t.handshake(ctx)[1]
     except (ssl.SSLError, OSError, ProtocolError) as exc:
         return False, _reason(exc)
 
 
-def _removal_chain(t: _Target, ctx: ssl.SSLContext, candidates: list[str]) -> tuple[list[str], bool]:
-    """Offer all candidates, drop the one chosen, repeat until refused: (accepted, complete)."""
-    remaining, found = list(candidates), list[str]()
-    while remaining:
-        if t.remaining() <= 0:
-            return found, False
-        try:
-            ctx.set_ciphers(":".join(remaining) + ":@SECLEVEL=0")
-        except ssl.SSLError:
-            break  # none of the rest exists at this version here
-        ok, cipher = _attempt(t, ctx)
-        if not ok or cipher not in remaining:
-            break
-        found.append(cipher)
-        remaining.remove(cipher)
-    return found, True
+class _Chains:
+    """Removal chains: offer the candidates, drop the one chosen, repeat until refused. A chain that made
+    ``_SPLIT`` picks and has at least ``2 * _SPLIT`` candidates left hands half of them to a new chain: a
+    server that accepts few suites costs one refusal per version, one that accepts many is asked side by
+    side."""
 
+    def __init__(self, t: _Target, pool: ThreadPoolExecutor) -> None:
+        self.t, self.pool = t, pool
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, Future[tuple[list[str], bool]]]] = []
 
-def _tls13_suites(t: _Target, pool: ThreadPoolExecutor) -> tuple[list[str], bool]:
-    """TLS 1.3 suites one by one with ``openssl s_client`` (Python's ssl cannot choose them)."""
-    futures = {suite: pool.submit(_s_client, t, suite) for suite in TLS13_SUITES}
-    found: list[str] = []
-    complete = True
-    for suite, future in futures.items():
-        outcome = future.result(timeout=max(1.0, t.remaining() + 1))
-        if outcome is None:
-            complete = False
-        elif outcome:
-            found.append(suite)
-    return found, complete
+    def start(self, version: str, template: HelloTemplate, remaining: list[str]) -> None:
+        if remaining:
+            future = self.pool.submit(self._run, version, template, remaining)
+            with self.lock:
+                self.pending.append((version, future))
 
+    def _run(self, version: str, template: HelloTemplate, remaining: list[str]) -> tuple[list[str], bool]:
+        found: list[str] = []
+        picks = 0  # since this chain last split
+        while remaining:
+            if self.t.remaining() <= 0:
+                return found, False
+            answer = self.t.ask(template, remaining)
+            if not answer.accepted or answer.suite not in remaining:
+                return found, not answer.unknown
+            found.append(str(answer.suite))
+            remaining = [c for c in remaining if c != answer.suite]
+            picks += 1
+            if picks >= _SPLIT and len(remaining) >= 2 * _SPLIT:
+                self.start(version, template, remaining[1::2])
+                remaining, picks = remaining[0::2], 0
+        return found, True
 
-def _s_client(t: _Target, suite: str) -> bool | None:
-    """True/False: the suite was accepted or refused; None: s_client could not tell."""
-    assert t.openssl is not None
-    cmd = [t.openssl, "s_client", "-connect", f"{t.host}:{t.port}", "-tls1_3", "-ciphersuites", suite, "-brief"]
-    if not t.implicit:
-        cmd += ["-starttls", t.protocol]
-        if t.protocol == "smtp":
-            cmd += ["-name", "mailtls-probe.invalid"]
-    if not _is_ip(t.sni):
-        cmd += ["-servername", t.sni]
-    if t.client_cert:
-        cmd += ["-cert", t.client_cert, "-key", t.client_key or t.client_cert]
-    t.count()
-    try:
-        proc = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=t.op_timeout(), check=False
-        )
-    except (subprocess.TimeoutExpired, OSError):
-        return None
-    output = proc.stdout + proc.stderr
-    return "Protocol version: TLSv1.3" in output and f"Ciphersuite: {suite}" in output
+    def collect(self) -> tuple[dict[str, list[str]], set[str]]:
+        """Wait for every chain, those started meanwhile included: (found per version, incomplete versions)."""
+        found: dict[str, list[str]] = {}
+        incomplete: set[str] = set()
+        while True:
+            with self.lock:
+                if not self.pending:
+                    return found, incomplete
+                version, future = self.pending.pop(0)
+            names, complete = future.result(timeout=max(1.0, self.t.remaining() + 1))
+            found.setdefault(version, []).extend(names)
+            if not complete:
+                incomplete.add(version)
 
 
 def _is_ip(name: str) -> bool:
@@ -1167,31 +1042,61 @@ def _is_ip(name: str) -> bool:
 # --- certificate, capabilities after TLS, client certificates ---------------------------------------
 
 
-def _rich_session(t: _Target, recipient: str) -> tuple[list[bytes], str, list[str], bool | None]:
-    """One permissive TLS session: the presented chain, the banner, capabilities and AUTH-required."""
-    ctx = _client_context(None, client_cert=t.client_cert, client_key=t.client_key)
+@dataclass
+class _Session:
+    """One TLS session's findings: the presented chain, banner, capabilities, AUTH-required, and the
+    certificate verdict when the session settled it (``verifies`` None: not settled)."""
+
+    chain: list[bytes] = field(default_factory=list)
+    banner: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    auth_required: bool | None = None
+    version: str | None = None
+    verifies: bool | None = None
+    verify_error: str | None = None
+
+
+def _session(t: _Target, ca_file: str | None, recipient: str) -> _Session:
+    """The session a careful client opens (trust ``ca_file``, check the name, default security level and
+    versions, the client certificate if any), read for the chain, capabilities and AUTH-required. When
+    the certificate fails verification, a permissive session reads them instead; when the careful
+    handshake fails for another reason, the verdict waits for the accepted suites
+    (:func:`_verify_certificate`)."""
+    careful = _careful_context(t, ca_file)
+    try:
+        found = _converse(t, careful, recipient)
+        found.verifies = True
+        return found
+    except ssl.SSLCertVerificationError as exc:
+        verdict: tuple[bool | None, str | None] = (False, str(exc.verify_message))
+    except (ssl.SSLError, OSError, ProtocolError, ProbeError):
+        verdict = (None, None)
+    found = _converse(t, client_context(client_cert=t.client_cert, client_key=t.client_key), recipient)
+    found.verifies, found.verify_error = verdict
+    return found
+
+
+def _converse(t: _Target, ctx: ssl.SSLContext, recipient: str) -> _Session:
     tls, lines, banner = t.open_tls(ctx)
     with tls:
-        chain = _presented_chain(tls)
-        caps = _capabilities(lines, t.protocol)
-        auth_required = None
+        found = _Session(presented_chain(tls), banner, capabilities(lines, t.protocol, name=_PROBE_NAME))
+        found.version = tls.version()
         if t.protocol == "smtp":
-            auth_required = _auth_required_smtp(lines, recipient)
+            found.auth_required = _auth_required_smtp(lines, recipient)
         with contextlib.suppress(OSError):  # goodbye is best effort
             lines.send({"smtp": "QUIT", "imap": "p9 LOGOUT", "pop3": "QUIT"}[t.protocol])
-    return chain, banner, caps, auth_required
+    return found
 
 
-def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
-    # Python 3.13 makes get_unverified_chain() public; 3.11/3.12 have it on the private _sslobj.
-    getter: Callable[[], Any] | None = getattr(tls, "get_unverified_chain", None)
-    if getter is None:
-        getter = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
-    if getter is not None:
-        chain = getter() or []
-        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
-    leaf = tls.getpeercert(binary_form=True)
-    return [leaf] if leaf else []
+def _careful_context(t: _Target, ca_file: str | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    else:
+        ctx.load_default_certs()
+    if t.client_cert:
+        ctx.load_cert_chain(t.client_cert, t.client_key)
+    return ctx
 
 
 def _verify_certificate(
@@ -1205,22 +1110,18 @@ def _verify_certificate(
     accepted = [v for v in VERSIONS if v in versions and versions[v].accepted]
     if not accepted:
         return None, "no protocol version accepted"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_file:
-        ctx.load_verify_locations(ca_file)
-    else:
-        ctx.load_default_certs()
-    seen = list(dict.fromkeys(c for v in accepted if v != "TLSv1.3" for c in versions[v].ciphers))
+    ctx = _careful_context(t, ca_file)
+    local = set(local_ciphers("TLSv1.2"))  # what Python can offer (the suites OpenSSL 3 dropped: not)
+    seen = list(dict.fromkeys(c for v in accepted if v != "TLSv1.3" for c in versions[v].ciphers if c in local))
     if not any(v in accepted for v in ("TLSv1.2", "TLSv1.3")):
         # Legacy-only server: OpenSSL 3 needs level 0, which also waives the key-size and SHA-1 checks.
         set_version_range(ctx, accepted[0])
-        ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=0")
+        with contextlib.suppress(ssl.SSLError):  # only suites OpenSSL 3 dropped: the handshake fails, and says so
+            ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=0")
         notes.append("certificate verified at OpenSSL security level 0 (legacy-only server): weak keys pass")
     elif seen:
         with contextlib.suppress(ssl.SSLError):  # nothing usable at level 2: keep the defaults (TLS 1.3)
             ctx.set_ciphers(":".join(seen) + ":!aNULL")
-    if t.client_cert:
-        ctx.load_cert_chain(t.client_cert, t.client_key)
     try:
         t.handshake(ctx)
         return True, None
@@ -1234,16 +1135,18 @@ def _client_cert_required(t: _Target, accepted: list[str]) -> bool | None:
     """Handshake without the client certificate; a TLS 1.3 refusal only shows on the first read."""
     if not accepted:
         return None
-    ctx = _client_context(accepted[-1])
+    ctx = client_context(accepted[-1])
     try:
         tls, lines, _ = t.open_tls(ctx)
         with tls:
             if not t.implicit:
-                _capabilities(lines, t.protocol)  # forces a read: surfaces the server's certificate alert
+                capabilities(lines, t.protocol, name=_PROBE_NAME)  # a read: surfaces the server's certificate alert
         return False
+    except (ImplicitTLSError, NoGreetingError, WrongProtocolError, ProbeError):
+        return None
     except (ssl.SSLError, ConnectionError, ProtocolError):
         return True
-    except (OSError, _ImplicitTLSHere, _NotThisProtocol):
+    except OSError:
         return None
 
 

@@ -34,6 +34,7 @@ from .pki import session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 from .records import Record
+from .tls import expand_ciphers as policy_ciphers  # the cipher names a policy allows (re-exported)
 
 __all__ = [
     "Mismatch",
@@ -119,14 +120,6 @@ class VerifyDocument(Record):
 
 
 # --- one cell -----------------------------------------------------------------------------------
-
-
-@cache
-def policy_ciphers(cipher_string: str) -> frozenset[str]:
-    """The TLS <= 1.2 cipher names ``cipher_string`` expands to in the local OpenSSL (at level 0)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.set_ciphers(cipher_string if "@SECLEVEL" in cipher_string else cipher_string + ":@SECLEVEL=0")
-    return frozenset(c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3")
 
 
 def probe_endpoint(endpoint: Endpoint, *, timeout: float = 5.0, concurrency: int = 8, **kwargs: Any) -> ProbeResult:
@@ -601,7 +594,7 @@ def verify_endpoints(
     progress: Progress = _no_progress,
     *,
     timeout: float = 5.0,
-    workers: int = 4,
+    workers: int = 8,
     concurrency: int = 4,
     budget: float = 120.0,
 ) -> VerifyReport:

@@ -13,23 +13,16 @@ import smtplib
 import socket
 import ssl
 import time
-import warnings
 from typing import Any
 
 from ..connect import open_client
 from ..manifest import Endpoint
 from ..oracle import ClientProfile
 from ..policy import Mode
+from ..tls import set_version_range
 from .base import Client, ClientResult, OutgoingMessage, Transcript, wait_for_delivery
 
 __all__ = ["PythonClient", "PYTHON_PROFILES", "python_context"]
-
-_SSL_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
-}
 
 #: Built-in profiles: a careful client per protocol, one speaking all three, and one that must be caught.
 PYTHON_PROFILES: dict[str, ClientProfile] = {
@@ -68,10 +61,7 @@ def python_context(profile: ClientProfile, endpoint: Endpoint) -> ssl.SSLContext
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     versions = profile.effective_versions or profile.versions
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/1.1 are deprecated, and that is the point
-        ctx.minimum_version = _SSL_VERSIONS[versions[0]]
-        ctx.maximum_version = _SSL_VERSIONS[versions[-1]]
+    set_version_range(ctx, versions[0], versions[-1])  # TLSv1/1.1 are deprecated, and that is the point
     ciphers = profile.cipher_string()
     if ciphers:
         ctx.set_ciphers(ciphers)

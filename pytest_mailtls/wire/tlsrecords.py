@@ -20,12 +20,11 @@ How "finished" is told without keys:
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import ssl
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
+
+from ..tls import suite_name, suite_names
 
 __all__ = [
     "ALERTS",
@@ -125,28 +124,9 @@ def version_name(value: int) -> str:
     return _VERSIONS.get(value, f"0x{value:04x}")
 
 
-@functools.cache
-def _cipher_table() -> dict[int, str]:
-    """IANA suite number -> OpenSSL name, from the local OpenSSL (every suite it knows, at any level)."""
-    table: dict[int, str] = {0x00FF: "TLS_EMPTY_RENEGOTIATION_INFO_SCSV", 0x5600: "TLS_FALLBACK_SCSV"}
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    with contextlib.suppress(ssl.SSLError):  # every OpenSSL knows ALL
-        ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
-    for c in ctx.get_ciphers():
-        table[int(c["id"]) & 0xFFFF] = str(c["name"])
-    # Suites OpenSSL 3 no longer builds but clients still offer (old JVMs, Windows).
-    table.setdefault(0x000A, "DES-CBC3-SHA")
-    table.setdefault(0xC012, "ECDHE-RSA-DES-CBC3-SHA")
-    table.setdefault(0xC008, "ECDHE-ECDSA-DES-CBC3-SHA")
-    table.setdefault(0x0016, "EDH-RSA-DES-CBC3-SHA")
-    table.setdefault(0x0005, "RC4-SHA")
-    table.setdefault(0x0004, "RC4-MD5")
-    return table
-
-
 def cipher_name(value: int) -> str:
     """IANA suite number -> OpenSSL name (``0xc02f`` -> ``ECDHE-RSA-AES128-GCM-SHA256``); unknown as hex."""
-    return _cipher_table().get(value, f"0x{value:04x}")
+    return suite_name(value)
 
 
 def _grease(value: int) -> bool:
@@ -335,11 +315,12 @@ def _parse_client_hello(msg: bytes) -> ClientHelloInfo:
     pos += cs_len
     comp_len = msg[pos]
     pos += 1 + comp_len
+    table = suite_names()  # a hello offers up to a few hundred suites: one dict look-up each
     hello = ClientHelloInfo(
         legacy_version=version_name(legacy),
         versions=[],
         versions_from="legacy_version",
-        ciphers=[cipher_name(s) for s in suites if not _grease(s)],
+        ciphers=[table.get(s) or f"0x{s:04x}" for s in suites if not _grease(s)],
     )
     supported: list[int] = []
     for ext_type, data in _extensions(msg, pos):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mailtls import connect
 from pytest_mailtls.connect import ProtocolError, open_client, plain_exchange, tls_handshake
 from pytest_mailtls.errors import ServerStartError
 from pytest_mailtls.manifest import Endpoint
@@ -317,6 +318,41 @@ def test_server_that_hangs_up_is_a_protocol_error(serve: ServerFactory) -> None:
 def test_tls_bytes_where_plaintext_was_expected(serve: ServerFactory, protocol: str) -> None:
     with pytest.raises(ProtocolError, match="implicit TLS"):
         _exchange(serve(protocol, raw_first=TLS_ALERT).port, protocol)
+
+
+def test_the_first_line_tells_tls_silence_and_other_protocols_apart(serve: ServerFactory) -> None:
+    """The probe builds its one-line errors on these: each failure of the greeting has its own type."""
+    with pytest.raises(connect.ImplicitTLSError):
+        _exchange(serve("smtp", raw_first=TLS_ALERT).port, "smtp")
+    with pytest.raises(connect.WrongProtocolError) as wrong:
+        _exchange(serve("pop3").port, "imap")
+    assert wrong.value.greeting == "+OK mini POP3 ready" and connect.guess_protocol(wrong.value.greeting) == "pop3"
+    with pytest.raises(ProtocolError, match="SMTP greeting 554") as refused:
+        _exchange(serve("smtp", banner="554 5.3.2 no service here").port, "smtp")
+    assert not isinstance(refused.value, connect.WrongProtocolError)  # an SMTP server, refusing: not another protocol
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        with (
+            socket.create_connection(silent.getsockname(), timeout=0.3) as sock,
+            pytest.raises(connect.NoGreetingError),
+        ):
+            plain_exchange(sock, "smtp")
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_one_helper_per_step(pki: SessionPKI, serve: ServerFactory, protocol: str) -> None:
+    """greet, capabilities and starttls are the steps plain_exchange and the probe share; after them TLS starts."""
+    server = serve(protocol)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+        lines = connect.Lines(sock)
+        assert connect.guess_protocol(connect.greet(lines, protocol)) == protocol
+        caps = connect.capabilities(lines, protocol, name="mailtls-probe.invalid")
+        assert connect.auth_mechanisms(caps) == ["PLAIN", "LOGIN"]  # SASL mechanisms only: no POP3 USER
+        connect.starttls(lines, protocol)
+        with _client_ctx(pki).wrap_socket(sock, server_hostname=SNI_NAME) as tls:
+            assert tls.version() == "TLSv1.3"
 
 
 def test_unknown_protocol() -> None:

@@ -22,6 +22,8 @@ from cryptography import x509
 
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.embedded import EmbeddedBackend, EmbeddedServer, server_context
+from pytest_mailtls.connect import plain_exchange, tls_handshake
+from pytest_mailtls.hello import Answer, HelloTemplate, ask, hello_template
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
@@ -30,12 +32,15 @@ from pytest_mailtls.probe import (
     TLS13_SUITES,
     ProbeError,
     ProbeResult,
+    candidates,
     local_ciphers,
     parse_target,
     port_defaults,
     probe,
 )
+from pytest_mailtls.tls import client_context
 from pytest_mailtls.verify import policy_ciphers, probe_endpoint
+from pytest_mailtls.wire.tlsrecords import ClientHelloInfo, TLSObserver
 
 from .loopserver import LoopServer
 
@@ -126,21 +131,98 @@ def test_legacy_policy_finds_ciphers_at_every_version(probed: dict[str, ProbeRes
     assert all(r.complete for r in result.versions.values())
 
 
-def test_tls13_suites_come_from_openssl_s_client(probed: dict[str, ProbeResult], server: EmbeddedServer) -> None:
+def test_every_suite_found_completes_a_real_handshake_and_no_other_does(
+    probed: dict[str, ProbeResult], server: EmbeddedServer
+) -> None:
+    """The raw-hello answers, checked both ways by full handshakes: each suite the probe lists completes
+    one at its version, each other suite the local OpenSSL can offer there is refused."""
+    endpoint = ep(server, "embedded-submission-starttls-legacy-valid")
+    result = probed[endpoint.id]
+    for version in ("TLSv1", "TLSv1.1", "TLSv1.2"):
+        found = set(result.ciphers(version))
+        for suite in local_ciphers(version):
+            ctx = client_context(version, suite + ":@SECLEVEL=0")
+            try:
+                tls_handshake(endpoint.host, endpoint.port, protocol="smtp", implicit=False, context=ctx,
+                              server_hostname=endpoint.server_hostname, timeout=5)  # fmt: skip
+                completed = True
+            except ssl.SSLError:
+                completed = False
+            assert completed is (suite in found), f"{version} {suite}: probe says {suite in found}"
+    # TLS 1.3: Python cannot choose the suite, but the one it negotiates is listed.
+    ctx = client_context("TLSv1.3")
+    negotiated = tls_handshake(endpoint.host, endpoint.port, protocol="smtp", implicit=False, context=ctx,
+                               server_hostname=endpoint.server_hostname, timeout=5).cipher  # fmt: skip
+    assert negotiated in result.ciphers("TLSv1.3")
+
+
+def test_hello_questions(server: EmbeddedServer) -> None:
+    """One question each way: a HelloRetryRequest (TLS 1.3 without key shares) and a full ServerHello both
+    name the suite; a suite the server lacks gets an alert; another version's hello is refused."""
+    endpoint = ep(server, "embedded-submission-starttls-intermediate-valid")
+
+    def question(template: HelloTemplate, suites: list[str]) -> Answer:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as sock:
+            plain_exchange(sock, "smtp", starttls=True)
+            return ask(sock, template, suites)
+
+    tls13 = hello_template("TLSv1.3", endpoint.server_hostname)
+    retry = question(tls13.without_key_shares(), ["TLS_CHACHA20_POLY1305_SHA256"])
+    assert (retry.accepted, retry.hello_retry, retry.suite) == (True, True, "TLS_CHACHA20_POLY1305_SHA256")
+    full = question(tls13, ["TLS_CHACHA20_POLY1305_SHA256"])
+    assert (full.accepted, full.hello_retry, full.suite) == (True, False, "TLS_CHACHA20_POLY1305_SHA256")
+    refused = question(tls13, ["TLS_AES_128_CCM_8_SHA256"])
+    assert not refused.accepted and refused.refusal == "the server refused: alert handshake_failure"
+    legacy = question(hello_template("TLSv1", endpoint.server_hostname), list(candidates("TLSv1")))
+    assert not legacy.accepted and "protocol_version" in (legacy.refusal or "")
+    tls12 = question(hello_template("TLSv1.2", endpoint.server_hostname), ["DES-CBC3-SHA", "AES128-SHA"])
+    assert not tls12.accepted  # neither is in the policy: one is not even built by OpenSSL 3, both asked
+
+
+def test_hello_template_is_the_local_openssl_hello() -> None:
+    """Offered the suites OpenSSL itself put in its hello, the rebuilt record is OpenSSL's, byte for byte."""
+    for version in VERSIONS:
+        ctx = client_context(version)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="mail.mailtls.test")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        record = outgoing.read()
+        template = hello_template(version, "mail.mailtls.test")
+        info = _client_hello(record)
+        suites = [c for c in info.ciphers if not c.endswith("_SCSV")]
+        rebuilt = template.hello(suites)
+        # The same bytes but for the random (11..43), the session id (random in TLS 1.3's compatibility
+        # mode) and the key share (fresh in each TLS 1.3 hello): every suite and extension in place.
+        end = 44 + record[43]
+        suites_end = end + 2 + int.from_bytes(record[end : end + 2], "big")
+        assert len(rebuilt) == len(record) and rebuilt[:11] == record[:11]
+        assert rebuilt[end:suites_end] == record[end:suites_end]
+        if version != "TLSv1.3":
+            assert rebuilt[suites_end:] == record[suites_end:]
+        assert _client_hello(rebuilt) == info
+    with pytest.raises(KeyError):
+        template.hello(["NO-SUCH-SUITE"])
+    assert {"DES-CBC3-SHA", "RC4-SHA"} <= set(candidates("TLSv1.2")) and "DES-CBC3-SHA" not in local_ciphers("TLSv1.2")
+
+
+def _client_hello(record: bytes) -> ClientHelloInfo:
+    observer = TLSObserver()
+    observer.feed("client", record)
+    assert observer.client_hello is not None
+    return observer.client_hello
+
+
+def test_tls13_suites_are_asked_with_raw_hellos(probed: dict[str, ProbeResult]) -> None:
     result = probed["embedded-submission-starttls-modern-valid"]
-    # OpenSSL's default server suites: the CCM ones are off.
+    # OpenSSL's default server suites: the CCM ones are off, and the probe asked about them too.
     assert result.ciphers("TLSv1.3") == [
         "TLS_AES_256_GCM_SHA384",
         "TLS_CHACHA20_POLY1305_SHA256",
         "TLS_AES_128_GCM_SHA256",
     ]
     assert result.versions["TLSv1.3"].complete
-    assert set(result.ciphers("TLSv1.3")) < set(TLS13_SUITES)
-    endpoint = ep(server, "embedded-submission-starttls-modern-valid")
-    without = probe_endpoint(endpoint, openssl=None)
-    assert without.accepted_versions == ["TLSv1.3"]
-    assert len(without.ciphers("TLSv1.3")) == 1 and not without.versions["TLSv1.3"].complete
-    assert any("openssl command is missing" in n for n in without.notes)
+    assert set(result.ciphers("TLSv1.3")) < set(TLS13_SUITES) == set(candidates("TLSv1.3"))
 
 
 # --- certificate ----------------------------------------------------------------------------------
