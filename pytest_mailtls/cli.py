@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import __version__
-from .backends import docker_servers
+from .backends import REGISTRY, docker_servers
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
 from .grid import Grid, ServerChoice, choose_servers, get_backend, parse_servers
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
@@ -41,9 +41,7 @@ def _say(line: str) -> None:
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--servers", default="auto", help="comma-separated: postfix,dovecot,james,embedded or auto (default)"
-    )
+    p.add_argument("--servers", default="auto", help=f"comma-separated: {','.join(REGISTRY)} or auto (default)")
     p.add_argument("--matrix", default=None, help="matrix file (default: the shipped matrix.yaml)")
     p.add_argument("--select", default=None, help="named selection of the matrix (e.g. quick, full)")
     p.add_argument(

@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
+from .backends import REGISTRY
+
 __all__ = ["MailTLSConfig", "SETTINGS", "add_options", "get_config"]
 
 # name -> (help, ini type, default)
 SETTINGS: dict[str, tuple[str, str, Any]] = {
     "matrix": ("Matrix file with policies, grid and selections (default: the one shipped with pytest-mailtls).", "string", None),
     "select": ("Named selection of the matrix to serve, e.g. quick or full (default: the matrix's default_selection).", "string", None),
-    "servers": ("Comma-separated servers: postfix, dovecot, james, embedded, or auto (containers if Docker answers, else embedded).", "string", "auto"),
+    "servers": (f"Comma-separated servers: {', '.join(REGISTRY)}, or auto (the container servers if Docker answers, else the in-process ones).", "string", "auto"),
     "require_docker": ("Fail when no Docker engine answers (a usage error before any test, also where auto would fall back to the embedded backend), and fail the run if any test skipped for want of an engine. For CI.", "bool", False),
     "ready_timeout": ("Seconds each server may take to pass its readiness checks.", "string", "90"),
     "manifest": ("Use servers already running (e.g. `mailtls up --manifest PATH`) instead of starting any.", "string", None),

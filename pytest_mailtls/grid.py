@@ -85,12 +85,16 @@ def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
         return ServerChoice(list(requested), None, problem)
     if problem is None:
         return ServerChoice(list(docker_servers()), None, None)
+    from .backends import backend_class
+
+    local = [name for name in server_names() if not backend_class(name).needs_docker]
+    containers = ", ".join(backend_class(name).title for name in docker_servers())
     note = (
-        "No Docker engine is reachable: serving the grid with the embedded backend (SMTP cells in this process). "
-        "For Postfix, Dovecot and James start an engine (as root: `bash containers/base/start-engine.sh` in a "
+        f"No Docker engine is reachable: serving the grid with the {', '.join(local)} backend (in this process). "
+        f"For {containers} start an engine (as root: `bash containers/base/start-engine.sh` in a "
         "checkout) or point DOCKER_HOST at one."
     )
-    return ServerChoice(["embedded"], note, problem)
+    return ServerChoice(local, note, problem)
 
 
 _reaped = False

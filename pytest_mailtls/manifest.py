@@ -387,7 +387,7 @@ class EndpointRecord(Record):
         description="stable, readable cell id: `server-service-mode[-policy-cert][-auth][-network]` (auth left out when "
         "`default`); readers take the cell from the other keys",
     )
-    server: str = Field(description="the server: `postfix`, `dovecot`, `james`, `embedded`")
+    server: str = Field(description="the server, a name of the server registry (`mailtls cells --servers ...`)")
     service: str = Field(
         description="the port role, by its usual port: "
         + ", ".join(f"`{s.name}` ({s.default_port})" for s in SERVICES.values()),
