@@ -420,10 +420,6 @@ def _seclevel(ciphers: str | None) -> int | None:
     return levels[-1] if levels else None
 
 
-# Highest OpenSSL security level at which a server can present each certificate profile (checked by
-# handshakes on OpenSSL 3.0: level 1 refuses SHA-1 signatures, level 2 also RSA keys under 2048 bits).
-# Profiles not listed work at every level the policies use.
-_CERT_MAX_SECLEVEL = {CertProfile.WEAK_RSA_1024: 1, CertProfile.SHA1_SIGNATURE: 0}
 # The OpenSSL "auth" of TLS <= 1.2 ciphers a key type can serve.
 _KEY_AUTH = {"rsa": "auth-rsa", "ecdsa": "auth-ecdsa"}
 _CIPHER_FLOOR = {"SSLv3": -1, "TLSv1.0": 0, "TLSv1.2": 2}  # get_ciphers()' "protocol": lowest version
@@ -436,7 +432,7 @@ def _servable(policy: TLSPolicy, cert: CertProfile) -> str | None:
     a version its policy declares.
     """
     level = _seclevel(policy.ciphers)
-    most = _CERT_MAX_SECLEVEL.get(cert)
+    most = cert.fault.max_seclevel  # the highest OpenSSL security level that still presents it
     if level is not None and most is not None and level > most:
         return f"its @SECLEVEL={level} refuses the {cert} certificate (it needs @SECLEVEL={most} or lower)"
     if policy.ciphers is None:

@@ -285,9 +285,7 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
     if not profile.trusts_ca and cert.verifies:
         return Expectation("untrusted-certificate", secure, True, "the client does not trust the session CA", version)
     if cert.failure is not None:
-        return Expectation(
-            cert.failure, False, True, f"the server presents {_CERT_WORDS.get(cert, str(cert))}", version
-        )
+        return Expectation(cert.failure, False, True, f"the server presents {cert.fault.words or cert}", version)
     if cell.auth.client_cert and not profile.client_cert:
         why = "the server requires a client certificate; the client presents none"
         return Expectation("client-certificate-required", secure, True, why, version)
@@ -336,18 +334,6 @@ def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[st
             f"failed with {expectation.outcome} although a secure session exists: {expectation.reason}",
         )
     return "refused-correctly", f"refused as it must: {expectation.reason}"
-
-
-_CERT_WORDS = {
-    CertProfile.EXPIRED: "an expired certificate",
-    CertProfile.NOT_YET_VALID: "a certificate that is not valid yet",
-    CertProfile.WRONG_HOST: "a certificate for another host name",
-    CertProfile.SELF_SIGNED: "a self-signed certificate",
-    CertProfile.UNTRUSTED_CA: "a certificate from a CA the client does not trust",
-    CertProfile.MISSING_INTERMEDIATE: "its certificate without the intermediate CA",
-    CertProfile.WEAK_RSA_1024: "a certificate with a 1024-bit RSA key",
-    CertProfile.SHA1_SIGNATURE: "a certificate signed with SHA-1",
-}
 
 
 # --- the cell side ----------------------------------------------------------------

@@ -27,6 +27,8 @@ from .errors import MailTLSError
 from .policy import CertProfile
 
 __all__ = [
+    "CERT_FAULTS",
+    "CertFault",
     "SessionPKI",
     "ServerCertFiles",
     "ClientCertFiles",
@@ -50,6 +52,70 @@ MADE_MARKER = ".made"
 
 #: The only name a ``wrong-host`` certificate carries.
 WRONG_HOST = "wrong-host.mailtls.invalid"
+
+
+@dataclass(frozen=True)
+class CertFault:
+    """What one certificate profile is, in one place: whether a verifying client accepts it, the failure
+    class it must report otherwise, how the fault reads in a sentence, OpenSSL 3's verification error for
+    it, and the highest OpenSSL security level at which a server can still present it. (How it is made is
+    :meth:`SessionPKI._make_server`; what verify checks in the presented leaf is ``verify._leaf_checks``.)
+    """
+
+    verifies: bool = False
+    failure: str | None = None
+    words: str = ""
+    verify_errors: tuple[str, ...] = ()
+    max_seclevel: int | None = None  # None: every level the policies use
+    key_type: str = "rsa"
+
+
+#: Every certificate profile's facts (checked by handshakes on OpenSSL 3.0; level 1 refuses SHA-1
+#: signatures, level 2 also RSA keys under 2048 bits).
+CERT_FAULTS: dict[CertProfile, CertFault] = {
+    CertProfile.VALID: CertFault(verifies=True, words="a valid certificate"),
+    CertProfile.ECDSA_P256: CertFault(verifies=True, words="a valid ECDSA P-256 certificate", key_type="ecdsa"),
+    CertProfile.EXPIRED: CertFault(
+        failure="certificate-expired", words="an expired certificate", verify_errors=("certificate has expired",)
+    ),
+    CertProfile.NOT_YET_VALID: CertFault(
+        failure="certificate-not-yet-valid",
+        words="a certificate that is not valid yet",
+        verify_errors=("certificate is not yet valid",),
+    ),
+    CertProfile.WRONG_HOST: CertFault(
+        failure="hostname-mismatch",
+        words="a certificate for another host name",
+        verify_errors=("Hostname mismatch", "IP address mismatch"),
+    ),
+    CertProfile.SELF_SIGNED: CertFault(
+        failure="untrusted-certificate",
+        words="a self-signed certificate",
+        verify_errors=("self-signed certificate", "self signed certificate"),
+    ),
+    CertProfile.UNTRUSTED_CA: CertFault(
+        failure="untrusted-certificate",
+        words="a certificate from a CA the client does not trust",
+        verify_errors=("unable to get local issuer certificate",),
+    ),
+    CertProfile.MISSING_INTERMEDIATE: CertFault(
+        failure="incomplete-chain",
+        words="its certificate without the intermediate CA",
+        verify_errors=("unable to get local issuer certificate",),
+    ),
+    CertProfile.WEAK_RSA_1024: CertFault(
+        failure="weak-key-or-signature",
+        words="a certificate with a 1024-bit RSA key",
+        verify_errors=("key too weak", "key too small"),
+        max_seclevel=1,
+    ),
+    CertProfile.SHA1_SIGNATURE: CertFault(
+        failure="weak-key-or-signature",
+        words="a certificate signed with SHA-1",
+        verify_errors=("digest algorithm too weak", "md too weak"),
+        max_seclevel=0,
+    ),
+}
 
 
 @dataclass(frozen=True)

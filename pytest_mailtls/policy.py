@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pki import CertFault
 
 __all__ = [
     "VERSIONS",
@@ -103,28 +107,23 @@ class CertProfile(StrEnum):
     @property
     def verifies(self) -> bool:
         """Whether a client that trusts the session CA and checks the host name accepts it."""
-        return self in (CertProfile.VALID, CertProfile.ECDSA_P256)
+        return self.fault.verifies
 
     @property
     def failure(self) -> str | None:
         """The diagnosis class a verifying client must fail with, or ``None``."""
-        return _CERT_FAILURES.get(self)
+        return self.fault.failure
 
     @property
     def key_type(self) -> str:
-        return "ecdsa" if self is CertProfile.ECDSA_P256 else "rsa"
+        return self.fault.key_type
 
+    @property
+    def fault(self) -> CertFault:
+        """This profile's facts, declared next to the PKI that makes it (:data:`pki.CERT_FAULTS`)."""
+        from .pki import CERT_FAULTS
 
-_CERT_FAILURES: dict[CertProfile, str] = {
-    CertProfile.EXPIRED: "certificate-expired",
-    CertProfile.NOT_YET_VALID: "certificate-not-yet-valid",
-    CertProfile.WRONG_HOST: "hostname-mismatch",
-    CertProfile.SELF_SIGNED: "untrusted-certificate",
-    CertProfile.UNTRUSTED_CA: "untrusted-certificate",
-    CertProfile.MISSING_INTERMEDIATE: "incomplete-chain",
-    CertProfile.WEAK_RSA_1024: "weak-key-or-signature",
-    CertProfile.SHA1_SIGNATURE: "weak-key-or-signature",
-}
+        return CERT_FAULTS[self]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from .connect import ProtocolError, open_client
 from .manifest import Endpoint
-from .pki import session_intermediates
+from .pki import CERT_FAULTS, session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 from .records import Record
@@ -47,16 +47,10 @@ __all__ = [
     "cleartext_login_allowed",
 ]
 
-#: The OpenSSL 3 verification message each certificate fault produces in a verifying client.
+#: The OpenSSL 3 verification message each certificate fault produces in a verifying client
+#: (declared with the fault: :data:`pki.CERT_FAULTS`).
 CERT_ERRORS: dict[CertProfile, tuple[str, ...]] = {
-    CertProfile.EXPIRED: ("certificate has expired",),
-    CertProfile.NOT_YET_VALID: ("certificate is not yet valid",),
-    CertProfile.WRONG_HOST: ("Hostname mismatch", "IP address mismatch"),
-    CertProfile.SELF_SIGNED: ("self-signed certificate", "self signed certificate"),
-    CertProfile.UNTRUSTED_CA: ("unable to get local issuer certificate",),
-    CertProfile.MISSING_INTERMEDIATE: ("unable to get local issuer certificate",),
-    CertProfile.WEAK_RSA_1024: ("key too weak", "key too small"),
-    CertProfile.SHA1_SIGNATURE: ("digest algorithm too weak", "md too weak"),
+    profile: fault.verify_errors for profile, fault in CERT_FAULTS.items() if fault.verify_errors
 }
 _OLD_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2")
 
@@ -289,7 +283,7 @@ def _cert_problems(
     problems: list[tuple[str, str]] = []
     now = dt.datetime.now(dt.UTC)
     level0 = any("security level 0" in n for n in notes)
-    waived = level0 and profile in (CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE)
+    waived = level0 and profile.fault.max_seclevel is not None  # a level-0 client takes weak keys and SHA-1
     if report.verifies is None:
         problems.append((f"a verifying handshake ({profile})", report.verify_error or "it failed"))
     elif report.verifies != profile.verifies and not waived:
