@@ -59,7 +59,7 @@ class CertFault:
     """What one certificate profile is, in one place: whether a verifying client accepts it, the failure
     class it must report otherwise, how the fault reads in a sentence, OpenSSL 3's verification error for
     it, and the highest OpenSSL security level at which a server can still present it. (How it is made is
-    :meth:`SessionPKI._make_server`; what verify checks in the presented leaf is ``verify._leaf_checks``.)
+    :meth:`SessionPKI._make_server`; what verify checks in the presented leaf is ``verify._cert_problems``.)
     """
 
     verifies: bool = False
