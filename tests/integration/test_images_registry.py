@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,8 @@ def _missing() -> str | None:
             return f"{tool} is not installed (apt-get install {package})"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
+    if shutil.which("ip") is None:
+        return "ip (iproute2) is not installed: the second engine gets a bridge of its own"
     return runtime.engine_problem()
 
 
@@ -199,19 +202,28 @@ def _stop_engine(root: Path) -> None:
 @contextlib.contextmanager
 def fresh_engine(mirror: str | None = None) -> Iterator[Engine]:
     """A second engine with no image, started by ``containers/base/start-engine.sh`` (``mirror``: a registry for
-    its registry-mirrors); stopped and removed after: processes, data root, mounts. It has no bridge (so it adds
-    no network interface) and writes no iptables rule."""
+    its registry-mirrors); stopped and removed after: processes, data root, mounts, its bridge. It writes no
+    iptables rule.
+
+    Its default bridge is an interface of its own, made here: a dockerd started with ``--bridge=none`` DELETES
+    the host's ``docker0`` (moby removes the default bridge interface when the bridge is disabled), which
+    broke every container of the main engine started on the default bridge afterwards."""
     import docker
 
     root = Path(tempfile.mkdtemp(prefix="mailtls-e2-", dir="/tmp"))  # short: the socket path has a length limit
     host = f"unix://{root / 'docker.sock'}"
+    bridge = f"mte2{secrets.token_hex(4)}"  # at most 15 characters
+    subnet = f"10.213.{secrets.randbelow(250) + 1}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     (root / "daemon.json").write_text(json.dumps({"registry-mirrors": [f"http://{mirror}"]} if mirror else {}))
     args = [
         f"--config-file={root / 'daemon.json'}",
         f"--data-root={root / 'data'}",
         f"--exec-root={root / 'exec'}",
         f"--host={host}",
-        "--bridge=none",
+        f"--bridge={bridge}",
         "--iptables=false",
         "--ip-masq=false",
         "--containerd-namespace=mailtls-e2",
@@ -241,6 +253,7 @@ def fresh_engine(mirror: str | None = None) -> Iterator[Engine]:
         if client is not None:
             client.close()
         _stop_engine(root)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
 @pytest.fixture
@@ -256,11 +269,11 @@ def second_engine(main_images: dict[str, str]) -> Iterator[Callable[..., Engine]
             return engine
 
         yield start
-        # Without a bridge the engine made no network interface (the main engine's come and go meanwhile).
         networks = [sorted(n.name for n in e.client.networks.list()) for e in started]
     for engine in started:
         assert not engine.root.exists() and _processes_under(engine.root) == [] and _mounts_under(engine.root) == []
-    assert all(names == ["host", "none"] for names in networks), networks
+    assert all(names == ["bridge", "host", "none"] for names in networks), networks
+    assert Path("/sys/class/net/docker0").exists(), "the main engine's bridge is untouched"
 
 
 def _lines(text: str, word: str) -> list[str]:
