@@ -222,7 +222,12 @@ class AttachedGrid:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / MANIFEST
-        self.endpoints: list[Endpoint] = read_manifest(self.path, live=True)
+        # Not live=True: its liveness check connects to the first cell, which another worker's test may hold
+        # (it would count as that test's session). The daemon said READY and its pid is checked instead.
+        self.endpoints: list[Endpoint] = read_manifest(self.path, live=False)
+        pid = _read_pid(directory)
+        if pid is None or not _alive(pid):
+            raise ServerStartError(f"shared grid: its process ({pid}) is gone (log: {directory / LOG})")
         data = json.loads((directory / LOGS).read_text())
         self.skipped: dict[str, str] = data.get("skipped", {})
         self._logs: dict[str, list[Any]] = data.get("cells", {})
