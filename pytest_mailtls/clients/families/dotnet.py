@@ -66,15 +66,18 @@ FAMILY = ClientFamily(
     rules=_rules,
     openssl_reasons=True,
     knobs={
-        "versions": "set SslProtocols = {dotnet} (SslClientAuthenticationOptions.EnabledSslProtocols; MailKit: client.SslProtocols), or leave it to the OS default (SslProtocols.None)",
+        "versions": "set SslProtocols = {dotnet} (SslClientAuthenticationOptions.EnabledSslProtocols; MailKit: "
+        "client.SslProtocols), or leave it to the OS default (SslProtocols.None)",
         "ciphers": "allow {jsse} (CipherSuitesPolicy on Linux and macOS; the system's suite list on Windows)",
-        "trust": "trust {ca} (X509ChainPolicy.CustomTrustStore with TrustMode = CustomRootTrust, or the system store); never a RemoteCertificateValidationCallback that returns true",
+        "trust": "trust {ca} (X509ChainPolicy.CustomTrustStore with TrustMode = CustomRootTrust, or the system store); "
+        "never a RemoteCertificateValidationCallback that returns true",
         "hostname": "set TargetHost to a name the certificate carries (MailKit: connect with that host name)",
         "client-cert": 'add X509Certificate2.CreateFromPemFile("client.pem", "client-key.pem") to ClientCertificates',
         "starttls": "connect with SecureSocketOptions.StartTls (not StartTlsWhenAvailable, not None)",
         "implicit-tls": "connect with SecureSocketOptions.SslOnConnect",
         "plaintext-first": "connect with SecureSocketOptions.StartTls",
-        "verify-on": "remove the ServerCertificateValidationCallback that returns true (MailKit: client.CheckCertificateRevocation and a proper callback)",
+        "verify-on": "remove the ServerCertificateValidationCallback that returns true (MailKit: "
+        "client.CheckCertificateRevocation and a proper callback)",
         "hostname-on": "do not ignore SslPolicyErrors.RemoteCertificateNameMismatch in the validation callback",
     },
     version_words=_version_words,

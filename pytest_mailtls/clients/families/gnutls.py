@@ -60,7 +60,8 @@ FAMILY = ClientFamily(
         "ciphers": "add the suite to the priority string",
         "trust": "load {ca} with gnutls_certificate_set_x509_trust_file (gnutls-cli --x509cafile)",
         "hostname": "verify against a name the certificate carries (gnutls_session_set_verify_cert, gnutls-cli HOST)",
-        "client-cert": "load the certificate and key (gnutls-cli --x509certfile client.pem --x509keyfile client-key.pem)",
+        "client-cert": "load the certificate and key (gnutls-cli --x509certfile client.pem --x509keyfile "
+        "client-key.pem)",
         "starttls": "pass --starttls-proto={proto}",
         "implicit-tls": "drop --starttls-proto",
         "plaintext-first": "pass --starttls-proto={proto}",

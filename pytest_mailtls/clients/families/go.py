@@ -50,7 +50,8 @@ def _rules() -> tuple[Rule, ...]:
         ),
         rule(
             r"remote error: tls: protocol version not supported|tls: server selected unsupported protocol version|"
-            r"tls: no supported versions satisfy MinVersion and MaxVersion|tls: client offered only unsupported versions",
+            r"tls: no supported versions satisfy MinVersion and MaxVersion|tls: client offered only unsupported "
+            r"versions",
             "protocol-version-mismatch",
             weight=5,
         ),

@@ -116,9 +116,11 @@ FAMILY = ClientFamily(
     knobs={
         "versions": 'set mail.{proto}.ssl.protocols="{want}"',
         "ciphers": 'set mail.{proto}.ssl.ciphersuites="{jsse}"',
-        "trust": "give the client a truststore holding the CA (javax.net.ssl.trustStore, or an SSLSocketFactory in mail.{proto}.ssl.socketFactory); never mail.{proto}.ssl.trust=*",
+        "trust": "give the client a truststore holding the CA (javax.net.ssl.trustStore, or an SSLSocketFactory in "
+        "mail.{proto}.ssl.socketFactory); never mail.{proto}.ssl.trust=*",
         "hostname": "connect with the name the certificate carries; keep mail.{proto}.ssl.checkserveridentity=true",
-        "client-cert": "give the client a keystore with its certificate (javax.net.ssl.keyStore, or a KeyManager in the SSLSocketFactory set as mail.{proto}.ssl.socketFactory)",
+        "client-cert": "give the client a keystore with its certificate (javax.net.ssl.keyStore, or a KeyManager in "
+        "the SSLSocketFactory set as mail.{proto}.ssl.socketFactory)",
         "starttls": "set mail.{proto}.starttls.enable=true and mail.{proto}.starttls.required=true",
         "implicit-tls": "set mail.{proto}.ssl.enable=true",
         "plaintext-first": "set mail.{proto}.ssl.enable=false and use STARTTLS",
@@ -126,9 +128,12 @@ FAMILY = ClientFamily(
         "hostname-on": "set mail.<proto>.ssl.checkserveridentity=true",
         "weak-on": '(java.security: jdk.certpath.disabledAlgorithms += "RSA keySize < 2048, SHA1")',
         "disabled-by": "JDK 17 jdk.tls.disabledAlgorithms",
-        "only-tls1": "javax.mail 1.4.x enables only TLSv1 when mail.{proto}.ssl.protocols is unset: set it, or upgrade to Jakarta/Angus Mail 2",
-        "offered-none": "javax.mail 1.4.x enables only TLSv1 when mail.{proto}.ssl.protocols is unset, and JDK 17 disables TLSv1: set the property, or upgrade to Jakarta/Angus Mail 2",
-        "runtime-disabled": "javax.mail 1.4.5 enabled only TLSv1 when ssl.protocols was unset: upgrade to Jakarta/Angus Mail 2",
+        "only-tls1": "javax.mail 1.4.x enables only TLSv1 when mail.{proto}.ssl.protocols is unset: set it, or upgrade "
+        "to Jakarta/Angus Mail 2",
+        "offered-none": "javax.mail 1.4.x enables only TLSv1 when mail.{proto}.ssl.protocols is unset, and JDK 17 "
+        "disables TLSv1: set the property, or upgrade to Jakarta/Angus Mail 2",
+        "runtime-disabled": "javax.mail 1.4.5 enabled only TLSv1 when ssl.protocols was unset: upgrade to "
+        "Jakarta/Angus Mail 2",
         "smtp-auth": "mail.smtp.auth=true",
     },
     default_suites=JDK17_DEFAULT_SUITES,

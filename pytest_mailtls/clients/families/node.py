@@ -24,7 +24,8 @@ def _rules() -> tuple[Rule, ...]:
         rule(r"\bCERT_HAS_EXPIRED\b", "certificate-expired", weight=5),
         rule(r"\bCERT_NOT_YET_VALID\b", "certificate-not-yet-valid", weight=5),
         rule(
-            r"\bDEPTH_ZERO_SELF_SIGNED_CERT\b|\bSELF_SIGNED_CERT_IN_CHAIN\b|self[- ]signed certificate in certificate chain",
+            r"\bDEPTH_ZERO_SELF_SIGNED_CERT\b|\bSELF_SIGNED_CERT_IN_CHAIN\b|self[- ]signed certificate in certificate "
+            r"chain",
             "untrusted-certificate",
             weight=5,
         ),
@@ -57,10 +58,13 @@ FAMILY = ClientFamily(
     rules=_rules,
     openssl_reasons=True,
     knobs={
-        "versions": "set tls: {{ minVersion: '{lo_name}', maxVersion: '{hi_name}' }} in the transport options (nodemailer passes tls to tls.connect)",
+        "versions": "set tls: {{ minVersion: '{lo_name}', maxVersion: '{hi_name}' }} in the transport options "
+        "(nodemailer passes tls to tls.connect)",
         "ciphers": "set tls: {{ ciphers: '{openssl}' }} in the transport options",
-        "trust": "pass tls: {{ ca: [fs.readFileSync('ca.pem')] }} (or NODE_EXTRA_CA_CERTS=ca.pem); never rejectUnauthorized: false",
-        "hostname": "connect to (or set tls: {{ servername }} to) a name the certificate carries; keep the default checkServerIdentity",
+        "trust": "pass tls: {{ ca: [fs.readFileSync('ca.pem')] }} (or NODE_EXTRA_CA_CERTS=ca.pem); never "
+        "rejectUnauthorized: false",
+        "hostname": "connect to (or set tls: {{ servername }} to) a name the certificate carries; keep the default "
+        "checkServerIdentity",
         "client-cert": "pass tls: {{ cert, key }} (PEM; the key in PKCS#8 or PKCS#1)",
         "starttls": "set requireTLS: true and drop ignoreTLS (nodemailer)",
         "implicit-tls": "set secure: true",

@@ -79,11 +79,15 @@ FAMILY = ClientFamily(
     rules=_rules,
     openssl_reasons=True,
     knobs={
-        "versions": "offer {want}: rustls ClientConfig::builder_with_protocol_versions(&[{rust_versions}]) (rustls speaks only TLSv1.2 and TLSv1.3); native-tls TlsConnector::builder().min_protocol_version(Some({rust_min}))",
+        "versions": "offer {want}: rustls ClientConfig::builder_with_protocol_versions(&[{rust_versions}]) (rustls "
+        "speaks only TLSv1.2 and TLSv1.3); native-tls "
+        "TlsConnector::builder().min_protocol_version(Some({rust_min}))",
         "ciphers": "enable {jsse} in the rustls CryptoProvider's cipher_suites",
-        "trust": "add {ca} to the rustls RootCertStore (native-tls: TlsConnector::builder().add_root_certificate); never a verifier that accepts everything",
+        "trust": "add {ca} to the rustls RootCertStore (native-tls: TlsConnector::builder().add_root_certificate); "
+        "never a verifier that accepts everything",
         "hostname": "pass a ServerName the certificate carries",
-        "client-cert": "call with_client_auth_cert(chain, key) on the rustls ClientConfig builder (native-tls: Identity::from_pkcs8, which takes the PKCS#8 key {{client_key}})",
+        "client-cert": "call with_client_auth_cert(chain, key) on the rustls ClientConfig builder (native-tls: "
+        "Identity::from_pkcs8, which takes the PKCS#8 key {{client_key}})",
         "starttls": "use a STARTTLS transport that requires TLS (lettre: SmtpTransport::starttls_relay, Tls::Required)",
         "implicit-tls": "use implicit TLS (lettre: SmtpTransport::relay, Tls::Wrapper)",
         "plaintext-first": "use STARTTLS (lettre: SmtpTransport::starttls_relay, Tls::Required)",
