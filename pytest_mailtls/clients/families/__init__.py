@@ -30,6 +30,7 @@ __all__ = [
     "GENERIC",
     "KNOBS",
     "REGISTRY",
+    "REQUIRED_KNOBS",
     "ClientFamily",
     "client_families",
     "client_family",
@@ -81,6 +82,7 @@ KNOBS: dict[str, str] = {
     "runtime-disabled": "a note on the version remedy when the runtime disables every configured version",
     "smtp-auth": "a setting SMTP AUTH needs besides user name and password",
 }
+#: The knobs every family words (the generic family for everybody else): one per remedy that asks the client.
 REQUIRED_KNOBS: tuple[str, ...] = tuple(KNOBS)[:8]
 
 
