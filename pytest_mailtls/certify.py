@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .clients.base import Client, ClientResult
+from .clients.families import client_family
 from .connect import tls_handshake
 from .diagnose import UNCLASSIFIED, Diagnosis, Finding, diagnose, remedy
 from .errors import MailTLSError
@@ -358,6 +359,7 @@ def version_findings(
 
 def _accepted_remedy(cls: str, client: Client, endpoint: Endpoint) -> str:
     p = client.profile
+    family = client_family(p.family)
     if cls in ("starttls-not-offered", "starttls-required"):
         return (
             "the client sent its session (and credentials) in plaintext: require TLS "
@@ -365,16 +367,12 @@ def _accepted_remedy(cls: str, client: Client, endpoint: Endpoint) -> str:
         )
     if cls in ("untrusted-certificate", "incomplete-chain", "certificate-expired", "certificate-not-yet-valid"):
         what = "verification is off" if not p.verify else "its verification let this certificate through"
-        return f"the client accepted a certificate it must reject ({what}): " + _verify_on(p.family)
+        return f"the client accepted a certificate it must reject ({what}): " + family.knob("verify-on")
     if cls == "hostname-mismatch":
-        return "the client does not check the certificate's host name: " + _hostname_on(p.family)
+        return "the client does not check the certificate's host name: " + family.knob("hostname-on")
     if cls == "weak-key-or-signature":
         return "the client accepted an RSA key under 2048 bits or a SHA-1 signature: raise its minimum " + (
-            '(java.security: jdk.certpath.disabledAlgorithms += "RSA keySize < 2048, SHA1")'
-            if p.family == "java"
-            else "(GnuTLS: tls_priorities with %PROFILE_MEDIUM)"
-            if p.family == "msmtp"
-            else "(OpenSSL: security level 2, no @SECLEVEL=0 in the cipher string)"
+            family.knob("weak-on")
         )
     if cls in ("protocol-version-mismatch", "no-shared-cipher"):
         return (
@@ -383,38 +381,6 @@ def _accepted_remedy(cls: str, client: Client, endpoint: Endpoint) -> str:
     if cls == "client-certificate-required":
         return "the server let the client in without a client certificate: the server's mTLS setting does not hold"
     return "the client succeeded where the cell must fail: check its TLS settings"
-
-
-def _verify_on(family: str) -> str:
-    return {
-        "java": "remove mail.<proto>.ssl.trust=* and use a truststore with the CA",
-        "python": "use ssl.create_default_context(cafile=...) (CERT_REQUIRED)",
-        "curl": "drop --insecure and pass --cacert",
-        "openssl": "pass -verify_return_error",
-        "swaks": "pass --tls-verify",
-        "msmtp": "set tls_certcheck on",
-        "gnutls": "keep certificate verification on (gnutls_session_set_verify_cert)",
-        "node": "drop tls: { rejectUnauthorized: false } and pass ca: fs.readFileSync(CA)",
-        "go": "drop InsecureSkipVerify and set tls.Config{RootCAs: pool}",
-        "rust": "drop danger_accept_invalid_certs / dangerous() verifiers and add the CA to the root store",
-        "dotnet": "remove the ServerCertificateValidationCallback that returns true (MailKit: client.CheckCertificateRevocation and a proper callback)",
-    }.get(family, "turn certificate verification on")
-
-
-def _hostname_on(family: str) -> str:
-    return {
-        "java": "set mail.<proto>.ssl.checkserveridentity=true",
-        "python": "keep context.check_hostname = True",
-        "curl": "drop --insecure",
-        "openssl": "pass -verify_hostname NAME",
-        "swaks": "use a swaks with --tls-verify-host (20240103+)",
-        "msmtp": "keep tls_certcheck on",
-        "gnutls": "pass the host name to gnutls_session_set_verify_cert",
-        "node": "drop checkServerIdentity overrides and set servername to the certificate's name",
-        "go": "set tls.Config{ServerName: ...} and drop InsecureSkipVerify",
-        "rust": "drop danger_accept_invalid_hostnames and connect with the certificate's name",
-        "dotnet": "do not ignore SslPolicyErrors.RemoteCertificateNameMismatch in the validation callback",
-    }.get(family, "turn host name verification on")
 
 
 def _safe_logs(logs_for: LogSource | None, endpoint: Endpoint) -> list[str]:

@@ -25,17 +25,18 @@ inputs give the same class on every run: no step depends on dict or set order.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 # _server_ciphers/_server_tls13_suites: the cell's real suites, so that a remedy names only what is really missing.
+from .clients.families import client_families, client_family
 from .oracle import (
     FAILURE_CLASSES,
-    JDK17_DEFAULT_SUITES,
     SECURE_VERSIONS,
     ClientProfile,
     _server_ciphers,
@@ -45,17 +46,23 @@ from .oracle import (
 from .policy import VERSIONS, Cell, CertProfile, Mode
 from .records import Record
 
+if TYPE_CHECKING:
+    from .clients.families import ClientFamily
+
 __all__ = [
     "UNCLASSIFIED",
     "Diagnosis",
     "Finding",
     "Rule",
-    "CLIENT_TABLES",
+    "client_table",
+    "client_tables",
     "server_tables",
     "rule",
     "reply_code",
     "CHAIN_CLASSES",
     "DATE_CLASSES",
+    "HANGUP_CLASSES",
+    "HANDSHAKE_CLASSES",
     "OPENSSL_SERVER",
     "WIRE",
     "diagnose",
@@ -252,345 +259,25 @@ COMMON: tuple[Rule, ...] = (
     _rule(r"\bcertificates?\b", *_CERT, "client-certificate-required", weight=1),
 )
 
-PYTHON: tuple[Rule, ...] = (
-    _rule(r"STARTTLS extension not supported by server|TLS not supported by server", "starttls-not-offered", weight=5),
-    _rule(r"STLS not supported by server|STARTTLS is not offered", "starttls-not-offered", weight=5),
-    _rule(r"answered with TLS where plaintext was expected", "wrong-tls-mode", weight=5),
-    _rule(r"SMTPAuthenticationError|AUTHENTICATIONFAILED|\[AUTH\] Authentication failed", "auth-failed", weight=5),
-    # .NET's SslStream says "Authentication failed because ..." / ", see inner exception" for TLS failures.
-    _rule(
-        r"authentication failed(?!,? (?:see inner|because))|Invalid credentials|\bLOGIN failed",
-        "auth-failed",
-    ),
-    _rule(r"Must issue a STARTTLS command first|PRIVACYREQUIRED|LOGINDISABLED", "starttls-required", weight=5),
-    _rule(r"Plaintext authentication disallowed|must use STARTTLS|encryption required", "starttls-required", weight=5),
-    _rule(r"SMTP AUTH extension not supported by server", "starttls-required", "auth-failed"),
-    _rule(r"Authentication required|Relay access denied|\b530[ -]5\.7\.0\b", "auth-failed", "starttls-required"),
-    _rule(r"SSLCertVerificationError", *_CERT),
-)
-
-JAVA: tuple[Rule, ...] = (
-    _rule(r"No appropriate protocol", "protocol-version-mismatch", weight=5),
-    _rule(r"Received fatal alert: protocol_version|is not accepted by client preferences", "protocol-version-mismatch"),
-    _rule(
-        r"Client requested protocol \S+ is not enabled|The server selected protocol version",
-        "protocol-version-mismatch",
-    ),
-    _rule(r"Received fatal alert: illegal_parameter", "protocol-version-mismatch", "no-shared-cipher"),
-    _rule(r"Received fatal alert: handshake_failure", *_HANDSHAKE),
-    _rule(
-        r"No negotiable cipher suite|no cipher suites in common|Received fatal alert: insufficient_security",
-        "no-shared-cipher",
-    ),
-    _rule(r"Unsupported or unrecognized SSL message|plaintext connection\?", "wrong-tls-mode", weight=5),
-    _rule(r"\bNotAfter:|CertificateExpiredException", "certificate-expired", weight=5),
-    _rule(r"\bNotBefore:|CertificateNotYetValidException", "certificate-not-yet-valid", weight=5),
-    _rule(
-        r"No subject alternative (?:DNS )?names? matching|No name matching|Server is not trusted:",
-        "hostname-mismatch",
-        weight=5,
-    ),
-    _rule(r"Can't verify identity of server|HostnameVerifier", "hostname-mismatch", weight=5),
-    _rule(
-        r"Algorithm constraints check failed|keysize limits|key size too small|disabled algorithm",
-        "weak-key-or-signature",
-        weight=5,
-    ),
-    _rule(r"PKIX path building failed|unable to find valid certification path", *_CHAIN),
-    _rule(r"PKIX path validation failed|signature check failed", *_CERT),
-    _rule(
-        r"Received fatal alert: certificate_required|Empty client certificate chain",
-        "client-certificate-required",
-        weight=5,
-    ),
-    _rule(
-        r"Received fatal alert: (?:bad_certificate|unknown_ca|certificate_unknown)",
-        "client-certificate-required",
-        weight=1,
-    ),
-    _rule(
-        r"Remote host terminated the handshake|Connection reset by peer|SSLHandshakeException: .*\bEOF\b",
-        *_HANGUP,
-        hint=True,
-    ),
-    _rule(r"AuthenticationFailedException", "auth-failed", weight=5),
-    _rule(r"\[AUTHENTICATIONFAILED\]|-ERR \[AUTH\]", "auth-failed"),
-    _rule(
-        r"STARTTLS is required but|STARTTLS required but not supported|STLS required but not supported",
-        "starttls-not-offered",
-        weight=5,
-    ),
-    _rule(
-        r"Must issue a STARTTLS command first|PRIVACYREQUIRED|Plaintext authentication disallowed",
-        "starttls-required",
-        weight=5,
-    ),
-    _rule(r"\b530[ -]5\.7\.0\b|Authentication required|Relay access denied", "auth-failed", "starttls-required"),
-)
-
-# Go crypto/tls, crypto/x509 and net/smtp (texts from the Go sources: x509/verify.go, tls/alert.go, smtp/auth.go).
-GO: tuple[Rule, ...] = (
-    # CertificateInvalidError{Reason: Expired} reads the same for both dates; the detail says which.
-    _rule(r"certificate has expired or is not yet valid: current time \S+ is after", "certificate-expired", weight=5),
-    _rule(
-        r"certificate has expired or is not yet valid: current time \S+ is before",
-        "certificate-not-yet-valid",
-        weight=5,
-    ),
-    _rule(r"certificate has expired or is not yet valid", *_DATES),
-    # Go says "unknown authority" both for a foreign CA and for a missing intermediate: never a host name.
-    _rule(r"x509: certificate signed by unknown authority", *_CHAIN),
-    _rule(
-        r"x509: certificate is valid for .+, not \S+|x509: certificate is not valid for any names|"
-        r"x509: cannot validate certificate for \S+ because it doesn't contain any IP SANs|"
-        r"x509: certificate relies on legacy Common Name field",
-        "hostname-mismatch",
-        weight=5,
-    ),
-    _rule(
-        r"insecure algorithm (?:SHA1|MD5|MD2)-\w+|cannot verify signature: insecure algorithm|"
-        r"(?<!remote error: )tls: unsupported certificate|tls: server's certificate contains an unsupported type",
-        "weak-key-or-signature",
-        weight=5,
-    ),
-    _rule(
-        r"remote error: tls: protocol version not supported|tls: server selected unsupported protocol version|"
-        r"tls: no supported versions satisfy MinVersion and MaxVersion|tls: client offered only unsupported versions",
-        "protocol-version-mismatch",
-        weight=5,
-    ),
-    _rule(r"remote error: tls: handshake failure", *_HANDSHAKE),
-    _rule(
-        r"remote error: tls: insufficient security level|tls: no cipher suite supported by both client and server",
-        "no-shared-cipher",
-    ),
-    _rule(
-        r"tls: first record does not look like a TLS handshake|tls: oversized record received|"
-        r"server gave HTTP response",
-        "wrong-tls-mode",
-        weight=5,
-    ),
-    _rule(r"remote error: tls: certificate required", "client-certificate-required", weight=5),
-    _rule(
-        r"remote error: tls: (?:bad certificate|unknown certificate authority|unsupported certificate)",
-        "client-certificate-required",
-        weight=1,
-    ),
-    # smtp.PlainAuth refuses to send the password over a connection without TLS.
-    _rule(r"\bunencrypted connection\b", "starttls-required", "starttls-not-offered"),
-    _rule(r"smtp: server doesn't support AUTH", "starttls-required", "auth-failed"),
-)
-
-# Node's tls module (OpenSSL underneath: its reason strings are read too) and nodemailer.
-NODE: tuple[Rule, ...] = (
-    _rule(
-        r"Hostname/IP does not match certificate's altnames|ERR_TLS_CERT_ALTNAME_INVALID",
-        "hostname-mismatch",
-        weight=5,
-    ),
-    _rule(r"\bCERT_HAS_EXPIRED\b", "certificate-expired", weight=5),
-    _rule(r"\bCERT_NOT_YET_VALID\b", "certificate-not-yet-valid", weight=5),
-    _rule(
-        r"\bDEPTH_ZERO_SELF_SIGNED_CERT\b|\bSELF_SIGNED_CERT_IN_CHAIN\b|self[- ]signed certificate in certificate chain",
-        "untrusted-certificate",
-        weight=5,
-    ),
-    _rule(r"\bUNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?\b|\bUNABLE_TO_VERIFY_LEAF_SIGNATURE\b", *_CHAIN),
-    _rule(r"\bERR_SSL_(?:WRONG_VERSION_NUMBER|HTTP_REQUEST|PACKET_LENGTH_TOO_LONG)\b", "wrong-tls-mode", weight=5),
-    _rule(
-        r"\bERR_SSL_(?:TLSV1_ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE|VERSION_TOO_LOW)\b",
-        "protocol-version-mismatch",
-        weight=5,
-    ),
-    _rule(
-        r"\bERR_SSL_(?:NO_CIPHERS_AVAILABLE|NO_SHARED_CIPHER|SSLV3_ALERT_INSUFFICIENT_SECURITY|"
-        r"TLSV1_ALERT_INSUFFICIENT_SECURITY)\b",
-        "no-shared-cipher",
-        weight=5,
-    ),
-    _rule(r"\bERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE\b", *_HANDSHAKE),
-    _rule(r"\bERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED\b", "client-certificate-required", weight=5),
-    _rule(r"\bERR_SSL_(?:EE_KEY_TOO_SMALL|CA_KEY_TOO_SMALL|CA_MD_TOO_WEAK)\b", "weak-key-or-signature", weight=5),
-    _rule(r"\bInvalid login\b|\bEAUTH\b", "auth-failed", weight=5),
-    # A plaintext client on an implicit-TLS port waits for a greeting that never comes (the server waits too).
-    _rule(r"Greeting never received", "wrong-tls-mode", hint=True),
-    _rule(r"Unexpected socket close|\bECONNRESET\b|socket hang up", *_HANGUP, hint=True),
-)
-
-# rustls' Error Display (old: Debug names such as "UnknownIssuer"; 0.23: sentences such as "certificate expired:")
-# and lettre. native-tls on Linux is OpenSSL: the family reads OpenSSL's reasons too.
-RUST: tuple[Rule, ...] = (
-    _rule(r"invalid peer certificate: (?:UnknownIssuer|UnknownCA)\b", *_CHAIN),
-    _rule(
-        r"invalid peer certificate: (?:NotValidForName\w*|certificate not valid for name)",
-        "hostname-mismatch",
-        weight=5,
-    ),
-    _rule(r"invalid peer certificate: (?:Expired\w*|certificate expired)", "certificate-expired", weight=5),
-    _rule(
-        r"invalid peer certificate: (?:NotValidYet\w*|certificate not valid yet)", "certificate-not-yet-valid", weight=5
-    ),
-    _rule(
-        r"invalid peer certificate: (?:BadSignature|UnsupportedSignatureAlgorithm)\w*",
-        "weak-key-or-signature",
-        weight=5,
-    ),
-    _rule(r"invalid peer certificate", *_CERT),
-    _rule(
-        r"received fatal alert: (?:ProtocolVersion\b|.*\bprotocol[ _]version)", "protocol-version-mismatch", weight=5
-    ),
-    _rule(r"received fatal alert: (?:HandshakeFailure\b|.*\bhandshake[ _]failure)", *_HANDSHAKE),
-    _rule(
-        r"received fatal alert: (?:CertificateRequired\b|.*\bcertificate[ _]required)",
-        "client-certificate-required",
-        weight=5,
-    ),
-    _rule(
-        r"received fatal alert: (?:BadCertificate|UnknownCA|CertificateUnknown)\b",
-        "client-certificate-required",
-        weight=1,
-    ),
-    _rule(r"peer is incompatible: \w*(?:Tls12|Tls13|Version)\w*", "protocol-version-mismatch", weight=5),
-    _rule(r"peer is incompatible: No(?:CipherSuites|KxGroups)InCommon", "no-shared-cipher", weight=5),
-    _rule(r"peer is incompatible", "protocol-version-mismatch", "no-shared-cipher"),
-    _rule(r"corrupt message of type InvalidContentType|\bInvalidContentType\b", "wrong-tls-mode"),
-    _rule(r"peer sent no certificates", "client-certificate-required", weight=5),
-    _rule(r"Connection error: .*(?:reset|closed|eof)", *_HANGUP, hint=True),
-)
-
-# .NET SslStream / SChannel (System.Net.Security resources) and MailKit.
-DOTNET: tuple[Rule, ...] = (
-    _rule(r"RemoteCertificateNameMismatch", "hostname-mismatch", weight=5),
-    _rule(r"\bNotTimeValid\b", *_DATES),
-    _rule(r"\bUntrustedRoot\b", "untrusted-certificate", weight=5),
-    _rule(r"\bPartialChain\b", *_CHAIN),
-    _rule(r"\bNotSignatureValid\b|\bHasWeakSignature\b", "weak-key-or-signature"),
-    # Chain errors are everything but the name.
-    _rule(
-        r"RemoteCertificateChainErrors|remote certificate is invalid because of errors in the certificate chain",
-        *(c for c in _CERT if c != "hostname-mismatch"),
-    ),
-    _rule(
-        r"The remote certificate is invalid according to the validation procedure|"
-        r"rejected by the provided RemoteCertificateValidationCallback",
-        *_CERT,
-    ),
-    _rule(r"do not possess a common algorithm", "protocol-version-mismatch", "no-shared-cipher"),
-    _rule(r"remote party sent a TLS alert: '?ProtocolVersion", "protocol-version-mismatch", weight=5),
-    _rule(r"remote party sent a TLS alert: '?HandshakeFailure", *_HANDSHAKE),
-    _rule(r"remote party sent a TLS alert: '?CertificateRequired", "client-certificate-required", weight=5),
-    _rule(
-        r"remote party sent a TLS alert: '?(?:BadCertificate|UnknownCA|CertificateUnknown)",
-        "client-certificate-required",
-        weight=1,
-    ),
-    _rule(
-        r"unexpected packet format|Cannot determine the frame size or a corrupted frame was received",
-        "wrong-tls-mode",
-        weight=5,
-    ),
-    _rule(
-        r"remote party has closed the transport stream|unexpected EOF or 0 bytes from the transport stream",
-        *_HANGUP,
-        hint=True,
-    ),
-)
-
-CURL: tuple[Rule, ...] = (
-    _rule(r"STARTTLS not supported|STARTTLS denied|curl: \(64\)", "starttls-not-offered", weight=5),
-    _rule(
-        r"no alternative certificate subject name matches|does not match target host name",
-        "hostname-mismatch",
-        weight=5,
-    ),
-    _rule(r"curl: \(51\)", "hostname-mismatch"),
-    _rule(r"curl: \(67\)|Login denied", "auth-failed", weight=5),
-    _rule(r"curl: \(60\)|SSL certificate problem", *_CERT),
-    _rule(
-        r"curl: \(58\)|unable to set private key file|could not load PEM client certificate",
-        "client-certificate-required",
-    ),
-    _rule(r"curl: \(59\)|failed setting cipher list", "no-shared-cipher"),
-    _rule(
-        r"curl: \(35\)",
-        "protocol-version-mismatch",
-        "no-shared-cipher",
-        "wrong-tls-mode",
-        "client-certificate-required",
-    ),
-    _rule(r"Must issue a STARTTLS command first", "starttls-required", weight=5),
-    _rule(r"Authentication required|Relay access denied|\b530[ -]5\.7\.0\b", "auth-failed", "starttls-required"),
-)
-
-S_CLIENT: tuple[Rule, ...] = (
-    _rule(r"Didn't find STARTTLS in server response", "starttls-not-offered", weight=6),
-    _rule(r"verify error:num=10:", "certificate-expired", weight=5),
-    _rule(r"verify error:num=9:", "certificate-not-yet-valid", weight=5),
-    _rule(r"verify error:num=62:", "hostname-mismatch", weight=5),
-    _rule(r"verify error:num=(?:18|19):", "untrusted-certificate", weight=5),
-    _rule(r"verify error:num=(?:66|67|68):", "weak-key-or-signature", weight=5),
-)
-
-SWAKS: tuple[Rule, ...] = (
-    _rule(r"Host did not advertise STARTTLS|STARTTLS not advertised", "starttls-not-offered", weight=5),
-    _rule(r"Could not authenticate|<\*\* +535\b|<~\* +535\b", "auth-failed", weight=5),
-    _rule(r"Must issue a STARTTLS command first", "starttls-required", weight=5),
-    _rule(r"Host did not advertise authentication", "starttls-required", "auth-failed"),
-    _rule(
-        r"TLS startup failed",
-        *_CERT,
-        "protocol-version-mismatch",
-        "no-shared-cipher",
-        "client-certificate-required",
-        hint=True,
-    ),
-)
-
-GNUTLS: tuple[Rule, ...] = (
-    _rule(r"uses expired certificate|certificate has expired(?! or is not yet valid)", "certificate-expired", weight=5),
-    _rule(r"uses not yet valid certificate|not yet activated", "certificate-not-yet-valid", weight=5),
-    _rule(r"name in the certificate does not match|owner does not match", "hostname-mismatch", weight=5),
-    _rule(r"certificate issuer is unknown|signer not found", *_CHAIN),
-    _rule(r"\bis self-signed\b|\bself signed\b", "untrusted-certificate"),
-    _rule(r"uses insecure algorithm|insecure algorithm|key size is too small", "weak-key-or-signature", weight=5),
-    _rule(
-        r"\bunsupported version\b|illegal or unsupported version|version is not supported|Error in protocol version",
-        "protocol-version-mismatch",
-    ),
-    _rule(r"Could not negotiate a supported cipher suite|No supported cipher suites", "no-shared-cipher"),
-    _rule(r"An unexpected TLS packet was received|unexpected TLS packet", "wrong-tls-mode", weight=1),
-    _rule(r"non-properly terminated|The TLS connection was non-properly terminated", *_HANGUP, hint=True),
-    _rule(r"A TLS fatal alert has been received|Received alert \[40\]", *_HANDSHAKE),
-    _rule(r"does not support TLS via the STARTTLS command", "starttls-not-offered", weight=5),
-    _rule(r"authentication failed(?!,? (?:see inner|because))", "auth-failed", weight=5),
-    _rule(
-        r"Must issue a STARTTLS command first|cannot use a secure authentication method", "starttls-required", weight=5
-    ),
-    _rule(r"server does not support authentication", "starttls-required", "auth-failed"),
-)
-
 
 def _tables(*tables: tuple[Rule, ...]) -> tuple[Rule, ...]:
     """Tables joined in order, each rule once (a family reading several tables must not count a rule twice)."""
     return tuple(dict.fromkeys(rule for table in tables for rule in table))
 
 
-#: Client-side tables per family (the family's own table first, then its TLS library's, then common words).
-CLIENT_TABLES: dict[str, tuple[Rule, ...]] = {
-    "python": _tables(PYTHON, OPENSSL_CLIENT, COMMON),
-    "curl": _tables(CURL, OPENSSL_CLIENT, COMMON),
-    "openssl": _tables(S_CLIENT, OPENSSL_CLIENT, COMMON),
-    "swaks": _tables(SWAKS, OPENSSL_CLIENT, COMMON),
-    "msmtp": _tables(GNUTLS, COMMON),
-    "gnutls": _tables(GNUTLS, COMMON),
-    "java": _tables(JAVA, COMMON),
-    "node": _tables(NODE, OPENSSL_CLIENT, COMMON),
-    "go": _tables(GO, COMMON),
-    "rust": _tables(RUST, OPENSSL_CLIENT, COMMON),
-    "dotnet": _tables(DOTNET, OPENSSL_CLIENT, COMMON),
-    # Unknown programs: every table (the specific ones first, OpenSSL's reasons and common words last).
-    "command": _tables(PYTHON, CURL, S_CLIENT, SWAKS, JAVA, GO, NODE, RUST, DOTNET, GNUTLS, OPENSSL_CLIENT, COMMON),
-}
+@functools.cache
+def client_table(family: str | None) -> tuple[Rule, ...]:
+    """The table that reads the errors of ``family`` (a name no family module declares: the generic family's):
+    the family's own words first (:attr:`ClientFamily.rules`), then OpenSSL's reasons if it prints them,
+    then the words every family may print."""
+    spec = client_family(family)
+    return _tables(spec.rules(), OPENSSL_CLIENT if spec.openssl_reasons else (), COMMON)
+
+
+def client_tables() -> dict[str, tuple[Rule, ...]]:
+    """Each client family's table, as its family module declares it."""
+    return {spec.name: client_table(spec.name) for spec in client_families()}
+
 
 # --- server tables ------------------------------------------------------------------
 # OpenSSL reasons as a *server* logs them: alerts received are the client rejecting our certificate.
@@ -613,11 +300,14 @@ OPENSSL_SERVER: tuple[Rule, ...] = (
     _rule(r"\bhttp request\b|\bHTTP_REQUEST\b|wrong version number|WRONG_VERSION_NUMBER", "wrong-tls-mode", weight=1),
 )
 
-#: Shared helpers for the server tables that backends declare (``Backend.log_rules``).
+#: Shared helpers for the tables that backends (``Backend.log_rules``) and client families
+#: (``ClientFamily.rules``) declare.
 rule = _rule
 reply_code = _code
 CHAIN_CLASSES = _CHAIN
 DATE_CLASSES = _DATES
+HANGUP_CLASSES = _HANGUP
+HANDSHAKE_CLASSES = _HANDSHAKE
 
 
 def server_tables() -> dict[str, tuple[Rule, ...]]:
@@ -738,7 +428,7 @@ def _scores(matches: Iterable[_Match], allowed: Sequence[str]) -> dict[str, int]
 def diagnose(
     error_text: str,
     *,
-    family: str = "command",
+    family: str | None = None,
     exception_type: str = "",
     server: str | None = None,
     server_lines: Sequence[str] = (),
@@ -755,7 +445,7 @@ def diagnose(
 
     ``wire``: facts from the session recorder (see :func:`wire_findings`), read
     first; ``family``: which client table reads ``error_text`` (a profile's
-    family); ``server``: which server table reads ``server_lines``;
+    family; none or an unknown name: the generic family, which reads every table); ``server``: which server table reads ``server_lines``;
     ``findings``: evidence from asking the server again (weak ones only choose
     among classes other evidence left open); ``cell``, ``profile`` and the
     client's real offer (``offered_versions``, ``offered_ciphers``, from its
@@ -767,7 +457,7 @@ def diagnose(
     if exception_type and not client_lines[0].startswith(exception_type):
         client_lines[0] = f"{exception_type}: {client_lines[0]}"
     wire_matches, wire_excluded = _finding_matches(wire, "wire")
-    client_matches = match_table(CLIENT_TABLES.get(family, CLIENT_TABLES["command"]), client_lines, source="client")
+    client_matches = match_table(client_table(family), client_lines, source="client")
     server_matches: list[_Match] = []
     if server is not None:
         from .backends import REGISTRY, backend_class
@@ -899,126 +589,8 @@ def _offer_text(versions: Sequence[str]) -> str:
 
 
 # --- remedies -----------------------------------------------------------------------
-# Knobs per family; each template may use {proto}, {ca}, and for versions {want} (names separated by spaces),
-# {lo}/{hi} (curl's 1.2), {lo_name}/{hi_name} (TLSv1.2), {go_lo}/{go_hi} (tls.VersionTLS12), {dotnet}
-# (SslProtocols.Tls12 | SslProtocols.Tls13), {gnutls} (+VERS-TLS1.2:+VERS-TLS1.3), {rust_versions},
-# {rust_min}; for ciphers {openssl} and {jsse} (IANA name, as Go, .NET and rustls spell it).
-
-_VERSION_KNOB: dict[str, str] = {
-    "java": 'set mail.{proto}.ssl.protocols="{want}"',
-    "python": "set context.minimum_version / context.maximum_version (ssl.TLSVersion) so that {want} is offered",
-    "curl": "pass --tlsv{lo} (the minimum) and --tls-max {hi}",
-    "openssl": "drop the version pins (-tls1, -no_tls1_3 ...) or pass -tls1_2 / -tls1_3",
-    "swaks": "pass --tls-protocol to allow {want}",
-    "msmtp": "set tls_priorities to allow {want} (e.g. NORMAL)",
-    "gnutls": "allow {want} in the priority string (NORMAL:-VERS-ALL:{gnutls})",
-    "node": "set tls: {{ minVersion: '{lo_name}', maxVersion: '{hi_name}' }} in the transport options "
-    "(nodemailer passes tls to tls.connect)",
-    "go": "set tls.Config{{MinVersion: {go_lo}, MaxVersion: {go_hi}}}",
-    "rust": "offer {want}: rustls ClientConfig::builder_with_protocol_versions(&[{rust_versions}]) "
-    "(rustls speaks only TLSv1.2 and TLSv1.3); native-tls TlsConnector::builder().min_protocol_version("
-    "Some({rust_min}))",
-    "dotnet": "set SslProtocols = {dotnet} (SslClientAuthenticationOptions.EnabledSslProtocols; MailKit: "
-    "client.SslProtocols), or leave it to the OS default (SslProtocols.None)",
-    "command": "configure the client to offer {want}",
-}
-_CIPHER_KNOB: dict[str, str] = {
-    "java": 'set mail.{proto}.ssl.ciphersuites="{jsse}"',
-    "python": 'call context.set_ciphers("{openssl}")',
-    "curl": 'pass --ciphers "{openssl}"',
-    "openssl": 'pass -cipher "{openssl}"',
-    "swaks": 'pass --tls-cipher "{openssl}"',
-    "msmtp": "add the suite to tls_priorities",
-    "gnutls": "add the suite to the priority string",
-    "node": "set tls: {{ ciphers: '{openssl}' }} in the transport options",
-    "go": "add tls.{jsse} to tls.Config.CipherSuites (Go leaves static-RSA key exchange out of its defaults)",
-    "rust": "enable {jsse} in the rustls CryptoProvider's cipher_suites",
-    "dotnet": "allow {jsse} (CipherSuitesPolicy on Linux and macOS; the system's suite list on Windows)",
-    "command": "enable {openssl} in the client",
-}
-_TRUST_KNOB: dict[str, str] = {
-    "java": "give the client a truststore holding the CA (javax.net.ssl.trustStore, or an SSLSocketFactory in "
-    "mail.{proto}.ssl.socketFactory); never mail.{proto}.ssl.trust=*",
-    "python": 'use ssl.create_default_context(cafile="{ca}")',
-    "curl": "pass --cacert {ca}",
-    "openssl": "pass -CAfile {ca}",
-    "swaks": "pass --tls-verify --tls-ca-path {ca}",
-    "msmtp": "set tls_trust_file {ca}",
-    "gnutls": "load {ca} with gnutls_certificate_set_x509_trust_file (gnutls-cli --x509cafile)",
-    "node": "pass tls: {{ ca: [fs.readFileSync('ca.pem')] }} (or NODE_EXTRA_CA_CERTS=ca.pem); never "
-    "rejectUnauthorized: false",
-    "go": "add {ca} to an x509.CertPool set as tls.Config{{RootCAs: pool}}; never InsecureSkipVerify",
-    "rust": "add {ca} to the rustls RootCertStore (native-tls: TlsConnector::builder().add_root_certificate); "
-    "never a verifier that accepts everything",
-    "dotnet": "trust {ca} (X509ChainPolicy.CustomTrustStore with TrustMode = CustomRootTrust, or the system "
-    "store); never a RemoteCertificateValidationCallback that returns true",
-    "command": "make the client trust {ca}",
-}
-_HOST_KNOB: dict[str, str] = {
-    "java": "connect with the name the certificate carries; keep mail.{proto}.ssl.checkserveridentity=true",
-    "python": "connect with server_hostname set to a name the certificate carries; keep check_hostname=True",
-    "curl": "use a URL whose host the certificate names (with --resolve NAME:PORT:IP)",
-    "openssl": "pass -verify_hostname with a name the certificate carries",
-    "swaks": "connect with a name the certificate carries",
-    "msmtp": "set host (or tls_host_override) to a name the certificate carries",
-    "gnutls": "verify against a name the certificate carries (gnutls_session_set_verify_cert, gnutls-cli HOST)",
-    "node": "connect to (or set tls: {{ servername }} to) a name the certificate carries; keep the default "
-    "checkServerIdentity",
-    "go": "set tls.Config{{ServerName: ...}} to a name the certificate carries",
-    "rust": "pass a ServerName the certificate carries",
-    "dotnet": "set TargetHost to a name the certificate carries (MailKit: connect with that host name)",
-    "command": "connect with a name the certificate carries",
-}
-_CLIENT_CERT_KNOB: dict[str, str] = {
-    "java": "give the client a keystore with its certificate (javax.net.ssl.keyStore, or a KeyManager in the "
-    "SSLSocketFactory set as mail.{proto}.ssl.socketFactory)",
-    "python": 'call context.load_cert_chain("client.pem", "client-key.pem")',
-    "curl": "pass --cert client.pem --key client-key.pem",
-    "openssl": "pass -cert client.pem -key client-key.pem",
-    "swaks": "pass --tls-cert client.pem --tls-key client-key.pem",
-    "msmtp": "set tls_cert_file and tls_key_file",
-    "gnutls": "load the certificate and key (gnutls-cli --x509certfile client.pem --x509keyfile client-key.pem)",
-    "node": "pass tls: {{ cert, key }} (PEM; the key in PKCS#8 or PKCS#1)",
-    "go": 'set tls.Config{{Certificates: ...}} from tls.LoadX509KeyPair("client.pem", "client-key.pem")',
-    "rust": "call with_client_auth_cert(chain, key) on the rustls ClientConfig builder (native-tls: "
-    "Identity::from_pkcs8, which takes the PKCS#8 key {{client_key}})",
-    "dotnet": 'add X509Certificate2.CreateFromPemFile("client.pem", "client-key.pem") to ClientCertificates',
-    "command": "configure the client certificate and key",
-}
-_STARTTLS_KNOB: dict[str, str] = {
-    "java": "set mail.{proto}.starttls.enable=true and mail.{proto}.starttls.required=true",
-    "python": "call starttls(context=...) before logging in (smtplib.SMTP.starttls, IMAP4.starttls, POP3.stls)",
-    "curl": "pass --ssl-reqd with a {proto}:// URL",
-    "openssl": "pass -starttls {proto}",
-    "swaks": "pass --tls",
-    "msmtp": "set tls on and tls_starttls on",
-    "gnutls": "pass --starttls-proto={proto}",
-    "node": "set requireTLS: true and drop ignoreTLS (nodemailer)",
-    "go": 'call (*smtp.Client).StartTLS before Auth, and fail when Extension("STARTTLS") is false',
-    "rust": "use a STARTTLS transport that requires TLS (lettre: SmtpTransport::starttls_relay, Tls::Required)",
-    "dotnet": "connect with SecureSocketOptions.StartTls (not StartTlsWhenAvailable, not None)",
-    "command": "enable STARTTLS in the client",
-}
-_MODE_KNOB: dict[str, dict[bool, str]] = {
-    "java": {True: "set mail.{proto}.ssl.enable=true", False: "set mail.{proto}.ssl.enable=false and use STARTTLS"},
-    "python": {True: "use SMTP_SSL / IMAP4_SSL / POP3_SSL", False: "use SMTP / IMAP4 / POP3 and then STARTTLS"},
-    "curl": {True: "use a {proto}s:// URL", False: "use a {proto}:// URL with --ssl-reqd"},
-    "openssl": {True: "drop -starttls", False: "pass -starttls {proto}"},
-    "swaks": {True: "pass --tls-on-connect", False: "pass --tls instead of --tls-on-connect"},
-    "msmtp": {True: "set tls_starttls off", False: "set tls_starttls on"},
-    "gnutls": {True: "drop --starttls-proto", False: "pass --starttls-proto={proto}"},
-    "node": {True: "set secure: true", False: "set secure: false and requireTLS: true (STARTTLS)"},
-    "go": {True: "dial with tls.Dial and hand the connection to smtp.NewClient", False: "smtp.Dial, then StartTLS"},
-    "rust": {
-        True: "use implicit TLS (lettre: SmtpTransport::relay, Tls::Wrapper)",
-        False: "use STARTTLS (lettre: SmtpTransport::starttls_relay, Tls::Required)",
-    },
-    "dotnet": {
-        True: "connect with SecureSocketOptions.SslOnConnect",
-        False: "connect with SecureSocketOptions.StartTls",
-    },
-    "command": {True: "speak TLS from the first byte", False: "open in plaintext and send STARTTLS"},
-}
+# Worded in the client family's own knobs (``ClientFamily.knobs``; pytest_mailtls.clients.families.KNOBS says
+# what each one asks and which values its template may use).
 
 
 def remedy(
@@ -1061,10 +633,11 @@ class _Ctx:
     offered_ciphers: tuple[str, ...] | None = None
 
     @property
-    def family(self) -> str:
+    def family(self) -> ClientFamily:
+        """The client's family (the generic one when neither the caller nor the profile names one)."""
         if self.family_name is not None:
-            return self.family_name
-        return self.profile.family if self.profile is not None else "command"
+            return client_family(self.family_name)
+        return client_family(self.profile.family if self.profile is not None else None)
 
     @property
     def proto(self) -> str:
@@ -1074,9 +647,9 @@ class _Ctx:
     def server(self) -> str:
         return self.cell.server if self.cell is not None else ""
 
-    def knob(self, table: dict[str, str], **values: str) -> str:
-        text = table.get(self.family, table["command"])
-        return text.format(proto=self.proto, ca="the session CA file (ca.pem)", **values)
+    def knob(self, name: str, **values: str) -> str:
+        """How the client's family says knob ``name`` (see ``clients.families.KNOBS``), for this cell."""
+        return self.family.knob(name, proto=self.proto, ca="the session CA file (ca.pem)", **values)
 
     def on_server(self, knob: str) -> str:
         """How this cell's server says ``knob`` (``versions``, ``chain``, ``tls``: the backend's remedy
@@ -1094,28 +667,13 @@ class _Ctx:
         )
 
 
-_GO_VERSION = {"TLSv1": "VersionTLS10", "TLSv1.1": "VersionTLS11", "TLSv1.2": "VersionTLS12", "TLSv1.3": "VersionTLS13"}
-_DOTNET_VERSION = {"TLSv1": "Tls", "TLSv1.1": "Tls11", "TLSv1.2": "Tls12", "TLSv1.3": "Tls13"}
-_RUST_VERSION = {"TLSv1": "Tlsv10", "TLSv1.1": "Tlsv11", "TLSv1.2": "Tlsv12", "TLSv1.3": "Tlsv13"}
-
-
-def _version_values(versions: Sequence[str]) -> dict[str, str]:
-    """Every spelling the version knobs need, for the versions to allow (ascending)."""
-    lo, hi = versions[0], versions[-1]
-    modern = [v for v in versions if v in ("TLSv1.2", "TLSv1.3")] or ["TLSv1.2"]
+def _version_values(family: ClientFamily, versions: Sequence[str]) -> dict[str, str]:
+    """Every spelling the version knob of ``family`` needs, for the versions to allow (ascending)."""
     return {
         "want": " ".join(versions),
-        "lo": _curl_v(lo),
-        "hi": _curl_v(hi),
-        "lo_name": lo,
-        "hi_name": hi,
-        "go_lo": f"tls.{_GO_VERSION[lo]}",
-        "go_hi": f"tls.{_GO_VERSION[hi]}",
-        "dotnet": " | ".join(f"SslProtocols.{_DOTNET_VERSION[v]}" for v in versions),
-        "gnutls": ":".join(f"+VERS-TLS{_curl_v(v)}" for v in versions),
-        "rust_versions": ", ".join(f"&rustls::version::TLS1{v[-1]}" for v in reversed(modern)),
-        # native-tls has no TLS 1.3 minimum: TLSv1.2 is the closest it can say.
-        "rust_min": f"native_tls::Protocol::{_RUST_VERSION[lo] if lo != 'TLSv1.3' else 'Tlsv12'}",
+        "lo_name": versions[0],
+        "hi_name": versions[-1],
+        **family.version_words(versions),
     }
 
 
@@ -1142,7 +700,7 @@ def _fix_versions(ctx: _Ctx) -> str:
             if configured and not offered:
                 said.append(
                     f"the client is configured for {' '.join(configured)} only, which its runtime disables"
-                    + (" (JDK 17 jdk.tls.disabledAlgorithms)" if ctx.family == "java" else "")
+                    + (f" ({disabled_by})" if (disabled_by := ctx.knob("disabled-by")) else "")
                     + ", so it offers nothing"
                 )
             else:
@@ -1154,30 +712,22 @@ def _fix_versions(ctx: _Ctx) -> str:
         return (
             f"{head}the server speaks only legacy TLS, and refusing it is right. Fix the server "
             f"({ctx.on_server('versions')}). Only if you must reach it: "
-            + ctx.knob(_VERSION_KNOB, **_version_values(list(server)))
+            + ctx.knob("versions", **_version_values(ctx.family, list(server)))
             + " and lower the security level (OpenSSL: @SECLEVEL=0 in the cipher string)"
         )
-    fix = ctx.knob(_VERSION_KNOB, **_version_values(secure or ["TLSv1.2", "TLSv1.3"]))
-    if ctx.family == "java":
-        if ctx.offered_versions is not None and tuple(ctx.offered_versions) == ("TLSv1",):
-            fix += (
-                f" (javax.mail 1.4.x enables only TLSv1 when mail.{ctx.proto}.ssl.protocols is unset: set it, "
-                "or upgrade to Jakarta/Angus Mail 2)"
-            )
-        elif ctx.offered_versions is not None and not ctx.offered_versions:
-            fix += (
-                f" (javax.mail 1.4.x enables only TLSv1 when mail.{ctx.proto}.ssl.protocols is unset, and JDK 17 "
-                "disables TLSv1: set the property, or upgrade to Jakarta/Angus Mail 2)"
-            )
-        elif ctx.offered_versions is None and configured and not offered:
-            fix += (
-                " (javax.mail 1.4.5 enabled only TLSv1 when ssl.protocols was unset: upgrade to Jakarta/Angus Mail 2)"
-            )
+    fix = ctx.knob("versions", **_version_values(ctx.family, secure or ["TLSv1.2", "TLSv1.3"]))
+    # A family's note on why its client offered what it did (javax.mail 1.4 enables only TLSv1, ...).
+    if ctx.offered_versions is not None and tuple(ctx.offered_versions) == ("TLSv1",):
+        note = ctx.knob("only-tls1")
+    elif ctx.offered_versions is not None and not ctx.offered_versions:
+        note = ctx.knob("offered-none")
+    elif ctx.offered_versions is None and configured and not offered:
+        note = ctx.knob("runtime-disabled")
+    else:
+        note = ""
+    if note:
+        fix += f" ({note})"
     return head + fix
-
-
-def _curl_v(version: str) -> str:
-    return {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}[version]
 
 
 def _cipher_weakness(cell: Cell | None) -> str | None:
@@ -1229,14 +779,16 @@ def _fix_ciphers(ctx: _Ctx) -> str:
         )
     first = (policy.ciphers or "ECDHE-RSA-AES128-GCM-SHA256").split(":")[0] if policy else "ECDHE-RSA-AES128-GCM-SHA256"
     return f"{head}the client and the server share no cipher (server: {server}): " + ctx.knob(
-        _CIPHER_KNOB, openssl=first, jsse=_openssl_to_jsse(first)
+        "ciphers", openssl=first, jsse=_openssl_to_jsse(first)
     )
 
 
 def _openssl_to_jsse(name: str) -> str:
-    for jsse in JDK17_DEFAULT_SUITES:
-        if jsse_to_openssl(jsse) == name:
-            return jsse
+    """The IANA (JSSE) name of an OpenSSL suite name, as the families' default suite lists spell it."""
+    for spec in client_families():
+        for jsse in spec.default_suites:
+            if jsse_to_openssl(jsse) == name:
+                return jsse
     return name
 
 
@@ -1248,10 +800,10 @@ def _fix_untrusted(ctx: _Ctx) -> str:
             "install a certificate from the CA your clients trust on the server; do not turn verification off"
         )
     if ctx.profile is not None and not ctx.profile.trusts_ca:
-        return "the client does not trust the CA that issued the server's certificate: " + ctx.knob(_TRUST_KNOB)
+        return "the client does not trust the CA that issued the server's certificate: " + ctx.knob("trust")
     return (
         "the client cannot chain the server's certificate to a CA it trusts: make the client trust the issuing CA ("
-        + ctx.knob(_TRUST_KNOB)
+        + ctx.knob("trust")
         + "), or, if the CA is trusted, check that the server sends its intermediates"
     )
 
@@ -1266,7 +818,7 @@ def _fix_chain(ctx: _Ctx) -> str:
 def _fix_host(ctx: _Ctx) -> str:
     return (
         "the certificate does not name the host the client connects to: reissue it with a subjectAltName for that "
-        "name, or " + ctx.knob(_HOST_KNOB)
+        "name, or " + ctx.knob("hostname")
     )
 
 
@@ -1292,12 +844,8 @@ def _fix_mode(ctx: _Ctx) -> str:
     implicit = ctx.cell is not None and ctx.cell.mode is Mode.IMPLICIT
     where = f"port {ctx.cell.service.name}" if ctx.cell is not None else "this port"
     if implicit:
-        return f"{where} speaks TLS from the first byte (implicit TLS): " + _MODE_KNOB.get(
-            ctx.family, _MODE_KNOB["command"]
-        )[True].format(proto=ctx.proto)
-    return f"{where} opens in plaintext and upgrades with STARTTLS: " + _MODE_KNOB.get(
-        ctx.family, _MODE_KNOB["command"]
-    )[False].format(proto=ctx.proto)
+        return f"{where} speaks TLS from the first byte (implicit TLS): " + ctx.knob("implicit-tls")
+    return f"{where} opens in plaintext and upgrades with STARTTLS: " + ctx.knob("plaintext-first")
 
 
 def _fix_not_offered(ctx: _Ctx) -> str:
@@ -1308,18 +856,17 @@ def _fix_not_offered(ctx: _Ctx) -> str:
 
 
 def _fix_required(ctx: _Ctx) -> str:
-    return "the server requires TLS before login or mail: " + ctx.knob(_STARTTLS_KNOB)
+    return "the server requires TLS before login or mail: " + ctx.knob("starttls")
 
 
 def _fix_auth(ctx: _Ctx) -> str:
-    extra = " and mail.smtp.auth=true" if ctx.family == "java" and ctx.proto == "smtp" else ""
+    setting = ctx.knob("smtp-auth") if ctx.proto == "smtp" else ""
+    extra = f" and {setting}" if setting else ""
     return f"the server rejected (or did not receive) the credentials: check user name and password{extra}"
 
 
 def _fix_client_cert(ctx: _Ctx) -> str:
-    return "the server requires a client certificate issued by the CA it trusts for clients: " + ctx.knob(
-        _CLIENT_CERT_KNOB
-    )
+    return "the server requires a client certificate issued by the CA it trusts for clients: " + ctx.knob("client-cert")
 
 
 # --- vulnerabilities a hostile network shows (the classes of wire.attacks.VULNERABILITY_CLASSES) ---------------
@@ -1328,7 +875,7 @@ def _fix_client_cert(ctx: _Ctx) -> str:
 def _fix_stripping(ctx: _Ctx) -> str:
     return (
         "the client went on in clear after a network removed or refused STARTTLS: treat a missing or refused "
-        "STARTTLS as fatal, never fall back to plaintext for credentials or mail: " + ctx.knob(_STARTTLS_KNOB)
+        "STARTTLS as fatal, never fall back to plaintext for credentials or mail: " + ctx.knob("starttls")
     )
 
 

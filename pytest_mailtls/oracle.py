@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .clients.families import DEFAULT_FAMILY, client_family, family_names
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy, version_index
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "jsse_to_openssl",
     "cell_is_secure",
     "SECURE_VERSIONS",
-    "JDK17_DEFAULT_SUITES",
     "FAMILIES",
 ]
 
@@ -67,42 +67,9 @@ SECURE_VERSIONS: frozenset[str] = frozenset({"TLSv1.2", "TLSv1.3"})
 
 _DEFAULT_TLS13_SUITES = frozenset({"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"})
 
-# JDK 17's default client suites for TLS <= 1.2 (SunJSSE, after jdk.tls.disabledAlgorithms), in JSSE names.
-JDK17_DEFAULT_SUITES: tuple[str, ...] = (
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-    "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
-    "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_RSA_WITH_AES_256_CBC_SHA256",
-    "TLS_RSA_WITH_AES_128_CBC_SHA256",
-    "TLS_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_RSA_WITH_AES_128_CBC_SHA",
-)
-
-Family = Literal[
-    "python", "openssl", "curl", "swaks", "msmtp", "java", "node", "go", "rust", "dotnet", "gnutls", "command"
-]
-#: Client families, for ``mailtls certify --family`` (remedies are worded in the family's own settings).
-FAMILIES: tuple[str, ...] = Family.__args__  # type: ignore[attr-defined]
+#: Client families, for ``mailtls certify --family`` (remedies are worded in the family's own settings); each is
+#: declared by its module in :mod:`pytest_mailtls.clients.families`.
+FAMILIES: tuple[str, ...] = family_names()
 StartTLS = Literal["required", "opportunistic", "never"]
 
 
@@ -122,7 +89,7 @@ class ClientProfile:
     """
 
     name: str
-    family: Family = "python"
+    family: str = DEFAULT_FAMILY
     protocols: tuple[str, ...] = ("smtp", "imap", "pop3")
     versions: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
     disabled_versions: tuple[str, ...] = ()
@@ -161,13 +128,12 @@ class ClientProfile:
             if _looks_jsse(self.ciphers):
                 return ":".join(jsse_to_openssl(n) for n in re.split(r"[\s,]+", self.ciphers.strip()) if n)
             return self.ciphers
-        if self.family == "java":
-            return ":".join(jsse_to_openssl(n) for n in JDK17_DEFAULT_SUITES)
+        family = client_family(self.family)
+        if family.default_suites:  # a runtime with a fixed list (JSSE) offers it whatever the versions
+            return ":".join(jsse_to_openssl(n) for n in family.default_suites)
         if self.legacy:
             return "DEFAULT:@SECLEVEL=0"
-        if self.family == "python":
-            return ""  # the ssl module's own default list (PROTOCOL_TLS_CLIENT)
-        return "DEFAULT"
+        return family.default_ciphers
 
     def cipher_names(self) -> frozenset[str]:
         """OpenSSL names of the TLS <= 1.2 suites offered."""

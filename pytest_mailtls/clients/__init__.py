@@ -9,10 +9,14 @@ never starts a JVM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import MailTLSError
-from ..oracle import ClientProfile
 from .base import Client, ClientResult, ClientUnavailable
+from .families import GENERIC
+
+if TYPE_CHECKING:  # the oracle imports .families, a subpackage of this one: it must not be imported here
+    from ..oracle import ClientProfile
 
 __all__ = [
     "Client",
@@ -84,25 +88,26 @@ def command_client(
     *,
     name: str = "command",
     profile: ClientProfile | None = None,
-    family: str = "command",
+    family: str = GENERIC,
     protocols: tuple[str, ...] | None = None,
 ) -> Client:
     """A client that runs ``template`` (placeholders ``{host}``, ``{port}``, ``{url}``...); exit 0 = success.
 
     Without ``profile``, nothing about its TLS is assumed: certify reads what it offers from its own
-    ClientHello on each cell. ``family`` (``java``, ``node``, ``go``, ``python``, ...; see
-    ``oracle.FAMILIES``) words diagnoses and remedies in that client's own settings; ``protocols``
-    limits the cells it is run on (default: smtp, imap and pop3).
+    ClientHello on each cell. ``family`` (one of :func:`.families.family_names`) words diagnoses and
+    remedies in that client's own settings; ``protocols`` limits the cells it is run on (default: smtp,
+    imap and pop3).
     """
-    from ..oracle import FAMILIES
+    from ..oracle import ClientProfile
     from .command import CommandClient
+    from .families import family_names
 
-    if family not in FAMILIES:
-        raise MailTLSError(f"unknown client family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if family not in family_names():
+        raise MailTLSError(f"unknown client family {family!r}; choose one of {', '.join(family_names())}")
     if profile is None:
         profile = ClientProfile(
             name,
-            family=family,  # type: ignore[arg-type]
+            family=family,
             protocols=protocols or ("smtp", "imap", "pop3"),
             description=template,
             declared=False,

@@ -10,11 +10,13 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MailTLSError
 from ..manifest import Endpoint
-from ..oracle import ClientProfile
+
+if TYPE_CHECKING:  # oracle imports the family registry, a subpackage of this one
+    from ..oracle import ClientProfile
 
 __all__ = [
     "Client",

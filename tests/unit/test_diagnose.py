@@ -11,23 +11,23 @@ import json
 import os
 import subprocess
 import sys
-from typing import get_args
 
 import pytest
 
+from pytest_mailtls.clients.families import KNOBS, REQUIRED_KNOBS, client_family, family_names
 from pytest_mailtls.diagnose import (
-    CLIENT_TABLES,
     UNCLASSIFIED,
     WIRE,
     Diagnosis,
     Finding,
     Rule,
+    client_tables,
     diagnose,
     remedy,
     server_tables,
 )
 from pytest_mailtls.matrix import load_matrix
-from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile, Family
+from pytest_mailtls.oracle import FAILURE_CLASSES, ClientProfile
 from pytest_mailtls.policy import Cell
 from pytest_mailtls.wire.judge import WireView
 from pytest_mailtls.wire.judge import findings as wire_facts
@@ -225,9 +225,9 @@ def test_unknown_text_is_unclassified_with_its_evidence() -> None:
 
 def test_every_class_has_rules_and_a_remedy() -> None:
     for cls in FAILURE_CLASSES:
-        assert any(cls in rule.classes for table in CLIENT_TABLES.values() for rule in table), cls
+        assert any(cls in rule.classes for table in client_tables().values() for rule in table), cls
         assert remedy(cls) and "No known pattern" not in remedy(cls), cls
-    for table in (*CLIENT_TABLES.values(), *server_tables().values()):
+    for table in (*client_tables().values(), *server_tables().values()):
         assert all(isinstance(rule, Rule) for rule in table)
 
 
@@ -510,7 +510,7 @@ ID_AND_PORT_LINES = [
 
 
 def test_no_rule_reads_a_code_inside_an_id_or_a_port() -> None:
-    tables = {**{f"client {k}": v for k, v in CLIENT_TABLES.items()},
+    tables = {**{f"client {k}": v for k, v in client_tables().items()},
               **{f"server {k}": v for k, v in server_tables().items()}, "wire": WIRE}  # fmt: skip
     for name, table in tables.items():
         for rule in table:
@@ -712,14 +712,13 @@ def test_wire_facts_that_rule_classes_out() -> None:
 
 
 def test_every_family_has_every_knob() -> None:
-    from pytest_mailtls import diagnose as module
-
-    families = set(get_args(Family))
+    families = set(family_names())
     assert {"node", "go", "rust", "dotnet", "gnutls"} <= families
-    assert families == set(CLIENT_TABLES)
-    for table in (module._VERSION_KNOB, module._CIPHER_KNOB, module._TRUST_KNOB, module._HOST_KNOB,
-                  module._CLIENT_CERT_KNOB, module._STARTTLS_KNOB, module._MODE_KNOB):  # fmt: skip
-        assert families <= set(table), families - set(table)
+    assert families == set(client_tables())
+    for family in families:
+        spec = client_family(family)
+        assert set(REQUIRED_KNOBS) <= set(spec.knobs), (family, set(REQUIRED_KNOBS) - set(spec.knobs))
+        assert set(spec.knobs) <= set(KNOBS)
     cell = CELLS["postfix-smtps-implicit-intermediate-not-yet-valid"]
     for family in sorted(families):
         for cls in FAILURE_CLASSES:

@@ -12,12 +12,12 @@ import subprocess
 import pytest
 
 from pytest_mailtls.clients.command import COMMAND_PROFILES
+from pytest_mailtls.clients.families.java import JDK17_DEFAULT_SUITES
 from pytest_mailtls.clients.java import JAVA_PROFILES
 from pytest_mailtls.clients.python import PYTHON_PROFILES
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import (
     FAILURE_CLASSES,
-    JDK17_DEFAULT_SUITES,
     SUCCESS,
     VERDICTS,
     ClientProfile,
