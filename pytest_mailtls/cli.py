@@ -21,6 +21,7 @@ from types import FrameType
 
 from . import __version__
 from .backends import REGISTRY, docker_servers
+from .clients.families import GENERIC as GENERIC_FAMILY
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
 from .grid import Grid, ServerChoice, choose_servers, get_backend, parse_servers
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
@@ -301,9 +302,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
         for proto in protocols or ():
             if proto not in ("smtp", "imap", "pop3"):
                 raise MailTLSError(f"--protocols: unknown protocol {proto!r}; choose from smtp, imap, pop3")
-        client = command_client(args.command, name=args.name or "command", family=args.family, protocols=protocols)
+        client = command_client(args.command, name=args.name or GENERIC_FAMILY, family=args.family, protocols=protocols)
     else:
-        if args.name or args.family != "command" or args.protocols:
+        if args.name or args.family != GENERIC_FAMILY or args.protocols:
             raise MailTLSError(
                 "--name, --family and --protocols describe a --command client; built-in clients have their own"
             )
@@ -457,9 +458,9 @@ def _positive_int(text: str) -> int:
 
 
 def _families() -> list[str]:
-    from .oracle import FAMILIES
+    from .clients.families import family_names
 
-    return list(FAMILIES)
+    return list(family_names())
 
 
 def _client_names() -> list[str]:
@@ -538,10 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="with --command: the client's name in the report")
     p.add_argument(
         "--family",
-        default="command",
+        default=GENERIC_FAMILY,
         choices=_families(),
         help="with --command: the client's family, so that diagnoses and remedies use its own settings "
-        "(java: mail.smtp.ssl.protocols, node: tls.minVersion, go: tls.Config ...); default: command",
+        f"(its TLS version, cipher and verification knobs); default: {GENERIC_FAMILY}",
     )
     p.add_argument(
         "--protocols",
