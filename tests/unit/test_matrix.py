@@ -168,7 +168,9 @@ def test_unknown_selection_at_cells_names_the_file_and_the_choices(shipped: Matr
 
 
 def test_unknown_server_at_cells(shipped: Matrix) -> None:
-    with pytest.raises(MatrixError, match=r"unknown server 'exim'.*Allowed: postfix, dovecot, james, courier, embedded"):
+    with pytest.raises(
+        MatrixError, match=r"unknown server 'exim'.*Allowed: postfix, dovecot, james, courier, embedded"
+    ):
         shipped.cells(servers=["exim"])
 
 
