@@ -449,7 +449,7 @@ class CourierBackend(Backend):
             ports=ports,
             cert_files=cert_files,
             client_ca_file=client_ca,
-            username=options.username.lower(),
+            username=options.username,
             password=options.password,
             mail_uid=uid,
             mail_gid=gid,
