@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "postfix": "pytest_mailtls.backends.postfix:PostfixBackend",
     "dovecot": "pytest_mailtls.backends.dovecot:DovecotBackend",
     "james": "pytest_mailtls.backends.james:JamesBackend",
+    "courier": "pytest_mailtls.backends.courier:CourierBackend",
     "embedded": "pytest_mailtls.backends.embedded:EmbeddedBackend",
 }
 

@@ -98,7 +98,7 @@ def _one_error_line(err: str) -> str:
 @pytest.mark.parametrize(
     ("argv", "code", "fragments"),
     [
-        (["--servers", "exim"], 1, ["unknown server 'exim'", "postfix, dovecot, james, embedded"]),
+        (["--servers", "exim"], 1, ["unknown server 'exim'", "postfix, dovecot, james, courier, embedded"]),
         (["--where", "policy"], 1, ["--where 'policy'", "KEY=VALUE"]),
         (["--where", "policy="], 1, ["--where 'policy='", "KEY=VALUE"]),
         (["--where", "colour=red"], 2, ["cell filter: colour: unknown key", "server, service"]),

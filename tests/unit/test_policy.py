@@ -159,8 +159,8 @@ def test_services_have_their_well_known_ports_and_protocols() -> None:
 def test_every_server_declares_known_services_a_title_and_its_remedy_hints() -> None:
     from pytest_mailtls.backends import backend_class, docker_servers, server_names
 
-    assert set(server_names()) == {"postfix", "dovecot", "james", "embedded"}
-    assert set(docker_servers()) == {"postfix", "dovecot", "james"}
+    assert set(server_names()) == {"postfix", "dovecot", "james", "courier", "embedded"}
+    assert set(docker_servers()) == {"postfix", "dovecot", "james", "courier"}
     for name in server_names():
         backend = backend_class(name)
         assert backend.name == name and backend.title
