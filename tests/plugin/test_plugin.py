@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mailtls.backends import docker_servers
 from pytest_mailtls.grid import Grid
 from pytest_mailtls.manifest import write_manifest
 from pytest_mailtls.matrix import filter_cells, load_matrix
@@ -261,7 +262,7 @@ def test_marker_without_an_engine_skips_with_the_engine_reason(
     result = pytester.runpytest_subprocess("-rs")  # servers auto: only the embedded backend, which has no IMAP
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        [f"SKIPPED * no embedded cell matches; postfix, dovecot, james need a Docker engine: none answers at "
+        [f"SKIPPED * no embedded cell matches; {', '.join(docker_servers())} need a Docker engine: none answers at "
          f"{NO_ENGINE} (no such socket): start one or set DOCKER_HOST, or use --mailtls-servers embedded"]
     )  # fmt: skip
 
@@ -356,7 +357,7 @@ def test_container_cells_skip_without_an_engine_and_say_how_to_fix(
     [
         (["--mailtls-servers", "postfix", "--mailtls-require-docker"], "", "postfix needs a Docker engine: no Docker"),
         ([], "mailtls_require_docker = true\nmailtls_servers = postfix\n", "postfix needs a Docker engine: no Docker"),
-        (["--mailtls-require-docker"], "", "postfix, dovecot, james need a Docker engine: only the embedded backend "
+        (["--mailtls-require-docker"], "", f"{', '.join(docker_servers())} need a Docker engine: only the embedded backend "
          "could serve; no Docker engine answers"),
     ],
     ids=["flag", "ini key", "auto would fall back to embedded"],
