@@ -82,4 +82,4 @@ exec java ${MAILTLS_JAVA_OPTS:-} $CDS_OPT $SECURITY_OPT \
     -Dworking.directory="$RUN" \
     -Dlogback.configurationFile="$RUN/conf/logback.xml" \
     -cp '/opt/james/lib/*' \
-    org.apache.james.MemoryJamesServerMain
+    org.mailtls.james.MailtlsJamesMain

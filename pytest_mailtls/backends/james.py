@@ -2,7 +2,7 @@
 
 James accepts several ``<smtpserver>``, ``<imapserver>`` and ``<pop3server>``
 entries, each with its own port, TLS mode (``socketTLS`` = implicit,
-``startTLS``), protocol list, JSSE cipher-suite list, PKCS12 keystore and, for
+``startTLS``), protocol list, JSSE cipher-suite list, JKS keystore and, for
 mutual TLS, a ``<clientAuth>`` truststore holding the session CA. Policies are
 translated, not approximated:
 
@@ -54,8 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives import serialization
 
 from ..errors import ServerStartError
 from ..manifest import Endpoint
@@ -92,10 +91,10 @@ __all__ = [
     "cell_log_lines",
     "cipher_plan",
     "container_ports",
+    "jks_keystore",
     "jks_truststore",
     "host_ca_bundle",
     "host_maven_mirror",
-    "pkcs12_keystore",
     "prepare_build_context",
     "render",
     "security_reenable",
@@ -129,6 +128,9 @@ JAVA_OPTS = (
     "-XX:TieredStopAtLevel=1",
     "-Xss512k",
     "-Djava.net.preferIPv4Stack=true",
+    # Guice calls constructors and provider methods by reflection instead of generating a class for each
+    # (about 370 generated classes otherwise, none of which the class-data-sharing archive can keep).
+    "-Dguice_bytecode_gen_option=DISABLED",
 )
 
 _EXT = "org.mailtls.james"
@@ -334,31 +336,20 @@ def unsupported_reason(cell: Cell) -> str | None:
 # --------------------------------------------------------------------------- key material (pure)
 
 
-def pkcs12_keystore(key_pem: bytes, chain_pem: bytes, password: str) -> bytes:
-    """A PKCS12 keystore holding the key and the chain exactly as presented (leaf first).
+#: The JDK's own key protection for JKS private-key entries (sun.security.provider.KeyProtector): its
+#: AlgorithmIdentifier, OID 1.3.6.1.4.1.42.2.17.1.1 with NULL parameters, DER-encoded.
+_KEY_PROTECTOR_ALGORITHM = bytes.fromhex("300e060a2b060104012a0211010105 00".replace(" ", ""))
+_JKS_MAGIC, _JKS_VERSION = 0xFEEDFEED, 2
+_JKS_PRIVATE_KEY, _JKS_TRUSTED_CERT = 1, 2
 
-    One PBKDF2 round: each of about a hundred servers opens its keystore at start, and the default
-    (tens of thousands of rounds) cost two thirds of James' start-up CPU. The keys are throwaway test
-    keys in a temp dir whose password sits next to them, so key stretching protects nothing here.
-    """
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    chain = x509.load_pem_x509_certificates(chain_pem)
-    if not chain:
-        raise ValueError("the certificate chain is empty")
-    encryption = (
-        serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(1)
-        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
-        .hmac_hash(hashes.SHA256())
-        .build(password.encode())
-    )
-    return pkcs12.serialize_key_and_certificates(
-        b"mailtls",
-        key,  # type: ignore[arg-type]  # RSA or ECDSA, as the PKI makes them
-        chain[0],
-        chain[1:] or None,
-        encryption,
-    )
+
+def _der(tag: int, body: bytes) -> bytes:
+    """One DER element: ``tag``, the definite length, ``body``."""
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
 
 
 def _java_utf(text: str) -> bytes:
@@ -366,12 +357,64 @@ def _java_utf(text: str) -> bytes:
     return struct.pack(">H", len(data)) + data
 
 
+def _jks_password(password: str) -> bytes:
+    """A password as the JDK's JKS code feeds it to SHA-1: each Java char as two bytes, high byte first."""
+    return password.encode("utf-16-be")
+
+
+def _jks(entries: Sequence[bytes], password: str) -> bytes:
+    """A JKS file of the encoded ``entries``, sealed with the JDK's integrity digest: SHA-1 over the password,
+    the fixed salt "Mighty Aphrodite" and the body."""
+    body = struct.pack(">III", _JKS_MAGIC, _JKS_VERSION, len(entries)) + b"".join(entries)
+    return body + hashlib.sha1(_jks_password(password) + b"Mighty Aphrodite" + body).digest()
+
+
+def _jks_certificate(cert: x509.Certificate) -> bytes:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return _java_utf("X.509") + struct.pack(">I", len(der)) + der
+
+
+def _protect_key(pkcs8: bytes, password: str, salt: bytes) -> bytes:
+    """``pkcs8`` protected as ``KeyProtector.protect`` does: XOR with a SHA-1 chain seeded by the 20-byte
+    ``salt``, then salt + masked key + SHA-1(password + key), wrapped as an EncryptedPrivateKeyInfo."""
+    secret = _jks_password(password)
+    stream = bytearray()
+    digest = salt
+    while len(stream) < len(pkcs8):
+        digest = hashlib.sha1(secret + digest).digest()
+        stream += digest
+    masked = bytes(a ^ b for a, b in zip(pkcs8, stream, strict=False))
+    check = hashlib.sha1(secret + pkcs8).digest()
+    return _der(0x30, _KEY_PROTECTOR_ALGORITHM + _der(0x04, salt + masked + check))
+
+
+def jks_keystore(key_pem: bytes, chain_pem: bytes, password: str, *, timestamp_ms: int = 0) -> bytes:
+    """A JKS keystore holding the key and the chain exactly as presented (leaf first), alias ``mailtls``.
+
+    JKS, not PKCS12: each of about a hundred servers opens its keystore at start, and a PKCS12 file costs
+    the JVM a MAC key derivation (2048 SHA-256 rounds, more than the rest of the load) plus two PBES2
+    decryptions; a JKS key costs a few SHA-1 blocks. The keys are throwaway test keys in a temp dir whose
+    password sits next to them, so key stretching would protect nothing here.
+    """
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    chain = x509.load_pem_x509_certificates(chain_pem)
+    if not chain:
+        raise ValueError("the certificate chain is empty")
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    protected = _protect_key(pkcs8, password, secrets.token_bytes(20))
+    entry = struct.pack(">I", _JKS_PRIVATE_KEY) + _java_utf("mailtls") + struct.pack(">Q", timestamp_ms)
+    entry += struct.pack(">I", len(protected)) + protected + struct.pack(">I", len(chain))
+    entry += b"".join(_jks_certificate(cert) for cert in chain)
+    return _jks([entry], password)
+
+
 def jks_truststore(ca_pem: bytes, password: str, *, timestamp_ms: int = 0) -> bytes:
     """A JKS truststore of every certificate in ``ca_pem`` (trusted-certificate entries).
 
     James 3.8 reads the client-auth truststore with the keystore's type, and a PKCS12 file only counts a
-    certificate as trusted with an Oracle-specific attribute that ``cryptography`` cannot write; JKS (which
-    JDK 17 also uses to read PKCS12 keystores) is simple enough to write here.
+    certificate as trusted with an Oracle-specific attribute that ``cryptography`` cannot write.
     """
     try:
         certs = x509.load_pem_x509_certificates(ca_pem)
@@ -379,14 +422,16 @@ def jks_truststore(ca_pem: bytes, password: str, *, timestamp_ms: int = 0) -> by
         certs = []
     if not certs:
         raise ValueError("no certificate in the CA file")
-    body = bytearray(struct.pack(">III", 0xFEEDFEED, 2, len(certs)))
-    for index, cert in enumerate(certs):
-        der = cert.public_bytes(serialization.Encoding.DER)
-        body += struct.pack(">I", 2) + _java_utf(f"ca{index}") + struct.pack(">Q", timestamp_ms)
-        body += _java_utf("X.509") + struct.pack(">I", len(der)) + der
-    # JKS integrity: SHA-1 over the password (UTF-16BE), the fixed salt "Mighty Aphrodite" and the body.
-    digest = hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + bytes(body)).digest()
-    return bytes(body) + digest
+    return _jks(
+        [
+            struct.pack(">I", _JKS_TRUSTED_CERT)
+            + _java_utf(f"ca{index}")
+            + struct.pack(">Q", timestamp_ms)
+            + _jks_certificate(cert)
+            for index, cert in enumerate(certs)
+        ],
+        password,
+    )
 
 
 # --------------------------------------------------------------------------- rendering (pure)
@@ -422,7 +467,7 @@ def render(
 ) -> RenderedConfig:
     """Render James' configuration for ``cells``, one server entry per cell on its port.
 
-    ``keystores`` maps each certificate profile to the container path of its PKCS12 keystore,
+    ``keystores`` maps each certificate profile to the container path of its JKS keystore,
     ``truststore`` is the container path of the JKS holding the client CA (needed for mutual TLS);
     both are protected by ``secret``. Raises ``ValueError`` for a cell James cannot serve.
     """
@@ -457,15 +502,12 @@ def render(
         "smtpserver.xml": _wrap("smtpservers", entries[Protocol.SMTP]),
         "imapserver.xml": _wrap("imapservers", entries[Protocol.IMAP]),
         "pop3server.xml": _wrap("pop3servers", entries[Protocol.POP3]),
-        "lmtpserver.xml": _wrap("lmtpservers", []),
-        "managesieveserver.xml": _wrap("managesieveservers", []),
         "mailetcontainer.xml": _with_texts(_MAILETCONTAINER, {"context/postmaster": f"postmaster@{DOMAIN}"}),
         "mailrepositorystore.xml": _MAILREPOSITORYSTORE,
         "domainlist.xml": _with_texts(_DOMAINLIST, {"defaultDomain": DOMAIN}),
         "usersrepository.xml": _with_texts(_USERSREPOSITORY, {"enableVirtualHosting": _bool(virtual_hosting)}),
         "dnsservice.xml": _DNSSERVICE,
         "webadmin.properties": f"enabled=true\nhost=127.0.0.1\nport={webadmin_port}\n",
-        "jmx.properties": "jmx.enabled=false\n",
         "jmap.properties": "enabled=false\n",
         "logback.xml": _LOGBACK,
     }
@@ -536,7 +578,7 @@ def _tls_block(
     plan = cipher_plan(cell.policy)
     tls = _el(parent, "tls", socketTLS=_bool(implicit), startTLS=_bool(not implicit))
     _el(tls, "keystore", f"file://{keystores[cell.cert]}")
-    # JKS is JDK 17's dual-format type: it reads the PKCS12 keystore, and the truststore uses the keystore's type.
+    # James opens the truststore with the keystore's type: both are JKS.
     _el(tls, "keystoreType", "JKS")
     _el(tls, "secret", secret)
     protocols = _el(tls, "supportedProtocols")
@@ -781,7 +823,7 @@ def training_files() -> dict[str, bytes]:
     config = render(
         training_cells(),
         ports=TRAINING_PORTS,
-        keystores={CertProfile.VALID: f"{TLS_ROOT}/valid.p12"},
+        keystores={CertProfile.VALID: f"{TLS_ROOT}/valid.jks"},
         truststore=f"{TLS_ROOT}/client-ca.jks",
         secret=TRAINING_SECRET,
         username=TRAINING_USER,
@@ -963,7 +1005,7 @@ class JamesBackend(Backend):
         write_files(root, config.files)
         for path in root.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
-        for path in (root / "tls").glob("*.p12"):
+        for path in (root / "tls").glob("*.keystore.jks"):
             path.chmod(0o600)  # keystores hold private keys: the host user only (root in the container reads them)
         make_mail_root(root / "mail", config.maildirs.values())
         reported: set[str] = set()
@@ -989,8 +1031,19 @@ class JamesBackend(Backend):
 
             deadline = started + options.ready_timeout
             alive = exited(container, "James")
-            _wait_provisioned(container.logs, alive, deadline)
-            wait_ready(endpoints, timeout=max(1.0, deadline - time.monotonic()), logs=container.logs, alive=alive)
+            # Each server listens, fully configured, from its bind on, about a second before James is up and
+            # the user exists: checking the cells from then on overlaps their handshakes with the rest of
+            # the start. Ready still means both: every cell verified and the user provisioned.
+            _wait_log(container.logs, alive, deadline, _listening(ports), "not every server was listening")
+            try:
+                wait_ready(endpoints, timeout=max(1.0, deadline - time.monotonic()), logs=container.logs, alive=alive)
+            except ServerStartError:
+                log = container.logs()
+                failed = _failure(log) or alive()
+                if failed:  # James itself stopped: say so rather than list every cell
+                    raise ServerStartError(f"James did not start: {failed}", log) from None
+                raise
+            _wait_log(container.logs, alive, deadline, _provisioned, _NOT_PROVISIONED)
 
         def extra(cell: Cell, port: int) -> dict[str, object]:
             missing = config.missing_ciphers.get(cell.id)
@@ -1035,30 +1088,59 @@ def offered_auth(cell: Cell) -> tuple[Cell, str | None]:
 
 
 def _write_keystores(cells: Sequence[Cell], pki: SessionPKI, folder: Path, secret: str) -> dict[CertProfile, str]:
-    """One PKCS12 keystore per certificate profile in use; returns their container paths."""
+    """One JKS keystore per certificate profile in use (``<profile>.keystore.jks``); returns their container paths."""
     out: dict[CertProfile, str] = {}
     for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
         files = pki.server_files(profile)
-        data = pkcs12_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), secret)
-        (folder / f"{profile}.p12").write_bytes(data)
-        out[profile] = f"{TLS_ROOT}/{profile}.p12"
+        data = jks_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), secret)
+        (folder / f"{profile}.keystore.jks").write_bytes(data)
+        out[profile] = f"{TLS_ROOT}/{profile}.keystore.jks"
     return out
 
 
-def _wait_provisioned(logs: Callable[[], str], alive: Callable[[], str | None], deadline: float) -> None:
-    """Wait for the entrypoint's "users provisioned" line (James is up and the test user exists)."""
+#: How often the start reads the container's log while it waits.
+_LOG_POLL = 0.05
+# James logs "<PROTOCOL> Service bound to: <address>:<port>" as each server starts listening.
+_BOUND = re.compile(r"Service bound to: \S+:(\d+)\s*$", re.MULTILINE)
+_NOT_PROVISIONED = "no 'MAILTLS: provisioned' line"
+
+
+def _provisioned(log: str) -> bool:
+    """Whether the entrypoint created the users (James is up)."""
+    return _READY_LINE in log
+
+
+def _failure(log: str) -> str | None:
+    """The entrypoint's failure line, if the log has one."""
+    return next((line for line in log.splitlines() if _FAILED_LINE in line), None)
+
+
+def _listening(ports: Sequence[int]) -> Callable[[str], bool]:
+    """Whether the log shows every port in ``ports`` bound (or James up, which it is only once they are)."""
+    wanted = set(ports)
+
+    def done(log: str) -> bool:
+        return _READY_LINE in log or wanted <= {int(port) for port in _BOUND.findall(log)}
+
+    return done
+
+
+def _wait_log(
+    logs: Callable[[], str], alive: Callable[[], str | None], deadline: float, done: Callable[[str], bool], what: str
+) -> None:
+    """Wait until ``done(log)``; raise ``ServerStartError`` with the log once the entrypoint reports a failure,
+    the container is gone, or ``deadline`` (monotonic) passed, saying ``what`` was missing."""
     while True:
         text = logs()
-        if _READY_LINE in text:
+        if done(text):
             return
-        failed = next((line for line in text.splitlines() if _FAILED_LINE in line), None)
-        gone = alive()
-        if failed or gone:
-            raise ServerStartError(f"James did not start: {failed or gone}", text)
+        failed = _failure(text) or alive()
+        if failed:
+            raise ServerStartError(f"James did not start: {failed}", text)
         if time.monotonic() >= deadline:
             raise ServerStartError(
-                "James did not finish starting (no 'MAILTLS: provisioned' line) before the deadline; "
+                f"James did not finish starting before the deadline ({what}); "
                 "raise it with --mailtls-ready-timeout on a slow machine",
                 text,
             )
-        time.sleep(0.2)
+        time.sleep(_LOG_POLL)
