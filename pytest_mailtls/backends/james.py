@@ -29,15 +29,19 @@ The mailet pipeline then delivers mail for the test user locally (visible over
 IMAP/POP3) and drops everything else: nothing is ever relayed, and DNS points
 at a refusing loopback resolver.
 
+James runs with its own main class (``containers/james/ext``, ``MailtlsJamesMain``): the
+in-memory server's mailbox, users, queue and mailet container with the SMTP, IMAP and
+POP3 servers only (no JMAP, LMTP, ManageSieve, JMX or WebAdmin), which then creates the
+test user from ``users/<name>`` itself.
+
 Rendering is pure (:func:`render`, :func:`cipher_plan`, the keystore writers);
-:class:`JamesBackend` writes the files, starts the container, waits for the
-users to exist and then for a verified handshake on every port.
+:class:`JamesBackend` writes the files, starts the container and waits for a verified
+handshake on every port (from the moment every server listens) and for the user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -116,7 +120,6 @@ MECHANISMS = ("PLAIN", "LOGIN")
 ROOT = "/mailtls"
 MAIL_ROOT = f"{ROOT}/mail"
 TLS_ROOT = f"{ROOT}/tls"
-WEBADMIN_PORT = 8000  # on the container's loopback only, never published
 HOSTNAME = "mail.mailtls.test"
 #: JVM options for one James serving about a hundred ports within a 600 MB resident budget.
 JAVA_OPTS = (
@@ -462,7 +465,6 @@ def render(
     username: str,
     password: str,
     java_opts: Sequence[str] = JAVA_OPTS,
-    webadmin_port: int = WEBADMIN_PORT,
     bind_address: str = "0.0.0.0",
 ) -> RenderedConfig:
     """Render James' configuration for ``cells``, one server entry per cell on its port.
@@ -479,7 +481,6 @@ def render(
         client_ca=truststore is not None,
         certs_name="keystore for certificate profile",
         client_ca_name="a truststore",
-        reserved_port=(webadmin_port, "WebAdmin"),
     )
     if not username or "/" in username or any(ch.isspace() for ch in username) or not password:
         raise ValueError("the test user name must be non-empty without '/' or whitespace, the password non-empty")
@@ -507,16 +508,14 @@ def render(
         "domainlist.xml": _with_texts(_DOMAINLIST, {"defaultDomain": DOMAIN}),
         "usersrepository.xml": _with_texts(_USERSREPOSITORY, {"enableVirtualHosting": _bool(virtual_hosting)}),
         "dnsservice.xml": _DNSSERVICE,
-        "webadmin.properties": f"enabled=true\nhost=127.0.0.1\nport={webadmin_port}\n",
         "jmap.properties": "enabled=false\n",
         "logback.xml": _LOGBACK,
     }
     files = {f"conf/{name}": text.encode() for name, text in conf.items()}
-    files[f"users/{username}"] = json.dumps({"password": password}).encode()
+    files[f"users/{username}"] = password.encode()  # MailtlsJamesMain creates the user from it
     environment = {
         "MAILTLS_JAVA_OPTS": " ".join(java_opts),
         "MAILTLS_DOMAIN": DOMAIN,
-        "MAILTLS_WEBADMIN_PORT": str(webadmin_port),
     }
     reenable = security_reenable(cells)
     if reenable:
@@ -791,7 +790,6 @@ _LOGBACK = """\
 
 #: Ports of the image build's training run. The build runs with host networking, so they are odd ones.
 TRAINING_PORTS = (47391, 47392, 47393, 47394, 47395)
-TRAINING_WEBADMIN_PORT = 47390
 TRAINING_SECRET = "training"
 TRAINING_USER = "trainer@mailtls.test"
 
@@ -828,7 +826,6 @@ def training_files() -> dict[str, bytes]:
         secret=TRAINING_SECRET,
         username=TRAINING_USER,
         password=TRAINING_SECRET,
-        webadmin_port=TRAINING_WEBADMIN_PORT,
         bind_address="127.0.0.1",  # the build shares the host's network: listen on its loopback only
     )
     files = dict(config.files)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import shutil
 import struct
 import subprocess
@@ -321,30 +320,28 @@ def test_server_wide_files() -> None:
     for name, data in config.files.items():
         if name.endswith(".xml"):
             ET.fromstring(data)  # well-formed
-    # Exactly what the servers James runs read (MailtlsJamesMain: no JMX, LMTP or ManageSieve files).
+    # Exactly what the servers James runs read (MailtlsJamesMain: no JMX, LMTP, ManageSieve or WebAdmin files).
     assert {name for name in config.files if name.startswith("conf/")} == {
         f"conf/{name}"
         for name in (
             "smtpserver.xml", "imapserver.xml", "pop3server.xml", "mailetcontainer.xml", "mailrepositorystore.xml",
-            "domainlist.xml", "usersrepository.xml", "dnsservice.xml", "webadmin.properties", "jmap.properties",
+            "domainlist.xml", "usersrepository.xml", "dnsservice.xml", "jmap.properties",
             "logback.xml",
         )
     }  # fmt: skip
     assert config.files["conf/jmap.properties"] == b"enabled=false\n"
-    assert b"host=127.0.0.1\n" in config.files["conf/webadmin.properties"]
-    assert json.loads(config.files["users/tester@mailtls.test"]) == {"password": "pw"}
+    assert config.files["users/tester@mailtls.test"] == b"pw"  # the password, for MailtlsJamesMain
     mailets = ET.fromstring(config.files["conf/mailetcontainer.xml"])
     classes = [m.get("class") for m in mailets.iter("mailet")]
     assert "RemoteDelivery" not in classes and "LocalDelivery" in classes and "Null" in classes
     dns = ET.fromstring(config.files["conf/dnsservice.xml"])
     assert [s.text for s in dns.iter("server")] == ["127.0.0.1"] and dns.findtext("autodiscover") == "false"
     assert "-Xmx256m" in config.environment["MAILTLS_JAVA_OPTS"]
-    assert config.environment["MAILTLS_WEBADMIN_PORT"] == "8000"
 
 
 def test_bare_user_name_turns_virtual_hosting_off() -> None:
     bare = _render([_cell()], username="alice", password='p:ss w0rd "q"')
-    assert json.loads(bare.files["users/alice"]) == {"password": 'p:ss w0rd "q"'}
+    assert bare.files["users/alice"] == b'p:ss w0rd "q"'
     users = ET.fromstring(bare.files["conf/usersrepository.xml"])
     assert users.findtext("enableVirtualHosting") == "false"
     full = ET.fromstring(_render([_cell()]).files["conf/usersrepository.xml"])
@@ -355,13 +352,12 @@ def test_bare_user_name_turns_virtual_hosting_off() -> None:
     ("kwargs", "match"),
     [
         ({"ports": [10000, 10000]}, "distinct"),
-        ({"ports": [10000, 8000]}, "distinct"),
         ({"ports": [10000]}, "2 cells but 1 ports"),
         ({"keystores": {}}, "no keystore"),
         ({"username": "a b"}, "user name"),
         ({"password": ""}, "password"),
     ],
-    ids=["duplicate-port", "webadmin-port", "port-count", "no-keystore", "bad-user", "no-password"],
+    ids=["duplicate-port", "port-count", "no-keystore", "bad-user", "no-password"],
 )
 def test_render_refuses_bad_input(kwargs: dict[str, object], match: str) -> None:
     cells = [_cell(), _cell("imaps", Mode.IMPLICIT)]
@@ -565,7 +561,6 @@ def test_training_listens_on_the_loopback_only() -> None:
     files = training_files()
     binds = [b.text for n in ("smtp", "imap", "pop3") for b in ET.fromstring(files[f"conf/{n}server.xml"]).iter("bind")]
     assert binds and all(str(b).startswith("127.0.0.1:") for b in binds)
-    assert b"host=127.0.0.1" in files["conf/webadmin.properties"]
     assert all(
         str(b.text).startswith("0.0.0.0:")
         for b in ET.fromstring(_render(CELLS).files["conf/smtpserver.xml"]).iter("bind")
