@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import struct
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -608,24 +609,32 @@ def test_build_context_adds_host_files_but_never_to_the_repository(tmp_path: Pat
 # --- waiting for the entrypoint ----------------------------------------------------------
 
 
-def test_wait_provisioned_returns_once_users_exist() -> None:
-    logs = iter(["booting", "JAMES server started", "JAMES server started\nMAILTLS: provisioned 1 users"])
-    james._wait_provisioned(lambda: next(logs), lambda: None, time.monotonic() + 10)
+def test_wait_provisioned_returns_once_the_status_file_says_so(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    threading.Timer(0.2, lambda: status.write_text("provisioned 1 users\n")).start()
+    started = time.monotonic()
+    james._wait_provisioned(status, lambda: "log", lambda: None, time.monotonic() + 10)
+    assert 0.15 < time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
-    ("log", "alive", "match"),
+    ("status", "alive", "match"),
     [
-        ("MAILTLS: FAILED creating user x: java.lang.IllegalArgumentException", None, "IllegalArgument"),
-        ("Fatal error while starting James", "the James container exited", "container exited"),
-        ("still booting", None, "before the deadline"),
+        ("FAILED creating user x: java.lang.IllegalArgumentException\n", None, "MAILTLS: FAILED creating user x"),
+        (None, "the James container exited", "container exited"),
+        (None, None, "before the deadline"),
     ],
     ids=["provisioning-failed", "jvm-died", "deadline"],
 )
-def test_wait_provisioned_fails_fast_with_the_log(log: str, alive: str | None, match: str) -> None:
-    deadline = time.monotonic() + (0.3 if alive is None and "FAILED" not in log else 30)
+def test_wait_provisioned_fails_fast_with_the_log(
+    tmp_path: Path, status: str | None, alive: str | None, match: str
+) -> None:
+    path = tmp_path / "status"
+    if status is not None:
+        path.write_text(status)
+    deadline = time.monotonic() + (0.3 if alive is None and status is None else 30)
     started = time.monotonic()
     with pytest.raises(ServerStartError, match=match) as caught:
-        james._wait_provisioned(lambda: log, lambda: alive, deadline)
-    assert caught.value.log == log
+        james._wait_provisioned(path, lambda: "the log", lambda: alive, deadline)
+    assert caught.value.log == "the log"
     assert time.monotonic() - started < 5

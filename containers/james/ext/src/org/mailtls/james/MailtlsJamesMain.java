@@ -4,6 +4,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.StandardCopyOption;
 import java.util.List;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
@@ -53,10 +54,12 @@ import com.google.inject.util.Modules;
  * <p>The users: once James is up, the domain {@code MAILTLS_DOMAIN} (unless it is already there) and one user
  * per file of {@code /mailtls/users} (the file's name is the user name, its content the password, UTF-8),
  * through the same repositories WebAdmin's routes call. Prints {@code MAILTLS: provisioned N users}, or
- * {@code MAILTLS: FAILED ...} and stops the JVM.
+ * {@code MAILTLS: FAILED ...} and stops the JVM, and writes the same words (without the prefix) to
+ * {@code /mailtls/status}, which the host sees without reading the container's log.
  */
 public final class MailtlsJamesMain {
     private static final Path USERS = Paths.get("/mailtls/users");
+    private static final Path STATUS = Paths.get("/mailtls/status");
 
     private MailtlsJamesMain() {
     }
@@ -111,10 +114,21 @@ public final class MailtlsJamesMain {
                 step = "creating user " + user;
                 data.addUser(user, new String(Files.readAllBytes(file), StandardCharsets.UTF_8));
             }
-            System.out.println("MAILTLS: provisioned " + files.size() + " users");
+            report("provisioned " + files.size() + " users");
         } catch (Exception e) {
-            System.out.println("MAILTLS: FAILED " + step + ": " + e);
+            report("FAILED " + step + ": " + e);
             System.exit(1);
+        }
+    }
+
+    private static void report(String status) {
+        System.out.println("MAILTLS: " + status);
+        try {
+            Path partial = STATUS.resolveSibling(STATUS.getFileName() + ".partial");
+            Files.write(partial, (status + "\n").getBytes(StandardCharsets.UTF_8));
+            Files.move(partial, STATUS, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (Exception e) {
+            System.out.println("MAILTLS: cannot write " + STATUS + ": " + e);  // the log line above still says it
         }
     }
 }
