@@ -1,7 +1,7 @@
 """How fast one Apache James JVM serves the whole James grid, and how much memory it keeps.
 
     python benchmarks/bench_james.py [--repeat 3] [--selection full] [--cold-build] [--json FILE]
-    python benchmarks/bench_james.py --baseline REV [--repeat 5]      # before (REV) against after (this tree)
+    python benchmarks/bench_james.py --baseline REV [--repeat 5] [--stack]   # before (REV) against after (this tree)
 
 Each trial renders the configuration (keystores included), starts a fresh container and waits until the test
 user exists and every cell passed a real exchange (``readiness.wait_ready``: greeting and capabilities on
@@ -15,7 +15,11 @@ the image warm. Figures, all from one trial:
 * ``jvm_cpu_s``: the JVM's CPU seconds (user + system) when every cell was verified. On a loaded machine
   this moves much less than the wall times, so it tells a real change from noise;
 * ``rss_ready_mb``: the JVM's resident set when ready, and ``rss_after_traffic_mb`` after one more handshake
-  on every cell plus 50 messages; ``hwm_mb`` the peak.
+  on every cell plus 50 messages; ``hwm_mb`` the peak;
+* ``stack_ready_s`` (``--stack``): how long the Postfix and Dovecot grid took to start beside it.
+
+``--stack`` starts the Postfix and Dovecot grid (their full selection, through ``Grid``) at the same moment as
+James in each trial: the other work of a session that serves every server, competing for the same cores.
 
 ``--baseline REV`` measures two versions in one run: REV's code and image recipe (exported with ``git
 archive`` into a temp folder) against this working tree's, trial by trial in alternating order, each trial in
@@ -38,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +71,7 @@ FIGURES = (
     "hwm_mb",
     "render_s",
     "stop_s",
+    "stack_ready_s",
 )
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,7 +145,35 @@ def _traffic(server: JamesServer) -> None:
             smtp.send_message(msg)
 
 
-def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path) -> dict[str, float]:
+class _Stack:
+    """The Postfix and Dovecot grid, started in a thread (``--stack``): other work while James starts."""
+
+    def __init__(self, workdir: Path) -> None:
+        from pytest_mailtls.grid import Grid
+
+        cells = load_matrix().cells(servers=["postfix", "dovecot"], selection="full")
+        self.grid = Grid(cells, workdir=workdir, ready_timeout=180)
+        self.ready_s = float("nan")
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, name="bench-stack", daemon=True)
+
+    def _start(self) -> None:
+        began = time.perf_counter()
+        try:
+            self.grid.__enter__()
+            self.ready_s = time.perf_counter() - began
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.thread.join()
+        if self.error is None:
+            self.grid.__exit__(None, None, None)
+        else:
+            raise SystemExit(f"the Postfix and Dovecot grid did not start: {self.error}")
+
+
+def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path, *, stack: bool = False) -> dict[str, float]:
     marks: dict[str, float] = {}
 
     def progress(line: str) -> None:
@@ -147,8 +181,16 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path) -> dict[str, fl
             marks["rendered"] = time.perf_counter()
 
     load = os.getloadavg()[0]
+    others = _Stack(workdir / "stack") if stack else None
     began = time.perf_counter()
-    server = JamesBackend().start(cells, StartOptions(pki=pki, workdir=workdir, progress=progress))
+    if others is not None:
+        others.thread.start()
+    try:
+        server = JamesBackend().start(cells, StartOptions(pki=pki, workdir=workdir / "james", progress=progress))
+    except BaseException:
+        if others is not None:
+            others.stop()
+        raise
     ready_wall = time.time()
     total = time.perf_counter() - began
     try:
@@ -161,6 +203,8 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path) -> dict[str, fl
         stopping = time.perf_counter()
         server.stop()
         stop = time.perf_counter() - stopping
+        if others is not None:
+            others.stop()
     ready = ready_wall - started.timestamp()
     render = marks["rendered"] - began
     return {
@@ -175,6 +219,7 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path) -> dict[str, fl
         "hwm_mb": max(hwm, hwm_after),
         "render_s": render,
         "stop_s": stop,
+        "stack_ready_s": others.ready_s if others is not None else float("nan"),
         "load": load,
     }
 
@@ -199,11 +244,11 @@ def _summary(trials: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def one_trial(selection: str, out: Path) -> int:
+def one_trial(selection: str, out: Path, *, stack: bool) -> int:
     """One trial in this process (the unit of ``--baseline``): figures as JSON into ``out``."""
     with tempfile.TemporaryDirectory(prefix="mailtls-james-bench-") as tmp:
         cells, pki, image = _prepare(selection, Path(tmp))
-        figures = trial(cells, pki, Path(tmp) / "trial")
+        figures = trial(cells, pki, Path(tmp) / "trial", stack=stack)
     package = str(Path(runtime.__file__).resolve().parent.parent)
     out.write_text(json.dumps({"image": image, "cells": len(cells), "package": package, "figures": figures}))
     return 0
@@ -220,9 +265,10 @@ def _export(rev: str, target: Path) -> Path:
     return tree
 
 
-def _subprocess_trial(tree: Path, selection: str, out: Path) -> dict[str, Any]:
+def _subprocess_trial(tree: Path, selection: str, out: Path, *, stack: bool) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one-trial", str(out), "--selection", selection]
+    cmd += ["--stack"] if stack else []
     done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"trial with {tree} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
@@ -232,7 +278,7 @@ def _subprocess_trial(tree: Path, selection: str, out: Path) -> dict[str, Any]:
     return result
 
 
-def compare(rev: str, repeat: int, selection: str) -> dict[str, Any]:
+def compare(rev: str, repeat: int, selection: str, *, stack: bool) -> dict[str, Any]:
     """``repeat`` trials of REV and of this tree, alternating which goes first; medians and ratios."""
     sides: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     images: dict[str, str] = {}
@@ -242,7 +288,7 @@ def compare(rev: str, repeat: int, selection: str) -> dict[str, Any]:
         for n in range(repeat):
             order = ("before", "after") if n % 2 == 0 else ("after", "before")
             for side in order:
-                result = _subprocess_trial(trees[side], selection, root / f"{side}-{n}.json")
+                result = _subprocess_trial(trees[side], selection, root / f"{side}-{n}.json", stack=stack)
                 images[side] = result["image"]
                 sides[side].append(result["figures"])
                 shown = ", ".join(f"{k}={v:.2f}" for k, v in result["figures"].items())
@@ -250,7 +296,9 @@ def compare(rev: str, repeat: int, selection: str) -> dict[str, Any]:
     summary = {side: _summary(trials) for side, trials in sides.items()}
     loads = [t["load"] for trials in sides.values() for t in trials]
     print(f"\nbefore: {rev} ({images['before']}); after: this tree ({images['after']})")
-    print(f"{repeat} trials each, alternating; load average 1 min {min(loads):.1f}-{max(loads):.1f}, 2 cores\n")
+    other = "Postfix and Dovecot starting alongside" if stack else "James alone"
+    print(f"{repeat} trials each, alternating, {other}; load average 1 min {min(loads):.1f}-{max(loads):.1f}, "
+          f"{os.cpu_count()} cores\n")  # fmt: skip
     print(f"  {'median':22} {'before':>9} {'after':>9} {'after/before':>13}")
     ratios: dict[str, float] = {}
     for key in FIGURES:
@@ -267,32 +315,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cold-build", action="store_true", help="also time a from-scratch image build")
     parser.add_argument("--baseline", metavar="REV", help="also run git revision REV, alternating, and compare")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--stack", action="store_true", help="start Postfix and Dovecot with James in each trial")
     parser.add_argument("--one-trial", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     problem = runtime.engine_problem()
     if problem:
         raise SystemExit(problem)
     if args.one_trial:
-        return one_trial(args.selection, args.one_trial)
+        return one_trial(args.selection, args.one_trial, stack=args.stack)
     results: dict[str, Any] = {}
     if args.cold_build:
         print("cold image build (no cache) ...", flush=True)
         results["cold_build_s"] = cold_build()
         print(f"cold build: {results['cold_build_s']:.1f} s", flush=True)
     if args.baseline:
-        results["compare"] = compare(args.baseline, args.repeat, args.selection)
+        results["compare"] = compare(args.baseline, args.repeat, args.selection, stack=args.stack)
     else:
         with tempfile.TemporaryDirectory(prefix="mailtls-james-bench-") as tmp:
             root = Path(tmp)
             cells, pki, results["image"] = _prepare(args.selection, root)
             trials = []
             for n in range(args.repeat):
-                figures = trial(cells, pki, root / f"trial-{n}")
+                figures = trial(cells, pki, root / f"trial-{n}", stack=args.stack)
                 trials.append(figures)
                 print(f"trial {n + 1}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()), flush=True)
         results.update(cells=len(cells), trials=trials, **_summary(trials))
         loads = [t["load"] for t in trials]
-        print(f"\n{len(cells)} James cells, {args.repeat} trials, load average {min(loads):.1f}-{max(loads):.1f}")
+        print(
+            f"\n{len(cells)} James cells, {args.repeat} trials, load average {min(loads):.1f}-{max(loads):.1f}, "
+            f"{os.cpu_count()} cores"
+        )
         print("(median / max):")
         for key in FIGURES:
             print(f"  {key:22} {results['median'][key]:8.2f} / {results['max'][key]:8.2f}")

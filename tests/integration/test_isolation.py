@@ -75,7 +75,7 @@ def _containers(grid: Grid) -> list[runtime.Container]:
 
 def _listening(container: runtime.Container) -> set[int]:
     """TCP ports the container listens on for other hosts (loopback listeners, such as Docker's DNS at
-    127.0.0.11 or James's WebAdmin on 127.0.0.1, cannot be reached from outside and are left out)."""
+    127.0.0.11, cannot be reached from outside and are left out)."""
     code, out = container.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
     assert code == 0, out
     ports = set()
