@@ -1098,9 +1098,16 @@ def _wait_provisioned(status: Path, logs: Callable[[], str], alive: Callable[[],
     """Wait until ``status`` (``/mailtls/status``, which MailtlsJamesMain writes once James is up) says the
     users exist; raise ``ServerStartError`` with the log once it reports a failure, the container is gone, or
     ``deadline`` (monotonic) passed. A file, not the log: reading a hundred servers' log costs the engine and
-    this process about 10 ms of CPU each time, a ``stat`` nothing."""
+    this process about 10 ms of CPU each time, a ``stat`` nothing. A cancelled start (the thread's
+    ``readiness.cancel_scope``) ends the wait within one poll with ``StartCancelled``."""
+    from ..readiness import current_cancel
+    from ..runtime import StartCancelled
+
+    cancel = current_cancel()
     asked = 0.0
     while True:
+        if cancel is not None and cancel.is_set():
+            raise StartCancelled("start of James cancelled while it was starting")
         try:
             text = status.read_text(encoding="utf-8", errors="replace").strip()
         except FileNotFoundError:

@@ -638,3 +638,15 @@ def test_wait_provisioned_fails_fast_with_the_log(
         james._wait_provisioned(path, lambda: "the log", lambda: alive, deadline)
     assert caught.value.log == "the log"
     assert time.monotonic() - started < 5
+
+
+def test_wait_provisioned_ends_at_once_when_the_start_is_cancelled(tmp_path: Path) -> None:
+    from pytest_mailtls.readiness import cancel_scope
+    from pytest_mailtls.runtime import StartCancelled
+
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    with cancel_scope(cancel), pytest.raises(StartCancelled):
+        james._wait_provisioned(tmp_path / "status", lambda: "log", lambda: None, time.monotonic() + 30)
+    assert time.monotonic() - started < 2
