@@ -3,21 +3,19 @@
 # (a bind mount of a host folder):
 #   /mailtls/conf/           James configuration (smtpserver.xml, imapserver.xml, pop3server.xml, ...)
 #   /mailtls/tls/            keystores and truststores named by the configuration
-#   /mailtls/users/<address> one file per test user: the JSON body of WebAdmin's PUT /users/<address>
+#   /mailtls/users/<name>    one file per test user, holding its password (UTF-8)
 #   /mailtls/mail/<port>/    Maildirs written by the capture hook, one per listening port
 # Environment:
 #   MAILTLS_JAVA_OPTS  JVM options (heap, GC), space-separated
 #   MAILTLS_REENABLE   space-separated entries to drop from jdk.tls.disabledAlgorithms (legacy cells)
 #   MAILTLS_DOMAIN     the mail domain to create (default mailtls.test)
-#   MAILTLS_WEBADMIN_PORT  WebAdmin's port on the container's loopback (default 8000)
 #   MAILTLS_KEEP_RESOLV    set: leave /etc/resolv.conf alone (the image build's training run)
-# Prints "MAILTLS: provisioned N users" once the users exist, or "MAILTLS: FAILED ..." and stops.
+# The JVM (org.mailtls.james.MailtlsJamesMain, in ext/) creates the users once James is up and prints
+# "MAILTLS: provisioned N users", or "MAILTLS: FAILED ..." and stops.
 set -eu
 
 RUN=/opt/james/run
-WEBADMIN=http://127.0.0.1:${MAILTLS_WEBADMIN_PORT:-8000}
 ARCHIVE=/opt/james/james.jsa
-DOMAIN=${MAILTLS_DOMAIN:-mailtls.test}
 mkdir -p "$RUN"
 ln -sfn /mailtls/conf "$RUN/conf"
 
@@ -47,39 +45,9 @@ if [ -n "${MAILTLS_REENABLE:-}" ]; then
     SECURITY_OPT="-Djava.security.properties=$RUN/mailtls.security"
 fi
 
-fail() {
-    echo "MAILTLS: FAILED $*"
-    kill -TERM "$JAVA_PID" 2>/dev/null || true
-    exit 1
-}
-
-provision() {
-    deadline=$(( $(date +%s) + ${MAILTLS_PROVISION_TIMEOUT:-180} ))
-    until curl -sf -o /dev/null "$WEBADMIN/domains"; do
-        [ "$(date +%s)" -lt "$deadline" ] || fail "WebAdmin did not answer on $WEBADMIN"
-        sleep 0.1
-    done
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$WEBADMIN/domains/$DOMAIN")
-    case "$code" in 2*) ;; *) fail "creating domain $DOMAIN: HTTP $code" ;; esac
-    count=0
-    for file in /mailtls/users/*; do
-        [ -f "$file" ] || continue
-        user=$(basename "$file")
-        code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
-            --data-binary @"$file" "$WEBADMIN/users/$user")
-        case "$code" in 2*) ;; *) fail "creating user $user: HTTP $code" ;; esac
-        count=$((count + 1))
-    done
-    echo "MAILTLS: provisioned $count users"
-}
-
-# $$ is this shell, which becomes the JVM through exec below.
-JAVA_PID=$$
-provision &
-
 # shellcheck disable=SC2086  # MAILTLS_JAVA_OPTS is a list of options
 exec java ${MAILTLS_JAVA_OPTS:-} $CDS_OPT $SECURITY_OPT \
     -Dworking.directory="$RUN" \
     -Dlogback.configurationFile="$RUN/conf/logback.xml" \
     -cp '/opt/james/lib/*' \
-    org.apache.james.MemoryJamesServerMain
+    org.mailtls.james.MailtlsJamesMain

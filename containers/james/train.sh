@@ -14,8 +14,8 @@ cp -r /opt/james/training /mailtls
 mkdir -p /mailtls/tls /mailtls/mail
 # Throwaway keys for the run; the real ones come from pytest-mailtls' session PKI.
 keytool -genkeypair -alias mailtls -keyalg RSA -keysize 2048 -dname CN=localhost -validity 2 \
-    -storetype PKCS12 -keystore /mailtls/tls/valid.p12 -storepass "$PASSWORD" -keypass "$PASSWORD" 2>/dev/null
-keytool -exportcert -alias mailtls -keystore /mailtls/tls/valid.p12 -storepass "$PASSWORD" -file /tmp/ca.der 2>/dev/null
+    -storetype JKS -keystore /mailtls/tls/valid.jks -storepass "$PASSWORD" -keypass "$PASSWORD" 2>/dev/null
+keytool -exportcert -alias mailtls -keystore /mailtls/tls/valid.jks -storepass "$PASSWORD" -file /tmp/ca.der 2>/dev/null
 keytool -importcert -noprompt -alias ca -file /tmp/ca.der -storetype JKS -keystore /mailtls/tls/client-ca.jks \
     -storepass "$PASSWORD" 2>/dev/null
 

@@ -75,7 +75,7 @@ def _containers(grid: Grid) -> list[runtime.Container]:
 
 def _listening(container: runtime.Container) -> set[int]:
     """TCP ports the container listens on for other hosts (loopback listeners, such as Docker's DNS at
-    127.0.0.11 or James's WebAdmin on 127.0.0.1, cannot be reached from outside and are left out)."""
+    127.0.0.11, cannot be reached from outside and are left out)."""
     code, out = container.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
     assert code == 0, out
     ports = set()
@@ -226,8 +226,9 @@ def test_from_the_host_every_cell_answers_on_127_0_0_1_and_on_no_other_address(g
 
 
 def test_keys_and_keystores_on_the_host_are_the_owners_alone(grid: Grid) -> None:
-    secrets = [*grid.workdir.rglob("key.pem"), *grid.workdir.rglob("*.p12"), *grid.pki.directory.rglob("key.pem")]
-    assert any(p.suffix == ".p12" for p in secrets) and len(secrets) >= 4
+    keystores = [*grid.workdir.rglob("*.keystore.jks")]  # James' (one per certificate profile)
+    secrets = [*grid.workdir.rglob("key.pem"), *keystores, *grid.pki.directory.rglob("key.pem")]
+    assert keystores and len(secrets) >= 4
     assert {str(p): oct(p.stat().st_mode & 0o777) for p in secrets if p.stat().st_mode & 0o077} == {}
     assert grid.pki.directory.stat().st_mode & 0o077 == 0
     assert Path(grid.workdir / runtime.DIR_MARKER).exists(), "the work dir is registered like the containers"

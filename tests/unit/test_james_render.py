@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import shutil
 import struct
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -28,8 +28,8 @@ from pytest_mailtls.backends.james import (
     cipher_plan,
     container_ports,
     host_maven_mirror,
+    jks_keystore,
     jks_truststore,
-    pkcs12_keystore,
     render,
     security_reenable,
     training_files,
@@ -43,7 +43,7 @@ from pytest_mailtls.policy import SERVICES, AuthPolicy, Cell, CertProfile, Mode,
 REPO = Path(__file__).resolve().parents[2]
 CELLS = load_matrix().cells(servers=["james"])
 POLICIES = {c.policy.name: c.policy for c in CELLS if c.policy is not None}
-KEYSTORES = {profile: f"/mailtls/tls/{profile}.p12" for profile in CertProfile}
+KEYSTORES = {profile: f"/mailtls/tls/{profile}.keystore.jks" for profile in CertProfile}
 DEFAULT = AuthPolicy("default")
 
 
@@ -224,7 +224,7 @@ def test_every_tls_cell_lists_its_protocols_and_suites_explicitly() -> None:
             continue
         assert protocols == list(cell.policy.versions)
         assert tuple(suites) == cipher_plan(cell.policy).suites
-        assert tls.findtext("keystore") == f"file:///mailtls/tls/{cell.cert}.p12"
+        assert tls.findtext("keystore") == f"file:///mailtls/tls/{cell.cert}.keystore.jks"
         assert tls.findtext("secret") == "s3cret"
 
 
@@ -321,21 +321,28 @@ def test_server_wide_files() -> None:
     for name, data in config.files.items():
         if name.endswith(".xml"):
             ET.fromstring(data)  # well-formed
-    assert config.files["conf/jmx.properties"] == b"jmx.enabled=false\n"
-    assert b"host=127.0.0.1\n" in config.files["conf/webadmin.properties"]
-    assert json.loads(config.files["users/tester@mailtls.test"]) == {"password": "pw"}
+    # Exactly what the servers James runs read (MailtlsJamesMain: no JMX, LMTP, ManageSieve or WebAdmin files).
+    assert {name for name in config.files if name.startswith("conf/")} == {
+        f"conf/{name}"
+        for name in (
+            "smtpserver.xml", "imapserver.xml", "pop3server.xml", "mailetcontainer.xml", "mailrepositorystore.xml",
+            "domainlist.xml", "usersrepository.xml", "dnsservice.xml", "jmap.properties",
+            "logback.xml",
+        )
+    }  # fmt: skip
+    assert config.files["conf/jmap.properties"] == b"enabled=false\n"
+    assert config.files["users/tester@mailtls.test"] == b"pw"  # the password, for MailtlsJamesMain
     mailets = ET.fromstring(config.files["conf/mailetcontainer.xml"])
     classes = [m.get("class") for m in mailets.iter("mailet")]
     assert "RemoteDelivery" not in classes and "LocalDelivery" in classes and "Null" in classes
     dns = ET.fromstring(config.files["conf/dnsservice.xml"])
     assert [s.text for s in dns.iter("server")] == ["127.0.0.1"] and dns.findtext("autodiscover") == "false"
     assert "-Xmx256m" in config.environment["MAILTLS_JAVA_OPTS"]
-    assert config.environment["MAILTLS_WEBADMIN_PORT"] == "8000"
 
 
 def test_bare_user_name_turns_virtual_hosting_off() -> None:
     bare = _render([_cell()], username="alice", password='p:ss w0rd "q"')
-    assert json.loads(bare.files["users/alice"]) == {"password": 'p:ss w0rd "q"'}
+    assert bare.files["users/alice"] == b'p:ss w0rd "q"'
     users = ET.fromstring(bare.files["conf/usersrepository.xml"])
     assert users.findtext("enableVirtualHosting") == "false"
     full = ET.fromstring(_render([_cell()]).files["conf/usersrepository.xml"])
@@ -346,13 +353,12 @@ def test_bare_user_name_turns_virtual_hosting_off() -> None:
     ("kwargs", "match"),
     [
         ({"ports": [10000, 10000]}, "distinct"),
-        ({"ports": [10000, 8000]}, "distinct"),
         ({"ports": [10000]}, "2 cells but 1 ports"),
         ({"keystores": {}}, "no keystore"),
         ({"username": "a b"}, "user name"),
         ({"password": ""}, "password"),
     ],
-    ids=["duplicate-port", "webadmin-port", "port-count", "no-keystore", "bad-user", "no-password"],
+    ids=["duplicate-port", "port-count", "no-keystore", "bad-user", "no-password"],
 )
 def test_render_refuses_bad_input(kwargs: dict[str, object], match: str) -> None:
     cells = [_cell(), _cell("imaps", Mode.IMPLICIT)]
@@ -375,45 +381,122 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
     return SessionPKI(tmp_path_factory.mktemp("pki"))
 
 
+def _read_jks(data: bytes, password: str) -> list[tuple[int, str, bytes, list[bytes]]]:
+    """The entries of a JKS file: (tag, alias, protected key or b"", certificates as DER); checks the digest."""
+    body, digest = data[:-20], data[-20:]
+    assert digest == hashlib.sha1(password.encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()
+    magic, version, count = struct.unpack(">III", body[:12])
+    assert (magic, version) == (0xFEEDFEED, 2)
+    pos = 12
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        pos += n
+        return body[pos - n : pos]
+
+    def utf() -> str:
+        return take(struct.unpack(">H", take(2))[0]).decode()
+
+    def cert() -> bytes:
+        assert utf() == "X.509"
+        return take(struct.unpack(">I", take(4))[0])
+
+    entries = []
+    for _ in range(count):
+        tag = struct.unpack(">I", take(4))[0]
+        alias = utf()
+        take(8)  # timestamp
+        if tag == 1:
+            key = take(struct.unpack(">I", take(4))[0])
+            entries.append((tag, alias, key, [cert() for _ in range(struct.unpack(">I", take(4))[0])]))
+        else:
+            entries.append((tag, alias, b"", [cert()]))
+    assert pos == len(body)
+    return entries
+
+
+def _recover(protected: bytes, password: str) -> bytes:
+    """The PKCS#8 key in a JKS key entry, recovered as the JDK's KeyProtector.recover does."""
+    algorithm = bytes.fromhex("300e060a2b060104012a021101010500")  # OID 1.3.6.1.4.1.42.2.17.1.1, NULL
+    assert protected[0] == 0x30 and algorithm in protected
+    blob = protected[protected.index(algorithm) + len(algorithm) :]
+    assert blob[0] == 0x04
+    header = 2 if blob[1] < 0x80 else 2 + (blob[1] & 0x7F)
+    blob = blob[header:]
+    salt, masked, check = blob[:20], blob[20:-20], blob[-20:]
+    secret, stream, digest = password.encode("utf-16-be"), b"", salt
+    while len(stream) < len(masked):
+        digest = hashlib.sha1(secret + digest).digest()
+        stream += digest
+    key = bytes(a ^ b for a, b in zip(masked, stream, strict=False))
+    assert hashlib.sha1(secret + key).digest() == check, "wrong password or a corrupt key"
+    return key
+
+
 @pytest.mark.parametrize("profile", [CertProfile.VALID, CertProfile.ECDSA_P256, CertProfile.MISSING_INTERMEDIATE])
-def test_pkcs12_keystore_holds_key_and_chain_as_presented(pki: SessionPKI, profile: CertProfile) -> None:
+def test_jks_keystore_holds_key_and_chain_as_presented(pki: SessionPKI, profile: CertProfile) -> None:
     files = pki.server_files(profile)
-    data = pkcs12_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), "pw")
-    key, cert, extra = pkcs12.load_key_and_certificates(data, b"pw")
+    data = jks_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), "pw")
+    [(tag, alias, protected, certs)] = _read_jks(data, "pw")
     chain = x509.load_pem_x509_certificates(files.cert_file.read_bytes())
-    assert cert == chain[0] and list(extra) == chain[1:]
-    assert key is not None and key.public_key() == cert.public_key()
+    assert (tag, alias) == (1, "mailtls")
+    assert certs == [c.public_bytes(serialization.Encoding.DER) for c in chain]
+    key = serialization.load_der_private_key(_recover(protected, "pw"), None)
+    original = serialization.load_pem_private_key(files.key_file.read_bytes(), None)
+    assert key.private_numbers() == original.private_numbers()  # type: ignore[union-attr]
+    with pytest.raises(AssertionError, match="wrong password"):
+        _recover(protected, "wrong")
+    again = jks_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), "pw")
+    assert again != data  # a fresh salt each time
     with pytest.raises(ValueError):
-        pkcs12.load_key_and_certificates(data, b"wrong")
+        jks_keystore(files.key_file.read_bytes(), b"", "pw")
 
 
 def test_jks_truststore_layout_and_integrity(pki: SessionPKI) -> None:
     data = jks_truststore(pki.ca_file.read_bytes(), "pw")
-    body, digest = data[:-20], data[-20:]
-    assert struct.unpack(">III", body[:12]) == (0xFEEDFEED, 2, 1)
     der = x509.load_pem_x509_certificate(pki.ca_file.read_bytes()).public_bytes(serialization.Encoding.DER)
-    assert body.endswith(struct.pack(">I", len(der)) + der)
-    assert digest == hashlib.sha1("pw".encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()
-    assert digest != hashlib.sha1("other".encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()
+    assert _read_jks(data, "pw") == [(2, "ca0", b"", [der])]
+    with pytest.raises(AssertionError):
+        _read_jks(data, "other")
     with pytest.raises(ValueError, match="no certificate"):
         jks_truststore(b"", "pw")
 
 
 @pytest.mark.skipif(shutil.which("keytool") is None, reason="needs a JDK's keytool on the host")
-def test_java_reads_both_stores_as_james_does(pki: SessionPKI, tmp_path: Path) -> None:
-    # James opens the keystore and the truststore with the same type; JDK 17's JKS type reads both files.
-    files = pki.server_files(CertProfile.VALID)
-    (tmp_path / "k.p12").write_bytes(pkcs12_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), "pw"))
+@pytest.mark.parametrize("profile", [CertProfile.VALID, CertProfile.ECDSA_P256, CertProfile.MISSING_INTERMEDIATE])
+def test_java_reads_both_stores_as_james_does(pki: SessionPKI, tmp_path: Path, profile: CertProfile) -> None:
+    """The JDK itself opens both stores with the JKS type, as James does, and recovers the key and the chain
+    (copied into a PKCS12 file that ``cryptography`` reads back)."""
+    files = pki.server_files(profile)
+    (tmp_path / "k.jks").write_bytes(jks_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), "pw"))
     (tmp_path / "t.jks").write_bytes(jks_truststore(pki.ca_file.read_bytes(), "pw"))
 
-    def keytool(store: str, password: str) -> subprocess.CompletedProcess[str]:
-        cmd = ["keytool", "-list", "-storetype", "JKS", "-keystore", str(tmp_path / store), "-storepass", password]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    def keytool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["keytool", *args], capture_output=True, text=True, timeout=60)
 
-    keys, trust = keytool("k.p12", "pw"), keytool("t.jks", "pw")
+    def listing(store: str, password: str) -> subprocess.CompletedProcess[str]:
+        return keytool("-list", "-storetype", "JKS", "-keystore", str(tmp_path / store), "-storepass", password)
+
+    keys, trust = listing("k.jks", "pw"), listing("t.jks", "pw")
     assert keys.returncode == 0 and "PrivateKeyEntry" in keys.stdout, keys.stdout + keys.stderr
     assert trust.returncode == 0 and "trustedCertEntry" in trust.stdout, trust.stdout + trust.stderr
-    assert keytool("t.jks", "wrong").returncode != 0  # the integrity check is real
+    assert listing("t.jks", "wrong").returncode != 0  # the integrity check is real
+    assert listing("k.jks", "wrong").returncode != 0
+
+    def export(key_password: str) -> subprocess.CompletedProcess[str]:
+        return keytool(
+            "-importkeystore", "-noprompt", "-srckeystore", str(tmp_path / "k.jks"), "-srcstoretype", "JKS",
+            "-srcstorepass", "pw", "-srcalias", "mailtls", "-srckeypass", key_password,
+            "-destkeystore", str(tmp_path / f"{key_password}.p12"), "-deststoretype", "PKCS12", "-deststorepass", "copy-password",
+        )  # fmt: skip
+
+    copied = export("pw")
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    key, cert, extra = pkcs12.load_key_and_certificates((tmp_path / "pw.p12").read_bytes(), b"copy-password")
+    original = serialization.load_pem_private_key(files.key_file.read_bytes(), None)
+    assert key is not None and key.private_numbers() == original.private_numbers()  # type: ignore[union-attr]
+    assert [cert, *extra] == x509.load_pem_x509_certificates(files.cert_file.read_bytes())
+    assert export("wrong").returncode != 0  # the key's own protection is checked too
 
 
 def test_weak_and_ecdsa_keys_are_accepted() -> None:
@@ -433,8 +516,10 @@ def test_weak_and_ecdsa_keys_are_accepted() -> None:
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        data = pkcs12_keystore(key_pem, cert.public_bytes(serialization.Encoding.PEM), "pw")
-        assert pkcs12.load_key_and_certificates(data, b"pw")[1] == cert
+        data = jks_keystore(key_pem, cert.public_bytes(serialization.Encoding.PEM), "pw")
+        [(_tag, _alias, protected, certs)] = _read_jks(data, "pw")
+        assert certs == [cert.public_bytes(serialization.Encoding.DER)]
+        assert serialization.load_der_private_key(_recover(protected, "pw"), None).public_key() == key.public_key()
 
 
 # --- logs, training files, build context -----------------------------------------------
@@ -477,7 +562,6 @@ def test_training_listens_on_the_loopback_only() -> None:
     files = training_files()
     binds = [b.text for n in ("smtp", "imap", "pop3") for b in ET.fromstring(files[f"conf/{n}server.xml"]).iter("bind")]
     assert binds and all(str(b).startswith("127.0.0.1:") for b in binds)
-    assert b"host=127.0.0.1" in files["conf/webadmin.properties"]
     assert all(
         str(b.text).startswith("0.0.0.0:")
         for b in ET.fromstring(_render(CELLS).files["conf/smtpserver.xml"]).iter("bind")
@@ -525,24 +609,44 @@ def test_build_context_adds_host_files_but_never_to_the_repository(tmp_path: Pat
 # --- waiting for the entrypoint ----------------------------------------------------------
 
 
-def test_wait_provisioned_returns_once_users_exist() -> None:
-    logs = iter(["booting", "JAMES server started", "JAMES server started\nMAILTLS: provisioned 1 users"])
-    james._wait_provisioned(lambda: next(logs), lambda: None, time.monotonic() + 10)
+def test_wait_provisioned_returns_once_the_status_file_says_so(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    threading.Timer(0.2, lambda: status.write_text("provisioned 1 users\n")).start()
+    started = time.monotonic()
+    james._wait_provisioned(status, lambda: "log", lambda: None, time.monotonic() + 10)
+    assert 0.15 < time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
-    ("log", "alive", "match"),
+    ("status", "alive", "match"),
     [
-        ("MAILTLS: FAILED creating user x: HTTP 400", None, "HTTP 400"),
-        ("Fatal error while starting James", "the James container exited", "container exited"),
-        ("still booting", None, "before the deadline"),
+        ("FAILED creating user x: java.lang.IllegalArgumentException\n", None, "MAILTLS: FAILED creating user x"),
+        (None, "the James container exited", "container exited"),
+        (None, None, "before the deadline"),
     ],
     ids=["provisioning-failed", "jvm-died", "deadline"],
 )
-def test_wait_provisioned_fails_fast_with_the_log(log: str, alive: str | None, match: str) -> None:
-    deadline = time.monotonic() + (0.3 if alive is None and "FAILED" not in log else 30)
+def test_wait_provisioned_fails_fast_with_the_log(
+    tmp_path: Path, status: str | None, alive: str | None, match: str
+) -> None:
+    path = tmp_path / "status"
+    if status is not None:
+        path.write_text(status)
+    deadline = time.monotonic() + (0.3 if alive is None and status is None else 30)
     started = time.monotonic()
     with pytest.raises(ServerStartError, match=match) as caught:
-        james._wait_provisioned(lambda: log, lambda: alive, deadline)
-    assert caught.value.log == log
+        james._wait_provisioned(path, lambda: "the log", lambda: alive, deadline)
+    assert caught.value.log == "the log"
     assert time.monotonic() - started < 5
+
+
+def test_wait_provisioned_ends_at_once_when_the_start_is_cancelled(tmp_path: Path) -> None:
+    from pytest_mailtls.readiness import cancel_scope
+    from pytest_mailtls.runtime import StartCancelled
+
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    with cancel_scope(cancel), pytest.raises(StartCancelled):
+        james._wait_provisioned(tmp_path / "status", lambda: "log", lambda: None, time.monotonic() + 30)
+    assert time.monotonic() - started < 2
