@@ -57,6 +57,7 @@ class InjectResponse(LineTap):
 
     def tls_begins(self) -> None:
         self.bridge = self.mitm(CertProfile.VALID)
+        self.bridge.hold_first_answer = HOLD  # a client acting on the injected lines speaks again meanwhile
         self.bridge.start()
 
     def client_tls(self, data: bytes) -> None:

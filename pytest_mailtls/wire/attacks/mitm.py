@@ -50,6 +50,11 @@ class MITM:
         self.answered = False  # server plaintext has reached the client since TLS began
         self.early_command: str | None = None
         self._pending_line = bytearray()
+        # hold_first_answer: how long the server's first answer inside TLS is withheld. Without it, whether a
+        # client that took injected lines for answers sends its next command before the real answer arrives is
+        # a race it loses only when the server is slow; held, the second command comes during the hold.
+        self.hold_first_answer = 0.0
+        self._holding = self._held = False
 
     def start(self) -> None:
         """Open the TLS session toward the server (its ClientHello goes out now)."""
@@ -89,10 +94,20 @@ class MITM:
             self._server.write(bytes(self._to_server))
             self._to_server.clear()
         if self.client_ready and self._to_client:
-            self._client.write(bytes(self._to_client))
-            self._to_client.clear()
-            self.answered = True
+            if self.hold_first_answer and not self._held:
+                if not self._holding:
+                    self._holding = True
+                    self.note(f"withheld the server's first answer inside TLS {self.hold_first_answer} s")
+                    self.link.later(self.hold_first_answer, self._release)
+            else:
+                self._client.write(bytes(self._to_client))
+                self._to_client.clear()
+                self.answered = True
         self._flush()
+
+    def _release(self) -> None:
+        self._holding, self._held = False, True
+        self._pump()
 
     def _flush(self) -> None:
         out = self._c_out.read()
