@@ -1009,7 +1009,7 @@ class JamesBackend(Backend):
         the build reaches Maven Central as this host does (e.g. behind a TLS-inspecting proxy)."""
         from .. import runtime
 
-        with tempfile.TemporaryDirectory(prefix="mailtls-james-context-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="mailtls-james-context-", ignore_cleanup_errors=True) as tmp:
             context = prepare_build_context(runtime.containers_root() / "james", Path(tmp))
             return runtime.ensure_image("james", progress=progress, containers_dir=context)
 

@@ -351,7 +351,7 @@ class JakartaMailClient(Client):
         except MailTLSError as exc:
             return ClientResult(ok=False, error_text=str(exc), exception_type=type(exc).__name__)
         message = OutgoingMessage.for_endpoint(endpoint, self.name) if send and endpoint.protocol == "smtp" else None
-        with tempfile.TemporaryDirectory(prefix="mailtls-java-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="mailtls-java-", ignore_cleanup_errors=True) as tmp:
             work = Path(tmp)
             request = self._request(endpoint, work, message)
             hosts = f"{endpoint.host} {endpoint.server_hostname}\n"
