@@ -1009,9 +1009,14 @@ class JamesBackend(Backend):
         the build reaches Maven Central as this host does (e.g. behind a TLS-inspecting proxy)."""
         from .. import runtime
 
-        with tempfile.TemporaryDirectory(prefix="mailtls-james-context-", ignore_cleanup_errors=True) as tmp:
-            context = prepare_build_context(runtime.containers_root() / "james", Path(tmp))
+        # Registered like every temp dir of a run: an interrupted start may still be copying into it when the
+        # process ends, and the reaper (next run, or `mailtls reap`) then removes what the copy left.
+        tmp = runtime.register_dir(tempfile.mkdtemp(prefix="mailtls-james-context-"), remove_at_exit=True)
+        try:
+            context = prepare_build_context(runtime.containers_root() / "james", tmp)
             return runtime.ensure_image("james", progress=progress, containers_dir=context)
+        finally:
+            runtime.release_dir(tmp, remove=True)
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why James cannot serve ``cell``, or ``None``."""
