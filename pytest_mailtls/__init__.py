@@ -18,6 +18,7 @@ _EXPORTS = {
     "MailTLSError": "errors",
     "MatrixError": "errors",
     "ServerStartError": "errors",
+    "mailtls_cell": "factories",
     "mailtls_noproc": "factories",
     "mailtls_proc": "factories",
     "Grid": "grid",
@@ -37,7 +38,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .clients import command_client, get_client
     from .errors import MailTLSError, MatrixError, ServerStartError
-    from .factories import mailtls_noproc, mailtls_proc
+    from .factories import mailtls_cell, mailtls_noproc, mailtls_proc
     from .grid import Grid
     from .manifest import Endpoint, read_manifest, write_manifest
     from .matrix import Matrix, load_matrix
@@ -72,6 +73,7 @@ __all__ = [
     "get_client",
     "load_matrix",
     "mailtls_noproc",
+    "mailtls_cell",
     "mailtls_proc",
     "read_manifest",
     "write_manifest",

@@ -23,11 +23,12 @@ from . import __version__
 from .backends import REGISTRY, docker_servers
 from .clients.families import GENERIC as GENERIC_FAMILY
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
-from .grid import Grid, ServerChoice, choose_servers, get_backend, parse_servers
+from .grid import Grid, get_backend
 from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
-from .matrix import CELL_KEYS, filter_cells, load_matrix
+from .matrix import CELL_KEYS
 from .policy import Cell
 from .report import shard_of
+from .selection import engine_needed_line, parse_servers, parse_where, resolve
 
 __all__ = ["main"]
 
@@ -58,29 +59,21 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 def _selected_cells(
     args: argparse.Namespace, *, say: Callable[[str], None] = _say, need_engine: bool = True
 ) -> list[Cell]:
-    requested = parse_servers(args.servers)
-    if requested is not None and not need_engine:
-        choice = ServerChoice(requested, None, None)  # listing cells starts nothing: no engine needed
-    else:
-        choice = choose_servers(requested)
-    if choice.note:
-        say(choice.note)
-    elif choice.engine_problem and any(s in docker_servers() for s in choice.servers):
-        needing = [s for s in choice.servers if s in docker_servers()]
-        verb = "needs" if len(needing) == 1 else "need"
-        problem = choice.engine_problem.replace("--mailtls-servers embedded", "--servers embedded")
-        raise MailTLSError(f"{', '.join(needing)} {verb} a Docker engine: {problem}")
-    cells = load_matrix(args.matrix).cells(servers=choice.servers, selection=args.select)
-    criteria: dict[str, list[str]] = {}
-    for item in args.where:
-        key, sep, value = item.partition("=")
-        if not sep or not value:
-            raise MailTLSError(f"--where {item!r}: expected KEY=VALUE, e.g. --where policy=modern")
-        criteria.setdefault(key.strip(), []).extend(v.strip() for v in value.split(","))
-    cells = filter_cells(cells, criteria)
-    if not cells:
+    selection = resolve(
+        servers=args.servers,
+        matrix=args.matrix,
+        select=args.select,
+        where=parse_where(args.where),
+        need_engine=need_engine,
+    )
+    if selection.note:
+        say(selection.note)
+    elif selection.engine_problem and any(s in docker_servers() for s in selection.servers):
+        needing = [s for s in selection.servers if s in docker_servers()]
+        raise MailTLSError(engine_needed_line(needing, selection.engine_problem, flag="--servers"))
+    if not selection.cells:
         raise MailTLSError("the selection matches no cell: check --select and --where (`mailtls cells` lists them)")
-    return cells
+    return selection.cells
 
 
 def _check_writable(path: str, option: str, *, folder: bool) -> None:

@@ -15,7 +15,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from .manifest import Endpoint
 from .matrix import filter_cells
 from .pki import SessionPKI
 from .policy import Cell
+from .selection import ServerChoice, choose_servers, parse_servers
 from .wire.recorder import Recorder
 
 __all__ = [  # and DOCKER_SERVERS, answered by the registry (see __getattr__)
@@ -51,50 +51,6 @@ def __getattr__(name: str) -> Any:
     if name == "DOCKER_SERVERS":
         return docker_servers()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def parse_servers(value: str | Sequence[str] | None) -> list[str] | None:
-    """``"postfix,dovecot"`` -> ``["postfix", "dovecot"]``; ``None``/``"auto"`` -> ``None`` (auto)."""
-    if value is None:
-        return None
-    items = [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
-    if not items or items == ["auto"]:
-        return None
-    for item in items:
-        if item not in server_names():
-            raise MailTLSError(
-                f"unknown server {item!r} in --mailtls-servers/--servers; choose from {', '.join(server_names())} or 'auto'"
-            )
-    return list(dict.fromkeys(items))
-
-
-@dataclass(frozen=True)
-class ServerChoice:
-    servers: list[str]
-    note: str | None  # said once to the user when auto fell back to the embedded backend
-    engine_problem: str | None
-
-
-def choose_servers(requested: Sequence[str] | None) -> ServerChoice:
-    """Resolve ``auto`` (None): the containerized servers if a Docker engine answers, else embedded."""
-    from .runtime import engine_problem
-
-    needs_engine = requested is None or any(s in docker_servers() for s in requested)
-    problem = engine_problem() if needs_engine else None
-    if requested is not None:
-        return ServerChoice(list(requested), None, problem)
-    if problem is None:
-        return ServerChoice(list(docker_servers()), None, None)
-    from .backends import backend_class
-
-    local = [name for name in server_names() if not backend_class(name).needs_docker]
-    containers = ", ".join(backend_class(name).title for name in docker_servers())
-    note = (
-        f"No Docker engine is reachable: serving the grid with the {', '.join(local)} backend (in this process). "
-        f"For {containers} start an engine (as root: `bash containers/base/start-engine.sh` in a "
-        "checkout) or point DOCKER_HOST at one."
-    )
-    return ServerChoice(local, note, problem)
 
 
 _reaped = False

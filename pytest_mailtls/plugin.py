@@ -8,92 +8,44 @@ one container per server kind, and are removed at the end of the session.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .backends import docker_servers
-from .config import MailTLSConfig, add_options, get_config
+from .config import MailTLSConfig, add_options
 from .errors import MailTLSError
-from .factories import ManifestGrid, engine_problem_line, engine_skip_reason
-from .grid import Grid, ServerChoice, choose_servers, parse_servers
+from .factories import (
+    ENDPOINT,
+    GRID,
+    LOG_MARK,
+    RECORDS,
+    STATE,
+    GridSpec,
+    ManifestGrid,
+    SessionState,
+    cell_binding,
+    check_marker,
+    engine_problem_line,
+    engine_skip_reason,
+    mailtls_cell,
+    mailtls_proc,
+    shared_request,
+)
+from .grid import Grid
 from .manifest import Endpoint, ManifestOwner, write_manifest
-from .matrix import CELL_KEYS, Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
+from .matrix import Matrix, filter_cells
 from .pki import SessionPKI
-from .policy import Cell
-from .shared import WORKERINPUT_KEY, CombinedGrid, SharedRun, start_shared_dir, stop_shared_dir
+from .selection import parse_servers
+from .shared import WORKERINPUT_KEY, SharedRun, start_shared_dir, stop_shared_dir
 
-_STATE = pytest.StashKey["_Session"]()
-_ENDPOINT = pytest.StashKey[Endpoint]()
-_RECORDS = pytest.StashKey[list[Any]]()
-_LOG_MARK = pytest.StashKey[float]()  # when the test started: its server log lines are those written after
-
-
-class _Session:
-    """Per-process state: settings, matrix, the cells collected, the servers once started."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.pytest_config = config
-        self.cfg: MailTLSConfig = get_config(config)
-        self._matrix: Matrix | None = None
-        self._choice: ServerChoice | None = None
-        self.requested: dict[str, Cell] = {}
-        self.grid: Grid | ManifestGrid | None = None
-        self.start_error: BaseException | None = None
-        self._manifest_grid: ManifestGrid | None = None
-        self._vocabulary: dict[str, tuple[str, ...]] | None = None
-        self.engine_skips = 0  # tests skipped for want of an engine (a failure with --mailtls-require-docker)
-
-    @property
-    def matrix(self) -> Matrix:
-        if self._matrix is None:
-            self._matrix = load_matrix(self.cfg.matrix)
-        return self._matrix
-
-    @property
-    def choice(self) -> ServerChoice:
-        if self._choice is None:
-            self._choice = choose_servers(parse_servers(self.cfg.servers))
-        return self._choice
-
-    @property
-    def manifest_grid(self) -> ManifestGrid:
-        """The running servers of ``--mailtls-manifest``, read (and checked alive) once per process."""
-        if self._manifest_grid is None:
-            assert self.cfg.manifest is not None
-            self._manifest_grid = ManifestGrid(self.cfg.manifest)
-        return self._manifest_grid
-
-    def cells(self) -> list[Cell]:
-        if self.cfg.manifest:
-            return [e.cell for e in self.manifest_grid.endpoints]
-        return self.matrix.cells(servers=self.choice.servers, selection=self.cfg.select)
-
-    def vocabulary(self) -> dict[str, tuple[str, ...]]:
-        """What a marker may name: the matrix's values, plus a manifest's when servers come from one."""
-        if self._vocabulary is None:
-            vocabulary = dict(self.matrix.vocabulary())
-            if self.cfg.manifest:
-                for endpoint in self.manifest_grid.endpoints:
-                    for key, value in cell_attributes(endpoint.cell).items():
-                        if value not in vocabulary[key]:
-                            vocabulary[key] = (*vocabulary[key], value)
-            self._vocabulary = vocabulary
-        return self._vocabulary
-
-    def engine_missing_for(self) -> list[str]:
-        """Container servers this run asked for (explicitly or through ``auto``) that have no engine."""
-        if self.cfg.manifest or not self.choice.engine_problem:
-            return []
-        requested = parse_servers(self.cfg.servers)
-        return [s for s in (requested or docker_servers()) if s in docker_servers()]
+_STATE = STATE  # the state lives with the fixtures that serve it (factories.py)
+_ENDPOINT, _RECORDS, _LOG_MARK, _GRID = ENDPOINT, RECORDS, LOG_MARK, GRID
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "mailtls(server=, service=, protocol=, mode=, policy=, cert=, auth=, id=): run the test only on matching "
         "cells; each value a string or list, globs allowed.",
     )
-    config.stash[_STATE] = state = _Session(config)
+    config.stash[_STATE] = state = SessionState(config)
     if state.cfg.require_docker:
         config.pluginmanager.register(_EngineSkips(state), "mailtls-engine-skips")
 
@@ -129,7 +81,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         auto = "only the embedded backend could serve; " if parse_servers(state.cfg.servers) is None else ""
         verb = "needs" if len(missing) == 1 else "need"
         raise pytest.UsageError(
-            f"--mailtls-require-docker: {', '.join(missing)} {verb} a Docker engine: {auto}{state.choice.engine_problem}"
+            f"--mailtls-require-docker: {', '.join(missing)} {verb} a Docker engine: {auto}{state.selection.engine_problem}"
         )
 
 
@@ -154,83 +106,65 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state is None or shared is None or state.cfg.manifest or not state.requested:
         return
     containers = [c for c in state.requested.values() if c.server in docker_servers()]
-    if containers and not state.choice.engine_problem:
+    if containers and not state.selection.engine_problem:
         with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
-            shared.request(containers, **_grid_request(state))
-
-
-def _grid_request(state: _Session) -> dict[str, Any]:
-    return {
-        "matrix": state.cfg.matrix,
-        "select": state.cfg.select,
-        "servers": state.choice.servers,
-        "ready_timeout": state.cfg.ready_timeout,
-    }
+            shared.request(containers, **shared_request(state))
 
 
 def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> list[str]:
     state = config.stash.get(_STATE, None)
-    if state is None or state._choice is None:
+    if state is None or not state.resolved:
         return []
-    lines = [f"mailtls: servers {','.join(state.choice.servers)}"]
-    if state.choice.note:
-        lines.append(f"mailtls: {state.choice.note}")
+    lines = [f"mailtls: servers {','.join(state.selection.servers)}"]
+    if state.selection.note:
+        lines.append(f"mailtls: {state.selection.note}")
     elif state.engine_missing_for():
         # Said once here in full; each skipped test carries only a one-line reason.
-        lines.append(f"mailtls: {state.choice.engine_problem}")
+        lines.append(f"mailtls: {state.selection.engine_problem}")
     return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "mailtls_server" not in metafunc.fixturenames:
-        return
+    """Parametrize every cell fixture (``mailtls_server``, or one made by ``mailtls_cell``) over its
+    grid's cells, narrowed by the test's ``mailtls`` marker."""
+    for name in metafunc.fixturenames:
+        try:
+            binding = cell_binding(metafunc, name)
+        except MailTLSError as exc:
+            raise pytest.Collector.CollectError(f"{metafunc.definition.nodeid}: {exc}") from None
+        if binding is not None:
+            _parametrize_cells(metafunc, name, binding[1])
+
+
+def _parametrize_cells(metafunc: pytest.Metafunc, name: str, spec: GridSpec) -> None:
     state = metafunc.config.stash[_STATE]
     test = metafunc.definition.nodeid
     try:
-        cells = state.cells()
+        cells, vocabulary = spec.candidates(metafunc.config)
         marker = metafunc.definition.get_closest_marker("mailtls")
         if marker is not None:
             if marker.args:
                 raise MailTLSError(
                     "the mailtls marker takes keyword arguments only, e.g. @pytest.mark.mailtls(policy='modern')"
                 )
-            _check_marker(marker.kwargs, state)
+            check_marker(marker.kwargs, vocabulary, str(spec.matrix or state.matrix.source))
             cells = filter_cells(cells, marker.kwargs)
     except MailTLSError as exc:
         raise pytest.Collector.CollectError(f"{test}: {exc}") from None
     if not cells:
-        missing = state.engine_missing_for()
+        missing = state.engine_missing_for() if spec.session else []
+        named = ",".join(state.selection.servers) if spec.session and not state.cfg.manifest else ""
         if missing:
-            why = f"no {','.join(state.choice.servers)} cell matches; " + engine_skip_reason(missing)
+            why = f"no {named} cell matches; " + engine_skip_reason(missing)
         else:
-            why = (
-                f"no cell of selection {state.cfg.select or 'default'} on servers "
-                f"{','.join(state.choice.servers)} matches"
-            )
-        metafunc.parametrize(
-            "mailtls_server", [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["no-cell"]
-        )
+            where = f"servers {named}" if named else "its grid"
+            why = f"no cell of selection {spec.select or state.cfg.select or 'default'} on {where} matches"
+        metafunc.parametrize(name, [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["no-cell"])
         return
-    for cell in cells:
-        state.requested.setdefault(cell.id, cell)
-    metafunc.parametrize("mailtls_server", cells, ids=[c.id for c in cells], indirect=True)
-
-
-def _check_marker(criteria: Mapping[str, Any], state: _Session) -> None:
-    """A marker key or value that names nothing in the matrix is a typo: an error, never an empty skip."""
-    for key in criteria:
-        if key not in CELL_KEYS:
-            raise MailTLSError(f"@pytest.mark.mailtls: unknown key {key!r}. Allowed: {', '.join(CELL_KEYS)}")
-    bad = unknown_criterion(criteria, state.vocabulary())
-    if bad is None:
-        return
-    key, value = bad
-    allowed = state.vocabulary()[key]
-    shown = "the ids `mailtls cells` lists" if key == "id" else ", ".join(allowed)
-    raise MailTLSError(
-        f"@pytest.mark.mailtls({key}={value!r}): no {key} of the matrix ({state.matrix.source}) matches. "
-        f"Allowed: {shown}"
-    )
+    if spec.session:
+        for cell in cells:
+            state.requested.setdefault(cell.id, cell)
+    metafunc.parametrize(name, cells, ids=[c.id for c in cells], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -262,75 +196,7 @@ def mailtls_ca(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFac
     return SessionPKI(tmp_path_factory.mktemp("mailtls-pki"))
 
 
-@pytest.fixture(scope="session")
-def mailtls_grid(
-    pytestconfig: pytest.Config, mailtls_ca: SessionPKI, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Grid | ManifestGrid]:
-    """Session: the running servers for every cell collected in this session.
-
-    Started on first use, one server per kind (postfix, dovecot, james,
-    embedded), removed at session end. With ``--mailtls-manifest`` it points
-    at servers already running instead and starts nothing. Under pytest-xdist
-    the container servers are one grid for all workers (started by the first
-    worker that needs them, removed when the last is done); a test holds its
-    cell while it runs, so ``messages()`` and ``sessions()`` stay its own.
-    """
-    state = pytestconfig.stash[_STATE]
-    if state.cfg.manifest:
-        state.grid = state.manifest_grid
-        yield state.grid
-        return
-    cells = list(state.requested.values())
-    if state.choice.engine_problem:
-        cells = [c for c in cells if c.server not in docker_servers()]
-    shared = SharedRun.of(pytestconfig)
-    if shared is not None and any(c.server in docker_servers() for c in cells):
-        yield from _shared_grid(state, shared, cells, mailtls_ca, tmp_path_factory)
-        return
-    grid = Grid(
-        cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=mailtls_ca, ready_timeout=state.cfg.ready_timeout
-    )
-    state.grid = grid
-    try:
-        grid.start()
-    except BaseException as exc:
-        state.start_error = exc
-        raise
-    try:
-        yield grid
-    finally:
-        grid.stop()
-
-
-def _shared_grid(
-    state: _Session,
-    shared: SharedRun,
-    cells: list[Cell],
-    pki: SessionPKI,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Any]:
-    """This worker's view of the run's shared grid, with its in-process cells (embedded) served here."""
-    containers = [c for c in cells if c.server in docker_servers()]
-    local = [c for c in cells if c.server not in docker_servers()]
-    try:
-        attached: Any = shared.attach(containers, **_grid_request(state))
-        grid: Any = attached
-        if local:
-            own = Grid(
-                local,
-                workdir=tmp_path_factory.mktemp("mailtls-servers"),
-                pki=pki,
-                ready_timeout=state.cfg.ready_timeout,
-            )
-            grid = CombinedGrid(attached, own.start())
-    except BaseException as exc:
-        state.start_error = exc
-        raise
-    state.grid = grid
-    try:
-        yield grid
-    finally:
-        grid.stop()
+mailtls_grid = mailtls_proc()
 
 
 @pytest.fixture(scope="session")
@@ -342,46 +208,7 @@ def mailtls_manifest(mailtls_grid: Grid | ManifestGrid, tmp_path_factory: pytest
     return write_manifest(path, mailtls_grid.endpoints, owner=ManifestOwner.current("pytest"))
 
 
-@pytest.fixture
-def mailtls_server(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
-    """Function: one served cell (``Endpoint``); tests taking it run once per selected cell.
-
-    Narrow the cells with ``@pytest.mark.mailtls(policy="modern", service="submission")``.
-    The endpoint has ``host``, ``port``, ``service``, ``protocol``, ``mode``,
-    ``policy``, ``cert``, ``auth``, ``ca_file``, ``username``/``password``,
-    ``client_context(version=...)``, ``messages()`` and ``clear()``; mail the cell
-    received before the test is cleared. ``sessions()`` and ``last_session()`` return
-    what this test's connections did on the wire (``wire.Session``: ``tls_version``,
-    ``cipher``, ``offered_versions``, ``offered_ciphers``, ``sni``, ``starttls``,
-    ``credentials_in_clear``, ``message_accepted``, ``alerts``, ``closed_by``, ``dialogue``). Container cells are skipped when no
-    Docker engine answers (``--mailtls-require-docker`` makes that an error).
-    """
-    cell: Cell = request.param
-    state = request.config.stash[_STATE]
-    if cell.server in docker_servers() and state.choice.engine_problem and not state.cfg.manifest:
-        if state.cfg.require_docker:
-            pytest.fail(f"--mailtls-require-docker: {state.choice.engine_problem}", pytrace=False)
-        pytest.skip(engine_skip_reason([cell.server]))
-    grid = request.getfixturevalue("mailtls_grid")
-    if cell.id in grid.skipped:
-        pytest.skip(f"{cell.id}: {grid.skipped[cell.id]}")
-    shared = SharedRun.of(request.config)
-    with contextlib.ExitStack() as held:
-        if shared is not None and cell.server in docker_servers() and not state.cfg.manifest:
-            held.enter_context(shared.cell_lock(cell.id))  # other workers' tests on this cell wait
-        yield from _serve_cell(request, grid, cell)
-
-
-def _serve_cell(request: pytest.FixtureRequest, grid: Any, cell: Cell) -> Iterator[Endpoint]:
-    endpoint = grid.endpoint(cell.id)
-    if endpoint.extra.get("sessions_file"):
-        # sessions() and last_session() count from here: this test's connections only.
-        endpoint = dataclasses.replace(endpoint, extra={**endpoint.extra, "sessions_since": time.time()})
-    request.node.stash[_ENDPOINT] = endpoint
-    request.node.stash[_LOG_MARK] = time.time()  # reading the log now would cost a whole log per test
-    if endpoint.mailbox is not None:
-        endpoint.clear()
-    yield endpoint
+mailtls_server = mailtls_cell("mailtls_grid")
 
 
 def _sessions_text(endpoint: Endpoint) -> str:
@@ -426,7 +253,7 @@ class _EngineSkips:
     Under xdist the controller sees every worker's reports, so its count covers the whole run.
     """
 
-    def __init__(self, state: _Session) -> None:
+    def __init__(self, state: SessionState) -> None:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -470,7 +297,7 @@ def pytest_configure_node(node: Any) -> None:
 _CACHE_KEY = "mailtls/xdist-grid"
 
 
-def _guess_grid(config: pytest.Config, state: _Session, shared: SharedRun) -> None:
+def _guess_grid(config: pytest.Config, state: SessionState, shared: SharedRun) -> None:
     """Start the grid the previous run with the same settings needed, before any worker has even started:
     the servers come up while the workers boot and collect. A worker that needs more restarts it."""
     cache = getattr(config, "cache", None)
@@ -478,9 +305,9 @@ def _guess_grid(config: pytest.Config, state: _Session, shared: SharedRun) -> No
         return
     try:
         last = cache.get(_CACHE_KEY, None)
-        if not isinstance(last, dict) or not last.get("cells") or state.choice.engine_problem:
+        if not isinstance(last, dict) or not last.get("cells") or state.selection.engine_problem:
             return
-        settings = _grid_request(state)
+        settings = shared_request(state)
         if any(last.get(key) != value for key, value in settings.items()):
             return
         shared.request(last["cells"], **settings, guess=True)
@@ -543,7 +370,7 @@ def mailtls_check(request: pytest.FixtureRequest, mailtls_server: Endpoint) -> C
         why = chosen.unavailable()
         if why:
             pytest.skip(f"client {chosen.name} unavailable: {why}")
-        grid = request.config.stash[_STATE].grid
+        grid = request.node.stash.get(_GRID, None)
         record = check(chosen, mailtls_server, logs_for=lambda e: grid.cell_logs(e.id) if grid else [], send=send)
         request.node.stash.setdefault(_RECORDS, []).append(record)
         assert_outcome(record, exact=exact)
@@ -563,12 +390,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         return
     for record in item.stash.get(_RECORDS, []):
         report.sections.append((f"mailtls diagnosis ({endpoint.id})", record.explain()))
-    state = item.config.stash[_STATE]
-    if state.grid is None:
+    grid = item.stash.get(_GRID, None)
+    if grid is None:
         return
     sessions = _sessions_text(endpoint)
     if sessions:
         report.sections.append((f"mailtls sessions ({endpoint.id})", sessions))
-    lines = state.grid.cell_logs(endpoint.id, since=item.stash.get(_LOG_MARK, None))[-60:]
+    lines = grid.cell_logs(endpoint.id, since=item.stash.get(_LOG_MARK, None))[-60:]
     if lines:
         report.sections.append((f"mailtls server log ({endpoint.id})", "\n".join(lines)))

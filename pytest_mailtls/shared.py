@@ -345,7 +345,7 @@ def _tail(path: Path, lines: int = 3) -> str:
 def serve(directory: Path, controller: int) -> int:
     """Start the grid the request asks for, publish it, serve until told to stop or the controller is gone."""
     from .grid import Grid
-    from .matrix import load_matrix
+    from .selection import resolve
 
     stop = threading.Event()
 
@@ -361,11 +361,8 @@ def serve(directory: Path, controller: int) -> int:
     try:
         request = json.loads((directory / REQUEST).read_text())
         wanted = set(request["cells"])
-        cells = [
-            c
-            for c in load_matrix(request["matrix"]).cells(servers=request["servers"], selection=request["select"])
-            if c.id in wanted
-        ]
+        selection = resolve(servers=request["servers"], matrix=request["matrix"], select=request["select"])
+        cells = [c for c in selection.cells if c.id in wanted]
         pki = SessionPKI.open_shared(directory / "pki")
         grid = Grid(cells, workdir=directory / "servers", pki=pki, ready_timeout=request["ready_timeout"], progress=say)
         grid.start()

@@ -29,9 +29,9 @@ from typing import Any
 from .errors import MailTLSError
 from .grid import Grid
 from .manifest import Endpoint
-from .matrix import filter_cells, load_matrix
 from .pki import SessionPKI
 from .policy import SERVICES
+from .selection import resolve
 
 __all__ = ["DovecotContainer", "JamesContainer", "MailTLSGrid", "PostfixContainer"]
 
@@ -58,9 +58,7 @@ class MailTLSGrid:
         from .backends import docker_servers
 
         self.servers = list(servers) if servers is not None else list(docker_servers())
-        cells = load_matrix(matrix).cells(servers=self.servers, selection=select)
-        if criteria:
-            cells = filter_cells(cells, criteria)
+        cells = resolve(servers=self.servers, matrix=matrix, select=select, where=criteria, need_engine=False).cells
         if not cells:
             raise MailTLSError(f"no cell of {', '.join(self.servers)} matches {dict(criteria)} (selection {select})")
         self.cells = cells

@@ -58,6 +58,9 @@ EXAMPLE_TESTS = {
     "test_own_grid.py": ["test_refuses_servers_below_tls12", "test_sends_through_running_servers"],
 }
 
+#: Example tests bound to a grid of their own, and the servers that grid has (docs/examples/conftest.py).
+EXAMPLE_SERVERS = {"test_refuses_servers_below_tls12": ("postfix-", "embedded-")}
+
 
 def _python_blocks() -> list[Block]:
     return [b for b in all_blocks() if b.lang == "python"]
@@ -164,6 +167,8 @@ def _check_every_example_ran(outcomes: dict[str, dict[str, str]], server_prefixe
             assert cells, f"{module}::{test} did not run"
             parametrized = cells - {""}
             for prefix in server_prefixes if parametrized else ():
+                if prefix not in EXAMPLE_SERVERS.get(test, (prefix,)):
+                    continue
                 assert any(c.startswith(prefix) for c in parametrized), f"{module}::{test}: no {prefix} cell ran"
 
 

@@ -451,7 +451,7 @@ def test_fixtures_are_documented(pytester: pytest.Pytester, name: str, scope: st
     heads = [i for i, line in enumerate(lines) if line.split(" ")[0] == name]
     assert len(heads) == 1, f"{name} not listed by pytest --fixtures"
     head = lines[heads[0]]
-    assert "plugin.py" in head
+    assert "plugin.py" in head or "factories.py" in head  # mailtls_grid = mailtls_proc(), made in factories.py
     if scope:
         assert f"[{scope} scope]" in head
     doc = lines[heads[0] + 1]
@@ -638,6 +638,78 @@ def test_factory_argument_wins_over_flag(pytester: pytest.Pytester) -> None:
     assert quick != modern
     result = pytester.runpytest_subprocess("--mailtls-select", "modern-only")
     result.assert_outcomes(passed=2)
+
+
+CELL_CONFTEST = """
+from pytest_mailtls import mailtls_cell, mailtls_proc
+
+smtps_grid = mailtls_proc(servers=["embedded"], where={"service": "smtps"}, scope="module")
+smtps_server = mailtls_cell("smtps_grid")
+"""
+
+
+@needs_embedded
+def test_a_cell_fixture_runs_a_test_once_per_cell_of_its_own_grid(pytester: pytest.Pytester) -> None:
+    """mailtls_cell binds a per-cell fixture to any grid fixture (as mailtls_server is bound to mailtls_grid):
+    parametrized over that grid's cells, narrowed by the marker, with the plugin's diagnostics on failure."""
+    smtps = [c.id for c in filter_cells(load_matrix().cells(servers=["embedded"]), {"service": "smtps"})]
+    modern = [
+        c.id for c in filter_cells(load_matrix().cells(servers=["embedded"]), {"service": "smtps", "policy": "modern"})
+    ]
+    assert smtps and modern and len(modern) < len(smtps)
+    pytester.makeconftest(CELL_CONFTEST)
+    pytester.makepyfile(
+        """
+        import smtplib
+        import pytest
+
+        def test_each(request, smtps_server, smtps_grid):
+            assert smtps_server.service == "smtps"
+            assert smtps_server.id == request.node.callspec.id
+            assert smtps_server.id in {e.id for e in smtps_grid.endpoints}
+
+        @pytest.mark.mailtls(policy="modern")
+        def test_marked(smtps_server):
+            assert smtps_server.cell.policy.name == "modern"
+
+        @pytest.mark.mailtls(policy="modern", cert="valid")
+        def test_fails_with_its_sessions(smtps_server):
+            with smtplib.SMTP_SSL(smtps_server.host, smtps_server.port, context=smtps_server.client_context()) as s:
+                s.ehlo("diagnosed.example")
+            assert False, "on purpose"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--mailtls-select", "full", "-rA")
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    # Cells the embedded backend cannot serve on this host's OpenSSL (its grid says which) skip, with the reason.
+    skips = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert all(": embedded-smtps-" in line for line in skips), skips  # "<cell>: <why this host cannot>"
+    assert outcomes.get("failed") == 1, outcomes  # test_fails_with_its_sessions on its one cell
+    assert outcomes["passed"] + len(skips) == len(smtps) + len(modern), outcomes  # test_each + test_marked
+    assert "mailtls sessions (embedded-smtps-implicit-modern-valid)" in out, out[-3000:]
+    assert "diagnosed.example" in out  # the test's own EHLO, as the wire showed it
+
+
+@needs_embedded
+def test_a_cell_fixture_bound_to_something_else_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_mailtls import mailtls_cell
+
+        @pytest.fixture
+        def not_a_grid():
+            return 1
+
+        wrong_server = mailtls_cell("not_a_grid")
+        """
+    )
+    pytester.makepyfile("def test_x(wrong_server):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'wrong_server' is bound to 'not_a_grid', which is not a grid fixture*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 @needs_embedded

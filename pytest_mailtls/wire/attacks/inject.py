@@ -100,9 +100,10 @@ def _inner(session: Session, bridge: MITM) -> None:
 def _acted_on_injection(view: WireView) -> tuple[str, list[str]] | None:
     for s in view.sessions:
         if s.acted_on_injection:
-            inside = [
-                f"wire (inside TLS): {'C' if ln.dir == 'client' else 'S'}: {ln.text}" for ln in s.inner_dialogue[:4]
-            ]
+            # The client's lines only: the server's answer to the first command (withheld from the client, but
+            # recorded as it arrived) may come before the client's second command or after it, and a multi-line
+            # EHLO answer would push the early command out of the evidence (a CI failure showed it).
+            inside = [f"wire (inside TLS): C: {ln.text}" for ln in s.inner_dialogue if ln.dir == "client"][:4]
             return "response-injection", [f"wire: {line}" for line in s.attack] + inside
     return None
 
