@@ -85,6 +85,16 @@ def run_probe_subprocess(endpoint: Endpoint) -> tuple[float, Found]:
     return time.perf_counter() - started, from_probe_json(json.loads(out))
 
 
+def run_probe_command(endpoint: Endpoint) -> tuple[float, Found]:
+    """``mailtls probe`` itself (argument parsing and the CLI's imports included)."""
+    cmd = [sys.executable, "-m", "pytest_mailtls", "probe", f"{endpoint.host}:{endpoint.port}", "--json"]
+    cmd += ["--protocol", "smtp", "--mode", "starttls", "--server-name", endpoint.server_hostname]
+    cmd += ["--ca-file", endpoint.ca_file]
+    started = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+    return time.perf_counter() - started, from_probe_json(json.loads(out))
+
+
 def run_sslyze(endpoint: Endpoint, work: Path) -> tuple[float, Found]:
     out = work / "sslyze.json"
     cmd = [sys.executable, "-m", "sslyze", "--quiet", "--starttls", "smtp", "--sslv2", "--sslv3", "--tlsv1"]
@@ -241,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     tools: list[tuple[str, Any]] = [
         ("probe (library call)", lambda: run_probe_in_process(endpoint)),
         ("probe (fresh interpreter)", lambda: run_probe_subprocess(endpoint)),
+        ("mailtls probe (command)", lambda: run_probe_command(endpoint)),
         ("sslyze --starttls smtp", lambda: run_sslyze(endpoint, work)),
     ]
     if not args.no_testssl and shutil.which("testssl"):

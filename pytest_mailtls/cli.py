@@ -18,17 +18,17 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .backends import REGISTRY, docker_servers
 from .clients.families import GENERIC as GENERIC_FAMILY
 from .errors import MailTLSError, ManifestError, MatrixError, OptionError
-from .grid import Grid, get_backend
-from .manifest import Endpoint, ManifestOwner, check_replaceable, find_endpoint, read_manifest, write_manifest
-from .matrix import CELL_KEYS
-from .policy import Cell
-from .report import shard_of
-from .selection import engine_needed_line, parse_servers, parse_where, resolve
+from .policy import CELL_KEYS
+
+if TYPE_CHECKING:  # the rest is imported by the commands that use it: `mailtls probe` starts fast
+    from .manifest import Endpoint
+    from .policy import Cell
 
 __all__ = ["main"]
 
@@ -59,6 +59,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 def _selected_cells(
     args: argparse.Namespace, *, say: Callable[[str], None] = _say, need_engine: bool = True
 ) -> list[Cell]:
+    from .selection import engine_needed_line, parse_where, resolve
+
     selection = resolve(
         servers=args.servers,
         matrix=args.matrix,
@@ -135,6 +137,9 @@ class _Stop(Exception):
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .grid import Grid
+    from .manifest import ManifestOwner, check_replaceable, write_manifest
+
     manifest = Path(args.manifest)
     check_replaceable(manifest)  # before anything starts: another run's live manifest stays as it is
     cells = _selected_cells(args)
@@ -167,6 +172,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
+    from .manifest import find_endpoint, read_manifest
+
     endpoint = find_endpoint(read_manifest(args.manifest, live=True), args.cell)
     messages = endpoint.messages()
     if args.json:
@@ -236,6 +243,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .grid import Grid
+    from .manifest import read_manifest
     from .verify import verify_endpoints
 
     def run(endpoints: Sequence[Endpoint]) -> int:
@@ -282,6 +291,9 @@ class _ProgressBar:
 def cmd_certify(args: argparse.Namespace) -> int:
     from .certify import certify, exit_status
     from .clients import command_client, get_client
+    from .grid import Grid
+    from .manifest import read_manifest
+    from .report import shard_of
 
     if bool(args.client) == bool(args.command):
         raise MailTLSError("certify needs exactly one of --client NAME or --command TEMPLATE")
@@ -380,6 +392,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from . import runtime
     from .errors import ImageBuildError
+    from .grid import get_backend
+    from .selection import parse_servers
 
     if args.action == "prune":
         removed = runtime.prune_images(progress=_say)
@@ -463,7 +477,7 @@ def _client_names() -> list[str]:
 
 
 def _placeholders() -> list[str]:
-    from .clients.command import PLACEHOLDERS
+    from .clients.placeholders import PLACEHOLDERS
 
     return list(PLACEHOLDERS)
 
@@ -580,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pull: from --registry, building nothing; push: to --registry (built first if missing); "
         "prune: remove all but the newest of each",
     )
-    p.add_argument("--servers", default=",".join(docker_servers()), help="which images (default: all)")
+    p.add_argument("--servers", default=None, help="which images (default: every container server)")
     p.add_argument(
         "--registry",
         default=None,

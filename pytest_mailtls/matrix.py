@@ -21,6 +21,7 @@ import yaml
 from .backends import server_names, server_services
 from .errors import MatrixError
 from .policy import (
+    CELL_KEYS,
     SERVICES,
     VERSIONS,
     AuthPolicy,
@@ -82,7 +83,6 @@ _CIPHER_RULE = (
 )
 
 #: Keys a cell filter (selection entry, marker, CLI) may name.
-CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "network", "id")
 
 _TOP_KEYS = {"version", "policies", "auth", "grid", "selections", "default_selection"}
 _POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphersuites"}

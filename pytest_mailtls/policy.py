@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .pki import CertFault
 
 __all__ = [
+    "CELL_KEYS",
     "VERSIONS",
     "LEGACY_VERSIONS",
     "Protocol",
@@ -28,6 +29,9 @@ __all__ = [
     "Cell",
     "version_index",
 ]
+
+#: The attributes a cell is selected by (markers, ``where=``, ``--where``, selections), ``id`` included.
+CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", "network", "id")
 
 #: Protocol versions in ascending order, spelled as OpenSSL and the manifest spell them.
 VERSIONS: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")

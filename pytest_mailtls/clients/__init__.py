@@ -12,11 +12,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import MailTLSError
-from .base import Client, ClientResult, ClientUnavailable
 from .families import GENERIC
 
 if TYPE_CHECKING:  # the oracle imports .families, a subpackage of this one: it must not be imported here
     from ..oracle import ClientProfile
+    from .base import Client, ClientResult, ClientUnavailable
+
+
+def __getattr__(name: str) -> object:
+    # The adapters' base (it needs the manifest's models) is imported on first use: `mailtls --help` and
+    # `mailtls probe` name clients without loading them.
+    if name in ("Client", "ClientResult", "ClientUnavailable"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Client",

@@ -491,3 +491,21 @@ def test_hostile_matrix_names_stop_every_command_in_one_line_before_anything_sta
     assert r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*" in line
     assert time.monotonic() - started < 5
     assert not (tmp_path / "m.json").exists()
+
+
+def test_the_command_loads_only_what_its_subcommand_needs() -> None:
+    """`mailtls --help`, `--version` and `probe` do not load the grid, the manifest models (pydantic), the
+    backends or the report: importing those cost 0.3 s of every command's start (docs/speed.md)."""
+    heavy = ["pytest_mailtls.manifest", "pytest_mailtls.grid", "pytest_mailtls.report", "pytest_mailtls.backends.base",
+             "pydantic", "docker", "jinja2"]  # fmt: skip
+    script = (
+        "import sys, contextlib\n"
+        "from pytest_mailtls import cli\n"
+        "with contextlib.suppress(SystemExit):\n"
+        "    cli.main(['--help'])\n"
+        "import pytest_mailtls.probe\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
