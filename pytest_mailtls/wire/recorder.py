@@ -65,6 +65,10 @@ class Link:
         """Cut both ends with a TCP reset, as a middlebox that drops a connection does."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Close both ends in order (FIN), once what was sent has gone out, as a server that hangs up does."""
+        raise NotImplementedError
+
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the relay's loop after ``delay`` seconds (unless the connection ended)."""
         raise NotImplementedError
@@ -330,6 +334,9 @@ class _Connection(Link):
 
     def reset(self) -> None:
         self.finish(closed_by="relay", close_how="rst")
+
+    def close(self) -> None:
+        self.finish(closed_by="relay", close_how="fin")
 
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         def call() -> None:
