@@ -258,6 +258,7 @@ class FaultTap(FaultLines, TerminatingTap):
         self.bridge.start()
 
     def bridge_ready(self, bridge: MITM) -> None:
+        bridge.announce = False
         bridge.plain = FaultLines(self.factory, bridge.plain_link, inside=True)
 
 
@@ -271,6 +272,9 @@ class SlowTap(LineTap):
 
     def from_client(self, link: Link, data: bytes) -> None:
         link.to_server(data)
+
+    def hold_eof(self) -> bool:
+        return bool(self.pending)
 
     def from_server(self, link: Link, data: bytes) -> None:
         if not self.ticking and not self.pending:
@@ -288,6 +292,7 @@ class SlowTap(LineTap):
             self.link.later(SLOW_TICK, self._tick)
         else:
             self.ticking = False
+            self.link.pass_eof()
 
 
 _REPORT = "a correct client reports the failure (non-zero exit, an exception) and never reports success"

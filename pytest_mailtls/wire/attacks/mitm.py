@@ -63,6 +63,9 @@ class MITM:
         #: the plaintext crosses unchanged.
         self.plain: Tap | None = None
         self.plain_link = _PlainLink(self)
+        #: Whether a finished client handshake is noted as what the network did (a fault's relay stands in for the
+        #: server itself: its handshake is no event; a failed one still is).
+        self.announce = True
 
     def record(self, session: Session) -> None:
         """Write what the client said and was told inside TLS into its session record (credentials masked)."""
@@ -163,7 +166,7 @@ class MITM:
             self.note(f"{who}'s handshake with the interceptor failed ({reason})")
             self.failed = True
             return False
-        if side == "client":
+        if side == "client" and self.announce:
             cipher = obj.cipher()
             self.note(
                 f"the client finished its handshake with the interceptor ({obj.version()} {cipher[0] if cipher else '?'})"
