@@ -161,13 +161,7 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
         )
     network = endpoint.cell.network
     if network is not None and outcome == "refused-correctly" and diagnosis is not None:
-        fault = attack_named(network).family == "fault"
-        diagnosis = dataclasses.replace(
-            diagnosis,
-            remedy=f"nothing to fix: the server failed ({network}) and the client reported the failure"
-            if fault
-            else f"nothing to fix: the network attacked ({network}) and the client refused as it must",
-        )
+        diagnosis = dataclasses.replace(diagnosis, remedy=attack_named(network).refused_remedy)
     actual = "success" if ok else diagnosis.failure_class if diagnosis else "unclassified"
     negotiated = view.negotiated if view is not None else None
     if negotiated is not None:

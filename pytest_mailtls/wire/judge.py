@@ -243,8 +243,7 @@ def _hostile_findings(view: WireView) -> list[Finding]:
     done = [event for s in view.sessions for event in s.attack]
     if attack.refusal is None or not done:
         return []
-    who = "the server's fault" if attack.family == "fault" else "the network"
-    return [WireFinding(f"{who} ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
+    return [WireFinding(f"{attack.actor} ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
 
 
 def _weak_suite(name: str) -> str | None:

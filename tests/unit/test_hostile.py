@@ -15,7 +15,7 @@ from pytest_mailtls.matrix import load_matrix, parse_matrix
 from pytest_mailtls.oracle import ClientProfile, expect, verdict
 from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode
 from pytest_mailtls.report import CellRecord, Report
-from pytest_mailtls.wire.attacks import ATTACKS, VULNERABILITY_CLASSES, attack_named
+from pytest_mailtls.wire.attacks import ATTACKS, NETWORKS, VULNERABILITY_CLASSES, attack_named
 from pytest_mailtls.wire.recorder import Link, SessionAnalyzer
 
 MATRIX = load_matrix()
@@ -89,7 +89,7 @@ def test_a_matrix_names_unknown_attacks_in_one_line() -> None:
         "policies": {"p": {"min_version": "TLSv1.2", "max_version": "TLSv1.3"}},
         "grid": [{"services": ["submission"], "modes": ["starttls"], "policies": ["p"], "network": ["strip-al"]}],
     }
-    with pytest.raises(MatrixError, match=r"unknown hostile network 'strip-al'.*strip-capa"):
+    with pytest.raises(MatrixError, match=r"unknown hostile network or fault 'strip-al'.*strip-capa"):
         parse_matrix(doc)
     doc["grid"][0]["network"] = "all"  # type: ignore[index]
     cells = parse_matrix(doc).all_cells(["postfix"])
@@ -113,8 +113,8 @@ def test_the_manifest_carries_the_network() -> None:
 
 
 def test_every_attack_declares_its_class_and_its_secure_outcome() -> None:
-    assert {a.vulnerability for a in ATTACKS.values()} == set(VULNERABILITY_CLASSES)
-    for attack in ATTACKS.values():
+    assert {a.vulnerability for a in NETWORKS.values()} == set(VULNERABILITY_CLASSES)
+    for attack in NETWORKS.values():
         assert attack.secure_outcome and attack.description
         assert attack.expected == "either" or attack.refusal is not None
 

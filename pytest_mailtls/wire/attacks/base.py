@@ -102,6 +102,16 @@ class Attack:
         """The tap a recorder front plays this attack with, in front of ``cell``'s server."""
         return AttackTap(self, cell, pki, server_hostname)
 
+    @property
+    def actor(self) -> str:
+        """Who did it, in the diagnosis's words."""
+        return "the network"
+
+    @property
+    def refused_remedy(self) -> str:
+        """The remedy of a client that refused, as it must."""
+        return f"nothing to fix: the network attacked ({self.name}) and the client refused as it must"
+
     def insecurity(self, view: WireView, *, ok: bool = True) -> tuple[str, list[str]] | None:
         """What the wire shows the client did wrong on this network (``ok``: whether it reported success)."""
         return self.check(view) if self.check is not None else None

@@ -79,6 +79,14 @@ class Fault(Attack):
         """A 4xx (or ``[UNAVAILABLE]``, ``[SYS/TEMP]``) answer: a client may retry later, never now in a loop."""
         return self.answer[:1] == "4" or "[UNAVAILABLE]" in self.answer or "[SYS/TEMP]" in self.answer
 
+    @property
+    def actor(self) -> str:
+        return "the server's fault"
+
+    @property
+    def refused_remedy(self) -> str:
+        return f"nothing to fix: the server failed ({self.name}) and the client reported the failure"
+
     def insecurity(self, view: WireView, *, ok: bool = True) -> tuple[str, list[str]] | None:
         """``lost-mail`` or ``ignored-error`` when the client reported success that the wire contradicts."""
         if not ok or not view.sessions:
