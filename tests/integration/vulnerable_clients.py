@@ -23,6 +23,7 @@ message, 1 otherwise; what they did goes to stderr.
 from __future__ import annotations
 
 import base64
+import contextlib
 import smtplib
 import socket
 import ssl
@@ -118,10 +119,8 @@ def ignoring(host: str, port: int, name: str, ca: str, user: str, password: str)
     smtp.send((_message(user) + ".\r\n").encode())
     code, text = smtp.getreply()
     print(f"end of DATA -> {code} {text!r} (not checked)", file=sys.stderr)
-    try:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
         smtp.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
     print("sent", file=sys.stderr)
     return 0
 
@@ -137,10 +136,8 @@ def ignoring_imap(host: str, port: int, name: str, ca: str, user: str, password:
             print(f"-> {step()!r}", file=sys.stderr)
         except imaplib.IMAP4.error as exc:
             print(f"refused ({exc}); carrying on", file=sys.stderr)
-    try:
+    with contextlib.suppress(imaplib.IMAP4.error, OSError):
         imap.logout()
-    except (imaplib.IMAP4.error, OSError):
-        pass
     return 0
 
 
