@@ -270,4 +270,5 @@ def test_the_report_lists_vulnerabilities_by_class() -> None:
     }
     assert report.to_json()["vulnerabilities"] == report.vulnerabilities()
     assert Report.from_json(report.to_json()).vulnerabilities() == report.vulnerabilities()
-    assert f"- **starttls-stripping** (2): `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()
+    meaning = VULNERABILITY_CLASSES["starttls-stripping"]
+    assert f"- **starttls-stripping** (2): {meaning}: `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()
