@@ -94,8 +94,10 @@ class Fault(Attack):
         played = [event for s in view.sessions for event in s.attack if not event.startswith("slowed")]
         accepted = any(s.message_accepted or s.inner_message_accepted for s in view.sessions)
         tried_mail = any(_tried_mail(s) for s in view.sessions)
+        if str(view.cell.protocol) == "smtp" and accepted:
+            return None  # the message got through (on a retry): nothing was lost, no error ignored
         mail_lost = tried_mail or (played and self.stage in _MAIL_STAGES)
-        if str(view.cell.protocol) == "smtp" and not accepted and mail_lost:
+        if str(view.cell.protocol) == "smtp" and mail_lost:
             what = "; ".join(dict.fromkeys(played)) or self.description
             return "lost-mail", [
                 "wire: the client reported success, but no server answer accepted its message (no 2xx after the "
@@ -279,7 +281,7 @@ class SlowTap(LineTap):
         super().__init__(factory, link, inside=inside)
 
     def from_client(self, link: Link, data: bytes) -> None:
-        link.to_server(data)
+        self.link.to_server(data)
 
     def hold_eof(self) -> bool:
         return bool(self.pending)
@@ -290,7 +292,7 @@ class SlowTap(LineTap):
         self.pending += data
         if not self.ticking:
             self.ticking = True
-            link.later(SLOW_TICK, self._tick)
+            self.link.later(SLOW_TICK, self._tick)
 
     def _tick(self) -> None:
         chunk = bytes(self.pending[:SLOW_BYTES])
