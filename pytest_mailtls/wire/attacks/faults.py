@@ -102,13 +102,13 @@ class Fault(Attack):
             return "lost-mail", [
                 "wire: the client reported success, but no server answer accepted its message (no 2xx after the "
                 f"end of DATA on any connection): the server ({self.name}) {what}",
-                *_tail(view),
+                *_tail(view, self.answer),
             ]
         if played:
             return "ignored-error", [
                 f"wire: the client reported success although the server ({self.name}) "
                 + "; ".join(dict.fromkeys(played)),
-                *_tail(view),
+                *_tail(view, self.answer),
             ]
         return None
 
@@ -119,14 +119,16 @@ def _tried_mail(s: Session) -> bool:
     )
 
 
-def _tail(view: WireView, n: int = 6) -> list[str]:
+def _tail(view: WireView, answer: str, n: int = 6) -> list[str]:
+    """The dialogue from the client's command the fault answered (or the last lines), inside TLS where it was."""
+    key = answer.split(" mailtls fault", 1)[0].replace("{tag} ", "")
     for s in reversed(view.sessions):
-        if s.inner_dialogue:
-            return [
-                f"wire (inside TLS): {'C' if ln.dir == 'client' else 'S'}: {ln.text}" for ln in s.inner_dialogue[-n:]
-            ]
-        if s.dialogue:
-            return [f"wire: {'C' if ln.dir == 'client' else 'S'}: {ln.text}" for ln in s.dialogue[-n:]]
+        for lines, where in ((s.inner_dialogue, "wire (inside TLS)"), (s.dialogue, "wire")):
+            if not lines:
+                continue
+            hit = next((i for i, ln in enumerate(lines) if ln.dir == "server" and key and key in ln.text), None)
+            shown = lines[max(0, hit - 1) : hit - 1 + n] if hit is not None else lines[-n:]
+            return [f"{where}: {'C' if ln.dir == 'client' else 'S'}: {ln.text}" for ln in shown]
     return []
 
 
