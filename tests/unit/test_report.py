@@ -25,11 +25,12 @@ CELLS = {c.id: c for c in load_matrix().cells(servers=["embedded"])}
 PROFILE = ClientProfile("python-smtplib", protocols=("smtp",), description="smtplib, verifying")
 
 
-def _endpoint(cell_id: str) -> Endpoint:
+def _endpoint(cell_id: str | Cell) -> Endpoint:
+    cell = CELLS[cell_id] if isinstance(cell_id, str) else cell_id
     return Endpoint(
-        cell=CELLS[cell_id],
+        cell=cell,
         host="127.0.0.1",
-        port=40000 + len(cell_id),
+        port=40000 + len(cell.id),
         server_hostname="localhost",
         ca_file="/tmp/ca.pem",
         username="tester@mailtls.test",
@@ -184,17 +185,8 @@ def test_secrets_do_not_leak_into_transcripts() -> None:
 
 
 def _cell_record(cell: Cell, verdict_: str = "pass", cls: str | None = None) -> CellRecord:
-    endpoint = Endpoint(
-        cell=cell,
-        host="127.0.0.1",
-        port=2525,
-        server_hostname="localhost",
-        ca_file="ca.pem",
-        username="u",
-        password="p",
-    )
     return CellRecord.build(
-        endpoint,
+        _endpoint(cell),
         expectation=expect(PROFILE, cell),
         result=OK,
         verdict=verdict_,
