@@ -340,8 +340,12 @@ class TerminatingTap(LineTap):
         """The relay is made, its TLS toward the server not started yet: set it up (default: nothing)."""
         return None
 
+    def certificate(self) -> CertProfile:
+        """The certificate profile the network presents (default: :attr:`profile`)."""
+        return self.profile
+
     def tls_begins(self) -> None:
-        self.bridge = self.mitm(self.profile)
+        self.bridge = self.mitm(self.certificate())
         self.bridge_ready(self.bridge)
         self.bridge.start()
 

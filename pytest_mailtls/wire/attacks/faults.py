@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...policy import Mode
+from ...policy import CertProfile, Mode
 from ..recorder import Link
 from ..session import Session
 from .base import STARTTLS_MODES, Attack, AttackTap, LineTap, TerminatingTap
@@ -77,7 +77,7 @@ class Fault(Attack):
     @property
     def temporary(self) -> bool:
         """A 4xx (or ``[UNAVAILABLE]``, ``[SYS/TEMP]``) answer: a client may retry later, never now in a loop."""
-        return self.answer[:1] == "4" or "[UNAVAILABLE]" in self.answer or "[SYS/TEMP]" in self.answer
+        return _temporary(self.answer)
 
     @property
     def actor(self) -> str:
@@ -91,7 +91,8 @@ class Fault(Attack):
         """``lost-mail`` or ``ignored-error`` when the client reported success that the wire contradicts."""
         if not ok or not view.sessions:
             return None
-        played = [event for s in view.sessions for event in s.attack if not event.startswith("slowed")]
+        # What the fault refused (a slow server refuses nothing: only a message that was not accepted counts there).
+        played = [] if self.stage == "slow" else [event for s in view.sessions for event in s.attack]
         accepted = any(s.message_accepted or s.inner_message_accepted for s in view.sessions)
         tried_mail = any(_tried_mail(s) for s in view.sessions)
         if str(view.cell.protocol) == "smtp" and accepted:
@@ -113,9 +114,14 @@ class Fault(Attack):
         return None
 
 
+def _temporary(answer: str) -> bool:
+    return answer[:1] == "4" or "[UNAVAILABLE]" in answer or "[SYS/TEMP]" in answer
+
+
 def _tried_mail(s: Session) -> bool:
+    """The client sent MAIL FROM on this connection, in clear or inside TLS."""
     return bool(s.mail_commands) or any(
-        ln.dir == "client" and ln.text.upper().startswith(("MAIL FROM", "APPEND")) for ln in s.inner_dialogue
+        ln.dir == "client" and ln.text.upper().startswith("MAIL FROM") for ln in s.inner_dialogue
     )
 
 
@@ -263,11 +269,9 @@ class FaultTap(FaultLines, TerminatingTap):
     """The fault in clear, and inside TLS when TLS begins: the relay terminates it with the cell's own certificate
     and plays the fault on the plaintext inside."""
 
-    def tls_begins(self) -> None:
-        assert self.cell.cert is not None
-        self.bridge = self.mitm(self.cell.cert)
-        self.bridge_ready(self.bridge)
-        self.bridge.start()
+    def certificate(self) -> CertProfile:
+        assert self.cell.cert is not None  # faults apply to TLS cells only
+        return self.cell.cert
 
     def bridge_ready(self, bridge: MITM) -> None:
         bridge.announce = False
@@ -316,8 +320,9 @@ def _fault(
     name: str, stage: str, answer: str, description: str, protocols: tuple[str, ...], refusal: str = "server-refused"
 ) -> Fault:
     mail = protocols == ("smtp",) and stage in (*_MAIL_STAGES, "greeting")
-    temporary = answer[:1] == "4" or "[UNAVAILABLE]" in answer or "[SYS/TEMP]" in answer
-    outcome = _MAIL if mail and temporary else _REPORT + (" for mail the server did not accept" if mail else "")
+    outcome = (
+        _MAIL if mail and _temporary(answer) else _REPORT + (" for mail the server did not accept" if mail else "")
+    )
     return Fault(
         name,
         "fault",
