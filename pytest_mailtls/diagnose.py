@@ -937,6 +937,14 @@ def _fix_ignored_error(ctx: _Ctx) -> str:
     )
 
 
+def _fix_retry_storm(ctx: _Ctx) -> str:
+    return (
+        "the client reconnected at once for what the server refused: never retry a permanent refusal (5xx, NO "
+        "[AUTHENTICATIONFAILED], -ERR [AUTH]) as it is; retry a temporary one (4xx) later, with a growing delay "
+        "(RFC 5321 section 4.5.4.1: at least 30 minutes between attempts for a queue)"
+    )
+
+
 def _fix_downgrade(ctx: _Ctx) -> str:
     return (
         "the client retried below TLS 1.2 (or in clear) after a middlebox reset its hello: never fall back below "
@@ -953,6 +961,7 @@ _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
     "tls-downgrade": _fix_downgrade,
     "lost-mail": _fix_lost_mail,
     "ignored-error": _fix_ignored_error,
+    "retry-storm": _fix_retry_storm,
     "protocol-version-mismatch": _fix_versions,
     "no-shared-cipher": _fix_ciphers,
     "untrusted-certificate": _fix_untrusted,

@@ -111,6 +111,17 @@ def test_a_client_cut_off_in_the_middle_of_data_reports_it(grid: Grid) -> None:
     assert any(s["close_how"] == "rst" for s in record.wire["sessions"]), record.explain()
 
 
+@pytest.mark.parametrize("network", ["fault-rcpt-550", "fault-rcpt-451", "fault-greeting-554"])
+def test_a_client_that_comes_back_at_once_for_a_refusal_is_a_retry_storm(grid: Grid, network: str) -> None:
+    endpoint = _cell(grid, network, "submission")
+    record = check(_careless("retrying", "smtp"), endpoint)
+    assert record.verdict == "insecure", record.explain()  # although it reported the failure in the end
+    assert record.diagnosis is not None and record.diagnosis.failure_class == "retry-storm", record.explain()
+    assert "refused on 5 connections" in record.diagnosis.evidence[0], record.explain()
+    base = next(e for e in grid.servers[endpoint.server].endpoints if e.id == endpoint.cell.base.id)
+    assert check(_careless("retrying", "smtp"), base).verdict == "pass"
+
+
 @pytest.mark.parametrize("network", ["fault-login-no", "fault-select-no"])
 def test_an_imap_client_that_ignores_no_is_reported_ignored_error(grid: Grid, network: str) -> None:
     endpoint = _cell(grid, network, "imap")

@@ -4,6 +4,7 @@
     python vulnerable_clients.py buffering HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
     python vulnerable_clients.py ignoring HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
     python vulnerable_clients.py ignoring-imap HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
+    python vulnerable_clients.py retrying HOST PORT SERVER_HOSTNAME CA_FILE USER PASSWORD
 
 * ``fallback`` uses STARTTLS when it works and carries on in clear when it is missing or refused: it sends
   ``AUTH PLAIN`` and the message anyway (the STARTTLS-stripping victim).
@@ -15,6 +16,8 @@
   without looking at the answers, and exits 0 whatever they were (the lost-mail victim of the fault cells).
 * ``ignoring-imap`` upgrades with STARTTLS, logs in and selects INBOX, prints a refusal and exits 0 anyway (it
   ignores errors).
+* ``retrying`` sends properly, and on any refusal reconnects at once and tries again, five times in all, then exits 1
+  (the retry-storm victim: it reports the failure, but hammers the server for a permanent one).
 
 All verify the certificate against CA_FILE. ``fallback`` and ``buffering`` exit 0 when the server accepted the
 message, 1 otherwise; what they did goes to stderr.
@@ -142,9 +145,34 @@ def ignoring_imap(host: str, port: int, name: str, ca: str, user: str, password:
     return 0
 
 
+def retrying(host: str, port: int, name: str, ca: str, user: str, password: str) -> int:
+    for attempt in range(1, 6):
+        smtp = smtplib.SMTP(timeout=10)
+        try:
+            smtp.connect(host, port)
+            smtp._host = name
+            smtp.starttls(context=ssl.create_default_context(cafile=ca))
+            smtp.login(user, password)
+            smtp.sendmail(user, [user], _message(user))
+            smtp.quit()
+            return 0
+        except (smtplib.SMTPException, OSError) as exc:
+            print(f"attempt {attempt} failed ({exc}); again at once", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                smtp.close()
+    return 1
+
+
 def main(argv: list[str]) -> int:
     kind, host, port, name, ca, user, password = argv
-    run = {"fallback": fallback, "buffering": buffering, "ignoring": ignoring, "ignoring-imap": ignoring_imap}[kind]
+    kinds = {
+        "fallback": fallback,
+        "buffering": buffering,
+        "ignoring": ignoring,
+        "ignoring-imap": ignoring_imap,
+        "retrying": retrying,
+    }
+    run = kinds[kind]
     try:
         return run(host, int(port), name, ca, user, password)
     except (OSError, smtplib.SMTPException, ValueError) as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pytest_mailtls.oracle import ClientProfile, expect
 from pytest_mailtls.policy import Mode
 from pytest_mailtls.wire.attacks import FAULTS, attack_named
-from pytest_mailtls.wire.attacks.faults import SLOW_BYTES
+from pytest_mailtls.wire.attacks.faults import RETRY_LIMIT, SLOW_BYTES
 from pytest_mailtls.wire.judge import WireView, insecurity
 from pytest_mailtls.wire.session import DialogueLine, Session
 
@@ -161,3 +161,14 @@ def test_a_fault_cell_expects_the_stages_refusal_or_a_success_where_the_stage_is
     assert (expected.outcome, expected.may_succeed) == ("auth-failed", True)
     assert expect(python, _cell(network="fault-slow")).outcome == "success"
     assert _cell(network="fault-rcpt-451").group == "faults"
+
+
+def test_coming_back_at_once_for_a_refusal_is_a_retry_storm_whatever_the_client_reported() -> None:
+    def attempts(network: str, n: int) -> WireView:
+        played = _session(attack=[f"answered the client's RCPT with {FAULTS[network].answer!r} in the server's place"])
+        return WireView(_cell(network=network), (played,) * n)
+
+    assert insecurity(attempts("fault-rcpt-550", 1), ok=False) is None
+    assert (insecurity(attempts("fault-rcpt-550", 2), ok=False) or ("",))[0] == "retry-storm"  # permanent: once
+    assert insecurity(attempts("fault-rcpt-451", RETRY_LIMIT), ok=False) is None  # temporary: a few are fine
+    assert (insecurity(attempts("fault-rcpt-451", RETRY_LIMIT + 1), ok=False) or ("",))[0] == "retry-storm"

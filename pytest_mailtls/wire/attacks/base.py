@@ -53,6 +53,8 @@ VULNERABILITY_CLASSES: dict[str, str] = {
     "tls-downgrade": "retried below TLS 1.2, or in clear, after a middlebox reset its hello",
     "lost-mail": "reported success for mail the server never accepted (a 4xx/5xx answer, or a connection cut in DATA)",
     "ignored-error": "reported success although the server refused a step (greeting, login, mailbox, message)",
+    "retry-storm": "came back at once on new connections for a permanent refusal (5xx), or for a temporary one again "
+    "and again, instead of reporting it or retrying later",
 }
 
 #: An attack's group unless it says otherwise.

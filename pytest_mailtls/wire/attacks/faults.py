@@ -23,7 +23,8 @@ not retry): it reports the failure (a non-zero exit, an exception), and never re
 did not accept. The judge reads the wire: a client that reported success although the server never answered the end
 of its DATA with ``2xx`` (the session's ``message_accepted``, ``inner_message_accepted``) lost the mail
 (``lost-mail``); one that reported success after a refusal of another stage (a login, a mailbox, a message)
-ignored the error (``ignored-error``).
+ignored the error (``ignored-error``); one that came back on new connections at once for a permanent refusal, or more
+than :data:`RETRY_LIMIT` times for a temporary one, is a ``retry-storm`` whatever it reported.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ..judge import WireView
     from .mitm import MITM
 
-__all__ = ["FAULTS", "Fault", "SLOW_BYTES", "SLOW_TICK"]
+__all__ = ["FAULTS", "Fault", "RETRY_CLASS", "RETRY_LIMIT", "SLOW_BYTES", "SLOW_TICK"]
 
 #: ``fault-slow``: the server's bytes reach the client ``SLOW_BYTES`` at a time every ``SLOW_TICK`` seconds (a
 #: per-byte delay of 1 ms: about 1 kB/s; a TLS handshake with its certificate chain takes some 3 s).
@@ -50,6 +51,11 @@ SLOW_TICK = 0.016
 
 #: Stages whose refusal loses a message the client meant to send.
 _MAIL_STAGES = ("mail", "rcpt", "data-end", "data-cut")
+#: How many connections a client may open in one run on a temporary refusal before it is ``retry-storm`` (on a
+#: permanent one, a second connection is).
+RETRY_LIMIT = 3
+#: The class of a client that comes back at once for what the server refused (any fault can show it).
+RETRY_CLASS = "retry-storm"
 #: The commands each stage answers (SMTP and POP3: the command word; IMAP: the command name after the tag).
 _STAGE_VERBS: dict[str, tuple[str, ...]] = {
     "auth": ("AUTH",),
@@ -88,11 +94,23 @@ class Fault(Attack):
         return f"nothing to fix: the server failed ({self.name}) and the client reported the failure"
 
     def insecurity(self, view: WireView, *, ok: bool = True) -> tuple[str, list[str]] | None:
-        """``lost-mail`` or ``ignored-error`` when the client reported success that the wire contradicts."""
-        if not ok or not view.sessions:
+        """``retry-storm`` when the client came back at once for what the server refused (whatever it reported);
+        ``lost-mail`` or ``ignored-error`` when it reported success that the wire contradicts."""
+        if not view.sessions:
             return None
         # What the fault refused (a slow server refuses nothing: only a message that was not accepted counts there).
         played = [] if self.stage == "slow" else [event for s in view.sessions for event in s.attack]
+        attempts = [s for s in view.sessions if s.attack] if played else []
+        limit = RETRY_LIMIT if self.temporary else 1
+        if len(attempts) > limit:
+            kind = "temporary" if self.temporary else "permanent"
+            return RETRY_CLASS, [
+                f"wire: the server ({self.name}) refused on {len(attempts)} connections in one run: the client came "
+                f"back at once for a {kind} refusal ({attempts[0].attack[0]})",
+                *[f"wire: connection {i + 1}: {s.summary()}" for i, s in enumerate(attempts[:4])],
+            ]
+        if not ok:
+            return None
         accepted = any(s.message_accepted or s.inner_message_accepted for s in view.sessions)
         tried_mail = any(_tried_mail(s) for s in view.sessions)
         if str(view.cell.protocol) == "smtp" and accepted:
