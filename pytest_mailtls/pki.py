@@ -356,6 +356,17 @@ def _key_check(kind: str, holds: Callable[[int], bool], expected: str) -> LeafCh
     return check
 
 
+def _plain_leaf(seen: Presented) -> Problems:
+    """A leaf as the valid profiles have it: the names in a subjectAltName, no revocation endpoints."""
+    crls, ocsps = _urls(seen.leaf)
+    problems = _need(_sans_of(seen.leaf) is not None, "a subjectAltName", "none")
+    return problems + _need(not crls and not ocsps, "no revocation endpoints", f"CRL {crls}, OCSP {ocsps}")
+
+
+def _all(*checks: LeafCheck) -> LeafCheck:
+    return lambda seen: [problem for check in checks for problem in check(seen)]
+
+
 def _sig_hash(cert: x509.Certificate) -> str | None:
     try:
         algorithm = cert.signature_hash_algorithm
@@ -576,13 +587,13 @@ def _check_unreachable(seen: Presented) -> Problems:
 CERT_FAULTS: dict[CertProfile, CertFault] = {
     CertProfile.VALID: CertFault(
         _make_valid,
-        _key_check("rsa", lambda bits: bits >= 2048, "an RSA key of 2048+ bits"),
+        _all(_key_check("rsa", lambda bits: bits == 2048, "an RSA-2048 key"), _plain_leaf),
         verifies=True,
         words="a valid certificate",
     ),
     CertProfile.ECDSA_P256: CertFault(
         _make_ecdsa_p256,
-        _key_check("ecdsa", lambda bits: bits == 256, "an ECDSA P-256 key"),
+        _all(_key_check("ecdsa", lambda bits: bits == 256, "an ECDSA P-256 key"), _plain_leaf),
         verifies=True,
         words="a valid ECDSA P-256 certificate",
         key_type="ecdsa",
@@ -699,13 +710,13 @@ CERT_FAULTS: dict[CertProfile, CertFault] = {
     ),
     CertProfile.RSA_4096: CertFault(
         _make_rooted(_rsa(4096)),
-        _key_check("rsa", lambda bits: bits == 4096, "an RSA-4096 key"),
+        _all(_key_check("rsa", lambda bits: bits == 4096, "an RSA-4096 key"), _plain_leaf),
         verifies=True,
         words="a valid RSA-4096 certificate",
     ),
     CertProfile.ECDSA_P384: CertFault(
         _make_rooted(lambda: ec.generate_private_key(ec.SECP384R1())),
-        _key_check("ecdsa", lambda bits: bits == 384, "an ECDSA P-384 key"),
+        _all(_key_check("ecdsa", lambda bits: bits == 384, "an ECDSA P-384 key"), _plain_leaf),
         verifies=True,
         words="a valid ECDSA P-384 certificate",
         key_type="ecdsa",
