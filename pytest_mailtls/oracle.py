@@ -261,7 +261,7 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
         said = f"the server presents {fault.words or cert}"
         if fault.lenient is not None:  # refusing is right; going on says the client does not check it
             why = f"{said}: a client that checks it refuses; one that goes on does not check {fault.lenient}"
-            return Expectation(fault.failure, False, True, why, version, may_succeed=True, lenient=fault.lenient)
+            return Expectation(fault.failure, False, True, why, version, lenient=fault.lenient)
         return Expectation(fault.failure, False, True, said, version)
     if cell.auth.client_cert and not profile.client_cert:
         why = "the server requires a client certificate; the client presents none"
@@ -298,7 +298,7 @@ def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[st
     ``tls``: whether the session ran over TLS (``None`` when the client cannot tell).
     """
     if ok:
-        if not expectation.success and not expectation.may_succeed:
+        if not expectation.success and not expectation.may_succeed and expectation.lenient is None:
             return "insecure", f"succeeded although it must fail with {expectation.outcome}: {expectation.reason}"
         if expectation.tls and tls is False:
             return "insecure", "went on in plaintext although the port offers TLS"
