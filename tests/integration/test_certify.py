@@ -292,12 +292,18 @@ def test_a_probe_settles_a_silent_hang_up(embedded: EmbeddedServer) -> None:
 # --- command-line clients ------------------------------------------------------------------------
 
 # What each tool really lets through (a finding about the tool, not about pytest-mailtls):
-# swaks 20201014 has no host name check; msmtp's GnuTLS accepts a 1024-bit RSA key.
+# swaks 20201014 has no host name check; msmtp's GnuTLS accepts a 1024-bit RSA key, and msmtp checks no extended
+# key usage (a clientAuth-only certificate is accepted; docs/findings.md).
 KNOWN_INSECURE = {
     "curl": set(),
     "openssl-s_client": set(),
     "swaks": {"submission-starttls-intermediate-wrong-host", "smtps-implicit-intermediate-wrong-host"},
-    "msmtp": {"submission-starttls-intermediate-weak-rsa-1024", "smtps-implicit-intermediate-weak-rsa-1024"},
+    "msmtp": {
+        "submission-starttls-intermediate-weak-rsa-1024",
+        "smtps-implicit-intermediate-weak-rsa-1024",
+        "submission-starttls-intermediate-wrong-eku",
+        "smtps-implicit-intermediate-wrong-eku",
+    },
 }
 
 
