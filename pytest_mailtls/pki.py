@@ -29,8 +29,9 @@ from typing import TypeVar
 
 import trustme
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -545,8 +546,7 @@ def _check_revoked(seen: Presented) -> Problems:
         error = seen.handshake(with_crl)
     if "certificate revoked" not in (error or "").lower():
         problems.append(("a client that loads the CRL to refuse: certificate revoked", error or "it verifies"))
-    issuer = seen.intermediate if seen.intermediate is not None else None
-    problems += _check_ocsp(seen, ocsps[0], issuer, ocsp.OCSPCertStatus.REVOKED)
+    problems += _check_ocsp(seen, ocsps[0], seen.intermediate, ocsp.OCSPCertStatus.REVOKED)
     return problems
 
 
@@ -562,6 +562,14 @@ def _check_ocsp(seen: Presented, url: str, issuer: x509.Certificate | None, want
         return [(f"an OCSP answer from {url}", f"none: {exc}")]
     if answer.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         return [(f"a successful OCSP answer from {url}", answer.response_status.name)]
+    key, digest = issuer.public_key(), answer.signature_hash_algorithm
+    signed = f"an OCSP answer signed by {issuer.subject.rfc4514_string()}"
+    if not isinstance(key, rsa.RSAPublicKey) or digest is None:
+        return [(signed, f"a {type(key).__name__} issuer key or no digest")]
+    try:
+        key.verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(), digest)
+    except InvalidSignature:
+        return [(signed, "a signature that does not verify")]
     return _need(answer.certificate_status is want, f"OCSP status {want.name}", answer.certificate_status.name)
 
 
