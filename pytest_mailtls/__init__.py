@@ -3,6 +3,8 @@ servers across a grid of TLS policies, with a throwaway PKI.
 
 The pytest plugin registers itself (``pytest11`` entry point); this module
 exports what conftest files and scripts use directly.
+
+PYTEST_DONT_REWRITE
 """
 
 from typing import TYPE_CHECKING, Any

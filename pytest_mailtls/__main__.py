@@ -1,3 +1,8 @@
+"""``python -m pytest_mailtls``: the ``mailtls`` command.
+
+PYTEST_DONT_REWRITE
+"""
+
 import sys
 
 try:

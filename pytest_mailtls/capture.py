@@ -1,4 +1,7 @@
-"""Captured mail: every backend delivers into a Maildir on the host, read here."""
+"""Captured mail: every backend delivers into a Maildir on the host, read here.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

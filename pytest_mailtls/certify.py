@@ -5,6 +5,8 @@
 ``incompatible`` or ``insecure`` cell). :func:`check` does the same for one
 endpoint inside a test, and :func:`assert_outcome` fails that test with the
 diagnosis and its evidence.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

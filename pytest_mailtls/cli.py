@@ -1,6 +1,8 @@
 """The ``mailtls`` command: serve the grid by hand, read captured mail, probe, verify, certify.
 
 User errors end as one line on stderr and a non-zero exit, never a traceback.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

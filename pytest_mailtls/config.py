@@ -2,6 +2,8 @@
 
 Resolved once per session into a frozen dataclass. Precedence: factory
 argument > command line > ini file > default.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Everything that talks to a server (readiness, tests, probe, client adapters)
 goes through here, so each protocol's opening is written once. Clients dial
 ``endpoint.host`` but verify and send SNI for ``endpoint.server_hostname``, as
 a real client configured with that host name would.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ context rule (a plaintext client waiting on an implicit-TLS port), weak probe
 findings and the cell's expected class only choose among the classes the
 evidence left open, the expected class last and only to break a tie. The same
 inputs give the same class on every run: no step depends on dict or set order.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """One base exception and the specific failures users meet.
 
 Messages say what was tried, where, and the option or command that fixes it.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ session's settings and the cells its tests collected) and ``mailtls_server = mai
 A grid fixture yields a :class:`~pytest_mailtls.grid.Grid`-like object with ``endpoints``,
 ``endpoint(cell_id)``, ``find(**criteria)`` and ``cell_logs(cell_id)``; a cell fixture yields one
 :class:`~pytest_mailtls.manifest.Endpoint`, with the plugin's diagnostics when its test fails.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

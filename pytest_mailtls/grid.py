@@ -5,6 +5,8 @@ the end of a run always tears down everything that was started. The work dir
 and the PKI dir are registered with the runtime like containers, so a run that
 dies leaves them to the next run's reaper; starts run in daemon threads that a
 cancel event stops, so Ctrl-C or SIGTERM during a start ends it at once.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

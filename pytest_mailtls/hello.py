@@ -10,6 +10,8 @@ that version, with the SNI name): the same extensions, signature algorithms, gro
 a real OpenSSL client sends, so the server decides as it would for one. Only the cipher-suite list
 is replaced, by any suites at all, TLS 1.3 suites and suites OpenSSL 3 no longer builds included
 (which Python's ``ssl`` cannot offer one by one).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

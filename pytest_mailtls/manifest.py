@@ -3,6 +3,8 @@
 A manifest is ``{"version": 1, "cells": [record, ...]}``; each record describes
 one endpoint (schema in docs/manifest.md). Fixtures, ``mailtls up``,
 ``mailtls messages``, probe, verify and certify all read and write it.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

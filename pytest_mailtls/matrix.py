@@ -2,6 +2,8 @@
 
 Everything is checked before anything starts: an error names the file, the key
 and what is allowed.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Verdicts: ``pass`` (worked where it should), ``refused-correctly`` (failed where
 no secure session exists), ``incompatible`` (failed although a secure session
 exists, or although the expectation was success), ``insecure`` (succeeded where
 it must fail, or continued in plaintext where TLS was offered).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ lazily, once per profile. Valid certificates name ``server_hostname``
 (``localhost`` by default), ``mail.mailtls.test`` and ``127.0.0.1``.
 A new certificate fault is one :class:`CertFault` entry in :data:`CERT_FAULTS`
 (plus its ``CertProfile`` member); a profile without one fails at import.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Tests that take ``mailtls_server`` are parametrized over the selected cells;
 the servers for every cell collected in the session start once, on first use,
 one container per server kind, and are removed at the end of the session.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

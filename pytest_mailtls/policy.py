@@ -4,6 +4,8 @@ A *cell* is the unit everything in pytest-mailtls speaks: one server, one
 service (port role), one TLS mode, one TLS policy, one certificate profile and
 one auth policy. Fixtures are parametrized by cells, the manifest lists cells,
 probe/verify check cells and certify reports on them.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ every mail TLS investigation in one call, in well under a second on loopback:
 Every socket operation has a timeout and the whole probe a time budget.
 Closed ports, non-mail services and the wrong mode fail with one clear line
 (:class:`ProbeError`).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

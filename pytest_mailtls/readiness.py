@@ -7,6 +7,8 @@ cell must greet, answer EHLO/CAPABILITY/CAPA and complete its TLS handshake.
 Every wait can be cancelled: a set ``cancel`` event (passed in, or the one :func:`cancel_scope` set for
 this thread) ends it within one poll interval with ``StartCancelled``. The checks run in daemon threads,
 so an interrupted process never waits for a connection attempt at exit.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 The models are the schema: ``python -m pytest_mailtls.schemas`` writes their JSON Schemas into docs/schemas/.
 Readers accept a record whose keys with defaults are left out; writers write every key.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ record per cell: the cell's manifest fields plus ``expected``, ``actual``,
 described in docs/report-schema.md). The Markdown and HTML pages are Jinja2
 templates (templates/report.md.j2, templates/report.html.j2); the HTML page is one
 file with no external assets: a grid coloured by verdict, details on hover and click.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

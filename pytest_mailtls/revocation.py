@@ -10,6 +10,8 @@ made it serves until :meth:`Responder.close` or the end of that process.
 ``GET /root.crl`` answers the CRL (``application/pkix-crl``); ``POST /ocsp`` (RFC 6960, and ``GET
 /ocsp/<base64>``) answers an OCSP response signed by the session CA: ``revoked`` for a revoked serial,
 ``good`` for another one the PKI issued with these URLs, ``unknown`` otherwise.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ an entry in a per-user index). :func:`reap_orphans` removes the containers, netw
 and registered dirs that a dead process of the same user on this host left behind.
 Starts can be cancelled (:class:`StartCancelled`), and :func:`signals_deferred`
 keeps a second Ctrl-C from cutting a teardown short.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@
 it writes nothing and exits 1 when a file differs from what the models generate now. The schemas describe
 what writers write: every key is listed as required (readers accept records that leave out the keys with
 defaults).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ that serve them, a note to say once when ``auto`` fell back to the in-process ba
 problem (if any) with the container servers it leaves without an engine. Callers decide what a missing
 engine means to them (a CLI error, a skip, a failure under ``--mailtls-require-docker``); they never
 compute the selection themselves.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

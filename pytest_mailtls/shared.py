@@ -14,6 +14,8 @@ mail and connections only, while tests on other cells run in parallel.
 
 A dead worker leaves nothing: the containers belong to the daemon, the locks to the kernel. A dead
 controller makes the daemon stop the grid; the run's directory is registered with the runtime's reaper.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

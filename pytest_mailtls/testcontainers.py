@@ -16,6 +16,8 @@ answers with the port of the first cell of that service (25 smtp, 587 submission
 
 Containers, the run's network and temp dirs (keys included) are removed on ``stop()``, at exit, on
 SIGTERM, and by the next run if this process is killed (the same lifecycle as the pytest plugin).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

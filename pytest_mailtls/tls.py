@@ -15,6 +15,8 @@ client context that offers everything, asks here:
   every cipher at level 0) and :func:`presented_chain` (the chain as the server sent it).
 
 Pure standard library: importing it costs nothing.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

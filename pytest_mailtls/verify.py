@@ -6,6 +6,8 @@ A compatibility matrix is only worth what its cells are worth: a cell called
 certificate profile, mode, AUTH before and after TLS, client certificates);
 :func:`verify_endpoints` probes many cells side by side and returns a
 :class:`VerifyReport` with a table and an ``ok`` flag.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

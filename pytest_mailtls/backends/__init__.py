@@ -6,6 +6,8 @@ for diagnosis and its remedy hints. Adding a server is that module (and its cont
 line in :data:`REGISTRY`; nothing else in the package names a server.
 
 Backend modules are imported on first use, not when the plugin loads.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Backends know their server and nothing of pytest; the plugin and the CLI know
 pytest and the command line and nothing of any one server.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Each backend renders its server's configuration itself; this module checks the c
 the rendered files where the container reads them, starts the container, builds one
 :class:`~pytest_mailtls.manifest.Endpoint` per cell and waits until every port passed a real exchange
 (:func:`launch`), and wraps the running container (:class:`ContainerServer`).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

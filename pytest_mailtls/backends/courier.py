@@ -18,6 +18,8 @@ priority string cannot select without also allowing other suites is refused (:fu
 
 Logins go to ``authdaemond`` with the userdb module: one user, the test user, its password stored as
 ``{SHA256}`` (courier-authlib checks it), its Maildir the bind-mounted host folder every cell shares.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ client arrives from the Docker gateway address.
 
 Rendering is pure (:func:`render`, from the templates in templates/dovecot/); :class:`DovecotBackend`
 writes the files, starts the container and waits until every port passed a real exchange.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Two asyncio gaps are closed here so clients meet what Postfix gives them: a
 failed handshake sends OpenSSL's alert before the socket closes (asyncio drops
 it), and DHE ciphers work (Python never enables OpenSSL's DH groups; the
 RFC 7919 ffdhe2048 group is loaded).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ test user from ``users/<name>`` itself.
 Rendering is pure (:func:`render`, :func:`cipher_plan`, the keystore writers);
 :class:`JamesBackend` writes the files, starts the container and waits for a verified
 handshake on every port (from the moment every server listens) and for the user.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ of the Dovecot's, mounted into this container; the entrypoint starts Postfix onl
 
 Rendering is pure (:func:`render`, from the templates in templates/postfix/); :class:`PostfixBackend`
 writes the files, starts the container and waits until every port passed a real exchange.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ backend that has a ``link(plans)`` method the whole plan (each server's backend,
 future that resolves when that server is ready). Dovecot then offers the Postfix cells' SASL mechanisms
 too; Postfix mounts Dovecot's socket folder and waits for the sockets, so both containers start side by
 side. :func:`start_stack` does the same without a grid.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Every adapter implements :class:`Client`: ``run(endpoint, *, send=True) ->
 ClientResult``, and carries the :class:`~pytest_mailtls.oracle.ClientProfile`
 the oracle predicts from. Modules are imported lazily: naming a Python client
 never starts a JVM.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

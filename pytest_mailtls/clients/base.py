@@ -1,4 +1,7 @@
-"""The interface every client adapter implements, and what a run returns."""
+"""The interface every client adapter implements, and what a run returns.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Each builds an argument vector (never a shell line) from the endpoint and its
 profile, runs it with a deadline and reads the exit status and output.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

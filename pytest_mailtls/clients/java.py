@@ -9,6 +9,8 @@ paths on stdin and answers one JSON line each, so a cell costs no JVM start; a
 JVM that dies is restarted once, then the client falls back to one JVM per cell
 (also forced by ``PYTEST_MAILTLS_JAVA_BATCH=0``). A job past its deadline kills
 the JVM; the next run starts a new one.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

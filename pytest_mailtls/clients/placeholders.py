@@ -1,4 +1,7 @@
-"""The placeholders of a ``--command`` template (imports nothing: ``mailtls --help`` lists them)."""
+"""The placeholders of a ``--command`` template (imports nothing: ``mailtls --help`` lists them).
+
+PYTEST_DONT_REWRITE
+"""
 
 __all__ = ["PLACEHOLDERS"]
 

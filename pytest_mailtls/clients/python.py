@@ -3,6 +3,8 @@
 Connections go through :func:`pytest_mailtls.connect.open_client` (dial the
 endpoint's IP, verify and send SNI for its host name), so these adapters only
 decide the TLS context, whether to STARTTLS, and what to do once connected.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

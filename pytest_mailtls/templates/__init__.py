@@ -2,6 +2,8 @@
 
 Templates whose name ends in ``.html.j2`` are autoescaped; the others (Markdown, configuration files) are
 rendered as they are written. Undefined names are errors, never empty strings.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

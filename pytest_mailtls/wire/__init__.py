@@ -3,6 +3,8 @@
 ``tlsrecords`` reads TLS records without keys, ``dialogue`` the cleartext SMTP/IMAP/POP3 exchange,
 ``session`` holds the record of one connection, ``recorder`` is the relay in front of every cell, and
 ``judge`` turns sessions into facts for verdicts and diagnoses.
+
+PYTEST_DONT_REWRITE
 """
 
 from typing import TYPE_CHECKING, Any

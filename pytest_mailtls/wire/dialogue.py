@@ -5,6 +5,8 @@ them as SMTP, IMAP or POP3: capabilities (is STARTTLS offered?), the STARTTLS/ST
 answer (after a positive answer it says :attr:`Dialogue.tls_from_here` and stops reading),
 credentials sent in clear (masked in the transcript, named in :attr:`Dialogue.credentials`), MAIL/RCPT/DATA
 and whether the server accepted the message (its answer to the end of DATA).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ and the cell itself; nothing asks the client. Three uses:
   on a port that offers TLS, application data over a certificate that must be refused, a session below
   the cell's secure offer), with the wire lines that show it;
 * :func:`findings`: wire facts for the diagnosis, each naming the failure classes it supports.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ server with an *active* :class:`Tap`: one instance per connection sees every chu
 decides what reaches the other (rewritten, withheld, answered itself, or a reset), through the
 connection's :class:`Link`. The session then records what the *client* sent and what the client received,
 so it shows what the client did after the attack. The passive path never calls a tap.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

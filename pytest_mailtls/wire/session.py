@@ -3,6 +3,8 @@
 Records are pydantic models, written one JSON line per connection to the cell's sessions file
 (``Endpoint.extra["sessions_file"]``) and read back by :func:`read_sessions`. The JSON Schema is
 ``Session.model_json_schema()``.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ How "finished" is told without keys:
   alert is 2 bytes + 1 content-type byte + a 16-byte tag = 19) means it accepted the certificate;
   a further such record is application data (a record of at most 19 bytes is always an alert: the shortest
   mail command encrypts to 23).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

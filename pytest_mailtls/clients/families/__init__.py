@@ -12,6 +12,8 @@ family's own table in this order, the more specific wordings first, and the orde
 
 Family modules are imported on first use; their rule tables are built on first use (they need
 :mod:`pytest_mailtls.diagnose`, which is not always loaded). This module imports nothing of the package.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The generic family: a client nobody named reads every family's own table, in registry order."""
+"""The generic family: a client nobody named reads every family's own table, in registry order.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""curl (exit codes and messages); OpenSSL underneath."""
+"""curl (exit codes and messages); OpenSSL underneath.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-""".NET SslStream / SChannel (System.Net.Security resources) and MailKit; OpenSSL's reasons on Linux."""
+""".NET SslStream / SChannel (System.Net.Security resources) and MailKit; OpenSSL's reasons on Linux.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

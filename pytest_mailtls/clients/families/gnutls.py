@@ -1,4 +1,7 @@
-"""GnuTLS clients (gnutls-cli, programs on libgnutls)."""
+"""GnuTLS clients (gnutls-cli, programs on libgnutls).
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Go crypto/tls, crypto/x509 and net/smtp (texts from the Go sources: x509/verify.go, tls/alert.go, smtp/auth.go)."""
+"""Go crypto/tls, crypto/x509 and net/smtp (texts from the Go sources: x509/verify.go, tls/alert.go, smtp/auth.go).
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Java mail clients: Angus/Jakarta Mail and javax.mail on JSSE (JDK 17)."""
+"""Java mail clients: Angus/Jakarta Mail and javax.mail on JSSE (JDK 17).
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

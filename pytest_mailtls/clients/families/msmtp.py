@@ -1,4 +1,7 @@
-"""msmtp: GnuTLS underneath on Debian, so it reads the GnuTLS table."""
+"""msmtp: GnuTLS underneath on Debian, so it reads the GnuTLS table.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Node's tls module (OpenSSL underneath: its reason strings are read too) and nodemailer."""
+"""Node's tls module (OpenSSL underneath: its reason strings are read too) and nodemailer.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``openssl s_client`` (``verify error:num=N:``, its STARTTLS words); OpenSSL's reasons too."""
+"""``openssl s_client`` (``verify error:num=N:``, its STARTTLS words); OpenSSL's reasons too.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Python's ssl module and its mail libraries (smtplib, imaplib, poplib); OpenSSL underneath."""
+"""Python's ssl module and its mail libraries (smtplib, imaplib, poplib); OpenSSL underneath.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Rust clients: rustls' Error Display (old: Debug names such as "UnknownIssuer"; 0.23: sentences such as
-"certificate expired:") and lettre. native-tls on Linux is OpenSSL: the family reads OpenSSL's reasons too."""
+"certificate expired:") and lettre. native-tls on Linux is OpenSSL: the family reads OpenSSL's reasons too.
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

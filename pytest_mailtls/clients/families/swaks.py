@@ -1,4 +1,7 @@
-"""swaks (Net::SSLeay: OpenSSL's reasons too)."""
+"""swaks (Net::SSLeay: OpenSSL's reasons too).
+
+PYTEST_DONT_REWRITE
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ the oracle reads its expected outcome and the judge its vulnerability check. See
 
 Server faults (:data:`FAULTS`: a 4xx/5xx answer at one stage, a connection cut in DATA, a slow server; docs/faults.md)
 are played the same way and live in the same namespace of networks (:data:`NETWORKS`, ``fault-*``).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ An attack is data plus one per-connection tap class:
   refusal is diagnosed as) or ``either`` (a secure client may go on, the attack being harmless to it, or
   refuse); ``secure_outcome`` says it in words for the report;
 * what falling for it is: ``vulnerability``, the class an ``insecure`` verdict carries.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ of its DATA with ``2xx`` (the session's ``message_accepted``, ``inner_message_ac
 (``lost-mail``); one that reported success after a refusal of another stage (a login, a mailbox, a message)
 ignored the error (``ignored-error``); one that came back on new connections at once for a permanent refusal, or more
 than :data:`RETRY_LIMIT` times for a temporary one, is a ``retry-storm`` whatever it reported.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@
   are what a man in the middle appends its own commands to (``command-injection``).
 
 A secure client either goes on over TLS as if nothing happened or refuses; both are fine.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ dates, issued by another CA (the session PKI's ``untrusted-ca`` profile), and re
 TLS session of its own. A secure client refuses the certificate (``untrusted-certificate``); one that finishes
 the handshake talks to the interceptor (``tls-interception``), and the session shows what it said inside
 (``inner_dialogue``, ``inner_credentials``). Played on STARTTLS and implicit-TLS cells alike.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

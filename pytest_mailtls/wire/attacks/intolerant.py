@@ -10,6 +10,8 @@ Other hellos pass, and the real server answers. What the field expects (RFC 8996
 4.1.3): a client does not retry below its floor, so against such a box a careful client fails, or retries at a
 version it accepts anyway (TLS 1.2, with TLS_FALLBACK_SCSV, and TLS 1.3's downgrade sentinel then protects it).
 A client that retries at TLS 1.0/1.1, or gives up TLS and goes on in clear, is downgraded (``tls-downgrade``).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

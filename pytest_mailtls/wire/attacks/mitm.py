@@ -10,6 +10,8 @@ answers). A fault (``fault-*``) presents the cell's own valid certificate too an
 inside TLS: its plaintext tap (``plain``) sees the dialogue both ways as a tap sees a cleartext connection, through
 a :class:`~pytest_mailtls.wire.recorder.Link` onto the two TLS sessions. All use :class:`ssl.SSLObject` over memory
 BIOs, on the relay's loop.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@
 The server never sees the STARTTLS command, so its session stays a plain one. A secure client refuses to go
 on (``starttls-not-offered``); one that sends credentials or mail afterwards falls for ``starttls-stripping``,
 and one that starts TLS on a wrong tag or garbage took a line that was not its answer (``response-injection``).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations

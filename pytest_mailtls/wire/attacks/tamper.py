@@ -5,6 +5,8 @@ PLAIN LOGIN`` in the EHLO answer, ``AUTH=PLAIN`` (and no ``LOGINDISABLED``) in I
 and ``SASL PLAIN`` in POP3's CAPA answer. A secure client still upgrades first and asks for the capabilities
 again over TLS; one that logs in because AUTH was offered in clear sends its credentials to the network
 (``negotiation-tampering``).
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations
