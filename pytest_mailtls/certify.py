@@ -26,7 +26,7 @@ from .connect import tls_handshake
 from .diagnose import UNCLASSIFIED, Diagnosis, Finding, diagnose, remedy
 from .errors import MailTLSError
 from .manifest import Endpoint
-from .oracle import ClientProfile, Expectation, applicable, expect, verdict
+from .oracle import ClientProfile, Expectation, Verdict, applicable, expect, verdict
 from .policy import VERSIONS, Mode
 from .report import CellRecord, Report
 from .tls import client_context
@@ -152,17 +152,19 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
     diagnosis: Diagnosis | None
     if wire_insecure is not None and view is not None:
         cls, evidence = wire_insecure
-        outcome = "insecure"
+        outcome = Verdict.INSECURE
         why = f"{cls}: the wire shows {evidence[0].removeprefix('wire: ')}"
         diagnosis = Diagnosis(cls, evidence, _insecure_remedy(cls, client, endpoint, profile, view))
     elif ok:
-        diagnosis = _insecure_diagnosis(client, endpoint, expectation, result, view) if outcome == "insecure" else None
+        diagnosis = (
+            _insecure_diagnosis(client, endpoint, expectation, result, view) if outcome == Verdict.INSECURE else None
+        )
     else:
         diagnosis, server_lines = _failure_diagnosis(
             client, endpoint, expectation, result, before, server_lines, logs_for, view, profile
         )
     network = endpoint.cell.network
-    if network is not None and outcome == "refused-correctly" and diagnosis is not None:
+    if network is not None and outcome == Verdict.REFUSED_CORRECTLY and diagnosis is not None:
         diagnosis = dataclasses.replace(diagnosis, remedy=attack_named(network).refused_remedy)
     actual = "success" if ok else diagnosis.failure_class if diagnosis else "unclassified"
     negotiated = view.negotiated if view is not None else None
@@ -416,7 +418,7 @@ def _new_lines(before: list[str], after: list[str]) -> list[str]:
 
 def exit_status(report: Report) -> int:
     """0 when no cell is ``incompatible`` or ``insecure``; 1 otherwise."""
-    return 1 if any(r.verdict in ("incompatible", "insecure") for r in report.cells) else 0
+    return 1 if any(r.verdict in (Verdict.INCOMPATIBLE, Verdict.INSECURE) for r in report.cells) else 0
 
 
 class OutcomeError(AssertionError):
@@ -434,7 +436,7 @@ def assert_outcome(record: CellRecord, *, exact: bool = True) -> None:
     what must fail, fails with the right error. A ``pass`` is a pass: where a client may go on (a fault
     OpenSSL's defaults do not check, such as revocation), going on is not a wrong class.
     """
-    if record.verdict not in ("pass", "refused-correctly"):
+    if record.verdict not in (Verdict.PASS, Verdict.REFUSED_CORRECTLY):
         raise OutcomeError(record)
-    if exact and record.verdict != "pass" and not record.class_matches:
+    if exact and record.verdict != Verdict.PASS and not record.class_matches:
         raise OutcomeError(record)

@@ -23,6 +23,7 @@ import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 from .clients.families import DEFAULT_FAMILY, client_family, family_names
@@ -30,6 +31,8 @@ from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy, version_index
 
 __all__ = [
     "FAILURE_CLASSES",
+    "FailureClass",
+    "Verdict",
     "SUCCESS",
     "VERDICTS",
     "ClientProfile",
@@ -45,28 +48,44 @@ __all__ = [
 
 SUCCESS = "success"
 
-#: Failure classes, stable strings shared with ``CertProfile.failure``, diagnose and the report.
-FAILURE_CLASSES: tuple[str, ...] = (
-    "protocol-version-mismatch",
-    "no-shared-cipher",
-    "untrusted-certificate",
-    "hostname-mismatch",
-    "certificate-expired",
-    "certificate-not-yet-valid",
-    "incomplete-chain",
-    "weak-key-or-signature",
-    "certificate-revoked",
-    "wrong-key-usage",
-    "name-constraint-violation",
-    "wrong-tls-mode",
-    "starttls-not-offered",
-    "starttls-required",
-    "auth-failed",
-    "client-certificate-required",
-    "server-refused",
-)
 
-VERDICTS: tuple[str, ...] = ("pass", "refused-correctly", "incompatible", "insecure")
+class FailureClass(StrEnum):
+    """Why a client failed, as a stable string shared with ``CertFault.failure``, diagnose, the families' rule
+    tables and the report (a ``StrEnum``: each member is its string, so JSON and old comparisons are unchanged).
+    The wire's vulnerability classes (``starttls-stripping``, ``lost-mail``, ...) are declared by their attacks
+    and faults (:mod:`pytest_mailtls.wire.attacks`)."""
+
+    PROTOCOL_VERSION_MISMATCH = "protocol-version-mismatch"
+    NO_SHARED_CIPHER = "no-shared-cipher"
+    UNTRUSTED_CERTIFICATE = "untrusted-certificate"
+    HOSTNAME_MISMATCH = "hostname-mismatch"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
+    INCOMPLETE_CHAIN = "incomplete-chain"
+    WEAK_KEY_OR_SIGNATURE = "weak-key-or-signature"
+    CERTIFICATE_REVOKED = "certificate-revoked"
+    WRONG_KEY_USAGE = "wrong-key-usage"
+    NAME_CONSTRAINT_VIOLATION = "name-constraint-violation"
+    WRONG_TLS_MODE = "wrong-tls-mode"
+    STARTTLS_NOT_OFFERED = "starttls-not-offered"
+    STARTTLS_REQUIRED = "starttls-required"
+    AUTH_FAILED = "auth-failed"
+    CLIENT_CERTIFICATE_REQUIRED = "client-certificate-required"
+    SERVER_REFUSED = "server-refused"
+
+
+class Verdict(StrEnum):
+    """A cell's verdict for a client (docs/certify.md)."""
+
+    PASS = "pass"  # worked where it should (or went on where the client may)
+    REFUSED_CORRECTLY = "refused-correctly"  # failed where it must, with the right class
+    INCOMPATIBLE = "incompatible"  # failed although a secure session exists
+    INSECURE = "insecure"  # went on where it must not
+
+
+#: Failure classes and verdicts as strings, in declaration order.
+FAILURE_CLASSES: tuple[str, ...] = tuple(FailureClass)
+VERDICTS: tuple[str, ...] = tuple(Verdict)
 
 #: Versions a secure session may use.
 SECURE_VERSIONS: frozenset[str] = frozenset({"TLSv1.2", "TLSv1.3"})
@@ -295,30 +314,33 @@ def _expect_hostile(profile: ClientProfile, cell: Cell) -> Expectation:
     return dataclasses.replace(base, secure_overlap=False, reason=said, may_succeed=True)
 
 
-def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[str, str]:
+def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[Verdict, str]:
     """The verdict for an actual outcome, and one line saying why.
 
     ``tls``: whether the session ran over TLS (``None`` when the client cannot tell).
     """
     if ok:
         if not expectation.success and not expectation.may_succeed and expectation.lenient is None:
-            return "insecure", f"succeeded although it must fail with {expectation.outcome}: {expectation.reason}"
+            return Verdict.INSECURE, f"succeeded although it must fail with {expectation.outcome}: {expectation.reason}"
         if expectation.tls and tls is False:
-            return "insecure", "went on in plaintext although the port offers TLS"
+            return Verdict.INSECURE, "went on in plaintext although the port offers TLS"
         if expectation.lenient is not None:
-            return "pass", f"went on: the client does not check {expectation.lenient} ({expectation.outcome} missed)"
-        return "pass", "worked as it should"
+            return (
+                Verdict.PASS,
+                f"went on: the client does not check {expectation.lenient} ({expectation.outcome} missed)",
+            )
+        return Verdict.PASS, "worked as it should"
     if not expectation.secure_overlap and expectation.tls:
         # No secure session exists on this cell: refusing it is right, whatever the profile predicted.
-        return "refused-correctly", f"refused a cell that offers no secure session: {expectation.reason}"
+        return Verdict.REFUSED_CORRECTLY, f"refused a cell that offers no secure session: {expectation.reason}"
     if expectation.success:
-        return "incompatible", f"failed although it should work: {expectation.reason}"
+        return Verdict.INCOMPATIBLE, f"failed although it should work: {expectation.reason}"
     if expectation.secure_overlap:
         return (
-            "incompatible",
+            Verdict.INCOMPATIBLE,
             f"failed with {expectation.outcome} although a secure session exists: {expectation.reason}",
         )
-    return "refused-correctly", f"refused as it must: {expectation.reason}"
+    return Verdict.REFUSED_CORRECTLY, f"refused as it must: {expectation.reason}"
 
 
 # --- the cell side ----------------------------------------------------------------

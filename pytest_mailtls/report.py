@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from .diagnose import Diagnosis, DiagnosisRecord
 from .manifest import EndpointRecord
-from .oracle import VERDICTS
+from .oracle import VERDICTS, Verdict
 from .policy import GROUPS
 from .records import Record, one_of, problem
 from .templates import render
@@ -54,9 +54,9 @@ REPORT_SCHEMA_VERSION = 1
 #: File names ``Report.write_all`` writes, by format.
 REPORT_FILES = {"json": "report.json", "junit": "junit.xml", "markdown": "report.md", "html": "report.html"}
 _TRANSCRIPT_LIMIT = 6000
-_PROBLEMS = ("incompatible", "insecure")
+_PROBLEMS = (Verdict.INCOMPATIBLE, Verdict.INSECURE)
 #: The order findings are listed in.
-_PROBLEM_ORDER = {"insecure": 0, "incompatible": 1}
+_PROBLEM_ORDER: dict[str, int] = {Verdict.INSECURE: 0, Verdict.INCOMPATIBLE: 1}
 
 
 @dataclass
@@ -230,7 +230,7 @@ class Report:
                 "total": len(self.cells),
                 **{v: counts[v] for v in VERDICTS},
                 "unexpected_class": sum(
-                    1 for r in self.cells if r.verdict == "refused-correctly" and not r.class_matches
+                    1 for r in self.cells if r.verdict == Verdict.REFUSED_CORRECTLY and not r.class_matches
                 ),
                 "unclassified": sum(1 for r in self.cells if r.actual == "unclassified"),
                 "skipped": len(self.skipped),
@@ -243,7 +243,7 @@ class Report:
         """Each vulnerability class the client showed (the class of its ``insecure`` cells), with those cells."""
         found: dict[str, list[str]] = {}
         for r in self.cells:
-            if r.verdict == "insecure":
+            if r.verdict == Verdict.INSECURE:
                 found.setdefault(r.diagnosis.failure_class if r.diagnosis else r.actual, []).append(r.id)
         return dict(sorted(found.items()))
 
@@ -366,7 +366,7 @@ class Report:
             **self._page(),
             facts=_profile_facts(self.profile),
             grids=[(g, _grid(members)) for g, members in self.groups()],
-            refusals=[(i, r) for i, r in enumerate(records) if r.verdict == "refused-correctly"],
+            refusals=[(i, r) for i, r in enumerate(records) if r.verdict == Verdict.REFUSED_CORRECTLY],
             data=Markup(json.dumps([r.to_json() for r in records]).replace("</", "<\\/")),
         )
 
@@ -459,7 +459,7 @@ def _xml_safe(text: str) -> str:
     return "".join(c for c in text if c in "\t\n\r" or ord(c) >= 0x20)
 
 
-_GLYPH = {"pass": "✓", "refused-correctly": "⊘", "incompatible": "✗", "insecure": "⚠"}
+_GLYPH = {Verdict.PASS: "✓", Verdict.REFUSED_CORRECTLY: "⊘", Verdict.INCOMPATIBLE: "✗", Verdict.INSECURE: "⚠"}
 
 #: Short labels for the grid.
 _SHORT = {
@@ -585,7 +585,7 @@ def _profile_facts(profile: dict[str, Any]) -> list[tuple[str, bool]]:
 
 
 def _cell_text(r: CellRecord) -> str:
-    if r.verdict == "pass":
+    if r.verdict == Verdict.PASS:
         version = (r.negotiated_version or "").replace("TLSv", "")
         return version or "plain"
     return _SHORT.get(r.actual if r.actual != "success" else r.expected, r.actual)
