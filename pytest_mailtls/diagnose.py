@@ -811,12 +811,9 @@ def _openssl_to_jsse(name: str) -> str:
 
 
 def _fix_untrusted(ctx: _Ctx) -> str:
-    cert = str(ctx.cell.cert) if ctx.cell is not None and ctx.cell.cert is not None else ""
-    if cert in ("self-signed", "untrusted-ca"):
-        return (
-            "the server's certificate is not issued by a CA the client trusts (self-signed or a foreign CA): "
-            "install a certificate from the CA your clients trust on the server; do not turn verification off"
-        )
+    fault = ctx.cell.cert.fault if ctx.cell is not None and ctx.cell.cert is not None else None
+    if fault is not None and fault.server_remedy:
+        return fault.server_remedy  # declared with the fault (pki.CERT_FAULTS)
     if ctx.profile is not None and not ctx.profile.trusts_ca:
         return "the client does not trust the CA that issued the server's certificate: " + ctx.knob("trust")
     return (

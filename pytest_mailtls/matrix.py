@@ -559,7 +559,7 @@ def _parse_block(
         services=names("services", list(SERVICES)),
         modes=tuple(Mode(m) for m in modes),
         policies=names("policies", list(policies), None if tls else ()),
-        certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], ["valid"])),
+        certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], [str(CertProfile.VALID)])),
         auth=names("auth", list(auths), ["default"] if "default" in auths else None),
         description=description,
         networks=_network_keywords().get(str(body.get("network")), ()) or names("network", list(_attacks()), ()),

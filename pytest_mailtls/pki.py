@@ -159,6 +159,8 @@ class CertFault:
     verify_errors: tuple[str, ...] = ()
     max_seclevel: int | None = None  # None: every level the policies use
     key_type: str = "rsa"
+    #: The fix is on the server, whatever the client: the remedy a diagnosis gives for this fault.
+    server_remedy: str | None = None
     lenient: str | None = None
     may_refuse: str | None = None
     #: The report's group for its cells (``policy.GROUPS``); empty: :attr:`report_group` decides.
@@ -605,6 +607,12 @@ def _check_unreachable(seen: Presented) -> Problems:
     return problems
 
 
+_FOREIGN_ISSUER = (
+    "the server's certificate is not issued by a CA the client trusts (self-signed or a foreign CA): "
+    "install a certificate from the CA your clients trust on the server; do not turn verification off"
+)
+
+
 #: Every certificate profile's facts (checked by handshakes on OpenSSL 3.0; level 1 refuses SHA-1
 #: signatures, level 2 also RSA keys under 2048 bits).
 CERT_FAULTS: dict[CertProfile, CertFault] = {
@@ -648,6 +656,7 @@ CERT_FAULTS: dict[CertProfile, CertFault] = {
         failure="untrusted-certificate",
         words="a self-signed certificate",
         verify_errors=("self-signed certificate", "self signed certificate"),
+        server_remedy=_FOREIGN_ISSUER,
     ),
     CertProfile.UNTRUSTED_CA: CertFault(
         _make_untrusted_ca,
@@ -655,6 +664,7 @@ CERT_FAULTS: dict[CertProfile, CertFault] = {
         failure="untrusted-certificate",
         words="a certificate from a CA the client does not trust",
         verify_errors=("unable to get local issuer certificate",),
+        server_remedy=_FOREIGN_ISSUER,
     ),
     CertProfile.MISSING_INTERMEDIATE: CertFault(
         _make_missing_intermediate,

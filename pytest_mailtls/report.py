@@ -468,7 +468,7 @@ _SHORT = {
     "no-shared-cipher": "cipher",
     "untrusted-certificate": "untrusted",
     "hostname-mismatch": "host name",
-    "certificate-expired": "expired",
+    "certificate-expired": "cert expired",
     "certificate-not-yet-valid": "not yet valid",
     "incomplete-chain": "chain",
     "weak-key-or-signature": "weak key",
