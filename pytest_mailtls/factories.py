@@ -22,22 +22,26 @@ import inspect
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .backends import docker_servers
 from .config import MailTLSConfig, get_config
 from .errors import MailTLSError
-from .grid import Grid
 from .manifest import Endpoint, find_endpoint, read_manifest
 from .matrix import Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
-from .pki import SessionPKI
 from .policy import Cell
 from .selection import Selection, engine_needed_line, resolve
 from .shared import CombinedGrid, SharedRun
+
+if TYPE_CHECKING:  # a worker attached to the run's shared grid never starts one: grid and PKI load on demand
+    from .grid import Grid
+    from .pki import SessionPKI
+
+PKISource = Callable[[], "SessionPKI"]
 
 __all__ = [
     "GridSpec",
@@ -256,7 +260,9 @@ def mailtls_proc(
         spec = GridSpec(session=True)
 
     def mailtls_proc_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-        pki = request.getfixturevalue("mailtls_ca")  # one CA per session: clients trust every grid
+        def pki() -> SessionPKI:  # one CA per session: clients trust every grid
+            return request.getfixturevalue("mailtls_ca")  # type: ignore[no-any-return]
+
         if spec.session:
             yield from _session_grid(request.config, pki, tmp_path_factory)
         else:
@@ -287,10 +293,12 @@ def mailtls_noproc(*, manifest: str | Path | None = None, scope: Any = "session"
 
 
 def _run_grid(
-    state: SessionState, cells: list[Cell], pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory, *, own: bool
+    state: SessionState, cells: list[Cell], pki: PKISource, tmp_path_factory: pytest.TempPathFactory, *, own: bool
 ) -> Iterator[Grid]:
+    from .grid import Grid
+
     grid = Grid(
-        cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=pki, ready_timeout=state.cfg.ready_timeout
+        cells, workdir=tmp_path_factory.mktemp("mailtls-servers"), pki=pki(), ready_timeout=state.cfg.ready_timeout
     )
     if not own:
         state.grid = grid
@@ -306,7 +314,7 @@ def _run_grid(
         grid.stop()
 
 
-def _session_grid(config: pytest.Config, pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def _session_grid(config: pytest.Config, pki: PKISource, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The session grid: a manifest's servers, the run's shared grid under xdist, or this process's own."""
     state = session_state(config)
     if state.cfg.manifest:
@@ -324,7 +332,7 @@ def _session_grid(config: pytest.Config, pki: SessionPKI, tmp_path_factory: pyte
 
 
 def _own_grid(
-    config: pytest.Config, spec: GridSpec, pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory
+    config: pytest.Config, spec: GridSpec, pki: PKISource, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Grid]:
     """A ``mailtls_proc(...)`` grid with arguments: its whole selection, in this process."""
     state = session_state(config)
@@ -359,7 +367,7 @@ def _shared_grid(
     state: SessionState,
     shared: SharedRun,
     cells: list[Cell],
-    pki: SessionPKI,
+    pki: PKISource,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """This worker's view of the run's shared grid, with its in-process cells (embedded) served here."""
@@ -369,10 +377,12 @@ def _shared_grid(
         attached: Any = shared.attach(containers, **shared_request(state))
         grid: Any = attached
         if local:
+            from .grid import Grid
+
             own = Grid(
                 local,
                 workdir=tmp_path_factory.mktemp("mailtls-servers"),
-                pki=pki,
+                pki=pki(),
                 ready_timeout=state.cfg.ready_timeout,
             )
             grid = CombinedGrid(attached, own.start())

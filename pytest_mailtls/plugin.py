@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -39,12 +39,14 @@ from .factories import (
     mailtls_proc,
     shared_request,
 )
-from .grid import Grid
 from .manifest import Endpoint, ManifestOwner, write_manifest
 from .matrix import Matrix, filter_cells
-from .pki import SessionPKI
 from .selection import parse_servers
 from .shared import WORKERINPUT_KEY, SharedRun, start_shared_dir, stop_shared_dir
+
+if TYPE_CHECKING:
+    from .grid import Grid
+    from .pki import SessionPKI
 
 _STATE = STATE  # the state lives with the fixtures that serve it (factories.py)
 _ENDPOINT, _RECORDS, _LOG_MARK, _GRID = ENDPOINT, RECORDS, LOG_MARK, GRID
@@ -195,6 +197,8 @@ def mailtls_ca(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFac
     shared = SharedRun.of(pytestconfig)
     if shared is not None:
         return shared.pki()
+    from .pki import SessionPKI
+
     return SessionPKI(tmp_path_factory.mktemp("mailtls-pki"))
 
 

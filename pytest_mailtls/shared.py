@@ -33,12 +33,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MailTLSError, ServerStartError, one_line
 from .manifest import Endpoint, ManifestOwner, find_endpoint, read_manifest, write_manifest
 from .matrix import filter_cells
-from .pki import SessionPKI
+
+if TYPE_CHECKING:
+    from .pki import SessionPKI
 
 __all__ = ["SharedRun", "AttachedGrid", "CombinedGrid", "WORKERINPUT_KEY", "start_shared_dir", "stop_shared_dir"]
 
@@ -111,6 +113,8 @@ class SharedRun:
         return cls(Path(data["dir"]), int(data["controller"]))
 
     def pki(self) -> SessionPKI:
+        from .pki import SessionPKI
+
         return SessionPKI.open_shared(self.directory / "pki")
 
     def request(
@@ -365,6 +369,8 @@ def serve(directory: Path, controller: int) -> int:
         wanted = set(request["cells"])
         selection = resolve(servers=request["servers"], matrix=request["matrix"], select=request["select"])
         cells = [c for c in selection.cells if c.id in wanted]
+        from .pki import SessionPKI
+
         pki = SessionPKI.open_shared(directory / "pki")
         grid = Grid(cells, workdir=directory / "servers", pki=pki, ready_timeout=request["ready_timeout"], progress=say)
         grid.start()
