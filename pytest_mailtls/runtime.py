@@ -8,9 +8,10 @@ configuration applies), else it is made with debootstrap; server images come fro
 registry by their content tags when one is set, else they are built from ``containers/<server>/``.
 
 Every container started here carries the ``pytest-mailtls`` labels (session,
-pid and its start time, uid, host), publishes its ports on 127.0.0.1 only, sits on
-this process's own bridge network with inter-container traffic disabled (so no other
-container on the engine reaches it), and is registered in a process-wide registry
+pid and its start time, uid, host). Given a socket folder on a local Linux engine it is *sealed*: no network
+at all, each port a unix socket in that folder (:func:`sealed_routing`); otherwise it publishes its ports on
+127.0.0.1 only and sits on this process's own bridge network with inter-container traffic disabled (so no other
+container on the engine reaches it). Either way it is registered in a process-wide registry
 emptied by :func:`stop_all`, at interpreter exit and on SIGTERM. Temp dirs holding
 keys are registered the same way (:func:`register_dir`: a marker file in the dir and
 an entry in a per-user index). :func:`reap_orphans` removes the containers, networks
@@ -87,6 +88,7 @@ __all__ = [
     "register_dir",
     "release_dir",
     "run_network",
+    "sealed_routing",
     "signals_deferred",
     "free_ports",
     "image_tag",
@@ -1129,7 +1131,8 @@ class Container:
         self.name = name
         self.image = image
         self.ports: dict[int, int] = {}  # container port -> the port on ``address`` that reaches it
-        self.address = "127.0.0.1"  # published ports; the container's own address when routed directly
+        self.address = "127.0.0.1"  # published ports (a sealed container has no address: see ``sockets``)
+        self.sockets: Path | None = None  # sealed: the host folder holding one unix socket per container port
         self.owner_pid = os.getpid()
         self.cancel = cancel  # the start it belongs to (see cancel_starts)
         self._network = network  # holds a reference on this process's network
@@ -1148,6 +1151,14 @@ class Container:
             raise KeyError(
                 f"container {self.name} publishes no port {container_port} (it has {sorted(self.ports)})"
             ) from None
+
+    def upstream(self, container_port: int) -> tuple[str, int]:
+        """Where this host dials ``container_port``, as :func:`pytest_mailtls.upstream.dial` takes it: the unix
+        socket's path and the container port (sealed), or 127.0.0.1 and the published port."""
+        port = self.host_port(container_port)
+        if self.sockets is not None:
+            return str(self.sockets / str(container_port)), port
+        return self.address, port
 
     def logs(self, since: float | None = None) -> str:
         """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log);
@@ -1779,9 +1790,18 @@ def start_container(
     init: bool = False,
     working_dir: str | None = None,
     host_network: bool = False,
+    sockets: Path | None = None,
     cancel: threading.Event | None = None,
 ) -> Container:
-    """Start ``image`` publishing each of ``ports`` (TCP) on 127.0.0.1 and return it running.
+    """Start ``image`` serving each of ``ports`` (TCP) to this host only, and return it running.
+
+    With ``sockets`` (a host folder, made 0700 here; put it in a registered temp dir) on an engine where
+    :func:`sealed_routing` holds, the container is *sealed*: started with no network at all (``--network
+    none``: no address that anything could dial), the folder mounted at :data:`RELAY_DIR`, and a relay
+    started before the image's entrypoint (:data:`RELAY_PL`) accepts on one unix socket per port, named by the
+    port, and connects each connection to the server at 127.0.0.1:PORT from 127.0.0.2 (an address that no
+    server trusts as local). Dial it with :meth:`Container.upstream`. Otherwise the ports are published on
+    127.0.0.1.
 
     The engine picks the host ports unless ``host_ports`` fixes some (container port -> host port); read
     them with :meth:`Container.host_port`. The container is named ``<name>-<8 hex>`` (unique across
@@ -1808,16 +1828,25 @@ def start_container(
     where = f"container {full_name} (image {image}, ports {list(ports)}, engine {_engine_location()})"
     _check_cancel(cancel, where)
     api = client.api
-    network = None if host_network else _acquire_network()
-    # Routed directly, nothing is published: the engine spends ~12 ms per published port to start and ~50 ms
-    # to remove (a userland proxy each), which for a whole grid was most of its start and teardown.
-    direct = network is not None and not fixed and direct_routing(network)
+    # Sealed, nothing is published either: the engine spends ~12 ms per published port to start and ~50 ms to
+    # remove (a userland proxy each), which for a whole grid was most of its start and teardown.
+    sealed = sockets is not None and not host_network and not fixed and _sealable(sockets) and sealed_routing()
+    network = None if host_network or sealed else _acquire_network()
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
+    mounts = dict(volumes or {})
+    if sealed:
+        assert sockets is not None
+        try:
+            sockets.mkdir(mode=0o700, exist_ok=True)  # never parents: a cancelled run's dir stays gone
+        except OSError as exc:
+            raise ServerStartError(f"cannot start {where}: cannot make its socket folder {sockets}: {exc}") from exc
+        mounts[str(sockets)] = {"bind": RELAY_DIR, "mode": "rw"}
+        entrypoint, command = _relayed(api, image, ports, entrypoint, command)
     host_config = api.create_host_config(
-        port_bindings=None if host_network or direct else bindings,
-        network_mode="host" if host_network else network,
-        mounts=_bind_mounts(volumes or {}),
-        extra_hosts=dict(extra_hosts or {}),
+        port_bindings=None if host_network or sealed else bindings,
+        network_mode="host" if host_network else "none" if sealed else network,
+        mounts=_bind_mounts(mounts),
+        extra_hosts=None if sealed else dict(extra_hosts or {}),
         init=init or None,
     )
     me = threading.get_ident()
@@ -1831,7 +1860,7 @@ def start_container(
             entrypoint=list(entrypoint) if entrypoint is not None else None,
             environment=dict(environment or {}),
             labels=container_labels(labels),
-            ports=None if host_network else [(p, "tcp") for p in ports],
+            ports=None if host_network or sealed else [(p, "tcp") for p in ports],
             working_dir=working_dir,
             host_config=host_config,
             detach=True,
@@ -1868,11 +1897,9 @@ def start_container(
             raise ServerStartError(
                 f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
             )
-        if direct:
-            container.address = (attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
-            if not container.address:
-                raise ServerStartError(f"{where} runs but has no address on the network {network}")
-        container.ports = {p: p for p in ports} if host_network or direct else _published(attrs, ports)
+        if sealed:
+            container.address, container.sockets = "", sockets
+        container.ports = {p: p for p in ports} if host_network or sealed else _published(attrs, ports)
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
@@ -1885,32 +1912,99 @@ def start_container(
     return container
 
 
-_direct: dict[str, bool] = {}
+#: Where a sealed container finds its socket folder.
+RELAY_DIR = "/run/mailtls-relay"
+#: The sealed container's relay (perl-base is in every Debian image): ``perl -e RELAY_PL DIR PORT... --
+#: ENTRYPOINT...``. It makes one unix socket per PORT in DIR (0666: the folder, 0700 on the host, guards it),
+#: forks itself off and execs the entrypoint, which stays the container's main process. Each connection gets a
+#: process of its own that dials 127.0.0.1:PORT from 127.0.0.2 and copies both ways, passing each half-close on.
+RELAY_PL = r"""
+use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP TCP_NODELAY); use IO::Socket::INET; use IO::Socket::UNIX; use IO::Select;
+my $dir = shift @ARGV; my (%port, @listeners);
+while (@ARGV and $ARGV[0] ne "--") {
+    my $p = shift @ARGV; unlink "$dir/$p";
+    my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "$dir/$p", Listen => 128)
+        or die "mailtls-relay: cannot listen on $dir/$p: $!\n";
+    chmod 0666, "$dir/$p"; $port{fileno $l} = $p; push @listeners, $l;
+}
+shift @ARGV;
+my $pid = fork // die "mailtls-relay: fork: $!\n";
+if ($pid) { close $_ for @listeners; exec @ARGV or die "mailtls-relay: cannot run @ARGV: $!\n" }
+$SIG{CHLD} = "IGNORE"; $0 = "mailtls-relay";
+my $ready = IO::Select->new(@listeners);
+while (1) {
+    for my $l ($ready->can_read) {
+        my $c = $l->accept or next;
+        my $kid = fork;
+        if (!defined $kid or $kid) { close $c; next }
+        my $port = $port{fileno $l}; close $_ for @listeners;
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port,
+            LocalAddr => "127.0.0.2", Proto => "tcp") or exit 0;
+        setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
+        my %to = (fileno $c => $s, fileno $s => $c);
+        my $open = IO::Select->new($c, $s);
+        while ($open->count) {
+            for my $from ($open->can_read) {
+                my $n = sysread($from, my $buf, 65536);
+                exit 0 unless defined $n;
+                my $dest = $to{fileno $from};
+                if (!$n) { shutdown($dest, 1); $open->remove($from); next }
+                while (length $buf) {
+                    my $w = syswrite($dest, $buf); exit 0 unless $w; substr($buf, 0, $w) = "";
+                }
+            }
+        }
+        exit 0;
+    }
+}
+"""
+#: A unix socket's path must fit ``sun_path`` (108 bytes with its NUL); longer folders are not sealed.
+_SOCKET_PATH_MAX = 100
 
 
-def direct_routing(network: str) -> bool:
-    """Whether this host reaches containers on ``network`` at their own addresses, so that nothing needs
-    publishing: the network's gateway address is one of this host's (a local, rootful Linux engine). Not so
-    on Docker Desktop, rootless or remote engines (their bridge lives elsewhere): ports are published on
-    127.0.0.1 there. ``MAILTLS_PUBLISH_PORTS=1`` publishes always.
+def _sealable(sockets: Path) -> bool:
+    return len(os.fsencode(str(sockets / "65535"))) <= _SOCKET_PATH_MAX
 
-    Either way clients dial the session recorder on 127.0.0.1; a container's address is what the recorder
-    dials. Other containers cannot reach it (inter-container traffic is off on the run's network).
+
+def _relayed(
+    api: Any, image: str, ports: Sequence[int], entrypoint: Sequence[str] | None, command: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The entrypoint and command that start the relay, then what the container would have run."""
+    config = (api.inspect_image(image) or {}).get("Config") or {}
+    first = list(entrypoint) if entrypoint is not None else list(config.get("Entrypoint") or [])
+    # Docker drops the image's CMD once the entrypoint is replaced: carry it over unless ``command`` is given.
+    rest = list(command) if command is not None else list(config.get("Cmd") or [])
+    if not first + rest:
+        raise ServerStartError(f"image {image} names no entrypoint or command to run behind the relay")
+    return ["perl", "-e", RELAY_PL, RELAY_DIR, *map(str, ports), "--", *first], rest
+
+
+_sealed: dict[str, bool] = {}
+
+
+def sealed_routing() -> bool:
+    """Whether containers given a socket folder run sealed (see :func:`start_container`): the engine is local
+    and rootful on Linux, so a folder of this host bind-mounts into the container and the container's root
+    can make sockets there. Tested as: the default bridge network's gateway is an address of this host (not
+    so on Docker Desktop, rootless or remote engines, whose bridge lives elsewhere). ``MAILTLS_PUBLISH_PORTS=1``
+    publishes on 127.0.0.1 instead, always.
     """
     if os.environ.get("MAILTLS_PUBLISH_PORTS", "").lower() in ("1", "true", "yes"):
         return False
-    if network not in _direct:
-        _direct[network] = _gateway_is_local(network)
-    return _direct[network]
+    if "bridge" not in _sealed:
+        _sealed["bridge"] = _gateway_is_local("bridge")
+    return _sealed["bridge"]
 
 
 def _gateway_is_local(network: str) -> bool:
     try:
         attrs = docker_client().api.inspect_network(network)
-        gateways = [c.get("Gateway") for c in (attrs.get("IPAM") or {}).get("Config") or [] if c.get("Gateway")]
+        configs = (attrs.get("IPAM") or {}).get("Config") or []
+        # The default bridge does not always list its gateway: the engine gives it the subnet's first address.
+        gateways = [c.get("Gateway") or _first_host(c.get("Subnet") or "") for c in configs]
     except Exception:
         return False
-    for gateway in gateways:
+    for gateway in filter(None, gateways):
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.bind((gateway, 0))  # succeeds only for an address of this host
@@ -1918,6 +2012,15 @@ def _gateway_is_local(network: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def _first_host(subnet: str) -> str:
+    import ipaddress
+
+    try:
+        return str(next(ipaddress.ip_network(subnet).hosts()))
+    except (ValueError, StopIteration):
+        return ""
 
 
 def free_ports(count: int) -> list[int]:
