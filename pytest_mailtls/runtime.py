@@ -1846,7 +1846,8 @@ def start_container(
         port_bindings=None if host_network or sealed else bindings,
         network_mode="host" if host_network else "none" if sealed else network,
         mounts=_bind_mounts(mounts),
-        extra_hosts=None if sealed else dict(extra_hosts or {}),
+        # No network, no /etc/hosts line for the container's own name (Java's getLocalHost needs it): name it.
+        extra_hosts={**(extra_hosts or {}), **({full_name: "127.0.0.1"} if sealed else {})},
         init=init or None,
     )
     me = threading.get_ident()
@@ -1862,6 +1863,7 @@ def start_container(
             labels=container_labels(labels),
             ports=None if host_network or sealed else [(p, "tcp") for p in ports],
             working_dir=working_dir,
+            hostname=full_name if sealed else None,
             host_config=host_config,
             detach=True,
         )
