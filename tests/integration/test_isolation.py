@@ -295,11 +295,12 @@ def test_from_the_host_no_server_port_answers_at_any_container_address(grid: Gri
     assert bool(tried) is not _sealed(grid)
 
 
-def _smtp_reply(sock: socket.socket, command: str | None = None) -> str:
+def _smtp_reply(sock: socket.socket, reader: Any, command: str | None = None) -> str:
+    """The last line of the server's (possibly multi-line) reply, to ``command`` if given."""
     if command is not None:
         sock.sendall(command.encode() + b"\r\n")
-    reader, last = sock.makefile("rb"), ""
-    while not last[3:4] == " ":
+    last = ""
+    while last[3:4] != " ":
         last = reader.readline().decode()
         assert last, f"connection closed after {command!r}"
     return last
@@ -313,11 +314,11 @@ def test_the_relay_address_earns_no_trust(grid: Grid) -> None:
         endpoint = next(e for e in grid.endpoints if e.cell.server == server)
         assert endpoint.cell.auth.required and endpoint.mode == "starttls"
         with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:
-            assert _smtp_reply(sock).startswith("220")
-            ehlo = _smtp_reply(sock, "EHLO neighbour.example")
-            assert ehlo.startswith("250")
-            mail = _smtp_reply(sock, "MAIL FROM:<someone@example.org>")
-            rcpt = _smtp_reply(sock, "RCPT TO:<elsewhere@example.net>")
+            reader = sock.makefile("rb")
+            assert _smtp_reply(sock, reader).startswith("220")
+            assert _smtp_reply(sock, reader, "EHLO neighbour.example").startswith("250")
+            mail = _smtp_reply(sock, reader, "MAIL FROM:<someone@example.org>")
+            rcpt = _smtp_reply(sock, reader, "RCPT TO:<elsewhere@example.net>")
             assert mail[:1] == "5" and rcpt[:1] == "5", (server, mail, rcpt)
     endpoint = next(e for e in grid.endpoints if e.cell.server == "dovecot")
     assert endpoint.protocol == "imap" and endpoint.mode == "starttls" and endpoint.cell.auth.tls_only
