@@ -1830,7 +1830,7 @@ def start_container(
     api = client.api
     # Sealed, nothing is published either: the engine spends ~12 ms per published port to start and ~50 ms to
     # remove (a userland proxy each), which for a whole grid was most of its start and teardown.
-    sealed = sockets is not None and not host_network and not fixed and _sealable(sockets) and sealed_routing()
+    sealed = sockets is not None and not host_network and not fixed and sealed_routing()
     network = None if host_network or sealed else _acquire_network()
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
     mounts = dict(volumes or {})
@@ -1960,12 +1960,6 @@ while (1) {
     }
 }
 """
-#: A unix socket's path must fit ``sun_path`` (108 bytes with its NUL); longer folders are not sealed.
-_SOCKET_PATH_MAX = 100
-
-
-def _sealable(sockets: Path) -> bool:
-    return len(os.fsencode(str(sockets / "65535"))) <= _SOCKET_PATH_MAX
 
 
 def _relayed(

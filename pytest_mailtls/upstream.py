@@ -15,8 +15,10 @@ The session recorder, the readiness checks and every handshake helper dial throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["describe", "dial", "is_socket", "open_connection"]
 
@@ -31,6 +33,24 @@ def describe(host: str, port: int) -> str:
     return f"{host} (port {port})" if is_socket(host) else f"{host}:{port}"
 
 
+#: The longest path a unix socket address holds (``sun_path`` is 108 bytes with its NUL).
+SUN_PATH_MAX = 107
+
+
+@contextlib.contextmanager
+def _reachable(path: str) -> Iterator[str]:
+    """``path``, or when it is too long for a socket address, the same socket through a short
+    ``/proc/self/fd/N/NAME`` (N: its folder, opened for the block). Sealed containers exist on Linux only."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
+
+
 def dial(host: str, port: int, timeout: float | None = None) -> socket.socket:
     """A connected socket to ``host``/``port`` (a unix socket when ``host`` is a path); raises ``OSError``."""
     if not is_socket(host):
@@ -38,7 +58,8 @@ def dial(host: str, port: int, timeout: float | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(host)
+        with _reachable(host) as path:
+            sock.connect(path)
     except BaseException:
         sock.close()
         raise
@@ -49,6 +70,14 @@ async def open_connection(
     loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol], host: str, port: int
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
     """:func:`dial` for an event loop: the transport and protocol of a connection to ``host``/``port``."""
-    if is_socket(host):
-        return await loop.create_unix_connection(factory, host)  # type: ignore[return-value]
-    return await loop.create_connection(factory, host, port)  # type: ignore[return-value]
+    if not is_socket(host):
+        return await loop.create_connection(factory, host, port)  # type: ignore[return-value]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        with _reachable(host) as path:
+            await loop.sock_connect(sock, path)
+    except BaseException:
+        sock.close()
+        raise
+    return await loop.create_unix_connection(factory, sock=sock)  # type: ignore[return-value]
