@@ -1921,7 +1921,7 @@ RELAY_DIR = "/run/mailtls-relay"
 #: forks itself off and execs the entrypoint, which stays the container's main process. Each connection gets a
 #: process of its own that dials 127.0.0.1:PORT from 127.0.0.2 and copies both ways, passing each half-close on.
 RELAY_PL = r"""
-use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP TCP_NODELAY); use IO::Socket::INET; use IO::Socket::UNIX; use IO::Select;
+use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP TCP_NODELAY); use IO::Socket::UNIX; use IO::Select;
 my $dir = shift @ARGV; my (%port, @listeners);
 while (@ARGV and $ARGV[0] ne "--") {
     my $p = shift @ARGV; unlink "$dir/$p";
@@ -1933,6 +1933,7 @@ shift @ARGV;
 my $pid = fork // die "mailtls-relay: fork: $!\n";
 if ($pid) { close $_ for @listeners; exec @ARGV or die "mailtls-relay: cannot run @ARGV: $!\n" }
 $SIG{CHLD} = "IGNORE"; $0 = "mailtls-relay";
+my ($from, $to) = (inet_aton("127.0.0.2"), inet_aton("127.0.0.1"));
 my $ready = IO::Select->new(@listeners);
 while (1) {
     for my $l ($ready->can_read) {
@@ -1940,8 +1941,9 @@ while (1) {
         my $kid = fork;
         if (!defined $kid or $kid) { close $c; next }
         my $port = $port{fileno $l}; close $_ for @listeners;
-        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port,
-            LocalAddr => "127.0.0.2", Proto => "tcp") or exit 0;
+        socket(my $s, PF_INET, SOCK_STREAM, IPPROTO_TCP) or exit 0;
+        bind($s, pack_sockaddr_in(0, $from)) or exit 0;
+        connect($s, pack_sockaddr_in($port, $to)) or exit 0;
         setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
         my %to = (fileno $c => $s, fileno $s => $c);
         my $open = IO::Select->new($c, $s);
