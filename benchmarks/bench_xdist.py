@@ -43,8 +43,8 @@ def test_connect(mailtls_server):
         else:
             c = poplib.POP3_SSL(ep.host, ep.port, context=ctx, timeout=10) if ep.mode == "implicit" else poplib.POP3(ep.host, ep.port, timeout=10)
             c.quit()
-    except (ssl.SSLError, OSError):
-        pass  # legacy-only cells refuse this Python's TLS: a connection was still made
+    except (ssl.SSLError, OSError, smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto):
+        pass  # legacy-only cells refuse this Python's TLS, mTLS cells a client without a certificate
 """
 
 

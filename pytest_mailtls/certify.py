@@ -28,7 +28,7 @@ from .oracle import ClientProfile, Expectation, applicable, expect, verdict
 from .policy import VERSIONS, Mode
 from .report import CellRecord, Report
 from .tls import client_context
-from .wire.attacks import VULNERABILITY_CLASSES
+from .wire.attacks import VULNERABILITY_CLASSES, attack_named
 from .wire.judge import WireView, findings, insecurity, offered_profile
 
 __all__ = [
@@ -159,11 +159,9 @@ def check(client: Client, endpoint: Endpoint, *, logs_for: LogSource | None = No
         diagnosis, server_lines = _failure_diagnosis(
             client, endpoint, expectation, result, before, server_lines, logs_for, view, profile
         )
-    if endpoint.cell.network is not None and outcome == "refused-correctly" and diagnosis is not None:
-        diagnosis = dataclasses.replace(
-            diagnosis,
-            remedy=f"nothing to fix: the network attacked ({endpoint.cell.network}) and the client refused as it must",
-        )
+    network = endpoint.cell.network
+    if network is not None and outcome == "refused-correctly" and diagnosis is not None:
+        diagnosis = dataclasses.replace(diagnosis, remedy=attack_named(network).refused_remedy)
     actual = "success" if ok else diagnosis.failure_class if diagnosis else "unclassified"
     negotiated = view.negotiated if view is not None else None
     if negotiated is not None:

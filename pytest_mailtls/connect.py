@@ -342,7 +342,9 @@ def open_client(
         )
         smtp._host = name  # type: ignore[attr-defined]  # SNI and verification use the name, the socket the IP
         try:
-            smtp.connect(ip, port)
+            code, greeting = smtp.connect(ip, port)
+            if code != 220:  # connect() returns a refusing greeting (421, 554); only smtplib's constructor raises
+                raise smtplib.SMTPConnectError(code, greeting)
             if upgrade and not implicit:
                 smtp.starttls(context=ctx)
             smtp.ehlo()

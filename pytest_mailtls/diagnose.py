@@ -254,6 +254,13 @@ COMMON: tuple[Rule, ...] = (
     # A 502 ("command not implemented") or 454 answer: what a server without TLS says to STARTTLS.
     _rule(_code("502", "454"), "starttls-not-offered"),
     _rule(_code("535"), "auth-failed"),
+    # A temporary or permanent refusal of the greeting, the sender, a recipient or the message (not of TLS or AUTH).
+    _rule(_code("421", "450", "451", "452", "550", "551", "552", "553", "554"), "server-refused"),
+    _rule(
+        r"SMTPRecipientsRefused|SMTPSenderRefused|SMTPDataError|SMTPConnectError|Recipient address rejected|"
+        r"Sender address rejected|\bSYS/TEMP\b|\[UNAVAILABLE\]|\[OVERQUOTA\]",
+        "server-refused",
+    ),
     _rule(r"Must issue a STARTTLS command first", "starttls-required", weight=5),
     # A text about certificates is about a certificate class, whatever else a fallback may think.
     _rule(r"\bcertificates?\b", *_CERT, "client-certificate-required", weight=1),
@@ -865,6 +872,13 @@ def _fix_auth(ctx: _Ctx) -> str:
     return f"the server rejected (or did not receive) the credentials: check user name and password{extra}"
 
 
+def _fix_server_refused(ctx: _Ctx) -> str:
+    return (
+        "the server refused the session or the message (a 4xx/5xx answer, NO, -ERR) or dropped the connection: "
+        "nothing to fix in TLS; a 4xx is temporary (retry later), a 5xx permanent (report it, never retry as is)"
+    )
+
+
 def _fix_client_cert(ctx: _Ctx) -> str:
     return "the server requires a client certificate issued by the CA it trusts for clients: " + ctx.knob("client-cert")
 
@@ -908,6 +922,29 @@ def _fix_interception(ctx: _Ctx) -> str:
     )
 
 
+def _fix_lost_mail(ctx: _Ctx) -> str:
+    return (
+        "the client reported success for mail the server never accepted: treat any answer but 2xx to MAIL, every "
+        "RCPT refused, and anything but 2xx after the end of DATA (or a connection lost before it) as a failure: "
+        "exit non-zero or raise, and queue a retry for 4xx only"
+    )
+
+
+def _fix_ignored_error(ctx: _Ctx) -> str:
+    return (
+        "the client reported success although the server refused a step (its greeting, the login, the mailbox, "
+        "the message): check every answer (a tagged NO/BAD, -ERR, 4xx/5xx) and fail when it is not a success"
+    )
+
+
+def _fix_retry_storm(ctx: _Ctx) -> str:
+    return (
+        "the client reconnected at once for what the server refused: never retry a permanent refusal (5xx, NO "
+        "[AUTHENTICATIONFAILED], -ERR [AUTH]) as it is; retry a temporary one (4xx) later, with a growing delay "
+        "(RFC 5321 section 4.5.4.1: at least 30 minutes between attempts for a queue)"
+    )
+
+
 def _fix_downgrade(ctx: _Ctx) -> str:
     return (
         "the client retried below TLS 1.2 (or in clear) after a middlebox reset its hello: never fall back below "
@@ -922,6 +959,9 @@ _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
     "negotiation-tampering": _fix_tampering,
     "tls-interception": _fix_interception,
     "tls-downgrade": _fix_downgrade,
+    "lost-mail": _fix_lost_mail,
+    "ignored-error": _fix_ignored_error,
+    "retry-storm": _fix_retry_storm,
     "protocol-version-mismatch": _fix_versions,
     "no-shared-cipher": _fix_ciphers,
     "untrusted-certificate": _fix_untrusted,
@@ -935,4 +975,5 @@ _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
     "starttls-required": _fix_required,
     "auth-failed": _fix_auth,
     "client-certificate-required": _fix_client_cert,
+    "server-refused": _fix_server_refused,
 }

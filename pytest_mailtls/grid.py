@@ -75,11 +75,11 @@ def _reap_once(progress: Progress, *, engine: bool) -> None:
 
 def _hostile_problem(cell: Cell) -> str | None:
     """Why a hostile-network cell cannot be played (an unknown attack, or one that does not fit the cell)."""
-    from .wire.attacks import ATTACKS
+    from .wire.attacks import NETWORKS
 
-    attack = ATTACKS.get(cell.network or "")
+    attack = NETWORKS.get(cell.network or "")
     if attack is None:
-        return f"unknown hostile network {cell.network!r}; known: {', '.join(ATTACKS)}"
+        return f"unknown hostile network or fault {cell.network!r}; known: {', '.join(NETWORKS)}"
     if not attack.applies(cell):
         return f"the {attack.name} attack does not apply to {cell.protocol} in mode {cell.mode}"
     return None

@@ -407,8 +407,9 @@ class EndpointRecord(Record):
     )
     network: str | None = Field(
         None,
-        description="a hostile-network cell: the attack a relay plays between client and server (`strip-capa`, "
-        "`intercept`, ...; docs/hostile.md), the id's last part; `null` for ordinary cells",
+        description="a hostile-network or fault cell: the attack or server fault a relay plays between client and "
+        "server (`strip-capa`, `intercept`, `fault-rcpt-451`, ...; docs/hostile.md, docs/faults.md), the id's last "
+        "part; `null` for ordinary cells",
     )
     host: str = Field(description="where to connect: always `127.0.0.1`")
     port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_port)] = Field(
@@ -440,9 +441,9 @@ class EndpointRecord(Record):
     @field_validator("network")
     @classmethod
     def _network(cls, value: str | None) -> str | None:
-        from .wire.attacks import ATTACKS
+        from .wire.attacks import NETWORKS
 
-        return None if value is None else one_of(tuple(ATTACKS), value)
+        return None if value is None else one_of(tuple(NETWORKS), value)
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointRecord:

@@ -96,16 +96,24 @@ _SINGULAR = {
     "policies": "policy",
     "certs": "cert",
     "auth": "auth",
-    "network": "hostile network",
+    "network": "hostile network or fault",
 }
 _MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
 
 
 def _attacks() -> Mapping[str, Any]:
-    """The registry of hostile networks (imported late: the wire package imports this module's neighbours)."""
-    from .wire.attacks import ATTACKS
+    """Everything a relay plays in front of a real server, attacks and faults (imported late: the wire package imports
+    this module's neighbours)."""
+    from .wire.attacks import NETWORKS
 
-    return ATTACKS
+    return NETWORKS
+
+
+def _network_keywords() -> dict[str, tuple[str, ...]]:
+    """What a block's ``network`` may say instead of a list: ``all`` (every attack), ``faults`` (every fault)."""
+    from .wire.attacks import ATTACKS, FAULTS
+
+    return {"all": tuple(ATTACKS), "faults": tuple(FAULTS)}
 
 
 def default_matrix_path() -> Path:
@@ -123,7 +131,7 @@ class GridBlock:
     certs: tuple[CertProfile, ...]
     auth: tuple[str, ...]
     description: str = ""
-    #: Hostile networks (attack names): the block's cells are played behind each attack that applies to them,
+    #: Hostile networks and server faults (names): the block's cells are played behind each one that applies to them,
     #: and only so (the plain cells come from other blocks). Empty: ordinary cells.
     networks: tuple[str, ...] = ()
 
@@ -552,7 +560,7 @@ def _parse_block(
         certs=tuple(CertProfile(c) for c in names("certs", [str(c) for c in CertProfile], ["valid"])),
         auth=names("auth", list(auths), ["default"] if "default" in auths else None),
         description=description,
-        networks=names("network", list(_attacks()), ()),
+        networks=_network_keywords().get(str(body.get("network")), ()) or names("network", list(_attacks()), ()),
     )
     if tls:
         for policy_name in block.policies:

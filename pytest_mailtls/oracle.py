@@ -58,6 +58,7 @@ FAILURE_CLASSES: tuple[str, ...] = (
     "starttls-required",
     "auth-failed",
     "client-certificate-required",
+    "server-refused",
 )
 
 VERDICTS: tuple[str, ...] = ("pass", "refused-correctly", "incompatible", "insecure")

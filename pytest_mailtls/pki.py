@@ -68,6 +68,19 @@ class CertFault:
     verify_errors: tuple[str, ...] = ()
     max_seclevel: int | None = None  # None: every level the policies use
     key_type: str = "rsa"
+    #: The report's group for its cells (``policy.GROUPS``); empty: :attr:`report_group` decides.
+    group: str = ""
+
+    @property
+    def report_group(self) -> str:
+        """The group of the report's grid: :attr:`group` when set, else ``secure`` for a certificate that verifies,
+        ``broken crypto`` for one a server can only present at a lowered OpenSSL security level (a weak key or
+        signature), ``certificate validation`` for every other fault."""
+        if self.group:
+            return self.group
+        if self.verifies:
+            return "secure"
+        return "broken crypto" if self.max_seclevel is not None else "certificate validation"
 
 
 #: Every certificate profile's facts (checked by handshakes on OpenSSL 3.0; level 1 refuses SHA-1

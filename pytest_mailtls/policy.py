@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CELL_KEYS",
+    "GROUPS",
     "VERSIONS",
     "LEGACY_VERSIONS",
     "Protocol",
@@ -130,6 +131,21 @@ class CertProfile(StrEnum):
         return CERT_FAULTS[self]
 
 
+#: The groups of the report's grid, in order (badssl's dashboard, plus faults and cleartext ports). Each cell's group
+#: is declared by what makes it what it is: its network (``Attack.group``, :mod:`pytest_mailtls.wire.attacks`), its certificate profile
+#: (``CertFault.group``), its TLS policy (``TLSPolicy.group``); ``Cell.group`` reads them.
+GROUPS: tuple[str, ...] = (
+    "certificate validation",
+    "interception",
+    "broken crypto",
+    "legacy crypto",
+    "STARTTLS attacks",
+    "faults",
+    "cleartext",
+    "secure",
+)
+
+
 @dataclass(frozen=True)
 class TLSPolicy:
     """What a server accepts once TLS starts.
@@ -164,6 +180,18 @@ class TLSPolicy:
     def legacy(self) -> bool:
         """TLSv1/1.1 allowed: OpenSSL 3 needs security level 0 on both ends."""
         return any(v in LEGACY_VERSIONS for v in self.versions)
+
+    @property
+    def group(self) -> str:
+        """The report's group of a cell with this policy and a good certificate (:data:`GROUPS`): ``legacy crypto``
+        when TLSv1/1.1 are accepted, ``broken crypto`` when TLS 1.3 is not and every TLS <= 1.2 suite listed lacks
+        forward secrecy (static RSA), ``secure`` otherwise."""
+        if self.legacy:
+            return "legacy crypto"
+        names = (self.ciphers or "").split(":")
+        if self.ciphers and self.max_version != "TLSv1.3" and not any("DHE" in n or n.startswith("@") for n in names):
+            return "broken crypto"
+        return "secure"
 
     @property
     def tls12_only_ciphers(self) -> bool:
@@ -282,6 +310,21 @@ class Cell:
     @property
     def hostile(self) -> bool:
         return self.network is not None
+
+    @property
+    def group(self) -> str:
+        """The report's group (:data:`GROUPS`), as declared by what makes the cell what it is: its network (an attack
+        or a fault), else its certificate profile (``CertFault.group``), else its TLS policy; a port without TLS is
+        ``cleartext``."""
+        if self.network is not None:
+            from .wire.attacks import attack_named  # the wire package imports this module
+
+            return attack_named(self.network).group
+        if self.cert is not None and (kind := self.cert.fault.report_group) != "secure":
+            return kind
+        if self.policy is not None and self.policy.group != "secure":
+            return self.policy.group
+        return "secure" if self.mode.tls else "cleartext"
 
     @property
     def protocol(self) -> Protocol:

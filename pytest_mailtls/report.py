@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from .diagnose import Diagnosis, DiagnosisRecord
 from .manifest import EndpointRecord
 from .oracle import VERDICTS
+from .policy import GROUPS
 from .records import Record, one_of, problem
 from .templates import render
 
@@ -78,6 +79,8 @@ class CellRecord:
     wire: dict[str, Any] | None = None
     #: What the client offered in its ClientHello: ``versions``, ``ciphers``, ``sni``.
     client_offer: dict[str, Any] | None = None
+    #: The report's group of the cell (``Cell.group``: ``certificate validation`` ... ``secure``).
+    group: str = ""
 
     @classmethod
     def build(
@@ -111,6 +114,7 @@ class CellRecord:
             server_log=list(server_log),
             wire=wire,
             client_offer=client_offer,
+            group=endpoint.cell.group,
         )
 
     @property
@@ -167,6 +171,7 @@ class CellRecord:
                 "server_log": self.server_log,
                 "wire": self.wire,
                 "client_offer": self.client_offer,
+                "group": self.group or _group_of(self.manifest),
             }
         )
 
@@ -193,6 +198,7 @@ class CellRecord:
             server_log=list(record.server_log),
             wire=record.wire,
             client_offer=record.client_offer,
+            group=record.group or _group_of(record.model_dump(exclude=_OWN_KEYS)),
         )
 
     @classmethod
@@ -238,6 +244,23 @@ class Report:
             if r.verdict == "insecure":
                 found.setdefault(r.diagnosis.failure_class if r.diagnosis else r.actual, []).append(r.id)
         return dict(sorted(found.items()))
+
+    def vulnerability_details(self) -> list[tuple[str, str, list[str]]]:
+        """:meth:`vulnerabilities` with what each class means: ``(class, meaning, cell ids)``."""
+        from .wire.attacks import VULNERABILITY_CLASSES
+
+        return [
+            (cls, VULNERABILITY_CLASSES.get(cls, f"succeeded where a correct client fails with {cls}"), ids)
+            for cls, ids in self.vulnerabilities().items()
+        ]
+
+    def groups(self) -> list[tuple[str, list[tuple[int, CellRecord]]]]:
+        """The cells by group (:data:`~pytest_mailtls.policy.GROUPS` order), each with its index in :attr:`cells`."""
+        by_group: dict[str, list[tuple[int, CellRecord]]] = {}
+        for i, r in enumerate(self.cells):
+            by_group.setdefault(r.group or _group_of(r.manifest), []).append((i, r))
+        order = {g: n for n, g in enumerate(GROUPS)}
+        return sorted(by_group.items(), key=lambda item: order.get(item[0], len(order)))
 
     def problems(self) -> list[CellRecord]:
         """Cells that make the certification fail: ``insecure`` first, then ``incompatible``."""
@@ -340,7 +363,7 @@ class Report:
             "report.html.j2",
             **self._page(),
             facts=_profile_facts(self.profile),
-            grid=_grid(records),
+            grids=[(g, _grid(members)) for g, members in self.groups()],
             refusals=[(i, r) for i, r in enumerate(records) if r.verdict == "refused-correctly"],
             data=Markup(json.dumps([r.to_json() for r in records]).replace("</", "<\\/")),
         )
@@ -356,6 +379,8 @@ class Report:
             "glyphs": _GLYPH,
             "problems": self._problems(),
             "vulnerabilities": self.vulnerabilities(),
+            "vulnerability_details": self.vulnerability_details(),
+            "groups": [(g, Counter(r.verdict for _, r in members)) for g, members in self.groups()],
             "cells": self.cells,
         }
 
@@ -464,6 +489,8 @@ def _row_key(m: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def _col_key(m: dict[str, Any]) -> tuple[str, str]:
     policy = (m.get("policy") or {}).get("name") if m.get("policy") else None
+    if m.get("network"):  # hostile-network and fault cells: a column per network, under their policy · certificate
+        return (f"{policy or 'no TLS'} · {m.get('cert') or '—'}", str(m["network"]))
     return (policy or "no TLS", str(m.get("cert") or "—"))
 
 
@@ -495,22 +522,23 @@ class _Grid:
     rows: list[_GridRow]
 
 
-def _grid(records: Sequence[CellRecord]) -> _Grid:
-    """The HTML grid: a row per server · service · mode (· auth), a column per policy and certificate."""
+def _grid(members: Sequence[tuple[int, CellRecord]]) -> _Grid:
+    """One group's grid: a row per server · service · mode (· auth), a column per policy and certificate (per network
+    for hostile-network and fault cells); ``members`` are the group's cells with their index in the report."""
     # Columns grouped by policy (first appearance), then certificate (first appearance within the policy).
-    cols = _ordered(_col_key(r.manifest) for r in records)
+    cols = _ordered(_col_key(r.manifest) for _, r in members)
     policies = _ordered(p for p, _ in cols)
     cols = [c for p in policies for c in cols if c[0] == p]
-    by_pos = {(_row_key(r.manifest), _col_key(r.manifest)): i for i, r in enumerate(records)}
+    by_pos = {(_row_key(r.manifest), _col_key(r.manifest)): (i, r) for i, r in members}
     rows: list[_GridRow] = []
     current_server = None
-    for row in _ordered(_row_key(r.manifest) for r in records):
+    for row in _ordered(_row_key(r.manifest) for _, r in members):
         server, service, mode, auth = row
         cells: list[_GridCell | None] = []
         for col in cols:
-            index = by_pos.get((row, col))
-            if index is not None:
-                r = records[index]
+            found = by_pos.get((row, col))
+            if found is not None:
+                index, r = found
                 cells.append(_GridCell(index, r, _cell_text(r), _tooltip(r)))
             else:
                 cells.append(None)
@@ -518,6 +546,14 @@ def _grid(records: Sequence[CellRecord]) -> _Grid:
         current_server = server
     spans = Counter(p for p, _ in cols)
     return _Grid([(p, spans[p]) for p in policies], [cert for _, cert in cols], rows)
+
+
+def _group_of(manifest: dict[str, Any]) -> str:
+    """The group of a cell read back from a report that did not record it (the cell rebuilt from its manifest)."""
+    try:
+        return EndpointRecord.model_validate(manifest).endpoint().cell.group
+    except (ValueError, ValidationError):
+        return "secure"
 
 
 def _profile_facts(profile: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -616,6 +652,13 @@ class CellReport(EndpointRecord):
         None,
         description="what the client's ClientHello offered: `versions`, `ciphers` (OpenSSL names, in its order), "
         "`sni`, `versions_from`; `null` without a recorder",
+    )
+    group: str = Field(
+        "",
+        description="the cell's group in the report's grid, declared by what makes the cell what it is (its attack "
+        "or fault, its certificate profile, its TLS policy): "
+        + ", ".join(f"`{g}`" for g in GROUPS)
+        + " (docs/report-schema.md); older reports without it are grouped when read",
     )
 
     @field_validator("verdict")

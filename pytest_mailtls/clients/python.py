@@ -165,6 +165,8 @@ class PythonClient(Client):
             steps.add(f"LOGIN as {user}: accepted")
             typ, data = conn.select("INBOX", readonly=True)
             steps.add(f"SELECT INBOX: {typ} {data[0]!r}")
+            if typ != "OK":  # imaplib returns a refusal (NO) as a value, it does not raise
+                raise imaplib.IMAP4.error(f"SELECT INBOX refused: {typ} {data[0]!r}")
             conn.logout()
         else:
             conn.user(user)

@@ -14,7 +14,9 @@ function show(i) {
   h += '<dt>negotiated</dt><dd>' + esc(n.version ? n.version + ' ' + (n.cipher || '') : '—') + '</dd>';
   h += '<dt>endpoint</dt><dd>' + esc(r.host + ':' + r.port + ' as ' + r.server_hostname) + '</dd>';
   h += '<dt>policy</dt><dd>' + esc(r.policy ? r.policy.name + ' (' + r.policy.min_version + '..' + r.policy.max_version + ')' : 'no TLS') + '</dd>';
-  h += '<dt>certificate</dt><dd>' + esc(r.cert || '—') + '</dd><dt>time</dt><dd>' + esc(r.duration) + ' s</dd></dl>';
+  h += '<dt>certificate</dt><dd>' + esc(r.cert || '—') + '</dd>';
+  if (r.network) h += '<dt>network</dt><dd>' + esc(r.network) + '</dd>';
+  h += '<dt>group</dt><dd>' + esc(r.group || '—') + '</dd><dt>time</dt><dd>' + esc(r.duration) + ' s</dd></dl>';
   if (d) {
     h += '<h3>Diagnosis: ' + esc(d.class) + '</h3><p>' + esc(d.remedy) + '</p>';
     if (d.evidence.length) h += '<pre>' + d.evidence.map(esc).join('\n') + '</pre>';

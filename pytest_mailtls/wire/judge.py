@@ -156,7 +156,7 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
     """
     cell = view.cell
     if cell.network is not None:
-        hostile = _hostile_insecurity(view)
+        hostile = _hostile_insecurity(view, ok=ok)
         if hostile is not None:
             return hostile
     offers_tls = cell.mode in (Mode.STARTTLS, Mode.STARTTLS_REQUIRED)
@@ -211,14 +211,15 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
 _CLEAR_IS_THE_ATTACK = ("strip", "tamper", "intolerant")
 
 
-def _hostile_insecurity(view: WireView) -> tuple[str, list[str]] | None:
-    """What the client did wrong after a hostile network's attack: the attack's own check first (a wrong-tag
-    acceptance, injected lines acted on, an interceptor's certificate accepted, a downgraded retry), then
-    credentials or mail in clear after a stripping, tampering or intolerant network."""
+def _hostile_insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
+    """What the client did wrong after a hostile network's attack or a server fault: the attack's own check first (a
+    wrong-tag acceptance, injected lines acted on, an interceptor's certificate accepted, a downgraded retry, a
+    success reported for mail the server refused), then credentials or mail in clear after a stripping, tampering
+    or intolerant network."""
     from .attacks import attack_named
 
     attack = attack_named(view.cell.network or "")
-    own = attack.insecurity(view)
+    own = attack.insecurity(view, ok=ok)
     if own is not None:
         return own
     if attack.family not in _CLEAR_IS_THE_ATTACK:
@@ -242,7 +243,7 @@ def _hostile_findings(view: WireView) -> list[Finding]:
     done = [event for s in view.sessions for event in s.attack]
     if attack.refusal is None or not done:
         return []
-    return [WireFinding(f"the network ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
+    return [WireFinding(f"{attack.actor} ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
 
 
 def _weak_suite(name: str) -> str | None:

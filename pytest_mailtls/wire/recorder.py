@@ -66,8 +66,16 @@ class Link:
         """Cut both ends with a TCP reset, as a middlebox that drops a connection does."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Close both ends in order (FIN), once what was sent has gone out, as a server that hangs up does."""
+        raise NotImplementedError
+
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the relay's loop after ``delay`` seconds (unless the connection ended)."""
+        raise NotImplementedError
+
+    def pass_eof(self) -> None:
+        """Pass on the server's FIN that the tap held (:meth:`Tap.hold_eof`), if it came."""
         raise NotImplementedError
 
     def note(self, event: str) -> None:
@@ -95,6 +103,11 @@ class Tap:
     def closed(self, session: Session) -> None:
         """The connection ended: add what the tap learnt to the session record."""
         return None
+
+    def hold_eof(self) -> bool:
+        """The server sent FIN: whether it must wait until the tap has delivered what it still holds of the server's
+        bytes (it then calls :meth:`Link.pass_eof`)."""
+        return False
 
 
 class SessionAnalyzer:
@@ -276,6 +289,7 @@ class _Connection(Link):
         self.close_how: Literal["fin", "rst", "timeout"] | None = None
         self.eof: set[Side] = set()
         self.pending: list[bytes] = []  # what the client sent before the server side was connected
+        self.eof_held = False  # the server's FIN, held by the tap (Tap.hold_eof)
         self.done = False
         self.grace: asyncio.TimerHandle | None = None
         s = self.analyzer.session
@@ -332,6 +346,16 @@ class _Connection(Link):
     def reset(self) -> None:
         self.finish(closed_by="relay", close_how="rst")
 
+    def pass_eof(self) -> None:
+        if self.eof_held and not self.done:
+            self.eof_held = False
+            with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
+                if not self.client.is_closing() and self.client.can_write_eof():
+                    self.client.write_eof()
+
+    def close(self) -> None:
+        self.finish(closed_by="relay", close_how="fin")
+
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         def call() -> None:
             if not self.done:
@@ -348,7 +372,9 @@ class _Connection(Link):
             self.closed_by, self.close_how = side, "fin"
         self.eof.add(side)
         other = self.upstream if side == "client" else self.client
-        if other is not None and not other.is_closing():
+        if side == "server" and self.tap is not None and self.tap.hold_eof():
+            self.eof_held = True  # the tap passes it on once the server's last bytes are out
+        elif other is not None and not other.is_closing():
             with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
                 if other.can_write_eof():
                     other.write_eof()

@@ -131,6 +131,13 @@ class Session(BaseModel):
     inner_credentials: list[str] = Field(
         default_factory=list, description="credentials the client sent to an intercepting network inside TLS"
     )
+    inner_message_accepted: bool | None = Field(
+        None, description="inside a TLS session the network terminated: the answer the client saw to the end of DATA"
+    )
+    inner_rejections: list[str] = Field(
+        default_factory=list,
+        description="inside a TLS session the network terminated: 4xx/5xx, NO, BAD, -ERR answers the client saw",
+    )
     acted_on_injection: bool = Field(
         False, description="the client acted on lines the network injected (it answered before the server did)"
     )

@@ -180,6 +180,12 @@ SCENARIOS = [
         twin_cell="submission-starttls-intermediate-valid",
     ),
     Scenario(
+        "server-refused",  # a sender address the server refuses: 553 5.1.3 malformed address
+        "smtp-starttls-intermediate-valid-open",
+        tweak=lambda e, s: replace(e, username="x@@y"),
+        twin_cell="smtp-starttls-intermediate-valid-open",
+    ),
+    Scenario(
         "client-certificate-required",
         "smtps-implicit-intermediate-valid-mtls",
         client=lambda: PythonClient(replace(SMTPLIB, name="no-client-cert", client_cert=False)),

@@ -15,7 +15,8 @@ from pytest_mailtls.matrix import load_matrix, parse_matrix
 from pytest_mailtls.oracle import ClientProfile, expect, verdict
 from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode
 from pytest_mailtls.report import CellRecord, Report
-from pytest_mailtls.wire.attacks import ATTACKS, VULNERABILITY_CLASSES, attack_named
+from pytest_mailtls.wire.attacks import ATTACKS, NETWORKS, VULNERABILITY_CLASSES, attack_named
+from pytest_mailtls.wire.attacks.faults import RETRY_CLASS
 from pytest_mailtls.wire.recorder import Link, SessionAnalyzer
 
 MATRIX = load_matrix()
@@ -89,7 +90,7 @@ def test_a_matrix_names_unknown_attacks_in_one_line() -> None:
         "policies": {"p": {"min_version": "TLSv1.2", "max_version": "TLSv1.3"}},
         "grid": [{"services": ["submission"], "modes": ["starttls"], "policies": ["p"], "network": ["strip-al"]}],
     }
-    with pytest.raises(MatrixError, match=r"unknown hostile network 'strip-al'.*strip-capa"):
+    with pytest.raises(MatrixError, match=r"unknown hostile network or fault 'strip-al'.*strip-capa"):
         parse_matrix(doc)
     doc["grid"][0]["network"] = "all"  # type: ignore[index]
     cells = parse_matrix(doc).all_cells(["postfix"])
@@ -113,8 +114,8 @@ def test_the_manifest_carries_the_network() -> None:
 
 
 def test_every_attack_declares_its_class_and_its_secure_outcome() -> None:
-    assert {a.vulnerability for a in ATTACKS.values()} == set(VULNERABILITY_CLASSES)
-    for attack in ATTACKS.values():
+    assert {a.vulnerability for a in NETWORKS.values()} | {RETRY_CLASS} == set(VULNERABILITY_CLASSES)
+    for attack in NETWORKS.values():
         assert attack.secure_outcome and attack.description
         assert attack.expected == "either" or attack.refusal is not None
 
@@ -270,4 +271,5 @@ def test_the_report_lists_vulnerabilities_by_class() -> None:
     }
     assert report.to_json()["vulnerabilities"] == report.vulnerabilities()
     assert Report.from_json(report.to_json()).vulnerabilities() == report.vulnerabilities()
-    assert f"- **starttls-stripping** (2): `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()
+    meaning = VULNERABILITY_CLASSES["starttls-stripping"]
+    assert f"- **starttls-stripping** (2): {meaning}: `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()

@@ -113,13 +113,15 @@ def test_server_order_and_duplicates(shipped: Matrix) -> None:
 # --- selections -------------------------------------------------------------------------
 
 
-def test_full_is_every_cell_but_the_hostile_ones_and_the_default(shipped: Matrix) -> None:
+def test_full_is_every_cell_but_the_hostile_and_fault_ones_and_the_default(shipped: Matrix) -> None:
     full = shipped.cells(servers=["postfix"], selection="full")
     assert full == [c for c in shipped.all_cells(["postfix"]) if c.network is None]
     assert shipped.cells(servers=["postfix"]) == full
     hostile = shipped.cells(servers=["postfix"], selection="hostile")
-    assert hostile and all(c.network is not None for c in hostile)
-    assert sorted(c.id for c in full + hostile) == sorted(c.id for c in shipped.all_cells(["postfix"]))
+    assert hostile and all(c.network is not None and not c.network.startswith("fault-") for c in hostile)
+    faults = shipped.cells(servers=["postfix"], selection="faults")
+    assert faults and all(str(c.network).startswith("fault-") and c.id.endswith(str(c.network)) for c in faults)
+    assert sorted(c.id for c in full + hostile + faults) == sorted(c.id for c in shipped.all_cells(["postfix"]))
 
 
 def test_quick_is_a_small_subset_with_one_cell_per_failure_family(shipped: Matrix) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,21 @@ from pytest_mailtls.diagnose import Diagnosis
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import ClientProfile, expect, verdict
+from pytest_mailtls.pki import CertFault
+from pytest_mailtls.policy import GROUPS, Cell
 from pytest_mailtls.report import REPORT_FILES, CellRecord, Report, read_report
+from pytest_mailtls.wire.attacks import NETWORKS
 
 CELLS = {c.id: c for c in load_matrix().cells(servers=["embedded"])}
 PROFILE = ClientProfile("python-smtplib", protocols=("smtp",), description="smtplib, verifying")
 
 
-def _endpoint(cell_id: str) -> Endpoint:
+def _endpoint(cell_id: str | Cell) -> Endpoint:
+    cell = CELLS[cell_id] if isinstance(cell_id, str) else cell_id
     return Endpoint(
-        cell=CELLS[cell_id],
+        cell=cell,
         host="127.0.0.1",
-        port=40000 + len(cell_id),
+        port=40000 + len(cell.id),
         server_hostname="localhost",
         ca_file="/tmp/ca.pem",
         username="tester@mailtls.test",
@@ -174,3 +179,70 @@ def test_secrets_do_not_leak_into_transcripts() -> None:
     text = "AUTH PLAIN AHRlc3RlckBtYWlsdGxzLnRlc3QAc2VjcmV0\n334 c2VjcmV0\npassword secret"
     masked = mask_secrets(text, endpoint)
     assert "secret" not in masked and "c2VjcmV0" not in masked and "AHRlc3Rlck" not in masked
+
+
+# --- the grid grouped like badssl's dashboard ---------------------------------------------------------
+
+
+def _cell_record(cell: Cell, verdict_: str = "pass", cls: str | None = None) -> CellRecord:
+    return CellRecord.build(
+        _endpoint(cell),
+        expectation=expect(PROFILE, cell),
+        result=OK,
+        verdict=verdict_,
+        verdict_reason="",
+        actual="success",
+        diagnosis=Diagnosis(cls) if cls else None,
+        server_log=[],
+    )
+
+
+GROUPED = {
+    "embedded-submission-starttls-intermediate-valid": "secure",
+    "embedded-smtps-implicit-intermediate-expired": "certificate validation",
+    "embedded-smtps-implicit-intermediate-weak-rsa-1024": "broken crypto",
+    "embedded-smtps-implicit-tls12-single-cipher-valid": "broken crypto",
+    "embedded-smtps-implicit-tls10-only-valid": "legacy crypto",
+    "embedded-submission-plain-cleartext-auth": "cleartext",
+}
+BASE = "embedded-submission-starttls-intermediate-valid"
+NETWORK_GROUPS = {"strip-capa": "STARTTLS attacks", "intercept": "interception", "fault-rcpt-451": "faults"}
+
+
+def test_each_cell_declares_its_group() -> None:
+    for cell_id, group in GROUPED.items():
+        assert CELLS[cell_id].group == group, cell_id
+    for network, group in NETWORK_GROUPS.items():
+        assert replace(CELLS[BASE], network=network).group == group
+    # A new certificate profile lands in its group without a table to edit.
+    assert CertFault(verifies=True).report_group == "secure"
+    assert CertFault(failure="untrusted-certificate").report_group == "certificate validation"
+    assert CertFault(failure="weak-key-or-signature", max_seclevel=1).report_group == "broken crypto"
+    assert CertFault(failure="untrusted-certificate", group="interception").report_group == "interception"
+    assert all(a.group in GROUPS for a in NETWORKS.values())
+
+
+def test_the_grid_is_grouped_in_badssl_order_with_findings_by_class(tmp_path: Path) -> None:
+    cells = [CELLS[c] for c in GROUPED] + [replace(CELLS[BASE], network=n) for n in NETWORK_GROUPS]
+    records = [_cell_record(c) for c in cells]
+    records[-1] = _cell_record(cells[-1], "insecure", "lost-mail")
+    report = Report("c", PROFILE.to_json(), "now", records)
+    order = [g for g, _ in report.groups()]
+    assert order == [g for g in GROUPS if g in order] and set(order) == set(GROUPED.values()) | set(
+        NETWORK_GROUPS.values()
+    )
+    page = report.html()
+    headings = re.findall(r'<h2 class="group">([^<]+) <small>', page)
+    assert headings == order
+    assert "Vulnerabilities by class (1)" in page and "lost-mail" in page
+    assert "reported success for mail the server never accepted" in page
+    text = report.markdown()
+    assert "## Cells by group" in text and "| faults | 0 | 0 | 0 | 1 |" in text
+    assert "- **lost-mail** (1): reported success for mail" in text
+    # The group travels in report.json, and a report written before it existed is grouped when read.
+    written = report.write_json(tmp_path / "r.json")
+    data = json.loads(written.read_text())
+    assert [c["group"] for c in data["cells"]] == [r.group for r in records]
+    for c in data["cells"]:
+        del c["group"]
+    assert [r.group for r in Report.from_json(data).cells] == [r.group for r in records]

@@ -4,28 +4,38 @@ Each attack lives in one module with its tap, its expected secure outcome and it
 (:class:`~pytest_mailtls.wire.attacks.base.Attack`); :data:`ATTACKS` is the registry, in a stable order. A
 cell's ``network`` names one (its id ends with it), the grid fronts the cell's real server with the attack's tap,
 the oracle reads its expected outcome and the judge its vulnerability check. See docs/hostile.md.
+
+Server faults (:data:`FAULTS`: a 4xx/5xx answer at one stage, a connection cut in DATA, a slow server; docs/faults.md)
+are played the same way and live in the same namespace of networks (:data:`NETWORKS`, ``fault-*``).
 """
 
 from __future__ import annotations
 
 from ...errors import MailTLSError
 from .base import VULNERABILITY_CLASSES, Attack
+from .faults import FAULTS as _FAULTS
+from .faults import Fault
 from .inject import INJECT_ATTACKS
 from .intercept import INTERCEPT_ATTACKS
 from .intolerant import INTOLERANT_ATTACKS
 from .strip import STRIP_ATTACKS
 from .tamper import TAMPER_ATTACKS
 
-__all__ = ["ATTACKS", "Attack", "VULNERABILITY_CLASSES", "attack_named"]
+__all__ = ["ATTACKS", "FAULTS", "NETWORKS", "Attack", "Fault", "VULNERABILITY_CLASSES", "attack_named"]
 
+#: The hostile networks (attacks), by name: ``network: all`` in a grid block.
 ATTACKS: dict[str, Attack] = {
     a.name: a for a in (*STRIP_ATTACKS, *INJECT_ATTACKS, *TAMPER_ATTACKS, *INTERCEPT_ATTACKS, *INTOLERANT_ATTACKS)
 }
+#: The server faults, by name: ``network: faults`` in a grid block.
+FAULTS: dict[str, Fault] = {f.name: f for f in _FAULTS}
+#: Everything a relay can play in front of a real server: a cell's ``network`` names one.
+NETWORKS: dict[str, Attack] = {**ATTACKS, **FAULTS}
 
 
 def attack_named(name: str) -> Attack:
-    """The attack called ``name``; a one-line error naming the known ones otherwise."""
+    """The attack or fault called ``name``; a one-line error naming the known ones otherwise."""
     try:
-        return ATTACKS[name]
+        return NETWORKS[name]
     except KeyError:
-        raise MailTLSError(f"unknown hostile network {name!r}; known: {', '.join(ATTACKS)}") from None
+        raise MailTLSError(f"unknown hostile network or fault {name!r}; known: {', '.join(NETWORKS)}") from None

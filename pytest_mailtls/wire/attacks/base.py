@@ -19,10 +19,11 @@ import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from ...policy import Cell, CertProfile, Mode
+from ...policy import GROUPS, Cell, CertProfile, Mode
 from ..recorder import Link, Tap
+from ..session import Session
 from ..tlsrecords import looks_like_tls
 
 if TYPE_CHECKING:
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
     from ..judge import WireView
     from .mitm import MITM
 
-__all__ = ["Attack", "AttackTap", "LineTap", "STARTTLS_MODES", "VULNERABILITY_CLASSES"]
+__all__ = [
+    "Attack",
+    "AttackTap",
+    "LineTap",
+    "STARTTLS_MODES",
+    "TerminatingTap",
+    "VULNERABILITY_CLASSES",
+]
 
 STARTTLS_MODES: tuple[Mode, ...] = (Mode.STARTTLS, Mode.STARTTLS_REQUIRED)
 
@@ -43,6 +51,20 @@ VULNERABILITY_CLASSES: dict[str, str] = {
     "negotiation-tampering": "trusted capabilities changed in clear (sent credentials because AUTH was offered in clear)",
     "tls-interception": "accepted a certificate from another CA and talked to the interceptor",
     "tls-downgrade": "retried below TLS 1.2, or in clear, after a middlebox reset its hello",
+    "lost-mail": "reported success for mail the server never accepted (a 4xx/5xx answer, or a connection cut in DATA)",
+    "ignored-error": "reported success although the server refused a step (greeting, login, mailbox, message)",
+    "retry-storm": "came back at once on new connections for a permanent refusal (5xx), or for a temporary one again "
+    "and again, instead of reporting it or retrying later",
+}
+
+#: An attack's group unless it says otherwise.
+_FAMILY_GROUPS = {
+    "strip": "STARTTLS attacks",
+    "inject": "STARTTLS attacks",
+    "tamper": "STARTTLS attacks",
+    "intercept": "interception",
+    "intolerant": "legacy crypto",
+    "fault": "faults",
 }
 
 
@@ -51,7 +73,7 @@ class Attack:
     """One hostile network: what it does, where it applies, what a secure client does, and its tap."""
 
     name: str
-    family: Literal["strip", "inject", "tamper", "intercept", "intolerant"]
+    family: Literal["strip", "inject", "tamper", "intercept", "intolerant", "fault"]
     description: str
     vulnerability: str
     expected: Literal["refuse", "either"]
@@ -63,10 +85,16 @@ class Attack:
     #: What the wire shows the client did wrong after the attack, as ``(class, evidence lines)``, beyond credentials
     #: or mail in clear (which the judge checks on every hostile cell).
     check: Callable[[WireView], tuple[str, list[str]] | None] | None = None
+    #: The report's group for its cells (:data:`GROUPS`; default: the family's).
+    group: str = ""
 
     def __post_init__(self) -> None:
         if self.vulnerability not in VULNERABILITY_CLASSES:
             raise ValueError(f"attack {self.name}: unknown vulnerability class {self.vulnerability!r}")
+        if not self.group:
+            object.__setattr__(self, "group", _FAMILY_GROUPS[self.family])
+        if self.group not in GROUPS:
+            raise ValueError(f"attack {self.name}: unknown group {self.group!r}")
 
     def applies(self, cell: Cell) -> bool:
         """Whether this attack can be played in front of ``cell`` (its protocol and TLS mode; a TLS cell)."""
@@ -76,7 +104,18 @@ class Attack:
         """The tap a recorder front plays this attack with, in front of ``cell``'s server."""
         return AttackTap(self, cell, pki, server_hostname)
 
-    def insecurity(self, view: WireView) -> tuple[str, list[str]] | None:
+    @property
+    def actor(self) -> str:
+        """Who did it, in the diagnosis's words."""
+        return "the network"
+
+    @property
+    def refused_remedy(self) -> str:
+        """The remedy of a client that refused, as it must."""
+        return f"nothing to fix: the network attacked ({self.name}) and the client refused as it must"
+
+    def insecurity(self, view: WireView, *, ok: bool = True) -> tuple[str, list[str]] | None:
+        """What the wire shows the client did wrong on this network (``ok``: whether it reported success)."""
         return self.check(view) if self.check is not None else None
 
 
@@ -107,7 +146,8 @@ class LineTap(Tap):
 
     active = True
 
-    def __init__(self, factory: AttackTap, link: Link) -> None:
+    def __init__(self, factory: AttackTap, link: Link, *, inside: bool = False) -> None:
+        """``inside``: the tap reads the plaintext inside a TLS session the network terminated (it starts no TLS)."""
         self.factory = factory
         self.attack = factory.attack
         self.cell = factory.cell
@@ -122,7 +162,8 @@ class LineTap(Tap):
         self._buffers = {"client": bytearray(), "server": bytearray()}
         self._reply: list[bytes] = []  # SMTP: the lines of a multi-line reply so far
         self._noted: set[str] = set()
-        if self.cell.mode is Mode.IMPLICIT:
+        self.inside = inside
+        if self.cell.mode is Mode.IMPLICIT and not inside:
             self._begin_tls()
 
     # --- hooks ---------------------------------------------------------------------------
@@ -284,6 +325,43 @@ class LineTap(Tap):
             rest = bytes(client)
             client.clear()
             self.client_tls(rest)
+
+
+class TerminatingTap(LineTap):
+    """A tap that terminates TLS when it begins, presenting the session PKI's :attr:`profile` certificate, and
+    relays to the server over TLS of its own (:class:`~pytest_mailtls.wire.attacks.mitm.MITM`); the session
+    records what the client said inside (``inner_dialogue``, ``inner_credentials``)."""
+
+    profile: ClassVar[CertProfile] = CertProfile.VALID
+
+    def __init__(self, factory: AttackTap, link: Link, *, inside: bool = False) -> None:
+        self.bridge: MITM | None = None  # set before the base starts an implicit-TLS connection's TLS
+        super().__init__(factory, link, inside=inside)
+
+    def bridge_ready(self, bridge: MITM) -> None:
+        """The relay is made, its TLS toward the server not started yet: set it up (default: nothing)."""
+        return None
+
+    def certificate(self) -> CertProfile:
+        """The certificate profile the network presents (default: :attr:`profile`)."""
+        return self.profile
+
+    def tls_begins(self) -> None:
+        self.bridge = self.mitm(self.certificate())
+        self.bridge_ready(self.bridge)
+        self.bridge.start()
+
+    def client_tls(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.from_client(data)
+
+    def server_tls(self, data: bytes) -> None:
+        if self.bridge is not None:
+            self.bridge.from_server(data)
+
+    def closed(self, session: Session) -> None:
+        if self.bridge is not None:
+            self.bridge.record(session)
 
 
 def server_context(cell: Cell, cert_file: str, key_file: str) -> ssl.SSLContext:

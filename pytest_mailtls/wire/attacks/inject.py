@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 from ...policy import CertProfile
 from ..recorder import Link
-from ..session import DialogueLine, Session
-from .base import Attack, AttackTap, LineTap
-from .mitm import MITM
+from ..session import Session
+from .base import Attack, AttackTap, LineTap, TerminatingTap
 
 if TYPE_CHECKING:
     from ..judge import WireView
+    from .mitm import MITM
 
 __all__ = ["INJECT_ATTACKS", "HOLD"]
 
@@ -32,10 +32,8 @@ __all__ = ["INJECT_ATTACKS", "HOLD"]
 HOLD = 0.3
 
 
-class InjectResponse(LineTap):
-    def __init__(self, factory: AttackTap, link: Link) -> None:
-        super().__init__(factory, link)
-        self.bridge: MITM | None = None
+class InjectResponse(TerminatingTap):
+    profile = CertProfile.VALID
 
     def server_reply(self, lines: list[bytes]) -> None:
         if not self.accepting:
@@ -55,22 +53,12 @@ class InjectResponse(LineTap):
             return f"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK CAPABILITY completed\r\n".encode()
         return b"+OK injected\r\nUSER\r\nSASL PLAIN\r\n.\r\n"
 
-    def tls_begins(self) -> None:
-        self.bridge = self.mitm(CertProfile.VALID)
-        self.bridge.hold_first_answer = HOLD  # a client acting on the injected lines speaks again meanwhile
-        self.bridge.start()
-
-    def client_tls(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.from_client(data)
-
-    def server_tls(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.from_server(data)
+    def bridge_ready(self, bridge: MITM) -> None:
+        bridge.hold_first_answer = HOLD  # a client acting on the injected lines speaks again meanwhile
 
     def closed(self, session: Session) -> None:
+        super().closed(session)
         if self.bridge is not None:
-            _inner(session, self.bridge)
             session.acted_on_injection = self.bridge.early_command is not None
 
 
@@ -90,11 +78,6 @@ class InjectCommand(LineTap):
     def _release(self) -> None:
         held, self.held = self.held, []
         self.link.to_client(b"".join(held))
-
-
-def _inner(session: Session, bridge: MITM) -> None:
-    session.inner_dialogue = [DialogueLine(dir=ln.dir, t=ln.t, text=ln.text) for ln in bridge.inner.lines]
-    session.inner_credentials = list(bridge.inner.credentials)
 
 
 def _acted_on_injection(view: WireView) -> tuple[str, list[str]] | None:

@@ -10,39 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...policy import CertProfile, Mode
-from ..recorder import Link
-from ..session import Session
-from .base import STARTTLS_MODES, Attack, AttackTap, LineTap
-from .inject import _inner
-from .mitm import MITM
+from .base import STARTTLS_MODES, Attack, TerminatingTap
 
 if TYPE_CHECKING:
     from ..judge import WireView
+    from .mitm import MITM
 
 __all__ = ["INTERCEPT_ATTACKS"]
 
 
-class Intercept(LineTap):
-    def __init__(self, factory: AttackTap, link: Link) -> None:
-        self.bridge: MITM | None = None
-        super().__init__(factory, link)
+class Intercept(TerminatingTap):
+    profile = CertProfile.UNTRUSTED_CA
 
-    def tls_begins(self) -> None:
+    def bridge_ready(self, bridge: MITM) -> None:
         self.note("terminated TLS with a certificate for the right host name from another CA")
-        self.bridge = self.mitm(CertProfile.UNTRUSTED_CA)
-        self.bridge.start()
-
-    def client_tls(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.from_client(data)
-
-    def server_tls(self, data: bytes) -> None:
-        if self.bridge is not None:
-            self.bridge.from_server(data)
-
-    def closed(self, session: Session) -> None:
-        if self.bridge is not None:
-            _inner(session, self.bridge)
 
 
 def _accepted(view: WireView) -> tuple[str, list[str]] | None:

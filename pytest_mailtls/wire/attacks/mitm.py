@@ -6,7 +6,10 @@ talks to the interceptor, and :attr:`MITM.inner` shows what it said (credentials
 injection (``inject-response``) presents the cell's own valid certificate, as EAST's test servers do, only to
 see what the client does with lines injected before the handshake: :attr:`MITM.early_command` is set when the
 client sent a second command over TLS before the server answered the first (it read the injected lines as
-answers). Both use :class:`ssl.SSLObject` over memory BIOs, on the relay's loop.
+answers). A fault (``fault-*``) presents the cell's own valid certificate too and rewrites the server's answers
+inside TLS: its plaintext tap (``plain``) sees the dialogue both ways as a tap sees a cleartext connection, through
+a :class:`~pytest_mailtls.wire.recorder.Link` onto the two TLS sessions. All use :class:`ssl.SSLObject` over memory
+BIOs, on the relay's loop.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import ssl
 from collections.abc import Callable
 
 from ..dialogue import Dialogue
-from ..recorder import Link
+from ..recorder import Link, SessionAnalyzer, Tap
+from ..session import DialogueLine, Session
 
 __all__ = ["MITM"]
 
@@ -55,6 +59,21 @@ class MITM:
         # a race it loses only when the server is slow; held, the second command comes during the hold.
         self.hold_first_answer = 0.0
         self._holding = self._held = False
+        #: A tap on the plaintext inside TLS (it decides what crosses, as on a cleartext connection); ``None``:
+        #: the plaintext crosses unchanged.
+        self.plain: Tap | None = None
+        self.plain_link = _PlainLink(self)
+        #: Whether a finished client handshake is noted as what the network did (a fault's relay stands in for the
+        #: server itself: its handshake is no event; a failed one still is).
+        self.announce = True
+
+    def record(self, session: Session) -> None:
+        """Write what the client said and was told inside TLS into its session record (credentials masked)."""
+        inner = self.inner
+        session.inner_dialogue = [DialogueLine(dir=ln.dir, t=ln.t, text=ln.text) for ln in inner.lines]
+        session.inner_credentials = list(inner.credentials)
+        session.inner_message_accepted = inner.message_accepted
+        session.inner_rejections = list(inner.rejections)
 
     def start(self) -> None:
         """Open the TLS session toward the server (its ClientHello goes out now)."""
@@ -84,12 +103,31 @@ class MITM:
             data = _read_all(self._client)
             if data:
                 self._client_plaintext(data)
-                self._to_server += data
+                if self.plain is not None:
+                    self.plain.from_client(self.plain_link, data)
+                else:
+                    self._to_server += data
         if self.server_ready:
             data = _read_all(self._server)
             if data:
-                self.inner.feed("server", data)
-                self._to_client += data
+                if self.plain is not None:
+                    self.plain.from_server(self.plain_link, data)
+                else:
+                    self.send_client(data)
+        self._deliver()
+
+    def send_client(self, data: bytes) -> None:
+        """Plaintext for the client, over its TLS session (the inner dialogue records it as the server's)."""
+        self.inner.feed("server", data)
+        self._to_client += data
+
+    def send_server(self, data: bytes) -> None:
+        """Plaintext for the server, over the network's own TLS session with it."""
+        self._to_server += data
+
+    def _deliver(self) -> None:
+        if self.failed:
+            return
         if self.server_ready and self._to_server:
             self._server.write(bytes(self._to_server))
             self._to_server.clear()
@@ -128,7 +166,7 @@ class MITM:
             self.note(f"{who}'s handshake with the interceptor failed ({reason})")
             self.failed = True
             return False
-        if side == "client":
+        if side == "client" and self.announce:
             cipher = obj.cipher()
             self.note(
                 f"the client finished its handshake with the interceptor ({obj.version()} {cipher[0] if cipher else '?'})"
@@ -142,13 +180,46 @@ class MITM:
             line = bytes(self._pending_line[: index + 1])
             del self._pending_line[: index + 1]
             self.client_lines += 1
-            if self.client_lines == 2 and not self.answered and self.early_command is None:
+            watching = self.hold_first_answer > 0  # only response injection asks (a fault's client may pipeline)
+            if watching and self.client_lines == 2 and not self.answered and self.early_command is None:
                 shown = self.inner.lines[-1].text if self.inner.lines else line.decode("latin-1").strip()
                 self.early_command = shown
                 self.note(
                     f"the client sent {shown!r} over TLS before the server had answered its first command: "
                     "it took the injected lines for answers"
                 )
+
+
+class _PlainLink(Link):
+    """The plaintext inside TLS, as a :class:`Link` for :attr:`MITM.plain`: sends go through the two TLS sessions,
+    the rest (resets, timers, notes) is the connection's own."""
+
+    def __init__(self, mitm: MITM) -> None:
+        self.mitm = mitm
+        self.cell = mitm.link.cell
+        self.analyzer: SessionAnalyzer = mitm.link.analyzer
+
+    def to_client(self, data: bytes, *, record: bool = True) -> None:
+        if data:
+            self.mitm.send_client(data)
+            self.mitm._deliver()
+
+    def to_server(self, data: bytes) -> None:
+        if data:
+            self.mitm.send_server(data)
+            self.mitm._deliver()
+
+    def reset(self) -> None:
+        self.mitm.link.reset()
+
+    def close(self) -> None:
+        self.mitm.link.close()
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.mitm.link.later(delay, callback)
+
+    def note(self, event: str) -> None:
+        self.mitm.note(event)
 
 
 def _read_all(obj: ssl.SSLObject) -> bytes:
