@@ -82,6 +82,9 @@ CERT_CLASSES: tuple[str, ...] = (
     "certificate-expired",
     "certificate-not-yet-valid",
     "weak-key-or-signature",
+    "certificate-revoked",
+    "wrong-key-usage",
+    "name-constraint-violation",
 )
 _CERT = CERT_CLASSES
 _CHAIN = ("untrusted-certificate", "incomplete-chain")
@@ -222,6 +225,12 @@ OPENSSL_CLIENT: tuple[Rule, ...] = (
         "weak-key-or-signature",
     ),
     _rule(r"digest algorithm too weak|\bca md too weak|\bmd too weak", "weak-key-or-signature"),
+    _rule(r"\bcertificate revoked\b|alert certificate revoked|unable to get certificate CRL", "certificate-revoked"),
+    _rule(r"unsuitable certificate purpose|\binvalid purpose\b", "wrong-key-usage"),
+    _rule(
+        r"(?:permitted|excluded) subtree violation|name constraints? (?:violation|check failed)",
+        "name-constraint-violation",
+    ),
     _rule(r"alert protocol version|\bunsupported protocol\b|no protocols available", "protocol-version-mismatch"),
     _rule(
         r"\bversion too low\b|wrong ssl version|\bunsupported_protocol\b|legacy sigalg disallowed",
@@ -847,6 +856,28 @@ def _fix_weak(ctx: _Ctx) -> str:
     )
 
 
+def _fix_revoked(ctx: _Ctx) -> str:
+    return (
+        "the server's certificate is revoked by its CA (on the CRL, OCSP says revoked), or a client that hard-fails "
+        "could not learn its status: install a certificate that is not revoked on the server (and keep its CRL and "
+        "OCSP endpoints reachable); clients must keep refusing revoked certificates"
+    )
+
+
+def _fix_key_usage(ctx: _Ctx) -> str:
+    return (
+        "the server's certificate is not issued for TLS servers (its extended key usage lacks serverAuth): reissue "
+        "it with extendedKeyUsage serverAuth; clients must keep refusing it"
+    )
+
+
+def _fix_name_constraints(ctx: _Ctx) -> str:
+    return (
+        "the server's certificate names a host its intermediate CA may not issue for (name constraints): reissue it "
+        "from a CA whose permitted subtrees cover the name; clients must keep refusing it"
+    )
+
+
 def _fix_mode(ctx: _Ctx) -> str:
     implicit = ctx.cell is not None and ctx.cell.mode is Mode.IMPLICIT
     where = f"port {ctx.cell.service.name}" if ctx.cell is not None else "this port"
@@ -970,6 +1001,9 @@ _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
     "certificate-expired": _fix_expired,
     "certificate-not-yet-valid": _fix_not_yet_valid,
     "weak-key-or-signature": _fix_weak,
+    "certificate-revoked": _fix_revoked,
+    "wrong-key-usage": _fix_key_usage,
+    "name-constraint-violation": _fix_name_constraints,
     "wrong-tls-mode": _fix_mode,
     "starttls-not-offered": _fix_not_offered,
     "starttls-required": _fix_required,

@@ -119,10 +119,18 @@ def _disposable_workdir(path: Path) -> bool:
 def _disposable_pki(pki: SessionPKI) -> bool:
     """The session PKI's dir may go after a crash when it is a temp dir holding nothing but what a
     :class:`SessionPKI` writes there."""
-    from .pki import CA_KEY_NAME, LOCK_NAME
+    from .pki import CA_KEY_NAME, LOCK_NAME, REVOCATION_DIR
     from .policy import CertProfile
 
-    known = {"ca.pem", CA_KEY_NAME, LOCK_NAME, "client", "foreign-client", *(str(p) for p in CertProfile)}
+    known = {
+        "ca.pem",
+        CA_KEY_NAME,
+        LOCK_NAME,
+        REVOCATION_DIR,
+        "client",
+        "foreign-client",
+        *(str(p) for p in CertProfile),
+    }
     return _disposable(pki.directory) and all(entry.name in known for entry in pki.directory.iterdir())
 
 
@@ -254,6 +262,7 @@ class Grid:
             raise
         self.recorder: Recorder | None = None
         self._hostile: dict[str, list[Cell]] = {}  # base cell id -> hostile-network cells played in front of it
+        self._own_pki = pki is None  # its revocation responder (if started) ends with the grid
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -421,6 +430,8 @@ class Grid:
                     server.stop()
                 except Exception as exc:  # teardown is best-effort; report and go on
                     self.progress(f"warning: could not stop a server cleanly: {exc}")
+            if self._own_pki:
+                self.pki.close()
             _release_dirs(self, keep_index=keep_index)
 
     def __enter__(self) -> Grid:

@@ -53,6 +53,9 @@ FAILURE_CLASSES: tuple[str, ...] = (
     "certificate-not-yet-valid",
     "incomplete-chain",
     "weak-key-or-signature",
+    "certificate-revoked",
+    "wrong-key-usage",
+    "name-constraint-violation",
     "wrong-tls-mode",
     "starttls-not-offered",
     "starttls-required",
@@ -181,6 +184,9 @@ class Expectation:
     #: A hostile-network cell where a secure client may also go on (the attack is harmless to it): a success over
     #: TLS is ``pass`` although ``outcome`` names the refusal a careful client may meet instead.
     may_succeed: bool = False
+    #: A certificate fault that only a client checking more than OpenSSL's defaults refuses (revocation, CN
+    #: fallback): what a client that goes on does not check (its success is ``pass``, and says so).
+    lenient: str | None = None
 
     @property
     def success(self) -> bool:
@@ -251,14 +257,22 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
         return Expectation("no-shared-cipher", secure, True, why, version)
     if not profile.trusts_ca and cert.verifies:
         return Expectation("untrusted-certificate", secure, True, "the client does not trust the session CA", version)
-    if cert.failure is not None:
-        return Expectation(cert.failure, False, True, f"the server presents {cert.fault.words or cert}", version)
+    fault = cert.fault
+    if fault.failure is not None:
+        said = f"the server presents {fault.words or cert}"
+        if fault.lenient is not None:  # refusing is right; going on says the client does not check it
+            why = f"{said}: a client that checks it refuses; one that goes on does not check {fault.lenient}"
+            return Expectation(fault.failure, False, True, why, version, lenient=fault.lenient)
+        return Expectation(fault.failure, False, True, said, version)
     if cell.auth.client_cert and not profile.client_cert:
         why = "the server requires a client certificate; the client presents none"
         return Expectation("client-certificate-required", secure, True, why, version)
     smtp_auth = profile.scope == "session" and str(cell.protocol) == "smtp" and cell.auth.required
     if smtp_auth and not profile.sends_credentials and not cell.auth.client_cert:
         return Expectation("auth-failed", secure, True, "the server requires AUTH; the client sends none", version)
+    if fault.may_refuse is not None:  # it verifies, and a stricter client may still refuse it
+        why = f"{version} with {fault.words}; {fault.may_refuse}"
+        return Expectation(SUCCESS, False, True, why, version)
     return Expectation(SUCCESS, secure, True, f"{version} with a certificate that verifies", version)
 
 
@@ -285,10 +299,12 @@ def verdict(expectation: Expectation, *, ok: bool, tls: bool | None) -> tuple[st
     ``tls``: whether the session ran over TLS (``None`` when the client cannot tell).
     """
     if ok:
-        if not expectation.success and not expectation.may_succeed:
+        if not expectation.success and not expectation.may_succeed and expectation.lenient is None:
             return "insecure", f"succeeded although it must fail with {expectation.outcome}: {expectation.reason}"
         if expectation.tls and tls is False:
             return "insecure", "went on in plaintext although the port offers TLS"
+        if expectation.lenient is not None:
+            return "pass", f"went on: the client does not check {expectation.lenient} ({expectation.outcome} missed)"
         return "pass", "worked as it should"
     if not expectation.secure_overlap and expectation.tls:
         # No secure session exists on this cell: refusing it is right, whatever the profile predicted.

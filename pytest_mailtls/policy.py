@@ -96,7 +96,8 @@ SERVICES: dict[str, Service] = {
 
 
 class CertProfile(StrEnum):
-    """Certificate profiles a server can present. Each is one field failure, or none."""
+    """Certificate profiles a server can present. Each is one field failure, or none; its spec (how it is made,
+    checked and judged) is its :class:`~pytest_mailtls.pki.CertFault` in :data:`pki.CERT_FAULTS`."""
 
     VALID = "valid"
     ECDSA_P256 = "ecdsa-p256"
@@ -108,6 +109,15 @@ class CertProfile(StrEnum):
     MISSING_INTERMEDIATE = "missing-intermediate"
     WEAK_RSA_1024 = "weak-rsa-1024"
     SHA1_SIGNATURE = "sha1-signature"
+    REVOKED = "revoked"
+    REVOCATION_UNREACHABLE = "revocation-unreachable"
+    NO_SAN = "no-san"
+    SHA1_INTERMEDIATE = "sha1-intermediate"
+    EXPIRED_INTERMEDIATE = "expired-intermediate"
+    WRONG_EKU = "wrong-eku"
+    NAME_CONSTRAINT_VIOLATION = "name-constraint-violation"
+    RSA_4096 = "rsa-4096"
+    ECDSA_P384 = "ecdsa-p384"
 
     @property
     def verifies(self) -> bool:

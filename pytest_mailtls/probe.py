@@ -153,6 +153,7 @@ class CertificateInfo:
     sha256_fingerprint: str
     subject_key_id: str | None = None  # hex, from the extension (None: the certificate has none)
     authority_key_id: str | None = None  # hex: the key identifier of the issuer that signed it
+    der: bytes = field(default=b"", repr=False, compare=False)  # as presented (not in the JSON)
 
     @classmethod
     def from_der(cls, der: bytes) -> CertificateInfo:
@@ -185,6 +186,7 @@ class CertificateInfo:
             sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(":"),
             subject_key_id=_key_id(cert, x509.SubjectKeyIdentifier),
             authority_key_id=_key_id(cert, x509.AuthorityKeyIdentifier),
+            der=der,
         )
 
     def to_json(self) -> dict[str, Any]:

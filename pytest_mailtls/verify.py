@@ -11,8 +11,7 @@ certificate profile, mode, AUTH before and after TLS, client certificates);
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import enum
+import functools
 import imaplib
 import ipaddress
 import poplib
@@ -26,11 +25,12 @@ from functools import cache
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pydantic import Field
 
 from .connect import ProtocolError, open_client
 from .manifest import Endpoint
-from .pki import CERT_FAULTS, session_intermediates
+from .pki import CERT_FAULTS, Issuer, Presented, session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 from .records import Record
@@ -277,17 +277,19 @@ def _check_ciphers(policy: TLSPolicy, pr: ProbeResult, add: Callable[[str, str, 
 def _cert_problems(
     profile: CertProfile, report: CertificateReport, endpoint: Endpoint, notes: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """(expected, actual) pairs where the presented chain does not have the profile's properties."""
+    """(expected, actual) pairs where the presented chain does not have the profile's properties: the
+    verifying handshake's verdict and error, then the fault's own check (:attr:`pki.CertFault.check`)."""
     leaf = report.leaf
     assert leaf is not None
+    fault = profile.fault
     problems: list[tuple[str, str]] = []
-    now = dt.datetime.now(dt.UTC)
     level0 = any("security level 0" in n for n in notes)
-    waived = level0 and profile.fault.max_seclevel is not None  # a level-0 client takes weak keys and SHA-1
+    waived = level0 and fault.max_seclevel is not None  # a level-0 client takes weak keys and SHA-1
+    expected = fault.verifies_by_default  # revocation and CN fallback are not checked by OpenSSL's defaults
     if report.verifies is None:
         problems.append((f"a verifying handshake ({profile})", report.verify_error or "it failed"))
-    elif report.verifies != profile.verifies and not waived:
-        if profile.verifies:
+    elif report.verifies != expected and not waived:
+        if expected:
             problems.append(("a certificate that verifies", f"verification fails: {report.verify_error}"))
         else:
             problems.append((f"verification to fail ({profile})", "the certificate verifies"))
@@ -296,41 +298,51 @@ def _cert_problems(
         if not any(fragment.lower() in error.lower() for fragment in CERT_ERRORS[profile]):
             problems.append((f"verify error {CERT_ERRORS[profile][0]!r}", error))
 
-    issuer_kind = _issuer_kind(leaf, report.chain, endpoint.ca_file)
-    issued = f"issuer {leaf.issuer} ({issuer_kind.value})"
-    key = f"{leaf.key_type} {leaf.key_size}"
-    names_match = _name_matches(leaf.sans, endpoint.server_hostname)
-    checks: dict[CertProfile, tuple[bool, str, str]] = {
-        CertProfile.VALID: (leaf.key_type == "rsa" and leaf.key_size >= 2048, "an RSA key of 2048+ bits", key),
-        CertProfile.ECDSA_P256: (leaf.key_type == "ecdsa" and leaf.key_size == 256, "an ECDSA P-256 key", key),
-        CertProfile.EXPIRED: (leaf.expired(now), "not_after in the past", leaf.not_after),
-        CertProfile.NOT_YET_VALID: (leaf.not_yet_valid(now), "not_before in the future", leaf.not_before),
-        CertProfile.WRONG_HOST: (
-            not names_match,
-            f"names without {endpoint.server_hostname}",
-            ", ".join(leaf.sans) or "no SAN",
-        ),
-        CertProfile.SELF_SIGNED: (leaf.self_signed, "issuer == subject", f"issuer {leaf.issuer}"),
-        # Both fail with "unable to get local issuer certificate": only the issuer tells them apart.
-        CertProfile.UNTRUSTED_CA: (
-            issuer_kind is _Issuer.FOREIGN,
-            "a leaf issued by a foreign CA (neither the session root nor its intermediate)",
-            issued,
-        ),
-        CertProfile.MISSING_INTERMEDIATE: (
-            issuer_kind is _Issuer.INTERMEDIATE_WITHHELD,
-            "a leaf issued by the session's intermediate CA, the intermediate not sent",
-            f"{len(report.chain)} certificate(s), {issued}",
-        ),
-        CertProfile.WEAK_RSA_1024: (leaf.key_type == "rsa" and leaf.key_size < 2048, "an RSA key under 2048 bits", key),
-        CertProfile.SHA1_SIGNATURE: (leaf.signature_hash == "sha1", "a SHA-1 signature", leaf.signature_algorithm),
-    }
-    ok, expected, actual = checks[profile]
-    if not ok:
-        problems.append((f"{profile}: {expected}", actual))
-    if profile.verifies and not names_match:
+    try:
+        chain = tuple(x509.load_der_x509_certificate(c.der) for c in report.chain)
+    except ValueError as exc:
+        return [*problems, ("a readable presented chain", str(exc))]
+    # Without a subjectAltName, OpenSSL's default (Python's, curl's) falls back to the subject CN.
+    names = leaf.sans or [str(a.value) for a in chain[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names_match = _name_matches(names, endpoint.server_hostname)
+    seen = Presented(
+        chain=chain,
+        server_hostname=endpoint.server_hostname,
+        issuer=_issuer_kind(leaf, report.chain, endpoint.ca_file),
+        names_match=names_match,
+        handshake=functools.partial(_handshake, endpoint),
+        root=_ca_cert(endpoint.ca_file),
+    )
+    problems += [(f"{profile}: {want}", found) for want, found in fault.check(seen)]
+    if fault.verifies and not names_match:
         problems.append((f"a name matching {endpoint.server_hostname}", ", ".join(leaf.sans) or "no SAN"))
     return problems
+
+
+def _handshake(endpoint: Endpoint, adjust: Callable[[ssl.SSLContext], None], timeout: float = 5.0) -> str | None:
+    """One more verifying session with ``endpoint`` (the session CA, its host name), its context changed by
+    ``adjust``: ``None`` when the certificate verified, else OpenSSL's verify error (or why it failed)."""
+    ctx = endpoint.client_context(client_cert=endpoint.cell.auth.client_cert)
+    adjust(ctx)
+    try:
+        client = open_client(endpoint, context=ctx, timeout=timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message)
+    except (
+        ssl.SSLError,
+        OSError,
+        ProtocolError,
+        smtplib.SMTPException,
+        imaplib.IMAP4.error,
+        poplib.error_proto,
+    ) as exc:
+        return f"handshake failed: {exc}"
+    with contextlib.suppress(Exception):  # goodbye is best effort
+        if isinstance(client, imaplib.IMAP4):
+            client.shutdown()
+        else:
+            client.close()
+    return None
 
 
 def _check_auth(endpoint: Endpoint, pr: ProbeResult, add: Callable[[str, str, str], None]) -> None:
@@ -353,16 +365,6 @@ def _check_auth(endpoint: Endpoint, pr: ProbeResult, add: Callable[[str, str, st
         elif pr.client_cert_required is False and pr.client_cert_login_refused is not True:
             found = pr.client_cert_evidence or "the handshake succeeds without one"
             add("client-cert", "handshakes or logins without a client certificate refused", found)
-
-
-class _Issuer(enum.Enum):
-    """Who signed a presented leaf, relative to the session PKI."""
-
-    SELF = "self-signed"
-    ROOT = "issued by the session root CA"
-    INTERMEDIATE_SENT = "issued by the session's intermediate CA, which the server sent"
-    INTERMEDIATE_WITHHELD = "issued by the session's intermediate CA, which the server did not send"
-    FOREIGN = "issued by a CA foreign to the session"
 
 
 #: The login every server of a protocol has (SMTP's is SASL PLAIN); the others count only when advertised.
@@ -435,21 +437,21 @@ def _signed_by(aki: str | None, issuer: str, cert: x509.Certificate) -> bool:
     return issuer == cert.subject.rfc4514_string()
 
 
-def _issuer_kind(leaf: CertificateInfo, chain: Sequence[CertificateInfo], ca_file: str) -> _Issuer:
+def _issuer_kind(leaf: CertificateInfo, chain: Sequence[CertificateInfo], ca_file: str) -> Issuer:
     """Who issued ``leaf``: compared by key identifier (else name) with the session root and its intermediates."""
     if leaf.self_signed:
-        return _Issuer.SELF
+        return Issuer.SELF
     root = _ca_cert(ca_file)
     if root is not None and _signed_by(leaf.authority_key_id, leaf.issuer, root):
-        return _Issuer.ROOT
+        return Issuer.ROOT
     for intermediate in session_intermediates(ca_file):
         if not _signed_by(leaf.authority_key_id, leaf.issuer, intermediate):
             continue
         if root is not None and not _signed_by(_aki(intermediate), intermediate.issuer.rfc4514_string(), root):
             continue  # an intermediate of another session's root
         sent = any(c.subject_key_id is not None and c.subject_key_id == _ski(intermediate) for c in chain[1:])
-        return _Issuer.INTERMEDIATE_SENT if sent else _Issuer.INTERMEDIATE_WITHHELD
-    return _Issuer.FOREIGN
+        return Issuer.INTERMEDIATE_SENT if sent else Issuer.INTERMEDIATE_WITHHELD
+    return Issuer.FOREIGN
 
 
 def _name_matches(sans: Iterable[str], name: str) -> bool:

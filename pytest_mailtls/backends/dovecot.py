@@ -123,7 +123,6 @@ LOGIN_WRAPPER = "/usr/local/bin/mailtls-login-env"
 DH_FILE = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core; DHE suites (legacy cells) need it
 
 # Certificates OpenSSL refuses to load below security level 0: the server must present them all the same.
-_WEAK_CERTS = frozenset({CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE})
 _SERVICE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 #: The one name in the "refuse" deny passdb: every failed lookup ends there, without delay
 #: (see templates/dovecot/dovecot.conf.j2).
@@ -296,7 +295,9 @@ def _cipher_list(cell: Cell) -> str:
         return ciphers
     # Level 0 for certificates OpenSSL would not even load at Debian's level 2; level 2 spelled out
     # otherwise, so processes with their own OPENSSL_CONF get the same level as the rest.
-    return ciphers + (":@SECLEVEL=0" if cell.cert in _WEAK_CERTS else ":@SECLEVEL=2")
+    return ciphers + (
+        ":@SECLEVEL=0" if cell.cert is not None and cell.cert.fault.max_seclevel is not None else ":@SECLEVEL=2"
+    )
 
 
 def _cell_settings(

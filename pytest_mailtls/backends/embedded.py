@@ -59,7 +59,6 @@ __all__ = ["EmbeddedBackend", "EmbeddedServer", "server_context"]
 #: SASL mechanisms aiosmtpd implements itself.
 BUILTIN_MECHANISMS = ("PLAIN", "LOGIN")
 #: Certificates OpenSSL 3 refuses to even load above security level 0.
-_WEAK_CERTS = frozenset({CertProfile.WEAK_RSA_1024, CertProfile.SHA1_SIGNATURE})
 _HANDSHAKE_TIMEOUT = 15
 # RFC 7919 ffdhe2048 (`openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048`). Python never
 # enables OpenSSL's automatic DH groups, so without these a server offers no DHE cipher, unlike Postfix.
@@ -105,7 +104,7 @@ def server_context(
 
 
 def _cipher_string(cell_ciphers: str, cert: CertProfile) -> str:
-    if cert in _WEAK_CERTS and "@SECLEVEL" not in cell_ciphers:
+    if cert.fault.max_seclevel is not None and "@SECLEVEL" not in cell_ciphers:
         return cell_ciphers + ":@SECLEVEL=0"
     return cell_ciphers
 

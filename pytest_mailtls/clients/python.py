@@ -78,13 +78,17 @@ class PythonClient(Client):
         self.name = profile.name
         self.timeout = timeout
 
+    def context(self, endpoint: Endpoint) -> ssl.SSLContext:
+        """The context of one session (a subclass may check more, e.g. load a CRL)."""
+        return python_context(self.profile, endpoint)
+
     def run(self, endpoint: Endpoint, *, send: bool = True) -> ClientResult:
         steps = Transcript()
         start = time.monotonic()
         conn: Any = None
         plaintext_known = False
         try:
-            ctx = python_context(self.profile, endpoint)
+            ctx = self.context(endpoint)
             steps.add(f"connect {endpoint.host}:{endpoint.port} as {endpoint.server_hostname} ({endpoint.mode})")
             if endpoint.mode is Mode.IMPLICIT and not self.profile.implicit_tls:
                 plaintext_known = True

@@ -177,7 +177,7 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
                 *_dialogue_tail(s),
             ]
     cert = cell.cert
-    if cert is not None and cert.failure is not None:
+    if cert is not None and cert.failure is not None and cert.fault.must_refuse:
         for s in view.sessions:
             if s.client_app_data and s.server_hello is not None:
                 return cert.failure, [
@@ -413,6 +413,7 @@ def _handshake_findings(view: WireView, s: Session) -> list[Finding]:
             desc = readable[0].description
             classes = {
                 "certificate_expired": ("certificate-expired",),
+                "certificate_revoked": ("certificate-revoked",),
                 "unknown_ca": ("untrusted-certificate", "incomplete-chain"),
                 "bad_certificate": _CERT_CLASSES,
                 "certificate_unknown": _CERT_CLASSES,

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
+import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from pytest_mailtls import runtime
 from pytest_mailtls.backends.base import Backend, RunningServer, StartOptions
@@ -23,6 +28,7 @@ from pytest_mailtls.certify import assert_outcome, certify, check, exit_status, 
 from pytest_mailtls.clients import get_client
 from pytest_mailtls.clients.base import Client
 from pytest_mailtls.clients.python import PYTHON_PROFILES, PythonClient
+from pytest_mailtls.connect import open_client
 from pytest_mailtls.diagnose import diagnose
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
@@ -111,6 +117,10 @@ def test_unsafe_python_client_is_reported_insecure(embedded: EmbeddedServer) -> 
             "missing-intermediate",
             "weak-rsa-1024",
             "sha1-signature",
+            "sha1-intermediate",
+            "expired-intermediate",
+            "wrong-eku",
+            "name-constraint-violation",
         )
     }
     # Every bad certificate accepted, and the password sent where no TLS was on offer.
@@ -126,6 +136,42 @@ def test_unsafe_python_client_is_reported_insecure(embedded: EmbeddedServer) -> 
 
 
 # --- every failure class from a real failing connection -----------------------------------------
+
+
+class CRLCheckingClient(PythonClient):
+    """smtplib that checks revocation: it fetches the CRL the server's certificate names (its distribution
+    point, served by the session PKI) and verifies with ``VERIFY_CRL_CHECK_LEAF``."""
+
+    def context(self, endpoint: Endpoint) -> ssl.SSLContext:
+        ctx = super().context(endpoint)
+        leaf = ssl.DER_cert_to_PEM_cert(_presented_leaf(endpoint))
+        points = x509.load_pem_x509_certificate(leaf.encode()).extensions.get_extension_for_class(
+            x509.CRLDistributionPoints
+        )
+        url = str(points.value[0].full_name[0].value)  # type: ignore[index]
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            crl = x509.load_der_x509_crl(answer.read())
+        crl_file = Path(tempfile.mkdtemp(prefix="mailtls-crl-")) / "crl.pem"
+        try:
+            crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+            ctx.load_verify_locations(str(crl_file))
+        finally:
+            shutil.rmtree(crl_file.parent)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return ctx
+
+
+def _presented_leaf(endpoint: Endpoint) -> bytes:
+    """The DER leaf the cell presents (read without verification)."""
+    ctx = endpoint.client_context(verify=False)
+    client = open_client(endpoint, context=ctx, timeout=5)
+    try:
+        sock = client.sock
+        der = sock.getpeercert(binary_form=True)
+        assert der is not None
+        return bytes(der)
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -161,6 +207,14 @@ SCENARIOS = [
     Scenario("certificate-not-yet-valid", "submission-starttls-intermediate-not-yet-valid"),
     Scenario("incomplete-chain", "smtps-implicit-intermediate-missing-intermediate"),
     Scenario("weak-key-or-signature", "smtps-implicit-intermediate-weak-rsa-1024"),
+    Scenario(
+        "certificate-revoked",
+        "smtps-implicit-intermediate-revoked",
+        client=lambda: CRLCheckingClient(replace(SMTPLIB, name="crl-checking")),
+        twin_cell="smtps-implicit-intermediate-revoked",  # a client that checks no revocation goes on: pass
+    ),
+    Scenario("wrong-key-usage", "submission-starttls-intermediate-wrong-eku"),
+    Scenario("name-constraint-violation", "smtps-implicit-intermediate-name-constraint-violation"),
     Scenario(
         "wrong-tls-mode",
         "smtps-implicit-intermediate-valid",
@@ -244,12 +298,18 @@ def test_a_probe_settles_a_silent_hang_up(embedded: EmbeddedServer) -> None:
 # --- command-line clients ------------------------------------------------------------------------
 
 # What each tool really lets through (a finding about the tool, not about pytest-mailtls):
-# swaks 20201014 has no host name check; msmtp's GnuTLS accepts a 1024-bit RSA key.
+# swaks 20201014 has no host name check; msmtp's GnuTLS accepts a 1024-bit RSA key, and msmtp checks no extended
+# key usage (a clientAuth-only certificate is accepted; docs/findings.md).
 KNOWN_INSECURE = {
     "curl": set(),
     "openssl-s_client": set(),
     "swaks": {"submission-starttls-intermediate-wrong-host", "smtps-implicit-intermediate-wrong-host"},
-    "msmtp": {"submission-starttls-intermediate-weak-rsa-1024", "smtps-implicit-intermediate-weak-rsa-1024"},
+    "msmtp": {
+        "submission-starttls-intermediate-weak-rsa-1024",
+        "smtps-implicit-intermediate-weak-rsa-1024",
+        "submission-starttls-intermediate-wrong-eku",
+        "smtps-implicit-intermediate-wrong-eku",
+    },
 }
 
 

@@ -69,6 +69,7 @@ def test_cells_where_narrows_with_lists_and_globs(capsys: pytest.CaptureFixture[
         == [
             "embedded-smtps-implicit-intermediate-expired",
             "embedded-smtps-implicit-intermediate-wrong-host",
+            "embedded-smtps-implicit-intermediate-wrong-eku",
         ]
     )
 

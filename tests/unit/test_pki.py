@@ -7,14 +7,20 @@ with verification off every profile must complete.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import ssl
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from pytest_mailtls.errors import MailTLSError
 from pytest_mailtls.pki import SessionPKI, pkcs1_key_file
@@ -30,6 +36,10 @@ EXPECTED_ERRORS = {
     CertProfile.MISSING_INTERMEDIATE: "unable to get local issuer certificate",
     CertProfile.WEAK_RSA_1024: "key too weak",
     CertProfile.SHA1_SIGNATURE: "digest algorithm too weak",
+    CertProfile.SHA1_INTERMEDIATE: "CA signature digest algorithm too weak",
+    CertProfile.EXPIRED_INTERMEDIATE: "certificate has expired",
+    CertProfile.WRONG_EKU: "unsuitable certificate purpose",
+    CertProfile.NAME_CONSTRAINT_VIOLATION: "permitted subtree violation",
 }
 
 
@@ -81,9 +91,9 @@ def _client(pki: SessionPKI) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.mark.parametrize("profile", [CertProfile.VALID, CertProfile.ECDSA_P256], ids=str)
+@pytest.mark.parametrize("profile", [p for p in CertProfile if p.fault.verifies_by_default], ids=str)
 def test_verifying_profiles_pass(pki: SessionPKI, profile: CertProfile) -> None:
-    assert profile.verifies
+    # revoked and no-san too: OpenSSL's defaults check no revocation and fall back to the subject CN
     port, thread = _serve_once(_server_context(pki, profile))
     for name in ("localhost",):
         _handshake(port, _client(pki), name)
@@ -230,3 +240,154 @@ def test_command_template_placeholders_for_both_key_forms(pki: SessionPKI) -> No
 
     bare = replace(endpoint, client_key_file="/nonexistent/key.pem")
     assert CommandClient("client {host}").argv(bare) == ["client", "127.0.0.1"]
+
+
+# --- the makers: each new fault has what it must, and nothing else wrong --------------------------------
+
+
+def _chain(pki: SessionPKI, profile: CertProfile) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pki.server_files(profile).cert_file.read_bytes())
+
+
+def _root(pki: SessionPKI) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+
+
+def test_every_profile_has_a_maker_and_a_check() -> None:
+    import pytest_mailtls.pki as pki_module
+
+    assert set(pki_module.CERT_FAULTS) == set(CertProfile)
+    assert all(callable(f.make) and callable(f.check) for f in pki_module.CERT_FAULTS.values())
+
+
+def test_no_san_has_the_name_only_in_the_subject_cn(pki: SessionPKI) -> None:
+    (leaf,) = _chain(pki, CertProfile.NO_SAN)
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "localhost"
+    # A client without CN fallback (RFC 9525) refuses it; Python's default falls back and accepts it.
+    strict = _client(pki)
+    strict.hostname_checks_common_name = False
+    port, thread = _serve_once(_server_context(pki, CertProfile.NO_SAN))
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        _handshake(port, strict)
+    thread.join(5)
+
+
+def test_wrong_eku_is_client_auth_only(pki: SessionPKI) -> None:
+    (leaf,) = _chain(pki, CertProfile.WRONG_EKU)
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert leaf.issuer == _root(pki).subject
+
+
+def test_sha1_intermediate_signs_its_leaf_with_sha256(pki: SessionPKI) -> None:
+    leaf, intermediate = _chain(pki, CertProfile.SHA1_INTERMEDIATE)
+    assert intermediate.signature_hash_algorithm.name == "sha1"  # type: ignore[union-attr]
+    assert leaf.signature_hash_algorithm.name == "sha256"  # type: ignore[union-attr]
+    assert intermediate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert leaf.issuer == intermediate.subject and intermediate.issuer == _root(pki).subject
+    leaf.verify_directly_issued_by(intermediate)
+    # Only the intermediate's signature is weak: at security level 0 the chain verifies.
+    lax = _client(pki)
+    lax.set_ciphers("DEFAULT:@SECLEVEL=0")
+    port, thread = _serve_once(_server_context(pki, CertProfile.SHA1_INTERMEDIATE))
+    _handshake(port, lax)
+    thread.join(5)
+
+
+def test_expired_intermediate_under_a_valid_leaf(pki: SessionPKI) -> None:
+    leaf, intermediate = _chain(pki, CertProfile.EXPIRED_INTERMEDIATE)
+    now = dt.datetime.now(dt.UTC)
+    assert intermediate.not_valid_after_utc < now < leaf.not_valid_after_utc
+    assert leaf.not_valid_before_utc < now
+    leaf.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(_root(pki))
+
+
+def test_name_constraints_exclude_every_leaf_name(pki: SessionPKI) -> None:
+    leaf, intermediate = _chain(pki, CertProfile.NAME_CONSTRAINT_VIOLATION)
+    nc = intermediate.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical and nc.value.permitted_subtrees and not nc.value.excluded_subtrees
+    permitted = {str(n.value) for n in nc.value.permitted_subtrees}
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = [str(v) for v in sans.get_values_for_type(x509.DNSName)]
+    ips = sans.get_values_for_type(x509.IPAddress)
+    assert names and not any(n == p or n.endswith("." + p) for n in names for p in permitted)
+    assert ips and not any(
+        ip in net.value for ip in ips for net in nc.value.permitted_subtrees if isinstance(net, x509.IPAddress)
+    )
+    leaf.verify_directly_issued_by(intermediate)
+
+
+def test_bigger_keys(pki: SessionPKI) -> None:
+    (rsa4096,) = _chain(pki, CertProfile.RSA_4096)
+    key = rsa4096.public_key()
+    assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 4096
+    (p384,) = _chain(pki, CertProfile.ECDSA_P384)
+    ec_key = p384.public_key()
+    assert isinstance(ec_key, ec.EllipticCurvePublicKey) and ec_key.curve.name == "secp384r1"
+    assert CertProfile.ECDSA_P384.key_type == "ecdsa"
+
+
+def _urls(leaf: x509.Certificate) -> tuple[str, str]:
+    cdp = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    crl = str(cdp[0].full_name[0].value)  # type: ignore[index]
+    (responder,) = [str(d.access_location.value) for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP]
+    return crl, responder
+
+
+def _ocsp_status(leaf: x509.Certificate, issuer: x509.Certificate, url: str) -> ocsp.OCSPCertStatus:
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    body = request.public_bytes(serialization.Encoding.DER)
+    post = urllib.request.Request(url, data=body, headers={"Content-Type": "application/ocsp-request"})
+    with urllib.request.urlopen(post, timeout=5) as answer:
+        response = ocsp.load_der_ocsp_response(answer.read())
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    issuer.public_key().verify(  # type: ignore[union-attr,call-arg]
+        response.signature, response.tbs_response_bytes, padding.PKCS1v15(), response.signature_hash_algorithm
+    )
+    return response.certificate_status
+
+
+def test_revoked_is_on_the_crl_and_revoked_by_ocsp(pki: SessionPKI, tmp_path: Path) -> None:
+    (leaf,) = _chain(pki, CertProfile.REVOKED)
+    root = _root(pki)
+    crl_url, ocsp_url = _urls(leaf)
+    assert crl_url.startswith("http://127.0.0.1:") and ocsp_url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(crl_url, timeout=5) as answer:
+        crl = x509.load_der_x509_crl(answer.read())
+    assert crl.is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    assert _ocsp_status(leaf, root, ocsp_url) is ocsp.OCSPCertStatus.REVOKED
+    # A client that loads the CRL refuses the certificate; the same client without it accepts it.
+    (tmp_path / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    checking = _client(pki)
+    checking.load_verify_locations(str(tmp_path / "crl.pem"))
+    checking.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    port, thread = _serve_once(_server_context(pki, CertProfile.REVOKED))
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate revoked"):
+        _handshake(port, checking)
+    thread.join(5)
+    # The same CRL does not list a certificate it has not revoked.
+    (valid,) = _chain(pki, CertProfile.VALID)[:1]
+    assert crl.get_revoked_certificate_by_serial_number(valid.serial_number) is None
+
+
+def test_revocation_unreachable_points_at_a_closed_port(pki: SessionPKI) -> None:
+    (leaf,) = _chain(pki, CertProfile.REVOCATION_UNREACHABLE)
+    for url in _urls(leaf):
+        assert url.startswith("http://127.0.0.1:1/")
+        with pytest.raises(urllib.error.URLError, match="refused"):
+            urllib.request.urlopen(url, timeout=5)
+
+
+def test_responder_stops_with_the_pki(tmp_path: Path) -> None:
+    own = SessionPKI(tmp_path / "pki")
+    (leaf,) = x509.load_pem_x509_certificates(own.server_files(CertProfile.REVOKED).cert_file.read_bytes())
+    crl_url, _ = _urls(leaf)
+    urllib.request.urlopen(crl_url, timeout=5).close()
+    own.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(crl_url, timeout=5)

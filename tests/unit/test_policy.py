@@ -253,10 +253,20 @@ def test_version_index() -> None:
 
 def test_only_valid_profiles_verify_and_every_other_names_its_failure() -> None:
     verifying = {p for p in CertProfile if p.verifies}
-    assert verifying == {CertProfile.VALID, CertProfile.ECDSA_P256}
+    assert verifying == {
+        CertProfile.VALID,
+        CertProfile.ECDSA_P256,
+        CertProfile.RSA_4096,
+        CertProfile.ECDSA_P384,
+        CertProfile.REVOCATION_UNREACHABLE,
+    }
     for profile in CertProfile:
         assert (profile.failure is None) == profile.verifies
     assert CertProfile.WRONG_HOST.failure == "hostname-mismatch"
+    # Only revocation and the CN fallback escape OpenSSL's default checks (Python's ssl, curl).
+    lenient = {p for p in CertProfile if p.fault.lenient}
+    assert lenient == {CertProfile.REVOKED, CertProfile.NO_SAN}
+    assert {p for p in CertProfile if p.fault.verifies_by_default} == verifying | lenient
     assert CertProfile.ECDSA_P256.key_type == "ecdsa"
     assert CertProfile.VALID.key_type == "rsa"
 

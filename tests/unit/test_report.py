@@ -16,8 +16,8 @@ from pytest_mailtls.diagnose import Diagnosis
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.oracle import ClientProfile, expect, verdict
-from pytest_mailtls.pki import CertFault
-from pytest_mailtls.policy import GROUPS, Cell
+from pytest_mailtls.pki import CERT_FAULTS
+from pytest_mailtls.policy import GROUPS, Cell, CertProfile
 from pytest_mailtls.report import REPORT_FILES, CellRecord, Report, read_report
 from pytest_mailtls.wire.attacks import NETWORKS
 
@@ -215,10 +215,14 @@ def test_each_cell_declares_its_group() -> None:
     for network, group in NETWORK_GROUPS.items():
         assert replace(CELLS[BASE], network=network).group == group
     # A new certificate profile lands in its group without a table to edit.
-    assert CertFault(verifies=True).report_group == "secure"
-    assert CertFault(failure="untrusted-certificate").report_group == "certificate validation"
-    assert CertFault(failure="weak-key-or-signature", max_seclevel=1).report_group == "broken crypto"
-    assert CertFault(failure="untrusted-certificate", group="interception").report_group == "interception"
+    base = replace(CERT_FAULTS[CertProfile.VALID], verifies=False)  # its maker and check; only the facts change
+    assert replace(base, verifies=True).report_group == "secure"
+    assert replace(base, failure="untrusted-certificate").report_group == "certificate validation"
+    assert replace(base, failure="weak-key-or-signature", max_seclevel=1).report_group == "broken crypto"
+    assert replace(base, failure="untrusted-certificate", group="interception").report_group == "interception"
+    assert all(fault.report_group in GROUPS for fault in CERT_FAULTS.values())
+    assert CERT_FAULTS[CertProfile("revoked")].report_group == "certificate validation"
+    assert CERT_FAULTS[CertProfile("rsa-4096")].report_group == "secure"
     assert all(a.group in GROUPS for a in NETWORKS.values())
 
 

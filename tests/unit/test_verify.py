@@ -53,18 +53,18 @@ def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_full_default_matrix_verifies(full: EmbeddedServer) -> None:
-    assert len(full.endpoints) == 39
+    assert len(full.endpoints) == 57
     lines: list[str] = []
     report = verify_endpoints(full.endpoints, lines.append)
     assert report.ok, report.render_table()
-    assert len(report.verdicts) == 39 and len(lines) == 39
+    assert len(report.verdicts) == 57 and len(lines) == 57
     table = report.render_table()
-    assert "39 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
+    assert "57 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
     # Every version really negotiated somewhere, legacy included (aiosmtpd#459).
     seen = {v for verdict in report.verdicts if verdict.probe for v in verdict.probe.accepted_versions}
     assert seen == {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     doc = json.loads(json.dumps(report.to_json()))
-    assert doc["ok"] is True and doc["cells"] == 39
+    assert doc["ok"] is True and doc["cells"] == 57
 
 
 # --- planted lies ---------------------------------------------------------------------------------
@@ -139,7 +139,26 @@ def test_cipher_outside_the_policy_is_caught(pki: SessionPKI, tmp_path: Path) ->
         (CertProfile.VALID, CertProfile.ECDSA_P256),
         (CertProfile.SHA1_SIGNATURE, CertProfile.WEAK_RSA_1024),
         (CertProfile.MISSING_INTERMEDIATE, CertProfile.WRONG_HOST),
+        (CertProfile.VALID, CertProfile.REVOKED),
+        (CertProfile.REVOKED, CertProfile.VALID),
+        (CertProfile.REVOCATION_UNREACHABLE, CertProfile.REVOKED),
+        (CertProfile.REVOKED, CertProfile.REVOCATION_UNREACHABLE),
+        (CertProfile.VALID, CertProfile.NO_SAN),
+        (CertProfile.NO_SAN, CertProfile.VALID),
+        (CertProfile.SHA1_SIGNATURE, CertProfile.SHA1_INTERMEDIATE),
+        (CertProfile.SHA1_INTERMEDIATE, CertProfile.SHA1_SIGNATURE),
+        (CertProfile.EXPIRED, CertProfile.EXPIRED_INTERMEDIATE),
+        (CertProfile.EXPIRED_INTERMEDIATE, CertProfile.EXPIRED),
+        (CertProfile.VALID, CertProfile.WRONG_EKU),
+        (CertProfile.WRONG_EKU, CertProfile.VALID),
+        (CertProfile.NAME_CONSTRAINT_VIOLATION, CertProfile.WRONG_HOST),
+        (CertProfile.WRONG_HOST, CertProfile.NAME_CONSTRAINT_VIOLATION),
+        (CertProfile.VALID, CertProfile.RSA_4096),
+        (CertProfile.RSA_4096, CertProfile.VALID),
+        (CertProfile.ECDSA_P256, CertProfile.ECDSA_P384),
+        (CertProfile.ECDSA_P384, CertProfile.ECDSA_P256),
     ],
+    ids=str,
 )
 def test_wrong_certificate_profile_is_caught(
     pki: SessionPKI, tmp_path: Path, served_cert: CertProfile, declared_cert: CertProfile

@@ -75,6 +75,13 @@ def _rules() -> tuple[Rule, ...]:
             "weak-key-or-signature",
             weight=5,
         ),
+        rule(
+            r"Certificate has been revoked|CertificateRevokedException|revocation status",
+            "certificate-revoked",
+            weight=5,
+        ),
+        rule(r"Extended key usage does not permit|KeyUsage does not allow", "wrong-key-usage", weight=5),
+        rule(r"name constraints? check failed|NameConstraints", "name-constraint-violation", weight=5),
         rule(r"PKIX path building failed|unable to find valid certification path", *CHAIN_CLASSES),
         rule(r"PKIX path validation failed|signature check failed", *CERT_CLASSES),
         rule(

@@ -1,0 +1,96 @@
+"""The cost of the certificate profiles: the session PKI with the ten older profiles against all of them, and
+(with ``--grid``) a grid start of one server's certificate-fault cells with the older profiles against all.
+
+    python benchmarks/bench_pki.py [--rounds 5] [--grid postfix]
+
+Each round makes a fresh PKI (CA included) with the older profiles, then another with every profile, in
+alternation, so both see the same load; prints the median of each and their ratio. ``--grid SERVER`` then
+starts the ``certificate-faults`` block of the default matrix on SERVER twice (older profiles, every
+profile; fresh PKI each) and prints the time to ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_mailtls.grid import Grid
+from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import CertProfile
+
+#: The profiles before the faults of issue 14.
+OLDER = tuple(
+    CertProfile(p)
+    for p in (
+        "valid",
+        "ecdsa-p256",
+        "expired",
+        "not-yet-valid",
+        "wrong-host",
+        "self-signed",
+        "untrusted-ca",
+        "missing-intermediate",
+        "weak-rsa-1024",
+        "sha1-signature",
+    )
+)
+
+
+def _make(profiles: tuple[CertProfile, ...]) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-pki-") as tmp:
+        started = time.perf_counter()
+        pki = SessionPKI(Path(tmp) / "pki")
+        for profile in profiles:
+            pki.server_files(profile)
+        elapsed = time.perf_counter() - started
+        pki.close()
+    return elapsed
+
+
+def _grid(server: str, profiles: tuple[CertProfile, ...]) -> tuple[int, float]:
+    cells = [
+        c
+        for c in load_matrix().cells(servers=[server])
+        if c.cert in profiles and c.policy is not None and c.policy.name == "intermediate" and c.auth.name == "default"
+    ]
+    started = time.perf_counter()
+    with Grid(cells):
+        elapsed = time.perf_counter() - started
+    return len(cells), elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--grid", default=None, help="also time a grid start on this server")
+    args = parser.parse_args(argv)
+    every = tuple(CertProfile)
+    older: list[float] = []
+    full: list[float] = []
+    for _ in range(args.rounds):
+        older.append(_make(OLDER))
+        full.append(_make(every))
+    a, b = statistics.median(older), statistics.median(full)
+    print(
+        f"PKI, {len(OLDER)} older profiles: median {a:.3f} s of {args.rounds} ({', '.join(f'{x:.2f}' for x in older)})"
+    )
+    print(
+        f"PKI, all {len(every)} profiles:   median {b:.3f} s of {args.rounds} ({', '.join(f'{x:.2f}' for x in full)})"
+    )
+    print(f"ratio all/older: {b / a:.2f}; the new profiles add {b - a:.3f} s")
+    if args.grid:
+        n_old, t_old = _grid(args.grid, OLDER)
+        n_all, t_all = _grid(args.grid, every)
+        print(
+            f"grid start on {args.grid}: {n_old} cells (older profiles) {t_old:.2f} s; {n_all} cells (all) {t_all:.2f} s"
+        )
+        print(f"ratio all/older: {t_all / t_old:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
