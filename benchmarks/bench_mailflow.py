@@ -31,6 +31,7 @@ from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import Cell
+from pytest_mailtls.wire.recorder import Recorder
 
 SENDERS = ("postfix-submission-starttls-intermediate-valid", "postfix-smtps-implicit-modern-valid")
 READER = "dovecot-imaps-implicit-modern-valid"
@@ -54,8 +55,17 @@ def _start(
 
 
 def _flow(stack: MailStack, messages: int, threads: int) -> dict[str, float]:
-    senders = [stack.endpoint(i) for i in SENDERS]
-    reader = stack.endpoint(READER)
+    """Clients reach the cells through a session recorder, as in a grid (a sealed container has only sockets)."""
+    with tempfile.TemporaryDirectory(prefix="mailtls-bench-") as sessions:
+        recorder = Recorder(sessions)
+        try:
+            senders = [recorder.front(stack.endpoint(i)) for i in SENDERS]
+            return _send_and_read(senders, recorder.front(stack.endpoint(READER)), messages, threads)
+        finally:
+            recorder.stop()
+
+
+def _send_and_read(senders: list[Endpoint], reader: Endpoint, messages: int, threads: int) -> dict[str, float]:
     run = uuid.uuid4().hex
     counts = [messages // threads + (1 if i < messages % threads else 0) for i in range(threads)]
     errors: list[BaseException] = []

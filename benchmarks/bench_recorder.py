@@ -27,11 +27,12 @@ from dataclasses import replace
 from pytest_mailtls.grid import Grid, choose_servers
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.upstream import dial
 
 
 def _greeting(host: str, port: int) -> float:
     start = time.perf_counter()
-    with socket.create_connection((host, port), timeout=5) as sock:
+    with dial(host, port, timeout=5) as sock:
         f = sock.makefile("rb")
         f.readline()
         sock.sendall(b"QUIT\r\n")
@@ -39,8 +40,15 @@ def _greeting(host: str, port: int) -> float:
     return time.perf_counter() - start
 
 
+class _SMTP(smtplib.SMTP):
+    """smtplib dialling through :func:`dial`: the server's own end may be a sealed container's unix socket."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return dial(host, port, timeout)
+
+
 def _smtp(endpoint: Endpoint, timeout: float) -> smtplib.SMTP:
-    smtp = smtplib.SMTP(timeout=timeout)
+    smtp = _SMTP(timeout=timeout)
     smtp.connect(endpoint.host, endpoint.port)
     smtp._host = endpoint.server_hostname  # verify the certificate's name, whatever address was dialled
     return smtp
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with Grid(cells) as grid:
         relayed = grid.endpoints[0]
-        # The server's own address: a published port on 127.0.0.1, or the container's address (direct routing).
+        # The server's own end: a published port on 127.0.0.1, or a sealed container's unix socket.
         host = str(relayed.extra.get("upstream_host", relayed.host))
         direct = replace(relayed, host=host, port=int(relayed.extra["upstream_port"]))
         print(f"{server}: cell {relayed.id}; recorder port {relayed.port}, server port {direct.port}")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MailTLSError
 from .tls import presented_chain, set_version_range
+from .upstream import dial
 
 if TYPE_CHECKING:
     from .manifest import Endpoint
@@ -293,7 +294,7 @@ def tls_handshake(
     failures, ``ProtocolError`` when the plaintext part goes wrong, ``OSError``
     when nothing listens.
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with dial(host, port, timeout) as sock:
         greeting = Greeting() if implicit else plain_exchange(sock, protocol, starttls=True)
         with context.wrap_socket(sock, server_hostname=server_hostname) as tls:
             # A round trip over TLS: the greeting of implicit cells, the capabilities again after

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from .connect import plain_exchange, tls_handshake
 from .errors import ServerStartError
 from .manifest import Endpoint
+from .upstream import describe, dial
 
 __all__ = ["cancel_scope", "check_endpoint", "current_cancel", "readiness_context", "wait_ready"]
 
@@ -61,10 +62,8 @@ def readiness_context(endpoint: Endpoint) -> ssl.SSLContext:
 
 def check_endpoint(endpoint: Endpoint, *, timeout: float = 3.0) -> str:
     """One readiness attempt; returns what was negotiated, raises on failure."""
-    import socket
-
     if not endpoint.cell.tls:
-        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+        with dial(endpoint.host, endpoint.port, timeout) as sock:
             plain_exchange(sock, endpoint.protocol)
         return "plaintext"
     result = tls_handshake(
@@ -153,7 +152,7 @@ def wait_ready(
     failures = [(e, results[i]) for i, e in enumerate(endpoints) if results.get(i)]
     if failures:
         waited = time.monotonic() - started
-        lines = [f"  {e.id} at {e.host}:{e.port} ({e.protocol}, {e.mode}): {err}" for e, err in failures[:10]]
+        lines = [f"  {e.id} at {describe(e.host, e.port)} ({e.protocol}, {e.mode}): {err}" for e, err in failures[:10]]
         more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
         raise ServerStartError(
             f"{len(failures)} of {len(endpoints)} cells not ready after {waited:.1f} s "

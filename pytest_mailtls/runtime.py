@@ -8,9 +8,10 @@ configuration applies), else it is made with debootstrap; server images come fro
 registry by their content tags when one is set, else they are built from ``containers/<server>/``.
 
 Every container started here carries the ``pytest-mailtls`` labels (session,
-pid and its start time, uid, host), publishes its ports on 127.0.0.1 only, sits on
-this process's own bridge network with inter-container traffic disabled (so no other
-container on the engine reaches it), and is registered in a process-wide registry
+pid and its start time, uid, host). Given a socket folder on a local Linux engine it is *sealed*: no network
+at all, each port a unix socket in that folder (:func:`sealed_routing`); otherwise it publishes its ports on
+127.0.0.1 only and sits on this process's own bridge network with inter-container traffic disabled (so no other
+container on the engine reaches it). Either way it is registered in a process-wide registry
 emptied by :func:`stop_all`, at interpreter exit and on SIGTERM. Temp dirs holding
 keys are registered the same way (:func:`register_dir`: a marker file in the dir and
 an entry in a per-user index). :func:`reap_orphans` removes the containers, networks
@@ -89,6 +90,7 @@ __all__ = [
     "register_dir",
     "release_dir",
     "run_network",
+    "sealed_routing",
     "signals_deferred",
     "free_ports",
     "image_tag",
@@ -1131,7 +1133,8 @@ class Container:
         self.name = name
         self.image = image
         self.ports: dict[int, int] = {}  # container port -> the port on ``address`` that reaches it
-        self.address = "127.0.0.1"  # published ports; the container's own address when routed directly
+        self.address = "127.0.0.1"  # published ports (a sealed container has no address: see ``sockets``)
+        self.sockets: Path | None = None  # sealed: the host folder holding one unix socket per container port
         self.owner_pid = os.getpid()
         self.cancel = cancel  # the start it belongs to (see cancel_starts)
         self._network = network  # holds a reference on this process's network
@@ -1150,6 +1153,14 @@ class Container:
             raise KeyError(
                 f"container {self.name} publishes no port {container_port} (it has {sorted(self.ports)})"
             ) from None
+
+    def upstream(self, container_port: int) -> tuple[str, int]:
+        """Where this host dials ``container_port``, as :func:`pytest_mailtls.upstream.dial` takes it: the unix
+        socket's path and the container port (sealed), or 127.0.0.1 and the published port."""
+        port = self.host_port(container_port)
+        if self.sockets is not None:
+            return str(self.sockets / str(container_port)), port
+        return self.address, port
 
     def logs(self, since: float | None = None) -> str:
         """Everything the container wrote to stdout and stderr so far (after :meth:`stop`: its last log);
@@ -1781,9 +1792,18 @@ def start_container(
     init: bool = False,
     working_dir: str | None = None,
     host_network: bool = False,
+    sockets: Path | None = None,
     cancel: threading.Event | None = None,
 ) -> Container:
-    """Start ``image`` publishing each of ``ports`` (TCP) on 127.0.0.1 and return it running.
+    """Start ``image`` serving each of ``ports`` (TCP) to this host only, and return it running.
+
+    With ``sockets`` (a host folder, made 0700 here; put it in a registered temp dir) on an engine where
+    :func:`sealed_routing` holds, the container is *sealed*: started with no network at all (``--network
+    none``: no address that anything could dial), the folder mounted at :data:`RELAY_DIR`, and a relay
+    started before the image's entrypoint (:data:`RELAY_PL`) accepts on one unix socket per port, named by the
+    port, and connects each connection to the server at 127.0.0.1:PORT from 127.0.0.2 (an address that no
+    server trusts as local). Dial it with :meth:`Container.upstream`. Otherwise the ports are published on
+    127.0.0.1.
 
     The engine picks the host ports unless ``host_ports`` fixes some (container port -> host port); read
     them with :meth:`Container.host_port`. The container is named ``<name>-<8 hex>`` (unique across
@@ -1810,16 +1830,26 @@ def start_container(
     where = f"container {full_name} (image {image}, ports {list(ports)}, engine {_engine_location()})"
     _check_cancel(cancel, where)
     api = client.api
-    network = None if host_network else _acquire_network()
-    # Routed directly, nothing is published: the engine spends ~12 ms per published port to start and ~50 ms
-    # to remove (a userland proxy each), which for a whole grid was most of its start and teardown.
-    direct = network is not None and not fixed and direct_routing(network)
+    # Sealed, nothing is published either: the engine spends ~12 ms per published port to start and ~50 ms to
+    # remove (a userland proxy each), which for a whole grid was most of its start and teardown.
+    sealed = sockets is not None and not host_network and not fixed and sealed_routing()
+    network = None if host_network or sealed else _acquire_network()
     bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
+    mounts = dict(volumes or {})
+    if sealed:
+        assert sockets is not None
+        try:
+            sockets.mkdir(mode=0o700, exist_ok=True)  # never parents: a cancelled run's dir stays gone
+        except OSError as exc:
+            raise ServerStartError(f"cannot start {where}: cannot make its socket folder {sockets}: {exc}") from exc
+        mounts[str(sockets)] = {"bind": RELAY_DIR, "mode": "rw"}
+        entrypoint, command = _relayed(api, image, ports, entrypoint, command)
     host_config = api.create_host_config(
-        port_bindings=None if host_network or direct else bindings,
-        network_mode="host" if host_network else network,
-        mounts=_bind_mounts(volumes or {}),
-        extra_hosts=dict(extra_hosts or {}),
+        port_bindings=None if host_network or sealed else bindings,
+        network_mode="host" if host_network else "none" if sealed else network,
+        mounts=_bind_mounts(mounts),
+        # No network, no /etc/hosts line for the container's own name (Java's getLocalHost needs it): name it.
+        extra_hosts={**(extra_hosts or {}), **({full_name: "127.0.0.1"} if sealed else {})},
         init=init or None,
     )
     me = threading.get_ident()
@@ -1833,8 +1863,9 @@ def start_container(
             entrypoint=list(entrypoint) if entrypoint is not None else None,
             environment=dict(environment or {}),
             labels=container_labels(labels),
-            ports=None if host_network else [(p, "tcp") for p in ports],
+            ports=None if host_network or sealed else [(p, "tcp") for p in ports],
             working_dir=working_dir,
+            hostname=full_name if sealed else None,
             host_config=host_config,
             detach=True,
         )
@@ -1870,11 +1901,9 @@ def start_container(
             raise ServerStartError(
                 f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
             )
-        if direct:
-            container.address = (attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress") or ""
-            if not container.address:
-                raise ServerStartError(f"{where} runs but has no address on the network {network}")
-        container.ports = {p: p for p in ports} if host_network or direct else _published(attrs, ports)
+        if sealed:
+            container.address, container.sockets = "", sockets
+        container.ports = {p: p for p in ports} if host_network or sealed else _published(attrs, ports)
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
@@ -1887,32 +1916,123 @@ def start_container(
     return container
 
 
-_direct: dict[str, bool] = {}
+#: Where a sealed container finds its socket folder.
+RELAY_DIR = "/run/mailtls-relay"
+#: The sealed container's relay (perl-base is in every Debian image): ``perl -e RELAY_PL DIR PORT... --
+#: ENTRYPOINT...``. It makes one unix socket per PORT in DIR (0666: the folder, 0700 on the host, guards it),
+#: forks itself off and execs the entrypoint, which stays the container's main process. One process relays
+#: every connection (no fork per connection: ~1 ms each, benchmarks/bench_sealed.py): it dials 127.0.0.1:PORT
+#: from 127.0.0.2 and copies both ways, passing each half-close on and closing both ends when either fails.
+#: It acknowledges the server's bytes at once (TCP_QUICKACK, renewed after each read): servers write small
+#: segments with Nagle on, and a delayed ACK held each next one back 40 ms (a message through Postfix took
+#: 51 ms instead of 7, benchmarks/bench_recorder.py).
+RELAY_PL = r"""
+use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP TCP_NODELAY TCP_QUICKACK); use IO::Socket::UNIX;
+use Errno qw(EAGAIN EINTR EINPROGRESS);
+my $dir = shift @ARGV; my (%port, %listener);
+while (@ARGV and $ARGV[0] ne "--") {
+    my $p = shift @ARGV; unlink "$dir/$p";
+    my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "$dir/$p", Listen => 128)
+        or die "mailtls-relay: cannot listen on $dir/$p: $!\n";
+    chmod 0666, "$dir/$p"; $l->blocking(0); $port{fileno $l} = $p; $listener{fileno $l} = $l;
+}
+shift @ARGV;
+my $pid = fork // die "mailtls-relay: fork: $!\n";
+if ($pid) { close $_ for values %listener; exec @ARGV or die "mailtls-relay: cannot run @ARGV: $!\n" }
+$SIG{PIPE} = "IGNORE"; $0 = "mailtls-relay";
+my ($here, $there) = (inet_aton("127.0.0.2"), inet_aton("127.0.0.1"));
+# One end of a relayed connection per fd: its handle, its peer's fd, what waits to be written to it, whether it
+# said EOF, whether its writing side is to be shut once drained, and whether it is the server's (TCP) end.
+my %end;
+sub drop { my $f = shift; my $e = delete $end{$f} or return; my $p = delete $end{$e->{peer}}; close $e->{h}; close $p->{h} if $p }
+sub flush {
+    my $f = shift; my $e = $end{$f} or return;
+    while (length $e->{out}) {
+        my $w = syswrite($e->{h}, $e->{out});
+        if (!defined $w) { return if $! == EAGAIN or $! == EINTR; return drop($f) }
+        substr($e->{out}, 0, $w) = "";
+    }
+    if ($e->{shut}) { shutdown($e->{h}, 1); $e->{shut} = 0; $e->{done} = 1 }
+    my $p = $end{$e->{peer}};
+    drop($f) if $e->{done} and $e->{eof} and $p and $p->{done} and $p->{eof};
+}
+while (1) {
+    my ($r, $w) = ("", "");
+    vec($r, $_, 1) = 1 for keys %listener;
+    for my $f (keys %end) {
+        my $e = $end{$f};
+        vec($r, $f, 1) = 1 unless $e->{eof} or length($end{$e->{peer}}{out}) > 262144;
+        vec($w, $f, 1) = 1 if length $e->{out};
+    }
+    my $n = select(my $rr = $r, my $ww = $w, undef, undef);
+    next if $n <= 0;
+    for my $f (keys %end) { flush($f) if vec($ww, $f, 1) and $end{$f} }
+    for my $f (keys %listener) {
+        next unless vec($rr, $f, 1);
+        my $c = $listener{$f}->accept or next;
+        socket(my $s, PF_INET, SOCK_STREAM, IPPROTO_TCP) or next;
+        bind($s, pack_sockaddr_in(0, $here)) or next;
+        connect($s, pack_sockaddr_in($port{$f}, $there)) or next;  # loopback: at once, or refused
+        setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
+        $c->blocking(0); $s->blocking(0);
+        my ($cf, $sf) = (fileno $c, fileno $s);
+        $end{$cf} = {h => $c, peer => $sf, out => "", eof => 0, shut => 0, done => 0, tcp => 0};
+        $end{$sf} = {h => $s, peer => $cf, out => "", eof => 0, shut => 0, done => 0, tcp => 1};
+        vec($rr, $cf, 1) = 0; vec($rr, $sf, 1) = 0;
+    }
+    for my $f (keys %end) {
+        next unless vec($rr, $f, 1) and $end{$f};
+        my $e = $end{$f};
+        my $got = sysread($e->{h}, my $buf, 65536);
+        if (!defined $got) { next if $! == EAGAIN or $! == EINTR; drop($f); next }
+        setsockopt($e->{h}, IPPROTO_TCP, TCP_QUICKACK, 1) if $e->{tcp};
+        my $p = $e->{peer};
+        if ($got) { $end{$p}{out} .= $buf; flush($p); next }
+        $e->{eof} = 1; $end{$p}{shut} = 1; flush($p);
+    }
+}
+"""
 
 
-def direct_routing(network: str) -> bool:
-    """Whether this host reaches containers on ``network`` at their own addresses, so that nothing needs
-    publishing: the network's gateway address is one of this host's (a local, rootful Linux engine). Not so
-    on Docker Desktop, rootless or remote engines (their bridge lives elsewhere): ports are published on
-    127.0.0.1 there. ``MAILTLS_PUBLISH_PORTS=1`` publishes always.
+def _relayed(
+    api: Any, image: str, ports: Sequence[int], entrypoint: Sequence[str] | None, command: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The entrypoint and command that start the relay, then what the container would have run."""
+    config = (api.inspect_image(image) or {}).get("Config") or {}
+    first = list(entrypoint) if entrypoint is not None else list(config.get("Entrypoint") or [])
+    # Docker drops the image's CMD once the entrypoint is replaced: carry it over unless ``command`` is given.
+    rest = list(command) if command is not None else list(config.get("Cmd") or [])
+    if not first + rest:
+        raise ServerStartError(f"image {image} names no entrypoint or command to run behind the relay")
+    return ["perl", "-e", RELAY_PL, RELAY_DIR, *map(str, ports), "--", *first], rest
 
-    Either way clients dial the session recorder on 127.0.0.1; a container's address is what the recorder
-    dials. Other containers cannot reach it (inter-container traffic is off on the run's network).
+
+_sealed: dict[str, bool] = {}
+
+
+def sealed_routing() -> bool:
+    """Whether containers given a socket folder run sealed (see :func:`start_container`): the engine is local
+    and rootful on Linux, so a folder of this host bind-mounts into the container and the container's root
+    can make sockets there. Tested as: the default bridge network's gateway is an address of this host (not
+    so on Docker Desktop, rootless or remote engines, whose bridge lives elsewhere). ``MAILTLS_PUBLISH_PORTS=1``
+    publishes on 127.0.0.1 instead, always.
     """
     if os.environ.get("MAILTLS_PUBLISH_PORTS", "").lower() in ("1", "true", "yes"):
         return False
-    if network not in _direct:
-        _direct[network] = _gateway_is_local(network)
-    return _direct[network]
+    if "bridge" not in _sealed:
+        _sealed["bridge"] = _gateway_is_local("bridge")
+    return _sealed["bridge"]
 
 
 def _gateway_is_local(network: str) -> bool:
     try:
         attrs = docker_client().api.inspect_network(network)
-        gateways = [c.get("Gateway") for c in (attrs.get("IPAM") or {}).get("Config") or [] if c.get("Gateway")]
+        configs = (attrs.get("IPAM") or {}).get("Config") or []
+        # The default bridge does not always list its gateway: the engine gives it the subnet's first address.
+        gateways = [c.get("Gateway") or _first_host(c.get("Subnet") or "") for c in configs]
     except Exception:
         return False
-    for gateway in gateways:
+    for gateway in filter(None, gateways):
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 probe.bind((gateway, 0))  # succeeds only for an address of this host
@@ -1920,6 +2040,15 @@ def _gateway_is_local(network: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def _first_host(subnet: str) -> str:
+    import ipaddress
+
+    try:
+        return str(next(ipaddress.ip_network(subnet).hosts()))
+    except (ValueError, StopIteration):
+        return ""
 
 
 def free_ports(count: int) -> list[int]:

@@ -57,8 +57,8 @@ def cell_endpoint(
     extra: Mapping[str, object],
     host: str = "127.0.0.1",
 ) -> Endpoint:
-    """How clients reach ``cell`` at ``host``:``port`` (127.0.0.1, or the container's address, which only the
-    recorder dials): the session's CA and server name, the test user, the cell's host Maildir, and ``client``
+    """How clients reach ``cell`` at ``host``:``port`` (127.0.0.1, or a sealed container's unix socket and
+    port, which only the recorder and readiness checks dial, see :mod:`pytest_mailtls.upstream`): the session's CA and server name, the test user, the cell's host Maildir, and ``client``
     (the session's client certificate) where the cell wants mutual TLS."""
     own = client if cell.auth.client_cert else None
     return Endpoint(

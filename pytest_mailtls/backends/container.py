@@ -243,7 +243,13 @@ def launch(
 
     title = server.capitalize()
     container = runtime.start_container(
-        image, name=f"mailtls-{server}", ports=ports, volumes=volumes, environment=environment, cancel=options.cancel
+        image,
+        name=f"mailtls-{server}",
+        ports=ports,
+        volumes=volumes,
+        environment=environment,
+        sockets=options.workdir / "relay",  # sealed (no network) where the engine allows it
+        cancel=options.cancel,
     )
     try:
         client = options.pki.client_files() if any(c.auth.client_cert for c in cells) else None
@@ -251,8 +257,8 @@ def launch(
             cell_endpoint(
                 cell,
                 options,
-                host=container.address,
-                port=container.host_port(port),
+                host=container.upstream(port)[0],
+                port=container.upstream(port)[1],
                 mailbox=mailbox(cell),
                 client=client,
                 extra={"container": container.name, "container_port": port, **(extra(cell, port) if extra else {})},

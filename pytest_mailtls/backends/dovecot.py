@@ -28,7 +28,7 @@ messages there (:meth:`DovecotServer.deliver`) and report flags, folders and exp
 container to hand mail and SASL to (the mail flow, ``backends/stack.py``); :meth:`DovecotBackend.link` then
 offers that Postfix's mechanisms on the auth socket too. Every refusal ends in a deny passdb with
 ``nodelay``, so a wrong password is answered in milliseconds, and the per-IP auth penalty is off: every
-client arrives from the Docker gateway address.
+client arrives from one address (the relay's 127.0.0.2 in a sealed container, else the Docker gateway).
 
 Rendering is pure (:func:`render`, from the templates in templates/dovecot/); :class:`DovecotBackend`
 writes the files, starts the container and waits until every port passed a real exchange.

@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
+from ..upstream import describe, is_socket, open_connection
 from .dialogue import Dialogue
 from .session import Alert, ClientHello, DialogueLine, ServerHello, Session, StartTLS
 from .tlsrecords import TLSObserver
@@ -447,9 +448,9 @@ class _ClientSide(asyncio.Protocol):
         assert conn is not None
         host, port = self.front.upstream
         try:
-            upstream, _ = await self.recorder._loop.create_connection(lambda: _ServerSide(conn), host, port)
+            upstream, _ = await open_connection(self.recorder._loop, lambda: _ServerSide(conn), host, port)
         except OSError as exc:
-            conn.analyzer.session.upstream_error = f"{host}:{port}: {exc.strerror or exc}"
+            conn.analyzer.session.upstream_error = f"{describe(host, port)}: {exc.strerror or exc}"
             conn.finish(closed_by="relay", close_how="rst")
             return
         if conn.done:
@@ -457,7 +458,8 @@ class _ClientSide(asyncio.Protocol):
             return
         _nodelay(upstream)
         conn.upstream = upstream
-        conn.analyzer.session.upstream_port = int(upstream.get_extra_info("sockname")[1])
+        if not is_socket(host):  # through a unix socket the server sees the container relay's port instead
+            conn.analyzer.session.upstream_port = int(upstream.get_extra_info("sockname")[1])
         for chunk in conn.pending:
             upstream.write(chunk)
         conn.pending.clear()

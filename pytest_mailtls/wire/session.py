@@ -93,7 +93,9 @@ class Session(BaseModel):
     protocol: str
     client: str = Field(description="the client's address as the recorder saw it (host:port)")
     upstream_port: int | None = Field(
-        None, description="the recorder's port toward the server: the client port the server logs"
+        None,
+        description="the recorder's port toward the server: the client port the server logs (none when the "
+        "server is reached through a sealed container's unix socket: the server then logs its relay's port)",
     )
     opened: float
     first_byte: float | None = None

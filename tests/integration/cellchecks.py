@@ -12,6 +12,7 @@ import contextlib
 import smtplib
 import socket
 import ssl
+import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import LEGACY_VERSIONS, VERSIONS, Cell, CertProfile, Mode
 from pytest_mailtls.verify import probe_endpoint, verify_endpoint
+from pytest_mailtls.wire.recorder import Recorder
 
 S = TypeVar("S", bound=RunningServer)
 
@@ -54,13 +56,24 @@ def needs_engine() -> None:
 
 
 def serve(start: Callable[[], S]) -> Iterator[S]:
-    """The body of a server fixture (``yield from``): skip without an engine, ``start()``, stop at the end."""
+    """The body of a server fixture (``yield from``): skip without an engine, ``start()``, stop at the end.
+
+    Clients reach the cells as in a grid: through a session recorder on 127.0.0.1 (a sealed container has no
+    address, only its unix sockets, see docs/wire.md)."""
     needs_engine()
     running = start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with tempfile.TemporaryDirectory(prefix="mailtls-sessions-") as sessions:
+        recorder = Recorder(sessions)
+        try:
+            running.endpoints = [recorder.front(e) for e in running.endpoints]
+            yield running
+        finally:
+            running.stop()
+            recorder.stop()
+
+
+#: :func:`serve` as a ``with`` block, for a server of one test.
+served = contextlib.contextmanager(serve)
 
 
 def ids(cells: list[Cell]) -> list[str]:

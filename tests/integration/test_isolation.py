@@ -1,11 +1,16 @@
-"""A run's servers are reachable only through their published 127.0.0.1 ports.
+"""A run's servers are reachable only through their 127.0.0.1 ports.
 
-One small grid (two cells each of Postfix, Dovecot and James) runs for the module. Neighbouring containers on
-the same engine, one on the default bridge and one on the run's own network, try every port every server
-listens on (read from the container's /proc/net/tcp, plus LMTP's 24 and the mail ports), by the container's
-address, and every published port by the host's addresses: nothing answers. Each probe is proved able to
-connect by a control listener it does reach. From the host every cell answers on 127.0.0.1 and on no other
-host address. Keys on the host are the owner's alone.
+One small grid (two cells each of Postfix, Dovecot and James) runs in each mode: *sealed* (a local engine:
+the containers have no network, each cell port is a unix socket in the run's temp dir) and *published*
+(``MAILTLS_PUBLISH_PORTS=1``, as on Docker Desktop, rootless or remote engines: ports published on 127.0.0.1,
+a run network with inter-container traffic off). Neighbouring containers on the same engine, one on the default
+bridge and one on a network of their own (the run's, when it has one), try every port every server listens on
+(read from the container's /proc/net/tcp, plus LMTP's 24 and the mail ports) at every address the engine
+reports for the server containers, and every 127.0.0.1 port of the run by the host's addresses: nothing
+answers. Each probe is proved able to connect by a control listener it does reach. From the host every cell
+answers on 127.0.0.1 and on no other address, the containers' included. The relay's address (127.0.0.2) earns
+no trust: mail and logins are refused before TLS and AUTH exactly as the policies say. Keys on the host are
+the owner's alone.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import contextlib
 import ipaddress
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mailtls import runtime
+from pytest_mailtls import runtime, upstream
 from pytest_mailtls.grid import Grid
 from pytest_mailtls.matrix import load_matrix
 
@@ -57,16 +63,30 @@ CONTROL_PORT = 7
 WELL_KNOWN = (24, 25, 110, 143, 465, 587, 993, 995, 4190, 8000)
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+@pytest.fixture(scope="module", params=["sealed", "published"])
+def grid(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     needs_engine()
+    if request.param == "sealed" and not runtime.sealed_routing():
+        pytest.skip("the engine is not local (or MAILTLS_PUBLISH_PORTS is set): ports are published instead")
+    published = request.param == "published"
+    mp = pytest.MonkeyPatch()
+    if published:
+        mp.setenv("MAILTLS_PUBLISH_PORTS", "1")
     picked: dict[str, list[Any]] = {}
     for cell in load_matrix().cells(servers=["postfix", "dovecot", "james"], selection="quick"):
         if len(picked.setdefault(cell.server, [])) < 2:
             picked[cell.server].append(cell)
     cells = [c for group in picked.values() for c in group]
-    with Grid(cells, workdir=tmp_path_factory.mktemp("isolation"), ready_timeout=120) as running:
-        yield running
+    try:
+        with Grid(cells, workdir=tmp_path_factory.mktemp("isolation"), ready_timeout=120) as running:
+            assert runtime.sealed_routing() is not published
+            yield running
+    finally:
+        mp.undo()
+
+
+def _sealed(grid: Grid) -> bool:
+    return all(upstream.is_socket(str(e.extra["upstream_host"])) for e in grid.endpoints)
 
 
 def _containers(grid: Grid) -> list[runtime.Container]:
@@ -95,6 +115,13 @@ def _attrs(container: runtime.Container) -> dict[str, Any]:
     return attrs
 
 
+def _addresses(container: runtime.Container) -> list[str]:
+    """Every address the engine reports for ``container``, on any network."""
+    networks = _attrs(container)["NetworkSettings"]["Networks"] or {}
+    found = [n.get(key) for n in networks.values() for key in ("IPAddress", "GlobalIPv6Address")]
+    return sorted(a for a in found if a)
+
+
 def _probe(network: str, targets: list[str]) -> dict[str, str]:
     client = runtime.docker_client()
     out = client.containers.run(
@@ -113,7 +140,7 @@ def _host_ports(grid: Grid) -> list[int]:
     """Every port of the run on the host: each cell's, and the published port it forwards to when a
     recorder sits in front (``extra["upstream_port"]``)."""
     ports = {e.port for e in grid.endpoints}
-    # Published ports only: routed directly (a local engine), the recorder dials the container's own address.
+    # Published ports only: sealed, the recorder dials a unix socket.
     ports |= {
         int(e.extra["upstream_port"])
         for e in grid.endpoints
@@ -141,21 +168,28 @@ def _host_addresses() -> set[str]:
     return {a for a in found if not a.startswith("127.")}
 
 
-def test_servers_sit_on_the_runs_own_network_with_inter_container_traffic_off(grid: Grid) -> None:
+def test_servers_are_sealed_or_on_the_runs_own_network_with_inter_container_traffic_off(grid: Grid) -> None:
     containers = _containers(grid)
     assert len(containers) == 3
-    network = runtime.run_network()
-    options = runtime.docker_client().api.inspect_network(network)["Options"]
-    assert options.get("com.docker.network.bridge.enable_icc") == "false"
     for container in containers:
         attrs = _attrs(container)
-        assert list(attrs["NetworkSettings"]["Networks"]) == [network], "no address on the default bridge"
         bindings = attrs["HostConfig"]["PortBindings"]
-        if runtime.direct_routing(network):
-            # A local engine: the recorder dials the container's address, so nothing is published at all.
-            assert not bindings, bindings
-        else:
-            assert bindings and all(b["HostIp"] == "127.0.0.1" for spec in bindings.values() for b in spec)
+        if _sealed(grid):
+            # No network at all: no address anything could dial, nothing published; a socket per cell port.
+            assert attrs["HostConfig"]["NetworkMode"] == "none" and not bindings, bindings
+            assert _addresses(container) == []
+            assert container.sockets is not None and container.sockets.stat().st_mode & 0o777 == 0o700
+            assert container.sockets.is_relative_to(grid.workdir), "inside the run's registered temp dir"
+            cells = [e for e in grid.endpoints if e.extra.get("container") == container.name]
+            assert {str(e.extra["upstream_host"]) for e in cells} == {
+                str(container.sockets / str(e.extra["container_port"])) for e in cells
+            }
+            continue
+        network = runtime.run_network()
+        options = runtime.docker_client().api.inspect_network(network)["Options"]
+        assert options.get("com.docker.network.bridge.enable_icc") == "false"
+        assert list(attrs["NetworkSettings"]["Networks"]) == [network], "no address on the default bridge"
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for spec in bindings.values() for b in spec)
 
 
 def test_dovecot_takes_lmtp_on_its_socket_only(grid: Grid) -> None:
@@ -173,18 +207,35 @@ def test_no_server_listens_beyond_its_cells(grid: Grid) -> None:
         assert _listening(container) == cells, container.name
 
 
-@pytest.mark.parametrize("where", ["default-bridge", "runs-network"])
+@contextlib.contextmanager
+def _neighbour_network(grid: Grid, where: str) -> Iterator[str]:
+    """The default bridge, or the run's own network (published mode) or a fresh one (sealed: the run has none)."""
+    if where == "default-bridge":
+        yield "bridge"
+    elif not _sealed(grid):
+        yield runtime.run_network()
+    else:
+        api = runtime.docker_client().api
+        name = f"mailtls-neighbour-{uuid.uuid4().hex[:8]}"
+        api.create_network(name, driver="bridge", labels=runtime.container_labels())
+        try:
+            yield name
+        finally:
+            api.remove_network(name)
+
+
+@pytest.mark.parametrize("where", ["default-bridge", "own-network"])
 def test_no_neighbouring_container_reaches_any_server(grid: Grid, where: str) -> None:
-    network = "bridge" if where == "default-bridge" else runtime.run_network()
     targets = []
-    for container in _containers(grid):
-        address = _attrs(container)["NetworkSettings"]["Networks"][runtime.run_network()]["IPAddress"]
-        for port in sorted(_listening(container) | set(WELL_KNOWN)):
-            targets.append(f"{address}:{port}")
-    # The host as a neighbour sees it, on every published port (they are bound to 127.0.0.1 only).
-    for port in _host_ports(grid):
-        targets.append(f"{_gateway(network)}:{port}")
-    seen = _probe(network, targets)
+    with _neighbour_network(grid, where) as network:
+        for container in _containers(grid):
+            ports = sorted(_listening(container) | set(WELL_KNOWN))
+            targets += [f"{address}:{port}" for address in _addresses(container) for port in ports]
+        # The host as a neighbour sees it, on every port of the run (bound to 127.0.0.1 only), and on the
+        # mail ports (nothing of the run listens there on the host).
+        for port in sorted(set(_host_ports(grid)) | set(WELL_KNOWN)):
+            targets.append(f"{_gateway(network)}:{port}")
+        seen = _probe(network, targets)
     assert seen.pop("self:7") == "open", "the probe reaches its own control listener"
     assert set(seen) == set(targets)
     assert [t for t, state in seen.items() if state != "closed"] == []
@@ -216,13 +267,75 @@ def test_a_neighbour_on_the_default_bridge_does_reach_a_container_there(grid: Gr
 
 
 def test_from_the_host_every_cell_answers_on_127_0_0_1_and_on_no_other_address(grid: Grid) -> None:
-    addresses = _host_addresses() | {_gateway("bridge"), _gateway(runtime.run_network())}
+    addresses = _host_addresses() | {_gateway("bridge")}
+    if not _sealed(grid):
+        addresses.add(_gateway(runtime.run_network()))
     for port in _host_ports(grid):
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
         for address in sorted(addresses):
             with pytest.raises(OSError), socket.create_connection((address, port), timeout=1.5):
                 pass
+
+
+def test_from_the_host_no_server_port_answers_at_any_container_address(grid: Grid) -> None:
+    """Every address the engine reports for a server container (sealed: there is none), on every port the
+    server listens on and the mail ports: refused or unreachable."""
+    if not _sealed(grid) and runtime._gateway_is_local(runtime.run_network()):
+        pytest.skip("published ports on a local engine: this host routes to the bridge (sealed mode closes that)")
+    tried = []
+    for container in _containers(grid):
+        addresses = _addresses(container)
+        assert (addresses == []) is _sealed(grid), addresses
+        for address in addresses:
+            for port in sorted(_listening(container) | set(WELL_KNOWN)):
+                tried.append(f"{address}:{port}")
+                with pytest.raises(OSError), socket.create_connection((address, port), timeout=1.5):
+                    pass
+    assert bool(tried) is not _sealed(grid)
+
+
+def _smtp_reply(sock: socket.socket, reader: Any, command: str | None = None) -> str:
+    """The last line of the server's (possibly multi-line) reply, to ``command`` if given."""
+    if command is not None:
+        sock.sendall(command.encode() + b"\r\n")
+    last = ""
+    while last[3:4] != " ":
+        last = reader.readline().decode()
+        assert last, f"connection closed after {command!r}"
+    return last
+
+
+def test_the_relay_address_earns_no_trust(grid: Grid) -> None:
+    """Through the recorder (and, sealed, the relay from 127.0.0.2) the servers treat the client as the
+    outsider it is: before STARTTLS and AUTH, Postfix and James refuse mail to an outside domain, and Dovecot
+    keeps LOGIN disabled (a connection it took as local would count as secured). Postfix names 127.0.0.2."""
+    for server in ("postfix", "james"):
+        endpoint = next(e for e in grid.endpoints if e.cell.server == server)
+        assert endpoint.cell.auth.required and endpoint.mode == "starttls"
+        with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            assert _smtp_reply(sock, reader).startswith("220")
+            assert _smtp_reply(sock, reader, "EHLO neighbour.example").startswith("250")
+            mail = _smtp_reply(sock, reader, "MAIL FROM:<someone@example.org>")
+            rcpt = _smtp_reply(sock, reader, "RCPT TO:<elsewhere@example.net>")
+            assert mail[:1] == "5" and rcpt[:1] == "5", (server, mail, rcpt)
+    endpoint = next(e for e in grid.endpoints if e.cell.server == "dovecot")
+    assert endpoint.protocol == "imap" and endpoint.mode == "starttls" and endpoint.cell.auth.tls_only
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")
+        lines = []
+        for tag, command in ((b"a", b"CAPABILITY"), (b"b", f"LOGIN {endpoint.username} {endpoint.password}".encode())):
+            sock.sendall(tag + b" " + command + b"\r\n")
+            while not (lines and lines[-1].startswith(tag + b" ")):
+                lines.append(reader.readline())
+                assert lines[-1], lines
+    capability = next(line for line in lines if line.startswith(b"* CAPABILITY"))
+    assert b"LOGINDISABLED" in capability and b"AUTH=PLAIN" not in capability, capability
+    assert lines[-1].startswith((b"b NO", b"b BAD")), lines  # the right password, refused in clear
+    if _sealed(grid):
+        assert "[127.0.0.2]" in grid.logs("postfix")
 
 
 def test_keys_and_keystores_on_the_host_are_the_owners_alone(grid: Grid) -> None:

@@ -46,6 +46,7 @@ from .cellchecks import (
     needs_engine,
     send_from_two_cells,
     serve,
+    served,
     server_side,
     smtp_session,
     start_fails,
@@ -492,8 +493,8 @@ def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) ->
         for name in ("smtps", "imaps", "pop3s")
     ]
     password = "p:ss w0rd 'quoted' \"$HOME\""
-    running = JamesBackend().start(cells, StartOptions(pki=pki, workdir=tmp_path, username="tester", password=password))
-    try:
+    options = StartOptions(pki=pki, workdir=tmp_path, username="tester", password=password)
+    with served(lambda: JamesBackend().start(cells, options)) as running:
         for endpoint in running.endpoints:
             with server_side(running, endpoint):
                 for way in ("PLAIN", "LOGIN") if endpoint.protocol == "smtp" else (None,):
@@ -504,5 +505,3 @@ def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) ->
                 with pytest.raises(LOGIN_ERRORS):
                     login(dataclasses.replace(endpoint, username="tester@mailtls.test"), client)
                 close(client)
-    finally:
-        running.stop()

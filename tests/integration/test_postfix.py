@@ -44,6 +44,7 @@ from .cellchecks import (
     needs_engine,
     send_from_two_cells,
     serve,
+    served,
     server_side,
     smtp_session,
     start_fails,
@@ -360,9 +361,8 @@ def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) ->
     )
     password = "p:ss w0rd 'quoted' $HOME"
     options = StartOptions(pki=pki, workdir=tmp_path, username="tester", password=password)
-    running = PostfixBackend().start([every], options)
-    endpoint = running.endpoints[0]
-    try:
+    with served(lambda: PostfixBackend().start([every], options)) as running:
+        endpoint = running.endpoints[0]
         with server_side(running, endpoint):
             for mechanism in ("PLAIN", "LOGIN", "CRAM-MD5"):
                 client = connect(endpoint)
@@ -374,5 +374,3 @@ def test_bare_user_name_and_awkward_password(pki: SessionPKI, tmp_path: Path) ->
             with pytest.raises(smtplib.SMTPAuthenticationError):
                 client.login("tester@mailtls.test", password)
             client.close()
-    finally:
-        running.stop()

@@ -33,7 +33,10 @@ for my $p (@ARGV) {
     $sel->add($s); print "listening on $p\n";
 }
 while (my @ready = $sel->can_read) {
-    for my $s (@ready) { my $c = $s->accept or next; print $c "hello " . $s->sockport . "\n"; close $c; }
+    for my $s (@ready) {
+        my $c = $s->accept or next;
+        print $c "hello " . $s->sockport . ($ENV{PEER} ? " from " . $c->peerhost : "") . "\n"; close $c;
+    }
 }
 """
 
@@ -101,7 +104,7 @@ def test_ports_logs_exec_and_stop(client, echo, name) -> None:
     container = _start_echo(name, echo, [2525, 1143], labels={"pytest-mailtls.server": "echo"})
     assert container.name.startswith(name + "-")
     assert container in runtime.running_containers()
-    address = container.address  # 127.0.0.1 (published), or the container's own address (direct routing)
+    address = container.address  # 127.0.0.1: without a socket folder the ports are published
     assert _greeting(container.host_port(2525), host=address) == "hello 2525"
     assert _greeting(container.host_port(1143), host=address) == "hello 1143"
     with pytest.raises(KeyError, match="no port 993"):
@@ -109,10 +112,8 @@ def test_ports_logs_exec_and_stop(client, echo, name) -> None:
 
     attrs = client.api.inspect_container(container.id)
     bindings = attrs["NetworkSettings"]["Ports"]
-    if runtime.direct_routing(runtime.run_network()):
-        assert address != "127.0.0.1" and not any(bindings.get(p) for p in ("2525/tcp", "1143/tcp")), bindings
-    else:
-        assert {b["HostIp"] for p in ("2525/tcp", "1143/tcp") for b in bindings[p]} == {"127.0.0.1"}
+    assert address == "127.0.0.1" and container.sockets is None
+    assert {b["HostIp"] for p in ("2525/tcp", "1143/tcp") for b in bindings[p]} == {"127.0.0.1"}
     labels = attrs["Config"]["Labels"]
     assert labels["pytest-mailtls"] == "1" and labels["pytest-mailtls.session"] == runtime.SESSION_ID
     assert labels["pytest-mailtls.pid"] == str(os.getpid()) and labels["pytest-mailtls.server"] == "echo"
@@ -130,6 +131,37 @@ def test_ports_logs_exec_and_stop(client, echo, name) -> None:
     assert "listening on 1143" in container.logs()  # kept from before removal
     with pytest.raises(OSError), socket.create_connection((address, port), timeout=2) as sock:
         sock.recv(1)
+
+
+def test_a_sealed_container_has_no_network_and_serves_through_its_sockets(client, echo, name, tmp_path) -> None:
+    """Given a socket folder on a local engine, the container has no network (no address, nothing published);
+    each port is a unix socket in the folder (0700), relayed to the server from 127.0.0.2; the entrypoint
+    stays the container's main process, and the sockets are plain files that go with the folder."""
+    from pytest_mailtls.upstream import dial
+
+    if not runtime.sealed_routing():
+        pytest.skip("the engine is not local (or MAILTLS_PUBLISH_PORTS is set): ports are published instead")
+    sockets = tmp_path / "relay"
+    container = _start_echo(name, echo, [2525, 1143], sockets=sockets, environment={"PEER": "1"})
+    attrs = client.api.inspect_container(container.id)
+    assert attrs["HostConfig"]["NetworkMode"] == "none" and not attrs["HostConfig"]["PortBindings"]
+    assert [n.get("IPAddress") for n in attrs["NetworkSettings"]["Networks"].values()] == [""]
+    assert container.sockets == sockets and sockets.stat().st_mode & 0o777 == 0o700
+    for port in (2525, 1143):
+        assert container.upstream(port) == (str(sockets / str(port)), port)
+        deadline = time.monotonic() + 15
+        line = ""
+        while not line:
+            assert time.monotonic() < deadline, "no greeting through the socket"
+            with contextlib.suppress(OSError), dial(*container.upstream(port), timeout=2) as sock:
+                line = sock.makefile("rb").readline().decode().strip()
+            time.sleep(0.05)
+        assert line == f"hello {port} from 127.0.0.2"
+    assert sorted(p.name for p in sockets.iterdir()) == ["1143", "2525"]
+    code, out = container.exec(["cat", "/proc/1/cmdline"])
+    assert code == 0 and out.split("\0")[:2] == ["perl", "/echo.pl"], out
+    container.stop()
+    assert _ours(name) == []
 
 
 def test_host_network_binds_loopback_without_publishing(client, echo, name) -> None:

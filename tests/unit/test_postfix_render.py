@@ -292,7 +292,7 @@ def test_open_cell_has_no_auth_and_takes_mail_from_anyone() -> None:
     assert options["smtpd_sasl_auth_enable"] == "no"
     assert options["mynetworks"] == "0.0.0.0/0"
     assert "smtpd_sender_restrictions" not in options
-    assert main_cf(rendered(cell()))["mynetworks"] == "127.0.0.0/8"  # no other port trusts the gateway
+    assert main_cf(rendered(cell()))["mynetworks"] == "127.0.0.1/32"  # not the gateway, not the relay (127.0.0.2)
 
 
 def test_mechanism_filter_follows_the_policy() -> None:
