@@ -10,6 +10,8 @@ A server container is reached in one of two ways (see :func:`pytest_mailtls.runt
 
 The session recorder, the readiness checks and every handshake helper dial through :func:`dial` (blocking) or
 :func:`open_connection` (asyncio), so none of them needs to know which.
+
+PYTEST_DONT_REWRITE
 """
 
 from __future__ import annotations
