@@ -433,7 +433,7 @@ def test_bad_oauth_tokens_are_refused(server: DovecotServer, endpoint: Endpoint)
     bad_tokens = {
         "other user": server.mint_oauth_token("someone-else@mailtls.test"),
         "expired": server.mint_oauth_token(lifetime=-120),
-        "foreign key": mint_jwt(b"not the server's key", endpoint.username),
+        "foreign key": mint_jwt(b"not the server's key, 32 bytes long", endpoint.username),
         "tampered": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
     }
     for what, token in bad_tokens.items():

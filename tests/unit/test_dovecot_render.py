@@ -268,7 +268,7 @@ def _b64url_decode(part: str) -> bytes:
 
 
 def test_mint_jwt_is_a_valid_hs256_token() -> None:
-    key = b"secret-key"
+    key = b"a secret key of thirty-two bytes!"
     token = mint_jwt(key, "tester@mailtls.test", lifetime=600, now=1_700_000_000)
     head, body, sig = token.split(".")
     assert json.loads(_b64url_decode(head)) == {"alg": "HS256", "typ": "JWT"}
