@@ -161,18 +161,15 @@ def _login_without_client_cert(endpoint: Endpoint, timeout: float) -> tuple[bool
     return True, evidence
 
 
+#: What a mail session can fail with before or during login: TLS, the socket, or the protocol's own errors.
+_SESSION_ERRORS = (ssl.SSLError, OSError, ProtocolError, smtplib.SMTPException, imaplib.IMAP4.error, poplib.error_proto)
+
+
 def _login(endpoint: Endpoint, timeout: float, *, client_cert: bool) -> tuple[bool, str]:
     context = endpoint.client_context(client_cert=client_cert, verify=False)
     try:
         client = open_client(endpoint, context=context, timeout=timeout)
-    except (
-        ssl.SSLError,
-        OSError,
-        ProtocolError,
-        smtplib.SMTPException,
-        imaplib.IMAP4.error,
-        poplib.error_proto,
-    ) as exc:
+    except _SESSION_ERRORS as exc:
         return False, f"refused before login: {exc}"
     try:
         if isinstance(client, smtplib.SMTP | imaplib.IMAP4):
@@ -330,14 +327,7 @@ def _handshake(endpoint: Endpoint, adjust: Callable[[ssl.SSLContext], None], tim
         client = open_client(endpoint, context=ctx, timeout=timeout)
     except ssl.SSLCertVerificationError as exc:
         return str(exc.verify_message)
-    except (
-        ssl.SSLError,
-        OSError,
-        ProtocolError,
-        smtplib.SMTPException,
-        imaplib.IMAP4.error,
-        poplib.error_proto,
-    ) as exc:
+    except _SESSION_ERRORS as exc:
         return f"handshake failed: {exc}"
     with contextlib.suppress(Exception):  # goodbye is best effort
         if isinstance(client, imaplib.IMAP4):
