@@ -332,14 +332,16 @@ class _Connection(Link):
 
     # --- Link: what an active tap does -----------------------------------------------------
     def to_client(self, data: bytes, *, record: bool = True) -> None:
+        if "server" in self.eof and not self.eof_held:
+            return  # the client was told the server is done (write_eof): nothing more can go its way
         if data and not self.done:
             self.client.write(data)
             if record:
                 self.analyzer.feed("server", data)
 
     def to_server(self, data: bytes) -> None:
-        if not data or self.done:
-            return
+        if not data or self.done or "client" in self.eof:
+            return  # after the client's FIN the server got write_eof: a tap's late bytes (a TLS close) have nowhere to go
         if self.upstream is None:
             self.pending.append(data)
         else:
