@@ -28,6 +28,7 @@ __all__ = [
     "StoredMessage",
     "decode_mailbox_name",
     "deliver_to_maildir",
+    "folder_dir",
     "encode_mailbox_name",
     "mint_jwt",
     "read_mailbox_state",
@@ -89,7 +90,7 @@ def decode_mailbox_name(name: str) -> str:
     return "".join(out)
 
 
-def _folder_dir(maildir: Path, folder: str) -> Path:
+def folder_dir(maildir: Path, folder: str) -> Path:
     """The Maildir++ directory of ``folder`` (``INBOX`` is the root; ``.`` separates levels)."""
     if folder.upper() == "INBOX":
         return maildir
@@ -112,7 +113,7 @@ def deliver_to_maildir(
     """
     global _delivery_count
     data = message if isinstance(message, bytes) else message.as_bytes(policy=email.policy.default)
-    root = _folder_dir(Path(maildir), folder)
+    root = folder_dir(Path(maildir), folder)
     capture.ensure_maildir(root)
     if root != Path(maildir):
         marker = root / "maildirfolder"  # Maildir++: this directory is a folder, not a mailbox root
@@ -253,7 +254,7 @@ def read_mailbox_state(maildir: str | os.PathLike[str], folder: str = "INBOX") -
     Raises ``ValueError`` naming the user's folders when ``folder`` does not exist.
     """
     base = Path(maildir)
-    root = _folder_dir(base, folder)
+    root = folder_dir(base, folder)
     folders = _list_folders(base)
     if not (root / "cur").is_dir() and not (root / "new").is_dir():
         raise ValueError(f"no folder {folder!r} in {base}; the user has {', '.join(folders)}")

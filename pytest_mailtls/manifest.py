@@ -266,15 +266,32 @@ class Endpoint:
             raise ManifestError(f"{self.id}: this endpoint captures no mail")
         deadline = time.monotonic() + timeout
         while True:
-            found = capture.read_maildir(self.mailbox)
+            found = capture.read_maildir(self._synced_mailbox())
             if count is None or len(found) >= count or time.monotonic() >= deadline:
                 return found
             time.sleep(0.02)
 
     def clear(self) -> None:
         """Forget the messages received so far."""
-        if self.mailbox is not None:
-            capture.clear_maildir(self.mailbox)
+        if self.mailbox is None:
+            return
+        mirror = self.extra.get("mail_mirror")
+        if isinstance(mirror, dict):
+            from .runtime import clear_in_container
+
+            clear_in_container(str(mirror["container"]), str(mirror["path"]))
+        capture.clear_maildir(self.mailbox)
+
+    def _synced_mailbox(self) -> str:
+        """The host Maildir, first brought up to date from the container holding the live one (a remote engine:
+        ``extra["mail_mirror"]``, see :mod:`pytest_mailtls.transfer`)."""
+        assert self.mailbox is not None
+        mirror = self.extra.get("mail_mirror")
+        if isinstance(mirror, dict):
+            from .runtime import pull_from_container
+
+            pull_from_container(str(mirror["container"]), str(mirror["path"]), self.mailbox)
+        return self.mailbox
 
     # --- sessions on the wire --------------------------------------------------
     def sessions(self, *, since: float | None = None, wait: float = 2.0) -> list[Session]:
@@ -432,7 +449,8 @@ class EndpointRecord(Record):
     extra: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(
         default_factory=dict,
         description="backend specifics (container id, instance name, the session recorder's `sessions_file` and "
-        "`upstream_port`); not part of the stable contract",
+        "`upstream_port`, with a remote engine `mail_mirror`: where the live Maildir is); not part of the stable "
+        "contract",
     )
 
     @field_validator("service")

@@ -79,6 +79,10 @@ __all__ = [
     "ensure_image",
     "check_image_ref",
     "check_registry",
+    "copies_files",
+    "engine_host",
+    "publish_address",
+    "remote_engine",
     "image_settings",
     "push_image",
     "shared_ref",
@@ -174,13 +178,6 @@ def docker_client() -> docker.DockerClient:
             raise EngineUnavailable(
                 f"the Python package `docker` is not installed ({exc}): `pip install docker`, {EMBEDDED_HINT}"
             ) from exc
-        remote = _remote_engine(os.environ.get("DOCKER_HOST", ""))
-        if remote:
-            raise EngineUnavailable(
-                f"DOCKER_HOST={os.environ['DOCKER_HOST']} is an engine on {remote}, not on this machine: pytest-mailtls "
-                f"bind-mounts local folders (keys, configs, captured mail) and reaches servers on 127.0.0.1, so it "
-                f"needs the engine here. Unset DOCKER_HOST or point it at a local socket; {EMBEDDED_HINT}"
-            )
         try:
             # from_env negotiates the API version, which already needs an answering engine.
             client = docker.from_env(timeout=int(PING_TIMEOUT))
@@ -201,8 +198,72 @@ def _remote_engine(docker_host: str) -> str | None:
     scheme, sep, rest = docker_host.partition("://")
     if not sep or scheme not in ("tcp", "ssh", "http", "https"):
         return None  # unix://, npipe://, unset
-    host = rest.split("@")[-1].split("/")[0].rsplit(":", 1)[0].strip("[]")
+    host = rest.split("@")[-1].split("/")[0].strip()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
     return None if host in ("localhost", "127.0.0.1", "::1", "") else host
+
+
+#: Copy files into containers through the engine instead of bind-mounting them (any engine; remote ones always).
+COPY_ENV = "MAILTLS_COPY_FILES"
+#: Where this host dials the ports a remote engine publishes (default: the DOCKER_HOST host).
+ENGINE_HOST_ENV = "MAILTLS_ENGINE_HOST"
+#: The address a remote engine publishes ports on (default: the address the engine host name resolves to).
+PUBLISH_ENV = "MAILTLS_PUBLISH_ADDRESS"
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def remote_engine() -> str | None:
+    """The host of a remote engine (``DOCKER_HOST=tcp://HOST:2376`` or ``ssh://user@HOST``), ``None`` for a
+    local one (a unix socket, or tcp to this machine's loopback)."""
+    return _remote_engine(os.environ.get("DOCKER_HOST", ""))
+
+
+def copies_files() -> bool:
+    """Whether containers get their files copied in through the engine (:mod:`pytest_mailtls.transfer`)
+    rather than bind-mounted: always with a remote engine, whose containers cannot see this host's folders,
+    and on any engine with ``MAILTLS_COPY_FILES=1`` (rootless engines or Podman machines whose bind mounts
+    map owners oddly)."""
+    return remote_engine() is not None or _truthy(COPY_ENV)
+
+
+def engine_host() -> str:
+    """Where this host dials a published port: ``MAILTLS_ENGINE_HOST``, else the remote engine's host, else
+    127.0.0.1."""
+    return os.environ.get(ENGINE_HOST_ENV, "").strip() or remote_engine() or "127.0.0.1"
+
+
+def publish_address() -> str:
+    """The engine-side address ports are published on: 127.0.0.1 for a local engine (never another). For a
+    remote one, ``MAILTLS_PUBLISH_ADDRESS`` or the address :func:`engine_host` resolves to here, which is the
+    remote machine's own address unless NAT is in between (then set ``MAILTLS_PUBLISH_ADDRESS`` to the
+    engine-side address; ``0.0.0.0`` exposes the test servers on every interface of that machine)."""
+    setting = os.environ.get(PUBLISH_ENV, "").strip()
+    if setting:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(setting))
+        except ValueError:
+            raise EngineUnavailable(
+                f"{PUBLISH_ENV}={setting!r} is not an IP address: give the engine-side address to publish on, "
+                "e.g. 10.0.0.5 (or 0.0.0.0 for every interface of the engine's machine)"
+            ) from None
+    if remote_engine() is None:
+        return "127.0.0.1"
+    host = engine_host()
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except (OSError, IndexError) as exc:
+        raise EngineUnavailable(
+            f"cannot resolve the remote engine's host {host!r} ({exc}): set {PUBLISH_ENV} to the address the "
+            f"engine publishes ports on and {ENGINE_HOST_ENV} to where this machine reaches it"
+        ) from exc
 
 
 def prune_images(*, progress: Progress = _noop, repositories: Collection[str] | None = None) -> list[str]:
@@ -1138,6 +1199,10 @@ class Container:
         self.owner_pid = os.getpid()
         self.cancel = cancel  # the start it belongs to (see cancel_starts)
         self._network = network  # holds a reference on this process's network
+        #: Copy mode (:func:`copies_files`): resolved host folder -> its ``{"bind": path, "mode": ...}``.
+        self.copies: dict[str, dict[str, str]] = {}
+        #: Copy mode: the named volumes holding its read-write folders (removed with their last container).
+        self.volumes: list[str] = []
         self._stopped = False
         self._final_logs: str | None = None
         self._stop_lock = threading.RLock()  # re-entered by the SIGTERM handler
@@ -1186,6 +1251,38 @@ class Container:
         text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else str(output)
         return int(code if code is not None else -1), text
 
+    def _copy_of(self, host_path: str | os.PathLike[str]) -> str | None:
+        """The container path of ``host_path`` when it lies in a folder copied into this container."""
+        path = Path(host_path).resolve()
+        for folder, spec in self.copies.items():
+            if path == Path(folder) or Path(folder) in path.parents:
+                return str(Path(spec["bind"]) / path.relative_to(folder))
+        return None
+
+    def pull(self, host_path: str | os.PathLike[str]) -> Path:
+        """``host_path`` brought up to date with what the server wrote there: a no-op under a bind mount (the
+        host folder is the server's), a copy back through the engine in copy mode (:func:`copies_files`)."""
+        inside = self._copy_of(host_path)
+        if inside is not None and not self._stopped:
+            from . import transfer
+
+            transfer.pull(self._client.api, self.id, inside, host_path)
+        return Path(host_path)
+
+    def push(self, host_path: str | os.PathLike[str]) -> None:
+        """Give the server what was written to ``host_path`` on this host (a no-op under a bind mount)."""
+        inside = self._copy_of(host_path)
+        if inside is not None and not self._stopped:
+            from . import transfer
+
+            transfer.push(self._client.api, self.id, host_path, inside)
+
+    def mirror_of(self, host_path: str | os.PathLike[str]) -> dict[str, str] | None:
+        """Where the live copy of ``host_path`` is, for a reader in another process (``Endpoint.extra``):
+        ``{"container": id, "path": container path}`` in copy mode, ``None`` under a bind mount."""
+        inside = self._copy_of(host_path)
+        return None if inside is None else {"container": self.id, "path": inside}
+
     def is_running(self) -> bool:
         """Whether the engine reports the container as running."""
         try:
@@ -1201,6 +1298,7 @@ class Container:
             with contextlib.suppress(Exception):
                 self._final_logs = self.logs()
             _remove_container(self._client, self.id)
+            _remove_volumes(self._client, self.volumes)
             self._forget()
 
     def _forget(self) -> None:
@@ -1220,6 +1318,28 @@ class Container:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def pull_from_container(container_id: str, container_path: str, host_path: str | os.PathLike[str]) -> Path:
+    """Copy mode: make ``host_path`` a copy of ``container_path`` in the container (see
+    :meth:`Container.mirror_of`); the host copy stays as it is once the container is gone."""
+    from . import transfer
+
+    return transfer.pull(docker_client().api, container_id, container_path, host_path)
+
+
+def clear_in_container(container_id: str, maildir: str) -> None:
+    """Copy mode: delete the messages of the Maildir ``maildir`` inside the container (gone: nothing to do)."""
+    errors = _docker_errors()
+    api = docker_client().api
+    script = (
+        'for d in "$1/new" "$1/cur"; do [ -d "$d" ] && find "$d" -mindepth 1 -maxdepth 1 -type f -delete; done; true'
+    )
+    try:
+        exec_id = api.exec_create(container_id, ["sh", "-c", script, "sh", maildir])["Id"]
+        api.exec_start(exec_id)
+    except (errors.NotFound, errors.APIError):
+        pass
 
 
 def _remove_container(client: docker.DockerClient, container_id: str) -> None:
@@ -1333,9 +1453,12 @@ def remove_in_background(containers: Sequence[Container], *, network: bool = Fal
                     _network.update(name=None, users=0)
     if not containers and net is None:
         return
-    janitor = _spawn_janitor([c.id for c in containers], net)
+    volumes = sorted({v for c in containers for v in c.volumes})
+    janitor = _spawn_janitor([c.id for c in containers], net, volumes)
     if janitor is None:
         _remove_unlocked(containers)
+        with contextlib.suppress(Exception):
+            _remove_volumes(docker_client(), volumes)
         if net is not None:
             with contextlib.suppress(Exception):
                 docker_client().api.remove_network(net)
@@ -1368,8 +1491,10 @@ def remove_in_background(containers: Sequence[Container], *, network: bool = Fal
 _JANITOR_MAIN = "import sys; from pytest_mailtls.runtime import _janitor; _janitor(sys.argv[1])"
 
 
-def _spawn_janitor(container_ids: Sequence[str], network: str | None) -> subprocess.Popen[bytes] | None:
-    payload = json.dumps({"containers": list(container_ids), "network": network})
+def _spawn_janitor(
+    container_ids: Sequence[str], network: str | None, volumes: Sequence[str] = ()
+) -> subprocess.Popen[bytes] | None:
+    payload = json.dumps({"containers": list(container_ids), "network": network, "volumes": list(volumes)})
     package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
@@ -1400,6 +1525,8 @@ def _janitor(payload: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(300)
+    with contextlib.suppress(Exception):
+        _remove_volumes(client, job.get("volumes") or [])
     if job.get("network"):
         deadline = time.monotonic() + 60
         while True:
@@ -1428,6 +1555,7 @@ def _remove_unlocked(containers: Sequence[Container]) -> None:
         def remove(c: Container = container) -> None:
             with contextlib.suppress(Exception):
                 _remove_container(c._client, c.id)
+                _remove_volumes(c._client, c.volumes)
                 c._forget()
 
         thread = threading.Thread(target=remove, name=f"mailtls-remove-{container.name}", daemon=True)
@@ -1749,12 +1877,12 @@ def signals_deferred(say: Callable[[str], None] = _noop) -> Iterator[None]:
 # --------------------------------------------------------------------------- starting
 
 
-def _published(attrs: Mapping[str, Any], ports: Sequence[int]) -> dict[int, int]:
+def _published(attrs: Mapping[str, Any], ports: Sequence[int], address: str = "127.0.0.1") -> dict[int, int]:
     bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
     mapped: dict[int, int] = {}
     for port in ports:
         for binding in bindings.get(f"{port}/tcp") or []:
-            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+            if binding.get("HostIp") in (address, "") and binding.get("HostPort"):
                 mapped[port] = int(binding["HostPort"])
                 break
     return mapped
@@ -1770,6 +1898,42 @@ def _bind_mounts(volumes: Mapping[str, Mapping[str, str]]) -> list[Any]:
         Mount(target=spec["bind"], source=src, type="bind", read_only=spec.get("mode", "rw") == "ro")
         for src, spec in volumes.items()
     ]
+
+
+def _volume_of(host_path: str) -> str:
+    from . import transfer
+
+    return transfer.volume_name(SESSION_ID, host_path)
+
+
+def _volume_mounts(volumes: Mapping[str, Mapping[str, str]]) -> list[Any]:
+    """Copy mode (:func:`copies_files`): each read-write host folder as a named volume of its own (labelled for
+    the reaper; two containers given one folder share it), filled by :func:`transfer.copy_in` before the
+    start; read-only folders are copied into the container's own file system and need no mount."""
+    from docker.types import Mount
+
+    client = docker_client()
+    mounts = []
+    for src, spec in volumes.items():
+        if spec.get("mode", "rw") == "ro":
+            continue
+        name = _volume_of(src)
+        client.api.create_volume(name, labels=container_labels())  # the same name again returns the same volume
+        mounts.append(Mount(target=spec["bind"], source=name, type="volume"))
+    return mounts
+
+
+def _remove_volumes(client: docker.DockerClient, names: Sequence[str]) -> None:
+    """Remove named volumes no container uses any more (one still in use, 409, goes with its last user)."""
+    errors = _docker_errors()
+    for name in names:
+        try:
+            client.api.remove_volume(name)
+        except errors.NotFound:
+            pass
+        except errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
 
 
 def _check_cancel(cancel: threading.Event | None, where: str) -> None:
@@ -1833,8 +1997,12 @@ def start_container(
     # Sealed, nothing is published either: the engine spends ~12 ms per published port to start and ~50 ms to
     # remove (a userland proxy each), which for a whole grid was most of its start and teardown.
     sealed = sockets is not None and not host_network and not fixed and sealed_routing()
+    copy = copies_files()
+    if host_network and copy:
+        raise ValueError("host_network needs a local engine that bind-mounts (it is not one: see copies_files)")
+    publish = publish_address()
     network = None if host_network or sealed else _acquire_network()
-    bindings = {f"{p}/tcp": ("127.0.0.1", fixed[p]) if p in fixed else ("127.0.0.1",) for p in ports}
+    bindings = {f"{p}/tcp": (publish, fixed[p]) if p in fixed else (publish,) for p in ports}
     mounts = dict(volumes or {})
     if sealed:
         assert sockets is not None
@@ -1847,7 +2015,7 @@ def start_container(
     host_config = api.create_host_config(
         port_bindings=None if host_network or sealed else bindings,
         network_mode="host" if host_network else "none" if sealed else network,
-        mounts=_bind_mounts(mounts),
+        mounts=_volume_mounts(mounts) if copy else _bind_mounts(mounts),
         # No network, no /etc/hosts line for the container's own name (Java's getLocalHost needs it): name it.
         extra_hosts={**(extra_hosts or {}), **({full_name: "127.0.0.1"} if sealed else {})},
         init=init or None,
@@ -1870,6 +2038,9 @@ def start_container(
             detach=True,
         )
         container = Container(client, created["Id"], full_name, image, cancel=cancel, network=network is not None)
+        if copy:
+            container.copies = {str(Path(h).resolve()): dict(spec) for h, spec in mounts.items()}
+            container.volumes = [_volume_of(h) for h, spec in mounts.items() if spec.get("mode", "rw") != "ro"]
         _register(container)
     except BaseException as exc:
         if network is not None:
@@ -1887,6 +2058,14 @@ def start_container(
             _creating_done.notify_all()
     try:
         _check_cancel(cancel, where)
+        if copy:
+            from . import transfer
+
+            for host_path, spec in mounts.items():
+                try:
+                    transfer.copy_in(api, container.id, host_path, spec["bind"])
+                except (OSError, errors.APIError) as exc:
+                    raise ServerStartError(f"cannot copy {host_path} into {where} at {spec['bind']}: {exc}") from exc
         try:
             api.start(container.id)
         except errors.APIError as exc:
@@ -1903,10 +2082,12 @@ def start_container(
             )
         if sealed:
             container.address, container.sockets = "", sockets
-        container.ports = {p: p for p in ports} if host_network or sealed else _published(attrs, ports)
+        elif not host_network:
+            container.address = engine_host()
+        container.ports = {p: p for p in ports} if host_network or sealed else _published(attrs, ports, publish)
         missing = [p for p in ports if p not in container.ports]
         if missing:
-            raise ServerStartError(f"{where} runs but the engine published no 127.0.0.1 port for {missing}")
+            raise ServerStartError(f"{where} runs but the engine published no {publish} port for {missing}")
     except BaseException as exc:
         with contextlib.suppress(Exception):
             container.stop()
@@ -2017,7 +2198,7 @@ def sealed_routing() -> bool:
     so on Docker Desktop, rootless or remote engines, whose bridge lives elsewhere). ``MAILTLS_PUBLISH_PORTS=1``
     publishes on 127.0.0.1 instead, always.
     """
-    if os.environ.get("MAILTLS_PUBLISH_PORTS", "").lower() in ("1", "true", "yes"):
+    if _truthy("MAILTLS_PUBLISH_PORTS") or copies_files():
         return False
     if "bridge" not in _sealed:
         _sealed["bridge"] = _gateway_is_local("bridge")
@@ -2071,7 +2252,7 @@ def free_ports(count: int) -> list[int]:
 def reap_orphans(*, progress: Progress = _noop, all_users: bool = False) -> list[str]:
     """Remove what dead pytest-mailtls processes of this user left on this host; return what went.
 
-    Containers, then networks (labelled ``pytest-mailtls=1``, ``.host`` = this host, ``.uid`` = this user),
+    Containers, then networks and volumes (labelled ``pytest-mailtls=1``, ``.host`` = this host, ``.uid`` = this user),
     then registered temp dirs (:func:`register_dir`). An owner counts as dead when its pid is gone, is a
     zombie, or now belongs to a process that started at another time. Anything whose owner is alive, whose
     labels are unreadable, or that belongs to another user (unless ``all_users``) is left alone.
@@ -2079,6 +2260,8 @@ def reap_orphans(*, progress: Progress = _noop, all_users: bool = False) -> list
     removed = _reap_containers(progress, all_users)
     with contextlib.suppress(Exception):  # a network still in use by someone is not an error here
         removed += _reap_networks(progress, all_users)
+    with contextlib.suppress(Exception):
+        removed += _reap_volumes(progress, all_users)
     removed += _reap_dirs(progress)
     return removed
 
@@ -2128,5 +2311,25 @@ def _reap_networks(progress: Progress, all_users: bool) -> list[str]:
         except errors.APIError:
             continue  # still has endpoints (a container being removed right now): the next reap takes it
         progress(f"removed orphaned network {item['Name']} (its pytest-mailtls process {pid} is gone)")
+        reaped.append(str(item["Name"]))
+    return reaped
+
+
+def _reap_volumes(progress: Progress, all_users: bool) -> list[str]:
+    """Named volumes of copy mode (:func:`copies_files`) whose run died."""
+    client = docker_client()
+    errors = _docker_errors()
+    host = socket.gethostname()
+    reaped = []
+    listed = client.api.volumes(filters={"label": [f"{LABEL}=1", f"{LABEL}.host={host}"]}) or {}
+    for item in listed.get("Volumes") or []:
+        pid = _orphan_owner(_labels_owner(item.get("Labels") or {}), all_users=all_users)
+        if pid is None:
+            continue
+        try:
+            client.api.remove_volume(item["Name"])
+        except (errors.NotFound, errors.APIError):
+            continue  # gone, or a container being removed right now still holds it: the next reap takes it
+        progress(f"removed orphaned volume {item['Name']} (its pytest-mailtls process {pid} is gone)")
         reaped.append(str(item["Name"]))
     return reaped

@@ -261,7 +261,12 @@ def launch(
                 port=container.upstream(port)[1],
                 mailbox=mailbox(cell),
                 client=client,
-                extra={"container": container.name, "container_port": port, **(extra(cell, port) if extra else {})},
+                extra={
+                    "container": container.name,
+                    "container_port": port,
+                    **_mail_mirror(container, mailbox(cell)),
+                    **(extra(cell, port) if extra else {}),
+                },
             )
             for cell, port in zip(cells, ports, strict=True)
         ]
@@ -287,6 +292,13 @@ def launch(
         container.stop()
         raise
     return container, endpoints
+
+
+def _mail_mirror(container: Container, mailbox: str) -> dict[str, object]:
+    """``{"mail_mirror": ...}`` where the cell's mail lives in the container, not in ``mailbox`` (copy mode:
+    :meth:`~pytest_mailtls.runtime.Container.mirror_of`); nothing under a bind mount."""
+    mirror = container.mirror_of(mailbox)
+    return {} if mirror is None else {"mail_mirror": mirror}
 
 
 # --------------------------------------------------------------------------- the running server

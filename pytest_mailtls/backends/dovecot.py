@@ -57,6 +57,7 @@ from ..mailbox import (
     decode_mailbox_name,
     deliver_to_maildir,
     encode_mailbox_name,
+    folder_dir,
     read_mailbox_state,
 )
 from ..manifest import Endpoint
@@ -439,11 +440,20 @@ class DovecotServer(ContainerServer[str]):
             if not to or any(ch in to for ch in "\r\n"):
                 raise ValueError(f"invalid recipient {to!r}")
             data = f"Delivered-To: {to}\n".encode() + data
-        return deliver_to_maildir(self.maildir, data, folder=folder)
+        if not self.container.copies:
+            return deliver_to_maildir(self.maildir, data, folder=folder)
+        # Copy mode: the live Maildir is in the container. Send the new message alone (and a new folder whole):
+        # what a pull brought here may be stale, and sending it back would undo the server's own changes.
+        self.container.pull(self.maildir)
+        root = folder_dir(self.maildir, folder)
+        known = root.is_dir()
+        written = deliver_to_maildir(self.maildir, data, folder=folder)
+        self.container.push(written if known else root)
+        return written
 
     def mailbox_state(self, folder: str = "INBOX") -> MailboxState:
         """Messages of ``folder`` with UIDs and flags, and the user's folders, as stored right now."""
-        return read_mailbox_state(self.maildir, folder)
+        return read_mailbox_state(self.container.pull(self.maildir), folder)
 
 
 @functools.cache

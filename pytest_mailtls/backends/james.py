@@ -1085,7 +1085,8 @@ class JamesBackend(Backend):
             # Not earlier: checking the cells while James still starts (its servers listen from their bind on)
             # measured slower on a loaded machine (docs/speed.md); the handshakes then compete with the start
             # for the cores and for the JIT compiler.
-            _wait_provisioned(root / "status", container.logs, alive, deadline)
+            status = root / "status"
+            _wait_provisioned(status, container.logs, alive, deadline, refresh=lambda: container.pull(status))
             wait_ready(endpoints, timeout=max(1.0, deadline - time.monotonic()), logs=container.logs, alive=alive)
 
         def extra(cell: Cell, port: int) -> dict[str, object]:
@@ -1145,12 +1146,20 @@ def _write_keystores(cells: Sequence[Cell], pki: SessionPKI, folder: Path, secre
 _STATUS_POLL, _ALIVE_POLL = 0.02, 0.25
 
 
-def _wait_provisioned(status: Path, logs: Callable[[], str], alive: Callable[[], str | None], deadline: float) -> None:
+def _wait_provisioned(
+    status: Path,
+    logs: Callable[[], str],
+    alive: Callable[[], str | None],
+    deadline: float,
+    *,
+    refresh: Callable[[], object] = lambda: None,
+) -> None:
     """Wait until ``status`` (``/mailtls/status``, which MailtlsJamesMain writes once James is up) says the
     users exist; raise ``ServerStartError`` with the log once it reports a failure, the container is gone, or
     ``deadline`` (monotonic) passed. A file, not the log: reading a hundred servers' log costs the engine and
     this process about 10 ms of CPU each time, a ``stat`` nothing. A cancelled start (the thread's
-    ``readiness.cancel_scope``) ends the wait within one poll with ``StartCancelled``."""
+    ``readiness.cancel_scope``) ends the wait within one poll with ``StartCancelled``. ``refresh`` runs before
+    each read (copy mode: it fetches the file from the container)."""
     from ..readiness import current_cancel
     from ..runtime import StartCancelled
 
@@ -1159,6 +1168,7 @@ def _wait_provisioned(status: Path, logs: Callable[[], str], alive: Callable[[],
     while True:
         if cancel is not None and cancel.is_set():
             raise StartCancelled("start of James cancelled while it was starting")
+        refresh()
         try:
             text = status.read_text(encoding="utf-8", errors="replace").strip()
         except FileNotFoundError:

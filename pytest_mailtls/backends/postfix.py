@@ -637,7 +637,24 @@ def _await_sockets(link: DovecotLink, alive: Callable[[], str | None], cancel: t
 
     No deadline of its own: the wait ends when the sockets appear, the Dovecot's start ends (its own
     deadlines bound it), this container dies, or ``cancel`` is set."""
+    from ..runtime import copies_files
+
     wanted = [link.sockets / "auth", link.sockets / "lmtp"]
+    if copies_files():
+        # The folder is a volume on the engine: this host cannot see the sockets. A started Dovecot made them
+        # (its readiness needs its login services), and the entrypoint inside the container checks again.
+        wanted = []
+        while link.started is None or not link.started.done():
+            _raise_if_cancelled(cancel)
+            if link.started is None:
+                raise ServerStartError(f"no Dovecot sockets in {link.sockets}: start that Dovecot first")
+            gone = alive()
+            if gone:
+                raise ServerStartError(f"Postfix gave up waiting for Dovecot's sockets in {link.sockets}: {gone}")
+            time.sleep(0.02)
+        failure = _dovecot_failure(link)
+        if failure:
+            raise ServerStartError(f"Postfix gave up waiting for Dovecot's sockets in {link.sockets}: {failure}")
     while not all(p.is_socket() for p in wanted):
         _raise_if_cancelled(cancel)
         if link.started is None:

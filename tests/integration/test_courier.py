@@ -311,7 +311,9 @@ def test_mail_in_the_maildir_is_read_over_imap_and_pop3(server: CourierServer) -
     msg["Subject"] = subject = f"courier {uuid.uuid4().hex}"
     msg.set_content("hello\n")
     capture.ensure_maildir(imap.mailbox)
-    (Path(imap.mailbox) / "new" / f"{uuid.uuid4().hex}.mailtls").write_bytes(msg.as_bytes())
+    written = Path(imap.mailbox) / "new" / f"{uuid.uuid4().hex}.mailtls"
+    written.write_bytes(msg.as_bytes())
+    server.container.push(written)  # copy mode (a remote engine): the live Maildir is in the container
     assert login(imap) == before + 1
     assert login(pop3) == before + 1
     assert subject in [str(m["Subject"]) for m in imap.messages()]

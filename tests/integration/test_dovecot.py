@@ -117,6 +117,12 @@ def session(endpoint: Endpoint, **options: Any) -> Iterator[Any]:
             client.shutdown() if endpoint.protocol == "imap" else client.close()
 
 
+_host_sockets = pytest.mark.skipif(
+    runtime.copies_files(),
+    reason="copy mode (a remote engine or MAILTLS_COPY_FILES=1): Dovecot's sockets are on the engine, not here",
+)
+
+
 def wait_for_log(server: DovecotServer, cell_id: str, predicate: Callable[[list[str]], bool]) -> list[str]:
     """The cell's log lines once ``predicate`` holds (Dovecot's log process writes a moment later)."""
     deadline = time.monotonic() + 5.0
@@ -572,6 +578,7 @@ def test_pop3_reads_and_deletes_delivered_mail(server: DovecotServer) -> None:
     assert server.mailbox_state().by_subject(subject) == []
 
 
+@_host_sockets
 def test_lmtp_socket_delivers_any_recipient_to_the_test_user(server: DovecotServer) -> None:
     """The hand-off a Postfix container will use: LMTP on <workdir>/sockets/lmtp, every address of any
     domain lands in the test user's INBOX, readable by the host user."""
@@ -590,6 +597,7 @@ def test_lmtp_socket_delivers_any_recipient_to_the_test_user(server: DovecotServ
         client.logout()
 
 
+@_host_sockets
 def test_auth_socket_answers_the_dovecot_sasl_protocol(server: DovecotServer) -> None:
     """Postfix's smtpd_sasl_type = dovecot speaks this to the auth socket: the handshake lists mechanisms."""
     with socket.socket(socket.AF_UNIX) as sock:

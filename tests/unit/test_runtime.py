@@ -621,17 +621,90 @@ def test_stop_all_without_containers_is_a_no_op() -> None:
         ("tcp://build-host.example:2376", "build-host.example"),
         ("ssh://me@box", "box"),
         ("tcp://10.0.0.5:2376", "10.0.0.5"),
+        ("tcp://[2001:db8::5]:2376", "2001:db8::5"),
     ],
 )
 def test_remote_engines_are_recognised(docker_host: str, remote: str | None) -> None:
     assert runtime._remote_engine(docker_host) == remote
 
 
-def test_a_remote_engine_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", "tcp://build-host.example:2376")
-    monkeypatch.setattr(runtime, "_clients", {})
-    with pytest.raises(EngineUnavailable, match=r"not on this machine.*bind-mounts local folders"):
-        runtime.docker_client()
+def test_a_remote_engine_copies_files_and_dials_and_publishes_on_its_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (runtime.COPY_ENV, runtime.ENGINE_HOST_ENV, runtime.PUBLISH_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert (runtime.copies_files(), runtime.engine_host(), runtime.publish_address()) == (
+        False,
+        "127.0.0.1",
+        "127.0.0.1",
+    )
+    monkeypatch.setenv(runtime.COPY_ENV, "1")  # any engine can be told to copy; a local one still publishes here
+    assert (runtime.copies_files(), runtime.publish_address()) == (True, "127.0.0.1")
+    monkeypatch.delenv(runtime.COPY_ENV)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.214.9.2:2375")
+    assert runtime.remote_engine() == "10.214.9.2" and runtime.copies_files() and not runtime.sealed_routing()
+    assert (runtime.engine_host(), runtime.publish_address()) == ("10.214.9.2", "10.214.9.2")
+    monkeypatch.setenv(runtime.ENGINE_HOST_ENV, "engine.example")  # NAT: dial one name, publish on another address
+    monkeypatch.setenv(runtime.PUBLISH_ENV, "0.0.0.0")
+    assert (runtime.engine_host(), runtime.publish_address()) == ("engine.example", "0.0.0.0")
+    monkeypatch.setenv(runtime.PUBLISH_ENV, "the-engine")
+    with pytest.raises(EngineUnavailable, match=r"MAILTLS_PUBLISH_ADDRESS='the-engine' is not an IP address"):
+        runtime.publish_address()
+
+
+def test_an_unresolvable_remote_engine_host_says_which_setting_to_give(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runtime.PUBLISH_ENV, raising=False)
+    monkeypatch.delenv(runtime.ENGINE_HOST_ENV, raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "ssh://ci@no-such-host.invalid")
+    with pytest.raises(EngineUnavailable, match=r"cannot resolve the remote engine's host 'no-such-host.invalid'"):
+        runtime.publish_address()
+
+
+def test_an_archive_keeps_modes_owners_and_times_and_a_pull_mirrors_the_container(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from pytest_mailtls import transfer
+
+    src = tmp_path / "etc"
+    (src / "tls").mkdir(parents=True)
+    key = src / "tls" / "key.pem"
+    key.write_bytes(b"secret")
+    key.chmod(0o600)
+    os.utime(key, (1_000_000_000, 1_000_000_000))
+    with tarfile.open(fileobj=io.BytesIO(transfer.archive(src, "/mailtls/etc"))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert list(members)[:2] == ["mailtls", "mailtls/etc"] and members["mailtls"].mode == 0o755
+    kept = members["mailtls/etc/tls/key.pem"]
+    assert (kept.mode, kept.uid, kept.mtime, kept.size) == (0o600, os.getuid(), 1_000_000_000, 6)
+    with tarfile.open(fileobj=io.BytesIO(transfer.archive(key, "/mailtls/etc/tls/key.pem", parents=False))) as tar:
+        assert tar.getnames() == ["key.pem"]  # extracted in the parent that exists: nothing else touched
+    with pytest.raises(ValueError, match="absolute and plain"):
+        transfer.archive(src, "/mailtls/../etc")
+
+    class Engine:  # get_archive as the docker SDK's low-level client answers it: a tar of the path, in chunks
+        def get_archive(self, container: str, path: str) -> tuple[list[bytes], dict[str, object]]:
+            out = io.BytesIO()
+            with tarfile.open(fileobj=out, mode="w") as tar:
+                for name, data in (("Maildir/new/1.eml", b"one"), ("Maildir/cur/2.eml", b"two")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+            return [out.getvalue()], {}
+
+    host = tmp_path / "Maildir"
+    (host / "new").mkdir(parents=True)
+    (host / "new" / "gone.eml").write_bytes(b"cleared in the container")
+    transfer.pull(Engine(), "c0ffee", "/mailtls/mail/Maildir", host)
+    assert sorted(str(p.relative_to(host)) for p in host.rglob("*") if p.is_file()) == ["cur/2.eml", "new/1.eml"]
+    assert not list(tmp_path.glob(".mailtls-pull-*"))  # the scratch folder went
+
+
+def test_a_volume_name_is_per_run_and_per_folder(tmp_path: Path) -> None:
+    from pytest_mailtls import transfer
+
+    one, two = transfer.volume_name("a" * 32, tmp_path / "x"), transfer.volume_name("a" * 32, tmp_path / "y")
+    assert one != two and one.startswith("mailtls-vol-aaaaaaaaaaaa-")
+    assert transfer.volume_name("b" * 32, tmp_path / "x") != one
 
 
 def test_only_fresh_temp_dirs_are_registered_for_deletion_after_a_crash(private_tmp: Path, tmp_path: Path) -> None:
