@@ -51,7 +51,7 @@ def _missing() -> str | None:
     for tool in ("ip", "nsenter", "dockerd", "docker"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
-    return None
+    return runtime.engine_problem()  # the images come from the main engine
 
 
 @dataclass
