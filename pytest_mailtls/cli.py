@@ -451,8 +451,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_reap(args: argparse.Namespace) -> int:
     from . import runtime
 
-    removed = runtime.reap_orphans()
-    print(f"removed {len(removed)} orphaned container(s)")
+    removed = runtime.reap_orphans(progress=_say)
+    print(f"removed {len(removed)} orphaned item(s) (containers, networks, volumes, temp dirs)")
     return EXIT_OK
 
 

@@ -218,3 +218,33 @@ def test_a_remote_grid_publishes_on_the_engine_address_only_bind_mounts_nothing_
     assert remote.docker("ps", "-aq").split() == []
     assert remote.docker("volume", "ls", "-q").split() == []
     assert sorted(remote.docker("network", "ls", "--format", "{{.Name}}").split()) == ["bridge", "host", "none"]
+
+
+def test_after_sigkill_reap_removes_the_remote_containers_volumes_and_network(
+    remote: RemoteEngine, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    env = {k: v for k, v in os.environ.items() if k != runtime.COPY_ENV}
+    env["DOCKER_HOST"] = remote.host
+    up = subprocess.Popen(
+        [sys.executable, "-m", "pytest_mailtls", "up", *SELECTION, "--manifest", str(manifest)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not manifest.exists():
+        assert up.poll() is None and time.monotonic() < deadline, "mailtls up did not write its manifest"
+        time.sleep(0.2)
+    up.kill()  # SIGKILL: nothing of the run's own clean-up happens
+    up.wait(30)
+    assert len(remote.docker("ps", "-q").split()) == 2
+    assert remote.docker("volume", "ls", "-q").split() != []
+    reap = subprocess.run(
+        [sys.executable, "-m", "pytest_mailtls", "reap"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert "removed orphaned volume mailtls-vol-" in reap.stdout + reap.stderr
+    assert remote.docker("ps", "-aq").split() == []
+    assert remote.docker("volume", "ls", "-q").split() == []
+    assert sorted(remote.docker("network", "ls", "--format", "{{.Name}}").split()) == ["bridge", "host", "none"]

@@ -187,7 +187,7 @@ def test_reap_reports_a_count(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     monkeypatch.setattr(runtime, "reap_orphans", lambda **_: ["mailtls-postfix-1", "mailtls-dovecot-2"])
     code, out, _ = _run(["reap"], capsys)
     assert code == 0
-    assert out.strip() == "removed 2 orphaned container(s)"
+    assert out.strip() == "removed 2 orphaned item(s) (containers, networks, volumes, temp dirs)"
 
 
 def test_reap_without_an_engine_is_one_line(tmp_path: Path) -> None:
