@@ -15,6 +15,9 @@ for the library call this process's, the in-process server's included).
 
     python benchmarks/bench_probe.py [--cell CELL_ID] [--runs 3] [--no-testssl] [--json out.json]
 
+``--cell postfix-submission-starttls-legacy-valid`` (any container server's cell) serves it from the real
+server in a container instead, its ports published on 127.0.0.1.
+
 With ``--grid postfix,dovecot,james`` it serves those servers' default grid instead (Docker) and
 times ``verify_endpoints`` over every cell ``--runs`` times, as ``mailtls verify`` runs it, with the
 CPU seconds spent by this process and by each container (cgroup v1 ``cpuacct``, where readable):
@@ -237,12 +240,22 @@ def main(argv: list[str] | None = None) -> int:
         return bench_grid(args.grid.split(","), args.runs)
 
     work = Path(tempfile.mkdtemp(prefix="mailtls-bench-"))
-    cells = [c for c in load_matrix().cells(servers=["embedded"]) if c.id == args.cell]
+    server_name = args.cell.split("-", 1)[0]
+    cells = [c for c in load_matrix().cells(servers=[server_name]) if c.id == args.cell]
     if not cells:
-        parser.error(f"no embedded cell {args.cell!r} in the default matrix")
+        parser.error(f"no cell {args.cell!r} in the default matrix")
+    if server_name == "embedded":
+        backend: Any = EmbeddedBackend()
+    else:
+        # A real server in a container, published on 127.0.0.1 (sslyze and testssl.sh dial no unix socket):
+        # the server's work then runs in the container, not on this process's event loop.
+        os.environ["MAILTLS_PUBLISH_PORTS"] = "1"
+        from pytest_mailtls.grid import get_backend
+
+        backend = get_backend(server_name)
     pki = SessionPKI(work / "pki")
     t0 = time.perf_counter()
-    server = EmbeddedBackend().start(cells, StartOptions(pki=pki, workdir=work / "server"))
+    server = backend.start(cells, StartOptions(pki=pki, workdir=work / "server"))
     start_time = time.perf_counter() - t0
     endpoint = server.endpoints[0]
     print(f"cell {endpoint.id} on {endpoint.host}:{endpoint.port} (started in {start_time:.3f} s)")

@@ -181,25 +181,31 @@ def test_python_certification_through_a_remote_engine_matches_the_local_engine(
     assert remote.docker("volume", "ls", "-q").split() == []
 
 
-def test_a_remote_grid_publishes_on_the_engine_address_only_bind_mounts_nothing_and_leaves_nothing(
-    remote: RemoteEngine, tmp_path: Path
-) -> None:
-    manifest = tmp_path / "manifest.json"
+def _serve(remote: RemoteEngine, manifest: Path) -> subprocess.Popen[bytes]:
+    """``mailtls up`` on the remote engine, once its manifest is written (it serves until told to stop)."""
     env = {k: v for k, v in os.environ.items() if k != runtime.COPY_ENV}
     env["DOCKER_HOST"] = remote.host
     up = subprocess.Popen(
         [sys.executable, "-m", "pytest_mailtls", "up", *SELECTION, "--manifest", str(manifest)],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 300
+    while not manifest.exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            pytest.fail(f"mailtls up on {remote.host} wrote no manifest (exit status {up.poll()})")
+        time.sleep(0.2)
+    return up
+
+
+def test_a_remote_grid_publishes_on_the_engine_address_only_bind_mounts_nothing_and_leaves_nothing(
+    remote: RemoteEngine, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    up = _serve(remote, manifest)
     try:
-        deadline = time.monotonic() + 300
-        while not manifest.exists():
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
-            assert time.monotonic() < deadline, "mailtls up did not write its manifest"
-            time.sleep(0.2)
         ids = remote.docker("ps", "-q").split()
         assert len(ids) == 2  # one Postfix, one Dovecot
         for attrs in json.loads(remote.docker("inspect", *ids)):
@@ -223,26 +229,12 @@ def test_a_remote_grid_publishes_on_the_engine_address_only_bind_mounts_nothing_
 def test_after_sigkill_reap_removes_the_remote_containers_volumes_and_network(
     remote: RemoteEngine, tmp_path: Path
 ) -> None:
-    manifest = tmp_path / "manifest.json"
-    env = {k: v for k, v in os.environ.items() if k != runtime.COPY_ENV}
-    env["DOCKER_HOST"] = remote.host
-    up = subprocess.Popen(
-        [sys.executable, "-m", "pytest_mailtls", "up", *SELECTION, "--manifest", str(manifest)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not manifest.exists():
-        assert up.poll() is None and time.monotonic() < deadline, "mailtls up did not write its manifest"
-        time.sleep(0.2)
+    up = _serve(remote, tmp_path / "manifest.json")
     up.kill()  # SIGKILL: nothing of the run's own clean-up happens
     up.wait(30)
     assert len(remote.docker("ps", "-q").split()) == 2
     assert remote.docker("volume", "ls", "-q").split() != []
-    reap = subprocess.run(
-        [sys.executable, "-m", "pytest_mailtls", "reap"], env=env, capture_output=True, text=True, timeout=300
-    )
+    reap = _mailtls("reap", docker_host=remote.host)
     assert reap.returncode == 0, reap.stdout + reap.stderr
     assert "removed orphaned volume mailtls-vol-" in reap.stdout + reap.stderr
     assert remote.docker("ps", "-aq").split() == []

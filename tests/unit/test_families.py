@@ -120,3 +120,19 @@ def test_no_family_is_named_outside_its_module(module: str) -> None:
     spellings = re.findall(r"\b_?(?:GO|DOTNET|RUST|NODE|GNUTLS|JAVA|PYTHON|CURL|SWAKS|MSMTP|JDK17)_\w+", source)
     assert not spellings, f"{module} keeps family facts {spellings}"
     assert not re.search(r"\.family\s*[!=]=", source), f"{module} compares a family by name"
+
+
+def test_the_java_family_offers_what_the_local_jvm_leaves_of_its_default_suites() -> None:
+    from pytest_mailtls.clients.families.java import JDK17_DEFAULT_SUITES, runtime_default_suites
+
+    updated = (  # JDK 17.0.21's java.security (Debian 12, November 2026): static RSA is off
+        "jdk.tls.disabledAlgorithms=SSLv3, TLSv1, TLSv1.1, DTLSv1.0, RC4, DES, \\\n"
+        "    MD5withRSA, DH keySize < 1024, EC keySize < 224, 3DES_EDE_CBC, anon, NULL, \\\n"
+        "    ECDH, TLS_RSA_*, rsa_pkcs1_sha1 usage HandshakeSignature\n"
+    )
+    older = "jdk.tls.disabledAlgorithms=SSLv3, TLSv1, TLSv1.1, RC4, DES, 3DES_EDE_CBC, anon, NULL\n"
+    left = runtime_default_suites(text=updated)
+    assert left and not any(s.startswith("TLS_RSA_") for s in left)
+    assert set(left) == {s for s in JDK17_DEFAULT_SUITES if not s.startswith("TLS_RSA_")}
+    assert runtime_default_suites(text=older) == JDK17_DEFAULT_SUITES
+    assert runtime_default_suites(text="# no such property\n") == JDK17_DEFAULT_SUITES

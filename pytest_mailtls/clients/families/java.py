@@ -5,7 +5,12 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import os
+import re
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import ClientFamily
@@ -43,6 +48,44 @@ JDK17_DEFAULT_SUITES: tuple[str, ...] = (
     "TLS_RSA_WITH_AES_256_CBC_SHA",
     "TLS_RSA_WITH_AES_128_CBC_SHA",
 )
+
+
+def _java_security() -> Path | None:
+    """The ``java.security`` of the JVM the Java clients run: ``$JAVA_HOME``'s, else that of ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if not home:
+        found = shutil.which("java")
+        if found is None:
+            return None
+        home = str(Path(os.path.realpath(found)).parents[1])
+    path = Path(home) / "conf" / "security" / "java.security"
+    return path if path.is_file() else None
+
+
+def _disabled_suite_patterns(text: str) -> list[str]:
+    """The suite-name entries (``TLS_RSA_*``, ``TLS_..._SHA``) of ``jdk.tls.disabledAlgorithms`` in ``text``."""
+    joined = re.sub(r"\\\n\s*", "", text)  # properties continue lines with a trailing backslash
+    match = re.search(r"^jdk\.tls\.disabledAlgorithms\s*=(.*)$", joined, re.MULTILINE)
+    if match is None:
+        return []
+    entries = [e.strip() for e in match.group(1).split(",")]
+    return [e for e in entries if e.startswith(("TLS_", "SSL_"))]
+
+
+def runtime_default_suites(suites: tuple[str, ...] = JDK17_DEFAULT_SUITES, text: str | None = None) -> tuple[str, ...]:
+    """``suites`` minus those the local JVM's ``jdk.tls.disabledAlgorithms`` names (JDK 17 updates since 2025
+    add ``TLS_RSA_*``: no static-RSA suite is offered, whatever the client asks). ``text``: a ``java.security``
+    to read instead of the local JVM's."""
+    if text is None:
+        path = _java_security()
+        if path is None:
+            return suites
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return suites
+    patterns = _disabled_suite_patterns(text)
+    return tuple(s for s in suites if not any(fnmatch.fnmatchcase(s, p) for p in patterns))
 
 
 @functools.cache
@@ -146,5 +189,5 @@ FAMILY = ClientFamily(
         "Jakarta/Angus Mail 2",
         "smtp-auth": "mail.smtp.auth=true",
     },
-    default_suites=JDK17_DEFAULT_SUITES,
+    default_suites=runtime_default_suites(),
 )
