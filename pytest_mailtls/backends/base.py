@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,8 +23,9 @@ from ..policy import Cell
 
 if TYPE_CHECKING:
     from ..diagnose import Rule
+    from .stack import Peer
 
-__all__ = ["Backend", "RunningServer", "StartOptions", "Progress", "cell_endpoint", "no_progress"]
+__all__ = ["Backend", "DeliveryLink", "RunningServer", "StartOptions", "Progress", "cell_endpoint", "no_progress"]
 
 #: Progress callback: one human-readable line about long work ("building image ...").
 Progress = Callable[[str], None]
@@ -108,6 +110,22 @@ class RunningServer(abc.ABC):
         self.stop()
 
 
+@dataclass(frozen=True)
+class DeliveryLink:
+    """A server that takes mail and SASL for another one, over unix sockets in a shared folder (the combined
+    stack: Dovecot behind Postfix). The providing backend makes it in :meth:`Backend.link` and offers it to
+    the other servers of its grid (:meth:`Backend.accept_delivery`); nobody looks a server up by name.
+
+    ``sockets`` is the provider's host socket folder (``auth`` and ``lmtp`` in it); ``mailbox`` the address
+    every message is delivered to (default: the test user's, from ``StartOptions``); ``started`` resolves
+    once the provider serves (or fails) when both start side by side, and is ``None`` when it serves already.
+    """
+
+    sockets: Path
+    started: Future[Any] | None = None
+    mailbox: str | None = None
+
+
 class Backend(abc.ABC):
     """One kind of server, declared by its module and found through :mod:`pytest_mailtls.backends`.
 
@@ -132,6 +150,17 @@ class Backend(abc.ABC):
     def unsupported(self, cell: Cell) -> str | None:
         """Why this backend cannot serve ``cell``, or ``None`` if it can."""
         return None
+
+    def link(self, peers: Mapping[str, Peer]) -> None:
+        """Before a grid starts: meet the other servers of it (``peers``, this one included, by name). A
+        backend that provides something to others offers it here (:meth:`accept_delivery`); the default
+        links nothing."""
+        return None
+
+    def accept_delivery(self, link: DeliveryLink, cells: Sequence[Cell]) -> bool:
+        """Take ``link`` (another server that takes this one's mail and SASL); ``cells`` are this backend's
+        cells in the grid. Return whether it will use it (default: no)."""
+        return False
 
     def cell_log_lines(self, log: str, key: Any) -> list[str]:
         """The lines of this server's ``log`` about the cell marked by ``key`` (its log vocabulary)."""

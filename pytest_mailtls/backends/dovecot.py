@@ -63,7 +63,7 @@ from ..mailbox import (
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, version_index
 from ..templates import render as render_template
-from .base import Backend, StartOptions
+from .base import Backend, DeliveryLink, StartOptions
 from .container import (
     FIRST_PORT,
     CertPaths,
@@ -501,16 +501,21 @@ class DovecotBackend(Backend):
     def __init__(self, *, extra_mechanisms: Sequence[str] = ()) -> None:
         self.extra_mechanisms: tuple[str, ...] = tuple(extra_mechanisms)
 
-    def link(self, plans: Mapping[str, Peer]) -> None:
-        """Before a grid starts (``plans``: every server of it, this one included): a Postfix among them
-        authenticates through this Dovecot, so offer its cells' mechanisms too, and empty the socket folder
-        now, so that the Postfix never meets a stale socket of an earlier run."""
-        postfix = plans.get("postfix")
-        if postfix is None or self.name not in plans:
+    def link(self, peers: Mapping[str, Peer]) -> None:
+        """Before a grid starts (``peers``: every server of it, this one included): offer to take the mail
+        and SASL of the others (a Postfix accepts: :meth:`Backend.accept_delivery`), offer the mechanisms of
+        the cells that authenticate through this Dovecot too, and empty the socket folder now, so that no
+        server meets a stale socket of an earlier run."""
+        me = next((p for p in peers.values() if p.backend is self), None)
+        if me is None:
             return
-        wanted = set(self.extra_mechanisms) | {m for c in postfix.cells for m in c.auth.mechanisms}
+        link = DeliveryLink(sockets_dir(me.workdir), me.started)
+        users = [p for p in peers.values() if p is not me and p.backend.accept_delivery(link, p.cells)]
+        if not users:
+            return
+        wanted = set(self.extra_mechanisms) | {m for p in users for c in p.cells for m in c.auth.mechanisms}
         self.extra_mechanisms = tuple(m for m in MECHANISMS if m in wanted)
-        prepare_sockets(sockets_dir(plans[self.name].workdir))
+        prepare_sockets(link.sockets)
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why Dovecot cannot serve ``cell``, or ``None``."""

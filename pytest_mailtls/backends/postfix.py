@@ -9,8 +9,8 @@ into that cell's Maildir, a bind-mounted host folder. Nothing is ever relayed
 (every non-virtual transport is ``error``) and nothing is looked up in DNS.
 SMTP AUTH is Cyrus SASL inside smtpd, checking a sasldb made at container start.
 
-Combined with Dovecot (the mail flow: :class:`DovecotLink`, set by :meth:`PostfixBackend.link` when a grid
-serves both), SMTP AUTH is answered by Dovecot's auth socket (``smtpd_sasl_type = dovecot``) and each
+Combined with Dovecot (the mail flow: a :class:`DovecotLink` that Dovecot offers and
+:meth:`PostfixBackend.accept_delivery` takes when a grid serves both), SMTP AUTH is answered by Dovecot's auth socket (``smtpd_sasl_type = dovecot``) and each
 cell's cleanup rewrites every recipient to TWO addresses: the cell's capture address, as above (so
 ``Endpoint.messages()`` still shows what that cell received), and the test user's address, which the
 ``lmtp`` transport hands to Dovecot's LMTP socket (so IMAP/POP3 cells read it). Each message also carries
@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
 from ..templates import render as render_template
-from .base import Backend, StartOptions
+from .base import Backend, DeliveryLink, StartOptions
 from .container import (
     FIRST_PORT,
     CertPaths,
@@ -61,7 +60,6 @@ from .container import (
 if TYPE_CHECKING:
     from ..diagnose import Rule
     from ..runtime import Container
-    from .stack import Peer
 
 __all__ = [
     "CAPTURE_DOMAIN",
@@ -413,19 +411,11 @@ def cell_log_lines(log: str, syslog_name: str) -> list[str]:
 # --------------------------------------------------------------------------- the backend
 
 
-@dataclass(frozen=True)
-class DovecotLink:
-    """The Dovecot a Postfix hands mail and SASL to (the combined stack).
+#: ``smtpd_sasl_type`` with a :class:`DovecotLink`: Postfix's own word for the protocol of its auth socket.
+SASL_TYPE = "dovecot"
 
-    ``sockets`` is the Dovecot's host socket folder (``dovecot.sockets_dir(workdir)``); ``mailbox`` the
-    address every message is delivered to (default: the test user's, from ``StartOptions``); ``started``
-    resolves once that Dovecot serves (or fails) when both start side by side, and is ``None`` when it
-    serves already.
-    """
-
-    sockets: Path
-    started: Future[Any] | None = None
-    mailbox: str | None = None
+#: The Dovecot a Postfix hands mail and SASL to (the combined stack): a :class:`~.base.DeliveryLink`.
+DovecotLink = DeliveryLink
 
 
 class PostfixServer(ContainerServer[str]):
@@ -479,7 +469,7 @@ class PostfixBackend(Backend):
     """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells.
 
     Alone it authenticates with Cyrus SASL and captures mail per cell. With ``dovecot`` (or after
-    :meth:`link` with a grid that serves Dovecot too) it is the front of the combined stack.
+    :meth:`accept_delivery` from a Dovecot of the same grid) it is the front of the combined stack.
     """
 
     name = "postfix"
@@ -502,15 +492,11 @@ class PostfixBackend(Backend):
     def __init__(self, *, dovecot: DovecotLink | None = None) -> None:
         self.dovecot = dovecot
 
-    def link(self, plans: Mapping[str, Peer]) -> None:
-        """Before a grid starts (``plans``: every server of it, this one included): with a Dovecot among
-        them, hand mail and SASL to it; this start then waits for that one's sockets (and its start)."""
-        dovecot = plans.get("dovecot")
-        if dovecot is None or self.name not in plans:
-            return
-        from .dovecot import sockets_dir
-
-        self.dovecot = DovecotLink(sockets_dir(dovecot.workdir), dovecot.started)
+    def accept_delivery(self, link: DeliveryLink, cells: Sequence[Cell]) -> bool:
+        """A server of the grid takes mail and SASL (a Dovecot): hand them to it; this start then waits for
+        that server's sockets (and its start)."""
+        self.dovecot = link
+        return True
 
     def unsupported(self, cell: Cell) -> str | None:
         """Why Postfix cannot serve ``cell``, or ``None``."""
@@ -572,7 +558,8 @@ class PostfixBackend(Backend):
             mailbox=lambda cell: str(mail / config.maildirs[cell.id]),
             extra=lambda cell, port: {
                 "syslog_name": config.syslog_names[cell.id],
-                **({"delivers_to": handoff.mailbox, "sasl": "dovecot"} if handoff else {}),
+                # Postfix's name for the SASL protocol on the link's auth socket (smtpd_sasl_type).
+                **({"delivers_to": handoff.mailbox, "sasl": SASL_TYPE} if handoff else {}),
             },
             ready=None if link is None else functools.partial(_ready_with_dovecot, link, options),
         )

@@ -5,10 +5,11 @@ socket for the test user, so a test sends over SMTP (any Postfix cell) and reads
 IMAP or POP3 (any Dovecot cell) with the manifest's credentials.
 
 Backends of one grid learn about each other before anything starts: :func:`link_backends` gives every
-backend that has a ``link(plans)`` method the whole plan (each server's backend, cells, work dir and a
-future that resolves when that server is ready). Dovecot then offers the Postfix cells' SASL mechanisms
-too; Postfix mounts Dovecot's socket folder and waits for the sockets, so both containers start side by
-side. :func:`start_stack` does the same without a grid.
+backend the whole plan (each server's backend, cells, work dir and a future that resolves when that server
+is ready). Dovecot offers a :class:`~.base.DeliveryLink` to the others; a Postfix takes it
+(``accept_delivery``), and Dovecot then offers that Postfix's SASL mechanisms too; Postfix mounts
+Dovecot's socket folder and waits for the sockets, so both containers start side by side. No backend
+names another. :func:`start_stack` does the same without a grid.
 
 PYTEST_DONT_REWRITE
 """
@@ -58,14 +59,13 @@ def link_backends(plans: Mapping[str, tuple[Backend, Sequence[Cell], Path]]) -> 
     """Introduce the backends of one grid to each other; return the peers whose ``started`` the caller
     must resolve (:meth:`Peer.resolve`) when each start ends, success or failure.
 
-    ``plans`` maps server name -> (backend, its cells, its work dir). Backends without ``link`` are left
-    alone; ``link(peers)`` receives every peer, its own included.
+    ``plans`` maps server name -> (backend, its cells, its work dir). Each backend's
+    :meth:`~.base.Backend.link` receives every peer, its own included; a provider (Dovecot) offers a
+    :class:`~.base.DeliveryLink` that others take with :meth:`~.base.Backend.accept_delivery`.
     """
     peers = {name: Peer(name, backend, list(cells), Path(workdir)) for name, (backend, cells, workdir) in plans.items()}
     for peer in peers.values():
-        link = getattr(peer.backend, "link", None)
-        if callable(link):
-            link(peers)
+        peer.backend.link(peers)
     return peers
 
 

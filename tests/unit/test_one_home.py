@@ -37,3 +37,29 @@ def test_no_certificate_fault_is_named_outside_the_pki(module: str) -> None:
 def test_no_server_is_named_outside_its_backend(module: str) -> None:
     named = [(line, text) for line, text in _literals(PACKAGE / module) if text in REGISTRY]
     assert not named, f"{module} names servers {named}: ask the registry (pytest_mailtls.backends)"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("backends/") and m != "backends/__init__.py"])
+def test_no_backend_looks_another_up_by_name(module: str) -> None:
+    """Links between servers are objects a provider offers (``Backend.link`` / ``accept_delivery``): a backend
+    names no other server and imports no other backend (the combined stack, which composes two, excepted)."""
+    import ast
+
+    own = Path(module).stem
+    others = set(REGISTRY) - {own}
+    tree = ast.parse((PACKAGE / module).read_text())
+    imported = {
+        node.module.split(".")[-1]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 1
+    }
+    if own != "stack":
+        assert not imported & others, f"{module} imports other backends {sorted(imported & others)}"
+        # Postfix's smtpd_sasl_type value for the link's auth socket is spelled like the server that speaks it.
+        words = [(line, text) for line, text in _literals(PACKAGE / module) if text in others]
+        named = [(line, text) for line, text in words if not (own == "postfix" and _is_sasl_type(module, line))]
+        assert not named, f"{module} names other servers {named}: offer or accept a link instead"
+
+
+def _is_sasl_type(module: str, line: int) -> bool:
+    return (PACKAGE / module).read_text().splitlines()[line - 1].startswith("SASL_TYPE = ")
