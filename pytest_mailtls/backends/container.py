@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FIRST_PORT",
     "CertPaths",
+    "ContainerBackend",
+    "Plan",
+    "PlanInput",
     "ContainerServer",
     "Ready",
     "check_cells",
@@ -299,6 +302,132 @@ def _mail_mirror(container: Container, mailbox: str) -> dict[str, object]:
     :meth:`~pytest_mailtls.runtime.Container.mirror_of`); nothing under a bind mount."""
     mirror = container.mirror_of(mailbox)
     return {} if mirror is None else {"mail_mirror": mirror}
+
+
+# --------------------------------------------------------------------------- declared starts
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """What a :class:`ContainerBackend` renders its plan from: the cells, their container ports (in order),
+    the container paths of the PKI copies (keys 0600, chains) and of the client CA, and the uid/gid that owns
+    delivered mail."""
+
+    cells: Sequence[Cell]
+    ports: Sequence[int]
+    cert_files: Mapping[CertProfile, CertPaths]
+    client_ca: str | None
+    mail_uid: int
+    mail_gid: int
+    options: StartOptions
+    workdir: Path
+
+    def render_args(self) -> dict[str, Any]:
+        """The keyword arguments every container backend's ``render()`` takes, from this input."""
+        return {
+            "ports": self.ports,
+            "cert_files": self.cert_files,
+            "client_ca_file": self.client_ca,
+            "username": self.options.username,
+            "password": self.options.password,
+            "mail_uid": self.mail_uid,
+            "mail_gid": self.mail_gid,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One start, as a container backend declares it; :meth:`ContainerBackend.start` carries it out.
+
+    ``files``: rendered files, relative to the read-only configuration folder (``etc_path`` inside);
+    ``maildirs``: the Maildirs to make under the read-write mail root (``mail_path`` inside), and
+    ``mailbox(cell)`` the one a cell delivers to; ``cell_keys``: what marks each cell's lines in the log;
+    ``extra(cell, port)``: backend specifics for ``Endpoint.extra``; ``shared``: further read-write folders
+    (host path -> container path), such as a socket folder another container uses too; ``prepare`` runs
+    right before the container starts (make a socket folder, check a peer); ``ready`` replaces the plain
+    wait (:data:`Ready`); ``keep`` carries what :meth:`ContainerBackend.serve` needs from the rendering (a
+    secret made for this start)."""
+
+    files: Mapping[str, str | bytes]
+    maildirs: Sequence[str]
+    mailbox: Callable[[Cell], str]
+    cell_keys: Mapping[str, Any]
+    extra: Callable[[Cell, int], Mapping[str, object]] | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    shared: Mapping[Path, str] = field(default_factory=dict)
+    prepare: Callable[[], None] | None = None
+    ready: Ready | None = None
+    keep: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ContainerBackend(Backend):
+    """A server in a container that declares each start (:meth:`plan`) and wraps what runs (:meth:`serve`);
+    this class does the rest, the same way for each: check the cells, copy the PKI (keys 0600), write the
+    rendered files, make the mail root, get the image, start the container with its folders (bind-mounted,
+    or copied through a remote engine), wait until every port passed a real exchange, remove it on any
+    failure (:func:`launch`).
+
+    ``etc_path``: where the configuration folder is inside; ``pki_path``: where the server reads the PKI
+    copies (default ``etc_path/pki``: an entrypoint may copy them elsewhere); ``mail_path``: the mail root
+    inside; ``mail_uid``: who owns delivered mail when the host user is root (servers refuse root)."""
+
+    etc_path: ClassVar[str]
+    pki_path: ClassVar[str | None] = None
+    mail_path: ClassVar[str]
+    mail_uid: ClassVar[int]
+
+    @abc.abstractmethod
+    def plan(self, given: PlanInput) -> Plan:
+        """Render this start: files, Maildirs, environment, log keys (nothing is written yet)."""
+
+    @abc.abstractmethod
+    def serve(self, container: Container, endpoints: list[Endpoint], plan: Plan, given: PlanInput) -> RunningServer:
+        """The running server that wraps ``container``."""
+
+    def start(self, cells: Sequence[Cell], options: StartOptions) -> RunningServer:
+        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
+        check_cells(self, cells)
+        workdir = Path(options.workdir)
+        etc, mail = workdir / "etc", workdir / "mail"
+        pki_at = self.pki_path or f"{self.etc_path}/pki"
+        uid, gid = mail_owner(self.mail_uid)
+        given = PlanInput(
+            cells=cells,
+            ports=container_ports(cells),
+            cert_files=copy_pki(cells, options.pki, etc / "pki", pki_at),
+            client_ca=copy_client_ca(cells, options.pki, etc / "pki", pki_at),
+            mail_uid=uid,
+            mail_gid=gid,
+            options=options,
+            workdir=workdir,
+        )
+        plan = self.plan(given)
+        write_files(etc, plan.files)  # read inside by root and the servers' own users alike
+        make_mail_root(mail, plan.maildirs)
+        for folder in plan.shared:
+            folder.mkdir(parents=True, exist_ok=True)  # or the engine would make it, owned by root
+        if plan.prepare is not None:
+            plan.prepare()
+        options.progress(f"{self.name}: starting one container for {len(cells)} cells")
+        image = self.image(progress=options.progress)
+        volumes = {
+            str(etc): {"bind": self.etc_path, "mode": "ro"},
+            str(mail): {"bind": self.mail_path, "mode": "rw"},
+            **{str(host): {"bind": inside, "mode": "rw"} for host, inside in plan.shared.items()},
+        }
+        container, endpoints = launch(
+            self.name,
+            image,
+            cells,
+            given.ports,
+            options,
+            volumes=volumes,
+            environment=plan.environment,
+            mailbox=lambda cell: str(mail / plan.mailbox(cell)),
+            extra=plan.extra,
+            ready=plan.ready,
+        )
+        return self.serve(container, endpoints, plan, given)
 
 
 # --------------------------------------------------------------------------- the running server

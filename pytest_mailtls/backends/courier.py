@@ -38,19 +38,13 @@ from typing import TYPE_CHECKING, Any
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, TLSPolicy
 from ..tls import EVERYTHING, TLS13_SUITES, expand_ciphers, local_ciphers
-from .base import Backend, StartOptions
 from .container import (
     CertPaths,
+    ContainerBackend,
     ContainerServer,
-    check_cells,
+    Plan,
+    PlanInput,
     check_render_input,
-    container_ports,
-    copy_client_ca,
-    copy_pki,
-    launch,
-    mail_owner,
-    make_mail_root,
-    write_files,
 )
 
 if TYPE_CHECKING:
@@ -402,7 +396,9 @@ class CourierServer(ContainerServer[str]):
 
     title = "Courier"
 
-    def __init__(self, container: Container, endpoints: list[Endpoint], names: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, container: Container, endpoints: list[Endpoint], names: Mapping[str, str], workdir: Path
+    ) -> None:
         super().__init__(container, endpoints, workdir, names)
         #: Host path of the test user's Maildir (INBOX); every cell's ``Endpoint.mailbox``.
         self.maildir = workdir / "mail" / MAILDIR
@@ -411,13 +407,14 @@ class CourierServer(ContainerServer[str]):
         return cell_log_lines(log, key)
 
 
-class CourierBackend(Backend):
+class CourierBackend(ContainerBackend):
     """Real Courier IMAP 5.0 and POP3 (Debian bookworm, couriertls on GnuTLS) in Docker, one container for all."""
 
     name = "courier"
     needs_docker = True
     title = "Courier"
     services = ("imap", "imaps", "pop3", "pop3s")
+    etc_path, pki_path, mail_path, mail_uid = ETC, PKI, MAIL_ROOT, MAIL_UID  # the entrypoint copies ETC/pki to PKI
     remedies = {
         "versions": "TLS_PRIORITY=NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2 (GnuTLS builds; TLS_PROTOCOL=TLSv1.2 "
         "with OpenSSL) in /etc/courier/imapd-ssl and pop3d-ssl",
@@ -437,38 +434,18 @@ class CourierBackend(Backend):
             return f"the Courier backend serves courier cells, not {cell.server}"
         return unsupported_reason(cell)
 
-    def start(self, cells: Sequence[Cell], options: StartOptions) -> CourierServer:
-        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
-        check_cells(self, cells)
-        workdir = Path(options.workdir)
-        etc, mail = workdir / "etc", workdir / "mail"
-        cert_files = copy_pki(cells, options.pki, etc / "pki", PKI)  # the entrypoint copies ETC/pki to PKI
-        client_ca = copy_client_ca(cells, options.pki, etc / "pki", PKI)
-        uid, gid = mail_owner(MAIL_UID)
-        ports = container_ports(cells)
+    def plan(self, given: PlanInput) -> Plan:
         config = render(
-            cells,
-            ports=ports,
-            cert_files=cert_files,
-            client_ca_file=client_ca,
-            username=options.username,
-            password=options.password,
-            mail_uid=uid,
-            mail_gid=gid,
+            given.cells,
+            **given.render_args(),
         )
-        write_files(etc, config.files)
-        make_mail_root(mail, [MAILDIR])
-        options.progress(f"courier: starting one container for {len(cells)} cells")
-        image = self.image(progress=options.progress)
-        container, endpoints = launch(
-            self.name,
-            image,
-            cells,
-            ports,
-            options,
-            volumes={str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}},
-            environment={},
-            mailbox=lambda cell: str(mail / MAILDIR),
+        return Plan(
+            files=config.files,
+            maildirs=[MAILDIR],
+            mailbox=lambda cell: MAILDIR,
+            cell_keys=config.names,
             extra=lambda cell, port: {"service": config.names[cell.id]},
         )
-        return CourierServer(container, endpoints, config.names, workdir)
+
+    def serve(self, container: Container, endpoints: list[Endpoint], plan: Plan, given: PlanInput) -> CourierServer:
+        return CourierServer(container, endpoints, plan.cell_keys, given.workdir)

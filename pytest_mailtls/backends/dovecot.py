@@ -63,20 +63,16 @@ from ..mailbox import (
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, version_index
 from ..templates import render as render_template
-from .base import Backend, DeliveryLink, StartOptions
+from .base import DeliveryLink
 from .container import (
     FIRST_PORT,
     CertPaths,
+    ContainerBackend,
     ContainerServer,
-    check_cells,
+    Plan,
+    PlanInput,
     check_render_input,
     container_ports,
-    copy_client_ca,
-    copy_pki,
-    launch,
-    mail_owner,
-    make_mail_root,
-    write_files,
 )
 
 if TYPE_CHECKING:
@@ -398,7 +394,7 @@ class DovecotServer(ContainerServer[str]):
         self,
         container: Container,
         endpoints: list[Endpoint],
-        services: dict[str, str],
+        services: Mapping[str, str],
         workdir: Path,
         *,
         username: str,
@@ -474,7 +470,7 @@ def _log_rules() -> tuple[Rule, ...]:
     )
 
 
-class DovecotBackend(Backend):
+class DovecotBackend(ContainerBackend):
     """Real Dovecot 2.3 (Debian bookworm) in Docker, one container for all Dovecot cells.
 
     ``extra_mechanisms``: SASL mechanisms to offer on the auth socket besides the cells' own, for a
@@ -485,6 +481,7 @@ class DovecotBackend(Backend):
     needs_docker = True
     title = "Dovecot"
     services = ("imap", "imaps", "pop3", "pop3s")
+    etc_path, mail_path, mail_uid = ETC, MAIL_ROOT, MAIL_UID
     remedies = {
         "versions": "ssl_min_protocol = TLSv1.2",
         "chain": "ssl_cert = </path/fullchain.pem (leaf, then intermediates)",
@@ -523,51 +520,32 @@ class DovecotBackend(Backend):
             return f"the Dovecot backend serves dovecot cells, not {cell.server}"
         return unsupported_reason(cell)
 
-    def start(self, cells: Sequence[Cell], options: StartOptions) -> DovecotServer:
-        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
-
-        check_cells(self, cells)
-        workdir = Path(options.workdir)
-        etc, mail, sockets = workdir / "etc", workdir / "mail", sockets_dir(workdir)
-        pki = options.pki
-        cert_files = copy_pki(cells, pki, etc / "pki", f"{ETC}/pki")
-        client_ca = copy_client_ca(cells, pki, etc / "pki", f"{ETC}/pki")
-        uid, gid = mail_owner(MAIL_UID)  # Dovecot will not write mail as root
+    def plan(self, given: PlanInput) -> Plan:
         oauth_key = secrets.token_bytes(32)
-        ports = container_ports(cells)
         config = render(
-            cells,
-            ports=ports,
-            cert_files=cert_files,
-            client_ca_file=client_ca,
-            username=options.username,
-            password=options.password,
+            given.cells,
             oauth_key=oauth_key,
-            mail_uid=uid,
-            mail_gid=gid,
             extra_mechanisms=self.extra_mechanisms,
+            **given.render_args(),
         )
-        write_files(etc, config.files)  # read inside the container by root, dovecot and dovenull alike
-        make_mail_root(mail, [MAILDIR])
-        prepare_sockets(sockets)
-
-        options.progress(f"dovecot: starting one container for {len(cells)} cells")
-        image = self.image(progress=options.progress)
-        container, endpoints = launch(
-            "dovecot",
-            image,
-            cells,
-            ports,
-            options,
-            volumes={
-                str(etc): {"bind": ETC, "mode": "ro"},
-                str(mail): {"bind": MAIL_ROOT, "mode": "rw"},
-                str(sockets): {"bind": SOCKETS, "mode": "rw"},
-            },
-            environment={},
-            mailbox=lambda cell: str(mail / MAILDIR),
+        sockets = sockets_dir(given.workdir)
+        return Plan(
+            files=config.files,
+            maildirs=[MAILDIR],
+            mailbox=lambda cell: MAILDIR,
+            cell_keys=config.services,
             extra=lambda cell, port: {"service": config.services[cell.id]},
+            shared={sockets: SOCKETS},
+            prepare=lambda: prepare_sockets(sockets),
+            keep={"oauth_key": oauth_key},
         )
+
+    def serve(self, container: Container, endpoints: list[Endpoint], plan: Plan, given: PlanInput) -> DovecotServer:
         return DovecotServer(
-            container, endpoints, config.services, workdir, username=options.username, oauth_key=oauth_key
+            container,
+            endpoints,
+            plan.cell_keys,
+            given.workdir,
+            username=given.options.username,
+            oauth_key=plan.keep["oauth_key"],
         )

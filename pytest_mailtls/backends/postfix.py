@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,22 +39,18 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
 from ..templates import render as render_template
-from .base import Backend, DeliveryLink, StartOptions
+from .base import DeliveryLink, StartOptions
 from .container import (
     FIRST_PORT,
     CertPaths,
+    ContainerBackend,
     ContainerServer,
-    check_cells,
+    Plan,
+    PlanInput,
     check_render_input,
     container_ports,
-    copy_client_ca,
-    copy_pki,
     exited,
-    launch,
-    mail_owner,
-    make_mail_root,
     safe_logs,
-    write_files,
 )
 
 if TYPE_CHECKING:
@@ -433,7 +429,7 @@ class PostfixServer(ContainerServer[str]):
         self,
         container: Container,
         endpoints: list[Endpoint],
-        syslog_names: dict[str, str],
+        syslog_names: Mapping[str, str],
         workdir: Path,
         dovecot: DovecotLink | None = None,
     ) -> None:
@@ -465,7 +461,7 @@ def _log_rules() -> tuple[Rule, ...]:
     )
 
 
-class PostfixBackend(Backend):
+class PostfixBackend(ContainerBackend):
     """Real Postfix 3.7 (Debian bookworm) in Docker, one container for all Postfix cells.
 
     Alone it authenticates with Cyrus SASL and captures mail per cell. With ``dovecot`` (or after
@@ -476,6 +472,7 @@ class PostfixBackend(Backend):
     needs_docker = True
     title = "Postfix"
     services = ("smtp", "submission", "smtps")
+    etc_path, mail_path, mail_uid = ETC, MAIL_ROOT, MAIL_UID
     remedies = {
         "versions": "smtpd_tls_protocols / smtpd_tls_mandatory_protocols = >=TLSv1.2",
         "chain": "smtpd_tls_chain_files = key.pem, cert.pem, intermediate.pem",
@@ -504,66 +501,50 @@ class PostfixBackend(Backend):
             return f"the Postfix backend serves postfix cells, not {cell.server}"
         return unsupported_reason(cell)
 
-    def start(self, cells: Sequence[Cell], options: StartOptions) -> PostfixServer:
-        """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
-
-        check_cells(self, cells)
-        workdir = Path(options.workdir)
-        etc, mail = workdir / "etc", workdir / "mail"
-        pki = options.pki
-        cert_files = copy_pki(cells, pki, etc / "pki", f"{ETC}/pki")
-        client_ca = copy_client_ca(cells, pki, etc / "pki", f"{ETC}/pki")
-        uid, gid = mail_owner(MAIL_UID)  # virtual(8) will not write as root
-        ports = container_ports(cells)
-        link = self.dovecot
-        handoff = None
-        if link is not None:
-            handoff = DovecotHandoff(link.mailbox or _address(options.username))
+    def plan(self, given: PlanInput) -> Plan:
+        options, link = given.options, self.dovecot
+        handoff = None if link is None else DovecotHandoff(link.mailbox or _address(options.username))
         config = render(
-            cells,
-            ports=ports,
-            cert_files=cert_files,
-            client_ca_file=client_ca,
-            username=options.username,
-            password=options.password,
-            mail_uid=uid,
-            mail_gid=gid,
+            given.cells,
             dovecot=handoff,
+            **given.render_args(),
         )
-        write_files(etc, config.files)  # read inside the container by root and by postfix
-        make_mail_root(mail, [UNATTRIBUTED, *config.maildirs.values()])
 
-        volumes = {str(etc): {"bind": ETC, "mode": "ro"}, str(mail): {"bind": MAIL_ROOT, "mode": "rw"}}
-        environment: dict[str, str] = {}
-        if link is not None:
-            link.sockets.mkdir(parents=True, exist_ok=True)  # or the engine would make it, owned by root
-            volumes[str(link.sockets)] = {"bind": SOCKETS, "mode": "rw"}
-            # The entrypoint's own limit on waiting for the sockets; this process watches the Dovecot's start.
-            environment["MAILTLS_WAIT_SECONDS"] = str(int(max(options.ready_timeout, 600)))
+        def extra(cell: Cell, port: int) -> dict[str, object]:
+            out: dict[str, object] = {"syslog_name": config.syslog_names[cell.id]}
+            if handoff is not None:
+                # Postfix's name for the SASL protocol on the link's auth socket (smtpd_sasl_type).
+                out.update(delivers_to=handoff.mailbox, sasl=SASL_TYPE)
+            return out
+
+        plan = Plan(
+            files=config.files,
+            maildirs=[UNATTRIBUTED, *config.maildirs.values()],
+            mailbox=lambda cell: config.maildirs[cell.id],
+            cell_keys=config.syslog_names,
+            extra=extra,
+        )
+        if link is None:
+            return plan
+
+        def check_link() -> None:
             if link.started is None and not (link.sockets / "auth").is_socket():
                 raise ServerStartError(
                     f"no Dovecot auth socket in {link.sockets}: start the Dovecot of this stack first "
                     "(DovecotBackend().start), or start both through pytest_mailtls.grid.Grid"
                 )
-        options.progress(f"postfix: starting one container for {len(cells)} cells")
-        image = self.image(progress=options.progress)
-        container, endpoints = launch(
-            "postfix",
-            image,
-            cells,
-            ports,
-            options,
-            volumes=volumes,
-            environment=environment,
-            mailbox=lambda cell: str(mail / config.maildirs[cell.id]),
-            extra=lambda cell, port: {
-                "syslog_name": config.syslog_names[cell.id],
-                # Postfix's name for the SASL protocol on the link's auth socket (smtpd_sasl_type).
-                **({"delivers_to": handoff.mailbox, "sasl": SASL_TYPE} if handoff else {}),
-            },
-            ready=None if link is None else functools.partial(_ready_with_dovecot, link, options),
+
+        return replace(
+            plan,
+            shared={link.sockets: SOCKETS},
+            # The entrypoint's own limit on waiting for the sockets; this process watches the Dovecot's start.
+            environment={"MAILTLS_WAIT_SECONDS": str(int(max(options.ready_timeout, 600)))},
+            prepare=check_link,
+            ready=functools.partial(_ready_with_dovecot, link, options),
         )
-        return PostfixServer(container, endpoints, config.syslog_names, workdir, link)
+
+    def serve(self, container: Container, endpoints: list[Endpoint], plan: Plan, given: PlanInput) -> PostfixServer:
+        return PostfixServer(container, endpoints, plan.cell_keys, given.workdir, self.dovecot)
 
 
 def _ready_with_dovecot(
