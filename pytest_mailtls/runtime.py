@@ -323,11 +323,18 @@ def _docker_errors() -> Any:
 
 
 def _lock(name: str) -> filelock.FileLock:
-    """An inter-process lock in the system temp dir, shared by pytest-xdist workers and the CLI."""
+    """An inter-process lock shared by pytest-xdist workers and the CLI of this user: a file in one folder
+    of the system temp dir (``pytest-mailtls-locks-<uid>``, 0700), not one loose file per image and base
+    in the temp dir itself. Lock files stay (deleting one that another process may hold is unsafe)."""
     import filelock
 
+    folder = Path(tempfile.gettempdir()) / f"pytest-mailtls-locks-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+        raise MailTLSError(f"{folder} is not a folder of this user's: remove it, or set TMPDIR elsewhere")
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return filelock.FileLock(Path(tempfile.gettempdir()) / f"pytest-mailtls-{safe}.lock", mode=0o666)
+    return filelock.FileLock(folder / f"{safe}.lock", mode=0o600)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -726,3 +727,13 @@ def test_only_fresh_temp_dirs_are_registered_for_deletion_after_a_crash(private_
     assert grid._disposable_pki(pki)
     (pki.directory / "thesis.tex").write_text("mine")
     assert not grid._disposable_pki(pki)
+
+
+def test_image_locks_live_in_one_private_folder_not_loose_in_the_temp_dir(private_tmp: Path) -> None:
+    lock = runtime._lock("image-postfix/odd name")
+    folder = Path(lock.lock_file).parent
+    assert folder == private_tmp / f"pytest-mailtls-locks-{os.getuid()}"
+    assert Path(lock.lock_file).name == "image-postfix_odd_name.lock"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    with lock:
+        assert sorted(p.name for p in private_tmp.iterdir()) == [folder.name]  # nothing loose beside it
