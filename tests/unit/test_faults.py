@@ -172,3 +172,18 @@ def test_coming_back_at_once_for_a_refusal_is_a_retry_storm_whatever_the_client_
     assert (insecurity(attempts("fault-rcpt-550", 2), ok=False) or ("",))[0] == "retry-storm"  # permanent: once
     assert insecurity(attempts("fault-rcpt-451", RETRY_LIMIT), ok=False) is None  # temporary: a few are fine
     assert (insecurity(attempts("fault-rcpt-451", RETRY_LIMIT + 1), ok=False) or ("",))[0] == "retry-storm"
+
+
+def test_an_open_mx_gets_every_smtp_fault_but_the_auth_ones() -> None:
+    from pytest_mailtls.matrix import load_matrix
+
+    mx = [c for c in load_matrix().cells(servers=["postfix"], selection="faults") if c.service.name == "smtp"]
+    assert mx and all(c.mode == Mode.STARTTLS and not c.auth.mechanisms for c in mx)
+    played = sorted(c.network for c in mx)
+    smtp = sorted(name for name, fault in FAULTS.items() if "smtp" in fault.protocols)
+    assert played == [name for name in smtp if not name.startswith("fault-auth-")]
+    assert len(played) == len(smtp) - 2  # 454 and 535 to AUTH: an MX without AUTH never meets them
+    submission = [
+        c for c in load_matrix().cells(servers=["postfix"], selection="faults") if c.service.name == "submission"
+    ]
+    assert {"fault-auth-454", "fault-auth-535"} <= {c.network for c in submission}

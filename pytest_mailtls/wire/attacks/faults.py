@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...policy import CertProfile, Mode
+from ...policy import Cell, CertProfile, Mode
 from ..recorder import Link
 from ..session import Session
 from .base import STARTTLS_MODES, Attack, AttackTap, LineTap, TerminatingTap
@@ -86,6 +86,10 @@ class Fault(Attack):
     def temporary(self) -> bool:
         """A 4xx (or ``[UNAVAILABLE]``, ``[SYS/TEMP]``) answer: a client may retry later, never now in a loop."""
         return _temporary(self.answer)
+
+    def applies(self, cell: Cell) -> bool:
+        """As any attack; an AUTH fault only where the cell asks for AUTH (an open MX takes mail without it)."""
+        return super().applies(cell) and (self.stage != "auth" or bool(cell.auth.mechanisms))
 
     @property
     def actor(self) -> str:
