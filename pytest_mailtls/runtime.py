@@ -81,6 +81,7 @@ __all__ = [
     "check_registry",
     "copies_files",
     "engine_host",
+    "own_container_gateway",
     "publish_address",
     "remote_engine",
     "image_settings",
@@ -224,18 +225,48 @@ def remote_engine() -> str | None:
     return _remote_engine(os.environ.get("DOCKER_HOST", ""))
 
 
+_own_gateway: dict[int, str | None] = {}
+
+
+def own_container_gateway() -> str | None:
+    """When this process runs inside a container of the very engine it drives (docker-outside-of-docker: a
+    devcontainer, a CI job given the host's socket), the gateway of that container's network, an address of
+    the engine's host that this container reaches; else ``None``. Found by asking the engine about this
+    container (its id from ``/proc/self/mountinfo``, else the host name), as testcontainers does; cached."""
+    pid = os.getpid()
+    if pid in _own_gateway:
+        return _own_gateway[pid]
+    found: str | None = None
+    if remote_engine() is None and (os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")):
+        try:
+            mounts = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            mounts = ""
+        ids = re.findall(r"/containers/([0-9a-f]{64})/", mounts) or [socket.gethostname()]
+        try:
+            attrs = docker_client().api.inspect_container(ids[0])
+            networks = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
+            found = next((n["Gateway"] for n in networks if n.get("Gateway")), None)
+        except Exception:  # no such container here (a VM that merely has /.dockerenv), or no engine at all
+            found = None
+    _own_gateway[pid] = found
+    return found
+
+
 def copies_files() -> bool:
     """Whether containers get their files copied in through the engine (:mod:`pytest_mailtls.transfer`)
-    rather than bind-mounted: always with a remote engine, whose containers cannot see this host's folders,
-    and on any engine with ``MAILTLS_COPY_FILES=1`` (rootless engines or Podman machines whose bind mounts
-    map owners oddly)."""
-    return remote_engine() is not None or _truthy(COPY_ENV)
+    rather than bind-mounted: always with a remote engine, whose containers cannot see this host's folders;
+    inside a container of the engine itself (:func:`own_container_gateway`: this container's folders are not
+    the engine host's); and on any engine with ``MAILTLS_COPY_FILES=1`` (rootless engines or Podman machines
+    whose bind mounts map owners oddly)."""
+    return remote_engine() is not None or _truthy(COPY_ENV) or own_container_gateway() is not None
 
 
 def engine_host() -> str:
-    """Where this host dials a published port: ``MAILTLS_ENGINE_HOST``, else the remote engine's host, else
-    127.0.0.1."""
-    return os.environ.get(ENGINE_HOST_ENV, "").strip() or remote_engine() or "127.0.0.1"
+    """Where this host dials a published port: ``MAILTLS_ENGINE_HOST``, else the remote engine's host, else the
+    gateway of this process's own container (:func:`own_container_gateway`), else 127.0.0.1."""
+    setting = os.environ.get(ENGINE_HOST_ENV, "").strip()
+    return setting or remote_engine() or own_container_gateway() or "127.0.0.1"
 
 
 def publish_address() -> str:
@@ -255,7 +286,9 @@ def publish_address() -> str:
                 "e.g. 10.0.0.5 (or 0.0.0.0 for every interface of the engine's machine)"
             ) from None
     if remote_engine() is None:
-        return "127.0.0.1"
+        # Inside a container of this engine: its gateway, an address of the engine's host that only the
+        # engine's own networks reach; never 0.0.0.0.
+        return own_container_gateway() or "127.0.0.1"
     host = engine_host()
     try:
         return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])

@@ -240,3 +240,49 @@ def test_after_sigkill_reap_removes_the_remote_containers_volumes_and_network(
     assert remote.docker("ps", "-aq").split() == []
     assert remote.docker("volume", "ls", "-q").split() == []
     assert sorted(remote.docker("network", "ls", "--format", "{{.Name}}").split()) == ["bridge", "host", "none"]
+
+
+def test_inside_a_container_of_the_engine_it_copies_files_and_dials_its_gateway(tmp_path: Path) -> None:
+    """Docker-outside-of-docker (a devcontainer, a CI job given the host's socket): pytest-mailtls runs in a
+    container of the engine it drives. Its temp dirs are not the engine host's, so a bind mount fails ("bind
+    source path does not exist"), and 127.0.0.1 of the host is not this container's. It must notice, copy the
+    files in and publish on (and dial) its own network's gateway, with the verdicts of a run on the host."""
+    problem = runtime.engine_problem()
+    if problem:
+        pytest.skip(f"docker-outside-of-docker test: {problem}")
+    image = runtime.ensure_image("postfix")  # any Debian bookworm image with libssl3: this Python runs in it
+    python = Path(sys.executable)
+    mounts = {Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parents[2], tmp_path}
+    command = ["docker", "run", "--rm", "-v", "/var/run/docker.sock:/var/run/docker.sock"]
+    for path in sorted(mounts):
+        command += ["-v", f"{path}:{path}" + ("" if path == tmp_path else ":ro")]
+    command += ["-w", str(Path(__file__).resolve().parents[2]), "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1"]
+    command += ["--entrypoint", str(python), image]
+    probe = subprocess.run([*command, "-c", "import ssl, pytest_mailtls"], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"this Python does not run in {image}: {probe.stderr.strip()[-200:]}")
+    inside = subprocess.run(
+        [
+            *command,
+            "-m",
+            "pytest_mailtls",
+            "certify",
+            "--client",
+            "python",
+            *SELECTION,
+            "--report",
+            str(tmp_path / "in"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert inside.returncode == 0, inside.stdout[-3000:] + inside.stderr[-3000:]
+    host = _mailtls("certify", "--client", "python", *SELECTION, "--report", str(tmp_path / "host"), docker_host=None)
+    assert host.returncode == 0, host.stdout + host.stderr
+    assert _verdicts(tmp_path / "in") == _verdicts(tmp_path / "host")
+    cells = json.loads((tmp_path / "in" / "report.json").read_text())["cells"]
+    # The recorder inside dialled the engine host through the container's gateway, never 127.0.0.1.
+    upstreams = {c["extra"]["upstream_host"] for c in cells}
+    assert len(upstreams) == 1 and upstreams != {"127.0.0.1"}
+    assert all("mail_mirror" in c["extra"] for c in cells)  # mail read back through the engine
