@@ -34,7 +34,7 @@ from .errors import MailTLSError
 from .manifest import Endpoint, find_endpoint, read_manifest
 from .matrix import Matrix, cell_attributes, filter_cells, load_matrix, unknown_criterion
 from .policy import Cell
-from .selection import Selection, engine_needed_line, resolve
+from .selection import Selection, ServerChoice, engine_needed_line, resolve
 from .shared import CombinedGrid, SharedRun
 
 if TYPE_CHECKING:  # a worker attached to the run's shared grid never starts one: grid and PKI load on demand
@@ -90,6 +90,10 @@ class ManifestGrid:
 # --------------------------------------------------------------------------- per-process state
 
 
+#: The key of ``workerinput`` that carries the controller's choice of servers to each pytest-xdist worker.
+CHOICE_KEY = "mailtls_server_choice"
+
+
 class SessionState:
     """Per-process state: settings, the matrix, the selection, the cells collected, the session grid."""
 
@@ -116,8 +120,18 @@ class SessionState:
     def selection(self) -> Selection:
         """The session's selection (``--mailtls-servers``, ``--mailtls-select``; asks the engine once)."""
         if self._selection is None:
-            self._selection = resolve(servers=self.cfg.servers, matrix=self.matrix, select=self.cfg.select)
+            told = getattr(self.pytest_config, "workerinput", {}).get(CHOICE_KEY)
+            choice = ServerChoice(list(told["servers"]), told["note"], told["engine_problem"]) if told else None
+            self._selection = resolve(
+                servers=self.cfg.servers, matrix=self.matrix, select=self.cfg.select, choice=choice
+            )
         return self._selection
+
+    def server_choice(self) -> dict[str, Any]:
+        """The servers this run chose (asking the engine once), for the workers (``workerinput[CHOICE_KEY]``):
+        each pytest-xdist worker would otherwise import the Docker SDK and ask the engine itself (0.5 s each)."""
+        chosen = self.selection
+        return {"servers": list(chosen.servers), "note": chosen.note, "engine_problem": chosen.engine_problem}
 
     @property
     def resolved(self) -> bool:

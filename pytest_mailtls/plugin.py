@@ -23,6 +23,7 @@ from .backends import docker_servers
 from .config import MailTLSConfig, add_options
 from .errors import MailTLSError
 from .factories import (
+    CHOICE_KEY,
     ENDPOINT,
     GRID,
     LOG_MARK,
@@ -291,6 +292,10 @@ def pytest_configure_node(node: Any) -> None:
     cells starts the grid daemon in it, and the controller stops that daemon when the session ends."""
     config = node.config
     state = config.stash.get(_STATE, None)
+    if state is not None and not state.cfg.manifest:
+        # One engine question per run, not per worker; bad settings: each worker says so in its own collection.
+        with contextlib.suppress(MailTLSError):
+            node.workerinput[CHOICE_KEY] = state.server_choice()
     if state is None or state.cfg.manifest or state.cfg.xdist_grid != "shared":
         return
     directory = config.stash.get(_SHARED_DIR, None)

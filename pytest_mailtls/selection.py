@@ -132,11 +132,15 @@ def resolve(
     select: str | None = None,
     where: Criteria | None = None,
     need_engine: bool = True,
+    choice: ServerChoice | None = None,
 ) -> Selection:
     """Resolve settings into a :class:`Selection` (raises :class:`MailTLSError` with one line on bad input:
-    an unknown server, a malformed matrix, a selection or filter key that does not exist)."""
+    an unknown server, a malformed matrix, a selection or filter key that does not exist). ``choice``: the
+    servers as another process of the run already chose them (a pytest-xdist worker gets the controller's,
+    instead of asking the engine itself)."""
     requested = parse_servers(servers)
-    choice = choose_servers(requested, need_engine=need_engine)
+    if choice is None:
+        choice = choose_servers(requested, need_engine=need_engine)
     loaded = matrix if isinstance(matrix, Matrix) else load_matrix(matrix)
     cells = loaded.cells(servers=choice.servers, selection=select)
     criteria = {k: [v] if isinstance(v, str) else list(v) for k, v in (where or {}).items()}

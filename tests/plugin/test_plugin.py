@@ -799,3 +799,27 @@ def test_a_guard_that_skips_with_the_engine_paragraph_shows_one_line(
     )  # fmt: skip
     full = [line for line in result.outlines if line.startswith("mailtls: container tests skipped: no Docker engine")]
     assert len(full) == 1 and "dockerd" in full[0]  # the paragraph, once
+
+
+def test_xdist_workers_take_the_controllers_server_choice_and_ask_no_engine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller asks the engine once (here: none answers, so auto means embedded) and hands the choice to
+    the workers: none of them imports the Docker SDK to ask again (0.5 s each), and all serve the same cells."""
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    pytester.makeconftest(
+        """
+        import os, sys
+        from pathlib import Path
+
+        def pytest_collection_finish(session):
+            if hasattr(session.config, "workerinput"):
+                choice = session.config.workerinput.get("mailtls_server_choice", {}).get("servers")
+                Path(f"worker-{os.getpid()}.txt").write_text(f"docker-imported={'docker' in sys.modules} choice={choice}")
+        """
+    )
+    pytester.makepyfile(SERVER_TEST)
+    result = pytester.runpytest_subprocess("-n", "2", "--mailtls-select", "quick")
+    assert result.ret == pytest.ExitCode.OK, result.outlines[-20:]
+    seen = [p.read_text() for p in pytester.path.glob("worker-*.txt")]
+    assert len(seen) == 2 and set(seen) == {"docker-imported=False choice=['embedded']"}
