@@ -321,6 +321,9 @@ class PlanInput:
     mail_gid: int
     options: StartOptions
     workdir: Path
+    #: The host folder the rendered files go to (mounted at ``etc_path``), and the mail root (``mail_path``).
+    files_dir: Path
+    mail_dir: Path
 
     def render_args(self) -> dict[str, Any]:
         """The keyword arguments every container backend's ``render()`` takes, from this input."""
@@ -346,7 +349,8 @@ class Plan:
     (host path -> container path), such as a socket folder another container uses too; ``prepare`` runs
     right before the container starts (make a socket folder, check a peer); ``ready`` replaces the plain
     wait (:data:`Ready`); ``keep`` carries what :meth:`ContainerBackend.serve` needs from the rendering (a
-    secret made for this start)."""
+    secret made for this start); ``served``, the cells as the endpoints declare them when the server does less
+    than the matrix asks (default: the cells)."""
 
     files: Mapping[str, str | bytes]
     maildirs: Sequence[str]
@@ -358,6 +362,7 @@ class Plan:
     prepare: Callable[[], None] | None = None
     ready: Ready | None = None
     keep: Mapping[str, Any] = field(default_factory=dict)
+    served: Sequence[Cell] | None = None
 
 
 class ContainerBackend(Backend):
@@ -369,12 +374,17 @@ class ContainerBackend(Backend):
 
     ``etc_path``: where the configuration folder is inside; ``pki_path``: where the server reads the PKI
     copies (default ``etc_path/pki``: an entrypoint may copy them elsewhere); ``mail_path``: the mail root
-    inside; ``mail_uid``: who owns delivered mail when the host user is root (servers refuse root)."""
+    inside; ``mail_uid``: who owns delivered mail when the host user is root (servers refuse root).
+    ``pem_keys``: copy each profile's PEM key and chain (a JVM server makes keystores in :meth:`plan`
+    instead); ``one_root``: the configuration, keys and mail share one read-write folder at ``etc_path`` (the
+    server writes there too), the mail root being its ``mail`` folder."""
 
     etc_path: ClassVar[str]
     pki_path: ClassVar[str | None] = None
     mail_path: ClassVar[str]
     mail_uid: ClassVar[int]
+    pem_keys: ClassVar[bool] = True
+    one_root: ClassVar[bool] = False
 
     @abc.abstractmethod
     def plan(self, given: PlanInput) -> Plan:
@@ -388,18 +398,26 @@ class ContainerBackend(Backend):
         """Render, start one container for ``cells`` and wait until every port passed a real exchange."""
         check_cells(self, cells)
         workdir = Path(options.workdir)
-        etc, mail = workdir / "etc", workdir / "mail"
+        if self.one_root:
+            etc = workdir / self.name
+            shutil.rmtree(etc, ignore_errors=True)  # a folder the server wrote to in an earlier start
+            mail = etc / "mail"
+        else:
+            etc, mail = workdir / "etc", workdir / "mail"
+        etc.mkdir(parents=True, exist_ok=True)
         pki_at = self.pki_path or f"{self.etc_path}/pki"
         uid, gid = mail_owner(self.mail_uid)
         given = PlanInput(
             cells=cells,
             ports=container_ports(cells),
-            cert_files=copy_pki(cells, options.pki, etc / "pki", pki_at),
-            client_ca=copy_client_ca(cells, options.pki, etc / "pki", pki_at),
+            cert_files=copy_pki(cells, options.pki, etc / "pki", pki_at) if self.pem_keys else {},
+            client_ca=copy_client_ca(cells, options.pki, etc / "pki", pki_at) if self.pem_keys else None,
             mail_uid=uid,
             mail_gid=gid,
             options=options,
             workdir=workdir,
+            files_dir=etc,
+            mail_dir=mail,
         )
         plan = self.plan(given)
         write_files(etc, plan.files)  # read inside by root and the servers' own users alike
@@ -411,14 +429,14 @@ class ContainerBackend(Backend):
         options.progress(f"{self.name}: starting one container for {len(cells)} cells")
         image = self.image(progress=options.progress)
         volumes = {
-            str(etc): {"bind": self.etc_path, "mode": "ro"},
-            str(mail): {"bind": self.mail_path, "mode": "rw"},
+            str(etc): {"bind": self.etc_path, "mode": "rw" if self.one_root else "ro"},
+            **({} if self.one_root else {str(mail): {"bind": self.mail_path, "mode": "rw"}}),
             **{str(host): {"bind": inside, "mode": "rw"} for host, inside in plan.shared.items()},
         }
         container, endpoints = launch(
             self.name,
             image,
-            cells,
+            cells if plan.served is None else plan.served,
             given.ports,
             options,
             volumes=volumes,

@@ -67,17 +67,17 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..pki import SessionPKI
 from ..policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
-from .base import Backend, Progress, StartOptions, no_progress
+from .base import Progress, no_progress
 from .container import (
     FIRST_PORT,
+    ContainerBackend,
     ContainerServer,
-    check_cells,
+    Plan,
+    PlanInput,
     check_render_input,
     container_ports,
     exited,
-    launch,
-    make_mail_root,
-    write_files,
+    write_private,
 )
 
 if TYPE_CHECKING:
@@ -950,7 +950,9 @@ class JamesServer(ContainerServer[int]):
 
     title = "James"
 
-    def __init__(self, container: Container, endpoints: list[Endpoint], ports: dict[str, int], workdir: Path) -> None:
+    def __init__(
+        self, container: Container, endpoints: list[Endpoint], ports: Mapping[str, int], workdir: Path
+    ) -> None:
         super().__init__(container, endpoints, workdir, ports)
 
     def log_lines(self, log: str, key: int) -> list[str]:
@@ -986,13 +988,15 @@ def _log_rules() -> tuple[Rule, ...]:
     )
 
 
-class JamesBackend(Backend):
+class JamesBackend(ContainerBackend):
     """Real Apache James (memory app, OpenJDK 17) in Docker, one JVM for all James cells."""
 
     name = "james"
     needs_docker = True
     title = "Apache James"
     services = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+    # One read-write folder: configuration, keystores (made in plan(), no PEM copies), mail and James's status.
+    etc_path, mail_path, mail_uid, pem_keys, one_root = ROOT, MAIL_ROOT, 0, False, True
     remedies = {
         "versions": "<supportedProtocols><protocol>TLSv1.2</protocol><protocol>TLSv1.3</protocol>",
         "chain": "<certificates> (or the keystore entry) with the full chain",
@@ -1028,37 +1032,28 @@ class JamesBackend(Backend):
         """OpenSSL names of ciphers ``cell``'s policy asks for that the JVM cannot offer."""
         return cipher_plan(cell.policy).missing if cell.policy is not None else ()
 
-    def start(self, cells: Sequence[Cell], options: StartOptions) -> JamesServer:
-        """Render, start one container for ``cells``, wait for the users and a verified handshake on each port."""
-
-        check_cells(self, cells)
-        root = Path(options.workdir) / "james"
-        if root.exists():
-            shutil.rmtree(root)
-        (root / "tls").mkdir(parents=True)
-        pki = options.pki
+    def plan(self, given: PlanInput) -> Plan:
+        """Keystores (JKS, 0600) made here from the session PKI, the rendered configuration, and a readiness
+        that waits for the users first (``/mailtls/status``), then for a verified handshake on each port."""
+        cells, options, root = given.cells, given.options, given.files_dir
+        (root / "tls").mkdir(parents=True, exist_ok=True)
         secret = secrets.token_hex(16)
-        keystores = _write_keystores(cells, pki, root / "tls", secret)
+        keystores = _write_keystores(cells, options.pki, root / "tls", secret)
         truststore = None
         if any(c.auth.client_cert for c in cells):
-            (root / "tls" / "client-ca.jks").write_bytes(jks_truststore(pki.client_ca_file.read_bytes(), secret))
+            write_private(
+                root / "tls" / "client-ca.jks", jks_truststore(options.pki.client_ca_file.read_bytes(), secret)
+            )
             truststore = f"{TLS_ROOT}/client-ca.jks"
-        ports = container_ports(cells)
         config = render(
             cells,
-            ports=ports,
+            ports=given.ports,
             keystores=keystores,
             truststore=truststore,
             secret=secret,
             username=options.username,
             password=options.password,
         )
-        write_files(root, config.files)
-        for path in root.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)  # the container reads them as root, the host as itself
-        for path in (root / "tls").glob("*.keystore.jks"):
-            path.chmod(0o600)  # keystores hold private keys: the host user only (root in the container reads them)
-        make_mail_root(root / "mail", config.maildirs.values())
         reported: set[str] = set()
         for cell in cells:
             gaps = config.missing_ciphers.get(cell.id)
@@ -1069,13 +1064,9 @@ class JamesBackend(Backend):
                     f"james: policy {cell.policy.name}: the JVM cannot offer {len(gaps)} of its ciphers ({shown}); "
                     "each endpoint lists them in extra['jvm_missing_ciphers']"
                 )
-
-        image = self.image(progress=options.progress)
-        options.progress(f"james: starting one JVM for {len(cells)} cells")
         # Endpoints declare the SASL mechanisms James really advertises, so the manifest, verify and the
         # oracle see the truth; the cell ids (and the matrix's auth policy names) stay as they are.
         notes = {c.id: offered_auth(c)[1] for c in cells}
-        served = [offered_auth(c)[0] for c in cells]
 
         def ready(container: Container, endpoints: list[Endpoint], started: float) -> None:
             from ..readiness import wait_ready
@@ -1096,20 +1087,19 @@ class JamesBackend(Backend):
                 out["auth_note"] = notes[cell.id]
             return out
 
-        container, endpoints = launch(
-            "james",
-            image,
-            served,
-            ports,
-            options,
-            volumes={str(root): {"bind": ROOT, "mode": "rw"}},
-            environment=config.environment,
-            mailbox=lambda cell: str(root / "mail" / config.maildirs[cell.id]),
+        return Plan(
+            files=config.files,
+            maildirs=list(config.maildirs.values()),
+            mailbox=lambda cell: config.maildirs[cell.id],
+            cell_keys={c.id: p for c, p in zip(cells, given.ports, strict=True)},
             extra=extra,
+            environment=config.environment,
             ready=ready,
-            started=time.monotonic(),  # the deadline covers the JVM, not a first image build
+            served=[offered_auth(c)[0] for c in cells],
         )
-        return JamesServer(container, endpoints, {c.id: p for c, p in zip(cells, ports, strict=True)}, root)
+
+    def serve(self, container: Container, endpoints: list[Endpoint], plan: Plan, given: PlanInput) -> JamesServer:
+        return JamesServer(container, endpoints, plan.cell_keys, given.files_dir)
 
 
 #: SASL mechanisms James 3.8 advertises per protocol (SMTP: all it is given). IMAP has AUTHENTICATE PLAIN and
@@ -1137,7 +1127,7 @@ def _write_keystores(cells: Sequence[Cell], pki: SessionPKI, folder: Path, secre
     for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
         files = pki.server_files(profile)
         data = jks_keystore(files.key_file.read_bytes(), files.cert_file.read_bytes(), secret)
-        (folder / f"{profile}.keystore.jks").write_bytes(data)
+        write_private(folder / f"{profile}.keystore.jks", data)  # a private key: the host user only (0600)
         out[profile] = f"{TLS_ROOT}/{profile}.keystore.jks"
     return out
 
