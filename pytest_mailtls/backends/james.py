@@ -646,7 +646,7 @@ def _smtp_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.El
     _el(entry, "maxmessagesize", 0)
     _el(entry, "addressBracketsEnforcement", "true")
     _el(entry, "smtpGreeting", f"{HOSTNAME} ESMTP pytest-mailtls (Apache James)")
-    chain = _el(entry, "handlerchain")
+    chain = _el(entry, "handlerchain", enableJmx="false")  # see _pop3_entry
     # James' <requireSSL> only changes what EHLO advertises: its AUTH command still logs the user in (235) in
     # clear, even on a STARTTLS-required port (issue 9). These handlers answer AUTH before James does; an MX
     # port refuses AUTH with Postfix's 503 everywhere.
@@ -677,7 +677,9 @@ def _imap_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.El
 
 def _pop3_entry(cell: Cell, bind: str, port: int, tls: _TlsWriter) -> list[ET.Element[Any]]:
     comment, entry = _common("pop3server", cell, bind, port, tls)
-    chain = _el(entry, "handlerchain")
+    # No JMX statistics handlers (James adds them to every chain unless told): they only count command
+    # results for MBeans nobody reads here, and cost each of a hundred servers their loading and registration.
+    chain = _el(entry, "handlerchain", enableJmx="false")
     if _requires_tls_login(cell):
         _handler(chain, f"{_EXT}.RequireTlsLoginHandler")
     _handler(chain, "org.apache.james.pop3server.core.CoreCmdHandlerLoader")

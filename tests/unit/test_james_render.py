@@ -357,6 +357,19 @@ def test_java_options_sign_with_nss_and_keep_the_young_generation_small() -> Non
     assert "-Dmailtls.rsa.provider=/opt/james/nss-rsa.cfg" in training_files()["environment"].decode()
 
 
+def test_handler_chains_leave_out_the_jmx_statistics_handlers() -> None:
+    config = _render([_cell(), _cell("pop3"), _cell("imap")])
+    chains = [
+        chain
+        for name in ("smtpserver.xml", "pop3server.xml")
+        for chain in ET.fromstring(config.files[f"conf/{name}"]).iter("handlerchain")
+    ]
+    assert len(chains) == 2 and all(chain.get("enableJmx") == "false" for chain in chains)
+    # The handlers themselves are unchanged: the core commands are still loaded explicitly.
+    assert any(h.get("class", "").endswith("smtpserver.CoreCmdHandlerLoader") for h in chains[0].iter("handler"))
+    assert any(h.get("class", "").endswith("pop3server.core.CoreCmdHandlerLoader") for h in chains[1].iter("handler"))
+
+
 def test_nss_provider_offers_rsa_signatures_with_sha2_only() -> None:
     # Everything else (ciphers, key exchange, digests, raw RSA, SHA-1 signatures of the legacy cells) stays
     # with the JDK's providers: a mechanism NSS does not list is never asked of it.
