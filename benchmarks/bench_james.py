@@ -15,8 +15,10 @@ the image warm. Figures, all from one trial:
 * ``jvm_cpu_s``: the JVM's CPU seconds (user + system) when every cell was verified. On a loaded machine
   this moves much less than the wall times, so it tells a real change from noise;
 * ``rss_ready_mb``: the JVM's resident set when ready, and ``rss_after_traffic_mb`` after one more handshake
-  on every cell plus 50 messages; ``hwm_mb`` the peak;
-* ``stack_ready_s`` (``--stack``): how long the Postfix and Dovecot grid took to start beside it.
+  on every cell plus 50 messages; ``hwm_mb`` the peak; ``cgroup_ready_mb`` the container's memory as its
+  cgroup counts it when ready (``memory.current``);
+* ``stack_ready_s`` (``--stack``): how long the Postfix and Dovecot grid took to start beside it;
+* ``rsa_by_nss``: 1 when the log says NSS signs the handshakes (``MAILTLS: RSA signatures by SunPKCS11-...``).
 
 ``--stack`` starts the Postfix and Dovecot grid (their full selection, through ``Grid``) at the same moment as
 James in each trial: the other work of a session that serves every server, competing for the same cores.
@@ -70,9 +72,11 @@ FIGURES = (
     "rss_ready_mb",
     "rss_after_traffic_mb",
     "hwm_mb",
+    "cgroup_ready_mb",
     "render_s",
     "stop_s",
     "stack_ready_s",
+    "rsa_by_nss",
 )
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,9 +115,11 @@ def _started_at(server: JamesServer) -> dt.datetime:
 def _timestamps(server: JamesServer, started: dt.datetime) -> dict[str, float]:
     """Seconds since the container's start at which its log shows the JVM up and the users made."""
     api = runtime.docker_client().api
-    marks: dict[str, float] = {}
+    marks: dict[str, float] = {"rsa_by_nss": 0.0}
     for raw in api.logs(server.container.id, timestamps=True).decode("utf-8", "replace").splitlines():
         stamp, _, text = raw.partition(" ")
+        if "MAILTLS: RSA signatures by SunPKCS11" in text:
+            marks["rsa_by_nss"] = 1.0
         for key, words in (("jvm", "JAMES server started"), ("users", "MAILTLS: provisioned")):
             if key not in marks and words in text:
                 marks[key] = (_parse(stamp) - started).total_seconds()
@@ -131,6 +137,15 @@ def _jvm_status(server: JamesServer) -> tuple[float, int, int]:
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     values = {line.split(":")[0]: int(line.split()[1]) // 1024 for line in lines[1:] if ":" in line}
     return cpu, values.get("VmRSS", -1), values.get("VmHWM", -1)
+
+
+def _cgroup_mb(server: JamesServer) -> float:
+    """The container's memory as its cgroup counts it (cgroup v2 ``memory.current``, v1 ``usage_in_bytes``):
+    the JVM and the relay, page cache included."""
+    code, out = server.container.exec(
+        ["sh", "-c", "cat /sys/fs/cgroup/memory.current 2>/dev/null || cat /sys/fs/cgroup/memory/memory.usage_in_bytes"]
+    )
+    return int(out.split()[0]) / 2**20 if code == 0 and out.split() else float("nan")
 
 
 def _traffic(server: JamesServer) -> None:
@@ -199,6 +214,7 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path, *, stack: bool 
     total = time.perf_counter() - began
     try:
         cpu, rss, hwm = _jvm_status(server)
+        cgroup = _cgroup_mb(server)
         started = _started_at(server)
         logs = _timestamps(server, started)
         _traffic(server)
@@ -221,9 +237,11 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path, *, stack: bool 
         "rss_ready_mb": rss,
         "rss_after_traffic_mb": rss_after,
         "hwm_mb": max(hwm, hwm_after),
+        "cgroup_ready_mb": cgroup,
         "render_s": render,
         "stop_s": stop,
         "stack_ready_s": others.ready_s if others is not None else float("nan"),
+        "rsa_by_nss": logs["rsa_by_nss"],
         "load": load,
     }
 

@@ -340,6 +340,54 @@ def test_server_wide_files() -> None:
     assert "-Xmx256m" in config.environment["MAILTLS_JAVA_OPTS"]
 
 
+def test_java_options_sign_with_nss_and_keep_the_young_generation_small() -> None:
+    options = _render([_cell()]).environment["MAILTLS_JAVA_OPTS"].split()
+    # NSS signs the handshakes (MailtlsJamesMain reads the property); the file is the one the image copies.
+    assert "-Dmailtls.rsa.provider=/opt/james/nss-rsa.cfg" in options
+    recipe = REPO / "containers" / "james"
+    assert "nss-rsa.cfg" in (recipe / "Dockerfile").read_text()
+    assert (
+        'getProperty("mailtls.rsa.provider"'
+        in (recipe / "ext" / "src" / "org" / "mailtls" / "james" / "MailtlsJamesMain.java").read_text()
+    )
+    # One young generation size, the C1-only compiler and the serial collector stay as they were.
+    assert [o for o in options if o.startswith("-Xmn")] == ["-Xmn24m"]
+    assert {"-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xms64m", "-Xmx256m"} <= set(options)
+    # The same options for the image build's training run, so its class-data-sharing archive holds NSS's classes.
+    assert "-Dmailtls.rsa.provider=/opt/james/nss-rsa.cfg" in training_files()["environment"].decode()
+
+
+def test_handler_chains_leave_out_the_jmx_statistics_handlers() -> None:
+    config = _render([_cell(), _cell("pop3"), _cell("imap")])
+    chains = [
+        chain
+        for name in ("smtpserver.xml", "pop3server.xml")
+        for chain in ET.fromstring(config.files[f"conf/{name}"]).iter("handlerchain")
+    ]
+    assert len(chains) == 2 and all(chain.get("enableJmx") == "false" for chain in chains)
+    # The handlers themselves are unchanged: the core commands are still loaded explicitly.
+    assert any(h.get("class", "").endswith("smtpserver.CoreCmdHandlerLoader") for h in chains[0].iter("handler"))
+    assert any(h.get("class", "").endswith("pop3server.core.CoreCmdHandlerLoader") for h in chains[1].iter("handler"))
+
+
+def test_nss_provider_offers_rsa_signatures_with_sha2_only() -> None:
+    # Everything else (ciphers, key exchange, digests, raw RSA, SHA-1 signatures of the legacy cells) stays
+    # with the JDK's providers: a mechanism NSS does not list is never asked of it.
+    text = (REPO / "containers" / "james" / "nss-rsa.cfg").read_text()
+    body = text.split("enabledMechanisms", 1)[1]
+    mechanisms = set(body[body.index("{") + 1 : body.index("}")].split())
+    assert mechanisms == {
+        "CKM_RSA_PKCS_PSS",
+        "CKM_SHA256_RSA_PKCS_PSS",
+        "CKM_SHA384_RSA_PKCS_PSS",
+        "CKM_SHA512_RSA_PKCS_PSS",
+        "CKM_SHA256_RSA_PKCS",
+        "CKM_SHA384_RSA_PKCS",
+        "CKM_SHA512_RSA_PKCS",
+    }
+    assert "nssDbMode = noDb" in text and "nssLibraryDirectory" not in text  # no key store; NSS from ld's path
+
+
 def test_bare_user_name_turns_virtual_hosting_off() -> None:
     bare = _render([_cell()], username="alice", password='p:ss w0rd "q"')
     assert bare.files["users/alice"] == b'p:ss w0rd "q"'
