@@ -226,6 +226,11 @@ def _insecure_remedy(cls: str, client: Client, endpoint: Endpoint, profile: Clie
         )
     if cls == "protocol-version-mismatch":
         return "the client settled for a legacy version: " + remedy(cls, cell=endpoint.cell, profile=profile, **offer)
+    if cls == "no-shared-cipher" and endpoint.cell.policy is not None and endpoint.cell.policy.null_encryption:
+        return (
+            "the client offered and accepted a NULL-encryption suite (no encryption at all): take eNULL/NULL out "
+            "of its cipher list and never lower its OpenSSL security level to 0"
+        )
     if cls == "no-shared-cipher":
         return "the client offered no forward-secret AEAD suite: " + remedy(
             cls, cell=endpoint.cell, profile=profile, **offer

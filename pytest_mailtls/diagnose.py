@@ -151,11 +151,13 @@ def _code(*codes: str) -> str:
     It counts at the start of a line, after a client's or a protocol's prefix
     (``<~* 535``, ``Invalid login: 535``, ``(535, b'...``, lettre's ``(535)``,
     ``responseCode: 535``), or anywhere when an enhanced status code follows
-    (`` 535 5.7.8``). ``sessionId=0c535408`` and ``127.0.0.1:53574`` never match.
+    (`` 535 5.7.8``). ``sessionId=0c535408`` and ``127.0.0.1:53574`` never match, and neither do curl's TLS
+    alert numbers (``TLS alert, handshake failure (552)``, ``bad certificate (554)``: 512 plus the alert).
     """
     alt = "|".join(codes)
     return (
-        rf"(?:^\s*|[<>~*]\s*|:\s+|\(|\bresponseCode:?\s*)(?:{alt})(?=[\s,:)\-]|$)"
+        rf"(?:^\s*|[<>~*]\s*|:\s+|(?<!handshake failure )(?<!bad certificate )\(|\bresponseCode:?\s*)"
+        rf"(?:{alt})(?=[\s,:)\-]|$)"
         rf"|(?<![\w.:=/])(?:{alt})[ -][245]\.\d{{1,3}}\.\d{{1,3}}\b"
     )
 

@@ -30,6 +30,7 @@ from .connect import set_version_range
 from .errors import ManifestError, one_line
 from .policy import LEGACY_VERSIONS, SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 from .records import Record, one_of, problem
+from .tls import null_encryption
 
 if TYPE_CHECKING:
     from .wire.session import Session
@@ -216,7 +217,8 @@ class Endpoint:
         """A client context trusting the session CA.
 
         ``version`` pins both ends of the range (e.g. ``"TLSv1.1"``); legacy
-        versions get ``@SECLEVEL=0`` as OpenSSL 3 requires. ``client_cert``
+        versions get ``@SECLEVEL=0`` as OpenSSL 3 requires, and so does a ``ciphers`` list of NULL-encryption
+        suites only. ``client_cert``
         defaults to presenting the session client certificate on mTLS cells.
         """
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -229,6 +231,8 @@ class Endpoint:
         if version is not None:
             set_version_range(ctx, version, version)
         if ciphers is not None:
+            if null_encryption(ciphers) and "@SECLEVEL" not in ciphers:
+                ciphers += ":@SECLEVEL=0"  # OpenSSL 3 offers NULL-encryption suites at level 0 only
             ctx.set_ciphers(ciphers)
         elif version in LEGACY_VERSIONS:
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")

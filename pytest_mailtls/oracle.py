@@ -273,6 +273,13 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
         why = f"{what}; the server accepts {_versions(policy.versions)}"
         return Expectation("protocol-version-mismatch", secure, True, why)
     version = common[-1]  # both ends pick the highest common version; no fallback to lower ones
+    if policy.null_encryption:
+        # Whatever the client offered: a session here would carry the mail in clear inside TLS records.
+        why = (
+            f"at {version} the server offers NULL encryption only ({policy.ciphers}): a session would carry the "
+            "mail and the password in clear, so a correct client offers no such suite"
+        )
+        return Expectation("no-shared-cipher", False, True, why, version)
     if not _cipher_overlap(profile, policy, cert, version):
         why = f"at {version} the client and the server share no cipher"
         return Expectation("no-shared-cipher", secure, True, why, version)

@@ -197,22 +197,35 @@ class TLSPolicy:
     def group(self) -> str:
         """The report's group of a cell with this policy and a good certificate (:data:`GROUPS`): ``legacy crypto``
         when TLSv1/1.1 are accepted, ``broken crypto`` when TLS 1.3 is not and every TLS <= 1.2 suite listed lacks
-        forward secrecy (static RSA), ``secure`` otherwise."""
+        forward secrecy (static RSA) or every one encrypts nothing (NULL), ``secure`` otherwise."""
         if self.legacy:
             return "legacy crypto"
+        if self.null_encryption:
+            return "broken crypto"
         names = (self.ciphers or "").split(":")
         if self.ciphers and self.max_version != "TLSv1.3" and not any("DHE" in n or n.startswith("@") for n in names):
             return "broken crypto"
         return "secure"
 
     @property
+    def null_encryption(self) -> bool:
+        """TLS 1.3 is not accepted and every TLS <= 1.2 suite of ``ciphers`` has NULL encryption (``eNULL``): a
+        session carries mail in clear inside TLS records. OpenSSL offers such suites at security level 0 only."""
+        if self.ciphers is None or self.accepts("TLSv1.3"):
+            return False
+        from .tls import null_encryption  # tls imports this module
+
+        return null_encryption(self.ciphers)
+
+    @property
     def tls12_only_ciphers(self) -> bool:
         return self.max_version != "TLSv1.3"
 
     def openssl_ciphers(self) -> str:
-        """The cipher string a server hands OpenSSL, with ``@SECLEVEL=0`` where legacy needs it."""
+        """The cipher string a server hands OpenSSL, with ``@SECLEVEL=0`` where legacy versions or NULL
+        encryption need it."""
         base = self.ciphers or "DEFAULT"
-        if self.legacy and "@SECLEVEL" not in base:
+        if (self.legacy or self.null_encryption) and "@SECLEVEL" not in base:
             base += ":@SECLEVEL=0"
         return base
 

@@ -67,7 +67,15 @@ from .connect import (
 from .errors import MailTLSError
 from .hello import Answer, HelloTemplate, ask, hello_template
 from .policy import VERSIONS
-from .tls import LEGACY_SUITES, TLS13_SUITES, client_context, local_ciphers, presented_chain, set_version_range
+from .tls import (
+    LEGACY_SUITES,
+    TLS13_SUITES,
+    client_context,
+    local_ciphers,
+    null_encryption,
+    presented_chain,
+    set_version_range,
+)
 
 __all__ = [
     "ProbeError",
@@ -1123,6 +1131,10 @@ def _verify_certificate(
         with contextlib.suppress(ssl.SSLError):  # only suites OpenSSL 3 dropped: the handshake fails, and says so
             ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=0")
         notes.append("certificate verified at OpenSSL security level 0 (legacy-only server): weak keys pass")
+    elif seen and null_encryption(":".join(seen)):
+        # NULL-encryption server: OpenSSL 3 offers those suites at level 0 only, which also waives key checks.
+        ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=0")
+        notes.append("certificate verified at OpenSSL security level 0 (NULL-encryption server): weak keys pass")
     elif seen:
         with contextlib.suppress(ssl.SSLError):  # nothing usable at level 2: keep the defaults (TLS 1.3)
             ctx.set_ciphers(":".join(seen) + ":!aNULL")

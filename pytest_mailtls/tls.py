@@ -40,6 +40,7 @@ __all__ = [
     "at_level0",
     "expand_ciphers",
     "local_ciphers",
+    "null_encryption",
     "suite_ids",
     "suite_name",
     "suite_names",
@@ -124,6 +125,17 @@ def expand_ciphers(cipher_string: str) -> frozenset[str]:
     Raises ``ssl.SSLError`` when it selects nothing.
     """
     return frozenset(c["name"] for c in _selected(cipher_string) if c["protocol"] != "TLSv1.3")
+
+
+@functools.cache
+def null_encryption(cipher_string: str) -> bool:
+    """Whether ``cipher_string`` selects TLS <= 1.2 suites (at level 0 unless it says) and every one of them
+    encrypts nothing (``NULL-SHA256``, ``eNULL``...). False for a string OpenSSL refuses."""
+    try:
+        chosen = [c for c in _selected(cipher_string) if c["protocol"] != "TLSv1.3"]
+    except ssl.SSLError:
+        return False
+    return bool(chosen) and all(c["symmetric"] is None for c in chosen)
 
 
 @functools.cache

@@ -47,6 +47,8 @@ __all__ = [
     "probe_endpoint",
     "policy_ciphers",
     "cleartext_login_allowed",
+    "named_suites",
+    "weak_policy_mismatches",
 ]
 
 #: The OpenSSL 3 verification message each certificate fault produces in a verifying client
@@ -262,6 +264,12 @@ def _check_ciphers(policy: TLSPolicy, pr: ProbeResult, add: Callable[[str, str, 
             extra = [c for c in pr.ciphers(version) if c not in allowed]
             if extra:
                 add("ciphers", f"only {policy.ciphers!r} at {version}", f"also accepts {', '.join(extra)}")
+    named = named_suites(policy)
+    tls12 = pr.versions.get("TLSv1.2")
+    if named and tls12 is not None and tls12.accepted and tls12.complete:
+        missing12 = [c for c in named if c not in tls12.ciphers]
+        if missing12:
+            add("ciphers", f"each of {policy.ciphers!r} at TLSv1.2", f"refuses {', '.join(missing12)}")
     if policy.ciphersuites is not None and pr.versions.get("TLSv1.3") and pr.versions["TLSv1.3"].accepted:
         allowed13 = set(policy.ciphersuites.split(":"))
         got = pr.ciphers("TLSv1.3")
@@ -271,6 +279,21 @@ def _check_ciphers(policy: TLSPolicy, pr: ProbeResult, add: Callable[[str, str, 
         missing = [s for s in allowed13 if s not in got]
         if missing and pr.versions["TLSv1.3"].complete:
             add("ciphers", f"{policy.ciphersuites!r} at TLSv1.3", f"refuses {', '.join(missing)}")
+
+
+def named_suites(policy: TLSPolicy) -> tuple[str, ...]:
+    """The suites of a TLS 1.2 policy that names its suites one by one (``AES128-SHA:AES256-SHA``), each of which
+    the server must accept; empty for any other policy (a keyword list, or TLS 1.3 accepted)."""
+    if policy.ciphers is None or policy.max_version != "TLSv1.2" or policy.min_version != "TLSv1.2":
+        return ()
+    names = [n for n in policy.ciphers.split(":") if not n.startswith("@")]
+    try:
+        one_by_one = bool(names) and all(policy_ciphers(n + ":@SECLEVEL=0") == {n} for n in names)
+    except ssl.SSLError:  # a keyword or exclusion OpenSSL selects nothing for alone
+        one_by_one = False
+    if not one_by_one:
+        return ()
+    return tuple(names)
 
 
 def _cert_problems(
@@ -469,6 +492,65 @@ def _same_ip(san: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> boo
         return False
 
 
+# --- weak policies, both ways --------------------------------------------------------------------
+
+
+def _default_refuses(cell: Cell) -> bool:
+    """Whether a client with the default profile (Python's default context, the session CA) must fail to
+    negotiate ``cell``: the oracle's expectation for it is ``no-shared-cipher``."""
+    from .oracle import ClientProfile, expect  # the oracle imports the probe's neighbours
+
+    return expect(ClientProfile("default-context", scope="handshake"), cell).outcome == "no-shared-cipher"
+
+
+def weak_policy_mismatches(endpoint: Endpoint, timeout: float = 5.0) -> list[Mismatch]:
+    """Real handshakes on a cell whose policy names its suites one by one (:func:`named_suites`): a permissive
+    client offering exactly those suites succeeds and negotiates one of them (a NULL policy: a NULL suite); and
+    where the oracle says a default client shares no suite with the cell, a default context (the session CA,
+    Python's default suites and security level) is refused in the handshake."""
+    cell = endpoint.cell
+    policy = cell.policy
+    if policy is None or cell.cert is None or not cell.cert.verifies or not named_suites(policy):
+        return []
+    found: list[Mismatch] = []
+    allowed = policy_ciphers(policy.openssl_ciphers())
+    exact = endpoint.client_context("TLSv1.2", ciphers=policy.openssl_ciphers())
+    negotiated, error = _negotiate(endpoint, exact, timeout)
+    if negotiated is None:
+        found.append(Mismatch(cell.id, "ciphers", f"a handshake offering exactly {policy.ciphers!r}", f"{error}"))
+    elif negotiated not in allowed:
+        found.append(Mismatch(cell.id, "ciphers", f"one of {policy.ciphers!r} negotiated", negotiated))
+    if _default_refuses(cell):
+        negotiated, error = _negotiate(endpoint, endpoint.client_context(), timeout)
+        if negotiated is not None:
+            found.append(
+                Mismatch(cell.id, "ciphers", "a default client context refused (no shared suite)", f"{negotiated}")
+            )
+        elif error is not None and error.startswith("certificate:"):
+            found.append(Mismatch(cell.id, "ciphers", "a default client refused in the cipher choice", error))
+    return found
+
+
+def _negotiate(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> tuple[str | None, str | None]:
+    """(negotiated suite, None) after a full session opening with ``ctx``, or (None, why it failed)."""
+    try:
+        client = open_client(endpoint, context=ctx, timeout=timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return None, f"certificate: {exc.verify_message}"
+    except _SESSION_ERRORS as exc:
+        return None, f"handshake failed: {exc}"
+    try:
+        sock = client.sock
+        cipher = sock.cipher() if isinstance(sock, ssl.SSLSocket) else None
+        return (cipher[0], None) if cipher else (None, "no TLS session")
+    finally:
+        with contextlib.suppress(Exception):  # goodbye is best effort
+            if isinstance(client, imaplib.IMAP4):
+                client.shutdown()
+            else:
+                client.close()
+
+
 # --- many cells ---------------------------------------------------------------------------------
 
 
@@ -602,7 +684,8 @@ def verify_endpoints(
                 endpoint, [Mismatch(endpoint.id, "probe", f"a reachable {endpoint.mode} cell", str(exc))]
             )
         else:
-            verdict = CellVerdict(endpoint, verify_endpoint(endpoint, result), result)
+            mismatches = verify_endpoint(endpoint, result) + weak_policy_mismatches(endpoint, timeout)
+            verdict = CellVerdict(endpoint, mismatches, result)
         verdict.elapsed = time.monotonic() - t0
         state = "ok" if verdict.ok else f"MISMATCH ({len(verdict.mismatches)})"
         progress(f"verify {endpoint.id}: {state} in {verdict.elapsed:.2f} s")

@@ -86,7 +86,7 @@ _KX = {
     ("kx-dhe", "auth-rsa"): "DHE-RSA",
     ("kx-rsa", "auth-rsa"): "RSA",
 }
-_CIPHER = {
+_CIPHER: dict[str | None, str] = {
     "aes-128-gcm": "AES-128-GCM",
     "aes-256-gcm": "AES-256-GCM",
     "chacha20-poly1305": "CHACHA20-POLY1305",
@@ -97,6 +97,7 @@ _CIPHER = {
     "camellia-128-cbc": "CAMELLIA-128-CBC",
     "camellia-256-cbc": "CAMELLIA-256-CBC",
     "des-ede3-cbc": "3DES-CBC",
+    None: "NULL",  # eNULL suites: GnuTLS only enables them when a priority string names +NULL
 }
 _MAC = {None: "AEAD", "sha1": "SHA1", "sha256": "SHA256", "sha384": "SHA384"}
 #: TLS 1.3 suites -> the GnuTLS cipher that selects each (GnuTLS has one cipher list for every version).

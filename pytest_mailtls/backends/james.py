@@ -328,6 +328,11 @@ def unsupported_reason(cell: Cell) -> str | None:
         return f"James {cell.protocol.upper()} has no anonymous access: a login is always required"
     if auth.client_cert and not cell.tls:
         return "mutual TLS needs a TLS mode"
+    if cell.policy is not None and cell.policy.null_encryption:
+        return (
+            f"policy {cell.policy.name}: JDK 17 disables NULL encryption (NULL in jdk.tls.disabledAlgorithms) and the "
+            "James backend keeps it disabled: re-enabling it would let every cell of the JVM negotiate NULL suites"
+        )
     if cell.policy is not None:
         plan = cipher_plan(cell.policy)
         # A version left without suites would refuse handshakes the policy promises.

@@ -198,6 +198,12 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
             f"wire: the session ran at {version} {cipher} {where} and the client went on",
             f"wire: the client offered {' '.join(offered) or '?'}",
         ]
+    if ok and negotiated is not None and negotiated[0] != "TLSv1.3" and _null_suite(negotiated[1]):
+        version, cipher = negotiated
+        return "no-shared-cipher", [
+            f"wire: the session ran at {version} {cipher}, a NULL-encryption suite: the mail crossed in clear "
+            "inside TLS records and the client went on",
+        ]
     if ok and negotiated is not None and cell_is_secure(cell) and cell.policy is not None:
         version, cipher = negotiated
         weak = _weak_suite(cipher) if version != "TLSv1.3" else None
@@ -246,6 +252,11 @@ def _hostile_findings(view: WireView) -> list[Finding]:
     if attack.refusal is None or not done:
         return []
     return [WireFinding(f"{attack.actor} ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
+
+
+def _null_suite(name: str) -> bool:
+    info = expand_ciphers(name, client=True)
+    return bool(info) and info[0].get("symmetric") is None and info[0].get("protocol") != "TLSv1.3"
 
 
 def _weak_suite(name: str) -> str | None:

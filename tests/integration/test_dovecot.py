@@ -81,7 +81,7 @@ TLS_CELLS = [c for c in CELLS if c.tls]
 STARTTLS_CELLS = [c for c in CELLS if c.mode in (Mode.STARTTLS, Mode.STARTTLS_REQUIRED)]
 
 # A client that offers every cipher OpenSSL has, so that only the server's version rules decide.
-EVERY_CIPHER = "ALL:@SECLEVEL=0"
+EVERY_CIPHER = "ALL:eNULL:@SECLEVEL=0"  # eNULL: ALL leaves NULL encryption out
 LOGIN_ERRORS = (imaplib.IMAP4.error, poplib.error_proto)
 
 

@@ -501,6 +501,20 @@ def test_reply_codes_are_codes_not_digits_in_ids_or_ports() -> None:
     assert diagnose("closed", server="james", server_lines=[*JAMES_NOISE, real]).failure_class == "auth-failed"
 
 
+def test_curl_tls_alert_numbers_are_not_reply_codes() -> None:
+    # curl prints 512 + the alert number: handshake failure (40) is 552, bad certificate (42) is 554.
+    curl = (
+        "* TLSv1.3 (IN), TLS alert, handshake failure (552):\n"
+        "* OpenSSL/3.0.22: error:0A000410:SSL routines::sslv3 alert handshake failure\n"
+        "curl: (35) OpenSSL/3.0.22: error:0A000410:SSL routines::sslv3 alert handshake failure"
+    )
+    cell = CELLS["postfix-smtps-implicit-null-cipher-valid"]
+    d = diagnose(curl, family="curl", cell=cell, expected="no-shared-cipher")
+    assert d.failure_class == "no-shared-cipher", d.evidence
+    # A reply code in parentheses still counts.
+    assert diagnose("permanent error (552): 5.3.4 message too big", family="rust").failure_class == "server-refused"
+
+
 ID_AND_PORT_LINES = [
     *JAMES_NOISE,
     "postfix/smtpd[535]: connect from localhost[127.0.0.1]:50254",

@@ -90,7 +90,7 @@ def service_block(config: dovecot.RenderedConfig, c: Cell) -> str:
 
 def test_default_grid_renders_one_login_service_per_cell() -> None:
     cells = load_matrix().cells(servers=["dovecot"])
-    assert len(cells) == 76
+    assert len(cells) == 84  # 76 + 8 weak-crypto cells (static-rsa-cbc, null-cipher)
     config = rendered(cells)
     conf = config.files["dovecot.conf"]
     assert len(set(config.services.values())) == len(cells)
@@ -381,3 +381,13 @@ def test_cell_log_lines_follow_sessions_and_nothing_else() -> None:
         "imap(tester@mailtls.test)<199><BBB>",
     ]
     assert cell_log_lines(LOG, "dovecot-pop3s-implicit-modern-valid") == []
+
+
+def test_weak_policies_render_their_suites_null_at_level_zero() -> None:
+    static = TLSPolicy("static-rsa-cbc", "TLSv1.2", "TLSv1.2", ciphers="AES128-SHA:AES256-SHA")
+    null = TLSPolicy("null-cipher", "TLSv1.2", "TLSv1.2", ciphers="NULL-SHA256:NULL-SHA")
+    cells = [cell(policy=static), cell(policy=null)]
+    s_static, s_null = (settings(rendered(cells), c) for c in cells)
+    assert s_static["SSL_CIPHER_LIST"] == "=AES128-SHA:AES256-SHA:@SECLEVEL=2"
+    assert s_null["SSL_CIPHER_LIST"] == "=NULL-SHA256:NULL-SHA:@SECLEVEL=0"
+    assert s_null["OPENSSL_CONF"] == "=/mailtls/etc/openssl/max-TLSv1.2.cnf"

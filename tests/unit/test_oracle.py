@@ -272,3 +272,35 @@ def test_jsse_mapping_agrees_with_openssl_stdname() -> None:
         assert mapped in (standard, openssl), f"{standard} -> {mapped}, OpenSSL says {openssl}"
     for suite in JDK17_DEFAULT_SUITES:
         assert jsse_to_openssl(suite) in known, suite
+
+
+# --- weak crypto: NULL encryption is never a success, static RSA with CBC follows the single-cipher rule ------
+
+
+NULL_OFFER = ClientProfile("offers-null", ciphers="NULL-SHA256:NULL-SHA:AES128-SHA:@SECLEVEL=0")
+
+
+@pytest.mark.parametrize("profile", [PYTHON, UNSAFE, CURL, S_CLIENT, NULL_OFFER], ids=lambda p: p.name)
+@pytest.mark.parametrize("suffix", ["smtps-implicit-null-cipher-valid", "submission-starttls-null-cipher-valid"])
+def test_any_success_on_a_null_cell_is_insecure(profile: ClientProfile, suffix: str) -> None:
+    e = expect(profile, cell(suffix))
+    assert e.outcome == "no-shared-cipher" and not e.secure_overlap and e.tls
+    assert "NULL encryption" in e.reason
+    assert verdict(e, ok=True, tls=True)[0] == "insecure"
+    assert verdict(e, ok=False, tls=None)[0] == "refused-correctly"
+    assert cell(suffix).group == "broken crypto" and not cell_is_secure(cell(suffix))
+
+
+def test_static_rsa_cbc_follows_the_static_rsa_rule() -> None:
+    suffix = "smtps-implicit-static-rsa-cbc-valid"
+    assert cell(suffix).group == "broken crypto" and not cell_is_secure(cell(suffix))
+    # Python's default list has no static RSA: it must refuse, and refusing is right.
+    py = expect(PYTHON, cell(suffix))
+    assert py.outcome == "no-shared-cipher" and not py.secure_overlap
+    assert verdict(py, ok=False, tls=None)[0] == "refused-correctly"
+    # OpenSSL's DEFAULT (curl, s_client) still offers AES128-SHA: they get a session, as on tls12-single-cipher.
+    for profile in (CURL, S_CLIENT, NULL_OFFER):
+        e = expect(profile, cell(suffix))
+        assert e.outcome == SUCCESS and not e.secure_overlap and e.version == "TLSv1.2"
+        assert verdict(e, ok=True, tls=True)[0] == "pass"
+    assert expect(CURL, cell(suffix)).outcome == expect(CURL, cell("smtps-implicit-tls12-single-cipher-valid")).outcome

@@ -284,3 +284,28 @@ def test_auth_json_round_trip() -> None:
     }
     assert AuthPolicy.from_json(data, client_cert=True) == auth
     assert AuthPolicy.from_json(data, client_cert=False) != auth
+
+
+# --- weak crypto: static RSA with CBC, NULL encryption ------------------------------------------------
+
+
+def test_static_rsa_cbc_and_null_policies_are_broken_crypto() -> None:
+    static = TLSPolicy("static-rsa-cbc", "TLSv1.2", "TLSv1.2", ciphers="AES128-SHA:AES256-SHA")
+    null = TLSPolicy("null-cipher", "TLSv1.2", "TLSv1.2", ciphers="NULL-SHA256:NULL-SHA")
+    assert static.group == null.group == "broken crypto"
+    assert not static.null_encryption and null.null_encryption
+    # @SECLEVEL in the list no longer hides NULL encryption: the suites decide.
+    assert TLSPolicy("n0", "TLSv1.2", "TLSv1.2", ciphers="eNULL:@SECLEVEL=0").group == "broken crypto"
+    # A list with one encrypting suite, or TLS 1.3 on offer, is not NULL-only.
+    assert not TLSPolicy("mix", "TLSv1.2", "TLSv1.2", ciphers="NULL-SHA256:AES128-SHA").null_encryption
+    assert not TLSPolicy("n13", "TLSv1.2", "TLSv1.3", ciphers="NULL-SHA256").null_encryption
+
+
+def test_null_policy_hands_openssl_security_level_zero() -> None:
+    null = TLSPolicy("null-cipher", "TLSv1.2", "TLSv1.2", ciphers="NULL-SHA256:NULL-SHA")
+    assert null.openssl_ciphers() == "NULL-SHA256:NULL-SHA:@SECLEVEL=0"
+    static = TLSPolicy("static-rsa-cbc", "TLSv1.2", "TLSv1.2", ciphers="AES128-SHA:AES256-SHA")
+    assert static.openssl_ciphers() == "AES128-SHA:AES256-SHA"  # served at the default level
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(null.openssl_ciphers())
+    assert {c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"} == {"NULL-SHA256", "NULL-SHA"}

@@ -383,3 +383,14 @@ def test_cell_log_lines_hold_the_cell_and_its_messages_only() -> None:
     other = cell_log_lines(LOG, "postfix/postfix-a-mtls")
     assert len(other) == 3  # NOQUEUE and warning lines are its own, and name no queue id to follow
     assert cell_log_lines(LOG, "postfix/postfix-b") == []
+
+
+def test_weak_policies_render_their_suites_null_at_level_zero() -> None:
+    static = TLSPolicy("static-rsa-cbc", "TLSv1.2", "TLSv1.2", ciphers="AES128-SHA:AES256-SHA")
+    null = TLSPolicy("null-cipher", "TLSv1.2", "TLSv1.2", ciphers="NULL-SHA256:NULL-SHA")
+    config = rendered(cell(policy=static), cell("smtps", Mode.IMPLICIT, policy=null))
+    first, second = opts(config, 10000), opts(config, 10001)
+    assert first["tls_high_cipherlist"] == "AES128-SHA:AES256-SHA"
+    assert second["tls_high_cipherlist"] == "NULL-SHA256:NULL-SHA:@SECLEVEL=0"
+    assert second["smtpd_tls_mandatory_ciphers"] == "high"
+    assert second["smtpd_tls_mandatory_protocols"] == ">=TLSv1.2,<=TLSv1.2"

@@ -23,7 +23,7 @@ from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.matrix import load_matrix
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, Cell, CertProfile, Mode, TLSPolicy
-from pytest_mailtls.verify import Mismatch, probe_endpoint, verify_endpoint, verify_endpoints
+from pytest_mailtls.verify import Mismatch, probe_endpoint, verify_endpoint, verify_endpoints, weak_policy_mismatches
 
 from .loopserver import LoginResponder, LoopServer
 
@@ -53,18 +53,18 @@ def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_full_default_matrix_verifies(full: EmbeddedServer) -> None:
-    assert len(full.endpoints) == 57
+    assert len(full.endpoints) == 61
     lines: list[str] = []
     report = verify_endpoints(full.endpoints, lines.append)
     assert report.ok, report.render_table()
-    assert len(report.verdicts) == 57 and len(lines) == 57
+    assert len(report.verdicts) == 61 and len(lines) == 61
     table = report.render_table()
-    assert "57 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
+    assert "61 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
     # Every version really negotiated somewhere, legacy included (aiosmtpd#459).
     seen = {v for verdict in report.verdicts if verdict.probe for v in verdict.probe.accepted_versions}
     assert seen == {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     doc = json.loads(json.dumps(report.to_json()))
-    assert doc["ok"] is True and doc["cells"] == 57
+    assert doc["ok"] is True and doc["cells"] == 61
 
 
 # --- planted lies ---------------------------------------------------------------------------------
@@ -128,6 +128,47 @@ def test_cipher_outside_the_policy_is_caught(pki: SessionPKI, tmp_path: Path) ->
     mismatches = _verify(pki, tmp_path, served, declared)
     assert [m.aspect for m in mismatches] == ["ciphers"]
     assert "AES128-GCM-SHA256" in mismatches[0].actual and "AES256-GCM-SHA384" not in mismatches[0].actual
+
+
+def test_named_suite_the_server_refuses_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    declared = _cell("smtps", Mode.IMPLICIT, "static-rsa-cbc", CertProfile.VALID)
+    served = _cell("smtps", Mode.IMPLICIT, replace(POLICIES["static-rsa-cbc"], ciphers="AES256-SHA"), CertProfile.VALID)
+    mismatches = _verify(pki, tmp_path, served, declared)
+    assert [m.aspect for m in mismatches] == ["ciphers"]
+    assert mismatches[0].actual == "refuses AES128-SHA"
+
+
+def _weak_mismatches(pki: SessionPKI, tmp_path: Path, served: Cell, declared: Cell) -> list[Mismatch]:
+    srv, endpoint = _serve(pki, tmp_path, served, declared)
+    with srv:
+        return weak_policy_mismatches(endpoint)
+
+
+@pytest.mark.parametrize("policy", ["static-rsa-cbc", "null-cipher"])
+def test_weak_cells_are_checked_both_ways_with_real_handshakes(pki: SessionPKI, tmp_path: Path, policy: str) -> None:
+    cell = _cell("submission", Mode.STARTTLS, policy, CertProfile.VALID)
+    assert cell.group == "broken crypto"
+    assert _weak_mismatches(pki, tmp_path, cell, cell) == []
+
+
+def test_weak_cell_a_default_client_can_use_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    # Declared NULL-only, served with an AEAD suite too: the default context gets a session it must not get.
+    declared = _cell("smtps", Mode.IMPLICIT, "null-cipher", CertProfile.VALID)
+    leaky = replace(POLICIES["null-cipher"], ciphers="NULL-SHA256:NULL-SHA:ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0")
+    served = _cell("smtps", Mode.IMPLICIT, leaky, CertProfile.VALID)
+    found = _weak_mismatches(pki, tmp_path, served, declared)
+    assert [m.expected for m in found] == ["a default client context refused (no shared suite)"]
+    assert found[0].actual == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+def test_weak_cell_that_negotiates_outside_its_suites_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    # Declared static RSA with CBC, served with a NULL suite: a client offering exactly the declared suites fails.
+    declared = _cell("smtps", Mode.IMPLICIT, "static-rsa-cbc", CertProfile.VALID)
+    served = _cell(
+        "smtps", Mode.IMPLICIT, replace(POLICIES["static-rsa-cbc"], ciphers="NULL-SHA256"), CertProfile.VALID
+    )
+    found = _weak_mismatches(pki, tmp_path, served, declared)
+    assert found and found[0].expected == "a handshake offering exactly 'AES128-SHA:AES256-SHA'"
 
 
 @pytest.mark.parametrize(
