@@ -148,7 +148,8 @@ def _plan(policy: TLSPolicy) -> _Plan:
     allowed = expand_ciphers(policy.openssl_ciphers()) if policy.ciphers is not None else None
     everything = frozenset(c for v in below13 for c in local_ciphers(v))
     info = _cipher_info()
-    if policy.ciphersuites is None and (allowed is None or not below13 or set(info) <= allowed):
+    normal = {n for n, (_, c, _) in info.items() if c != "NULL"}  # NORMAL never enables a NULL cipher
+    if policy.ciphersuites is None and (allowed is None or not below13 or normal <= allowed):
         return _Plan(head)  # GnuTLS's own choice (every suite it has is allowed), as an OpenSSL server's default
     suites = policy.ciphersuites.split(":") if policy.ciphersuites else list(_DEFAULT_SUITES)
     unknown = [s for s in suites if s not in _SUITE_CIPHER]

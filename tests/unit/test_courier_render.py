@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_mailtls.backends.courier import gnutls_priority, unsupported_reason
-from pytest_mailtls.matrix import load_matrix
+from pytest_mailtls.matrix import TLSPolicy, load_matrix
 
 POLICIES = load_matrix().policies
 
@@ -23,3 +23,21 @@ def test_null_cipher_names_null_which_gnutls_never_enables_by_itself() -> None:
 def test_courier_serves_every_weak_cell() -> None:
     cells = load_matrix().cells(servers=["courier"], selection="weak-crypto")
     assert len(cells) == 8 and not [c.id for c in cells if unsupported_reason(c)]
+
+
+def test_every_shipped_policy_has_a_gnutls_priority_string() -> None:
+    problems = {name: str(e) for name, p in POLICIES.items() if (e := _problem(p))}
+    assert problems == {}
+
+
+def test_an_all_cipher_string_is_gnutls_normal_whose_null_suites_stay_off() -> None:
+    # "ALL" leaves out eNULL as GnuTLS's NORMAL does: no cipher selection is needed (the CI failure of stop 17)
+    assert gnutls_priority(POLICIES["legacy"]) == "NORMAL:-VERS-ALL:+VERS-TLS1.0:+VERS-TLS1.1:+VERS-TLS1.2:+VERS-TLS1.3"
+
+
+def _problem(policy: TLSPolicy) -> ValueError | None:
+    try:
+        gnutls_priority(policy)
+    except ValueError as e:
+        return e
+    return None
