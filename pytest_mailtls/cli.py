@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -29,6 +28,8 @@ from .errors import MailTLSError, ManifestError, MatrixError, OptionError
 from .policy import CELL_KEYS
 
 if TYPE_CHECKING:  # the rest is imported by the commands that use it: `mailtls probe` starts fast
+    from email.message import EmailMessage
+
     from .manifest import Endpoint
     from .policy import Cell
 

@@ -16,11 +16,14 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only open_connection's annotations: dial() must not import asyncio (the probe's start)
+    import asyncio
 
 __all__ = ["describe", "dial", "is_socket", "open_connection"]
 

@@ -30,12 +30,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import Field
 
-from .connect import ProtocolError, open_client
+from .connect import ProtocolError
 from .manifest import Endpoint
 from .pki import CERT_FAULTS, Issuer, Presented, session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 from .records import Record
+from .stdclients import open_client
 from .tls import expand_ciphers as policy_ciphers  # the cipher names a policy allows (re-exported)
 
 __all__ = [

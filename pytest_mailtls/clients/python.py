@@ -17,10 +17,10 @@ import ssl
 import time
 from typing import Any
 
-from ..connect import open_client
 from ..manifest import Endpoint
 from ..oracle import ClientProfile
 from ..policy import Mode
+from ..stdclients import open_client
 from ..tls import set_version_range
 from .base import Client, ClientResult, OutgoingMessage, Transcript, wait_for_delivery
 

@@ -497,9 +497,12 @@ def test_hostile_matrix_names_stop_every_command_in_one_line_before_anything_sta
 
 def test_the_command_loads_only_what_its_subcommand_needs() -> None:
     """`mailtls --help`, `--version` and `probe` do not load the grid, the manifest models (pydantic), the
-    backends or the report: importing those cost 0.3 s of every command's start (docs/speed.md)."""
+    backends, the report or the stdlib mail clients: importing those cost 0.3 s of every command's start
+    (docs/speed.md)."""
     heavy = ["pytest_mailtls.manifest", "pytest_mailtls.grid", "pytest_mailtls.report", "pytest_mailtls.backends.base",
-             "pydantic", "docker", "jinja2"]  # fmt: skip
+             "pydantic", "docker", "jinja2",
+             # the stdlib mail clients and asyncio: 40 ms that a probe never uses (pytest_mailtls.stdclients)
+             "smtplib", "imaplib", "poplib", "asyncio", "email.message"]  # fmt: skip
     script = (
         "import sys, contextlib\n"
         "from pytest_mailtls import cli\n"
