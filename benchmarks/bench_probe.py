@@ -29,6 +29,7 @@ a figure that other load on the machine does not inflate.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
@@ -239,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         return bench_grid(args.grid.split(","), args.runs)
 
+    # Bytecode for this package, as `pip install` leaves it (sslyze's is in site-packages): on a machine with
+    # PYTHONDONTWRITEBYTECODE, every fresh probe would otherwise compile its modules from source again.
+    compileall.compile_dir(str(ROOT / "pytest_mailtls"), quiet=1)
     work = Path(tempfile.mkdtemp(prefix="mailtls-bench-"))
     server_name = args.cell.split("-", 1)[0]
     cells = [c for c in load_matrix().cells(servers=[server_name]) if c.id == args.cell]
