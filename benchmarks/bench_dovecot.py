@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_mailtls import runtime
+from pytest_mailtls.backends import servable
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.dovecot import DovecotBackend
 from pytest_mailtls.matrix import load_matrix
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--selection", default=None, help="matrix selection (default: the matrix's default)")
     args = parser.parse_args(argv)
-    cells = load_matrix().cells(servers=["dovecot"], selection=args.selection)
+    cells = servable(load_matrix().cells(servers=["dovecot"], selection=args.selection))
     image_started = time.perf_counter()
     image = runtime.ensure_image("dovecot", progress=print)
     image_s = time.perf_counter() - image_started

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mailtls import runtime
+from pytest_mailtls.backends import servable
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.james import JamesBackend, JamesServer, prepare_build_context
 from pytest_mailtls.matrix import load_matrix
@@ -248,7 +249,7 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path, *, stack: bool 
 
 def _prepare(selection: str, root: Path) -> tuple[list[Cell], SessionPKI, str]:
     """The cells, a session PKI with every certificate made, and the image (built if the cache lacks it)."""
-    cells = load_matrix().cells(servers=["james"], selection=selection)
+    cells = servable(load_matrix().cells(servers=["james"], selection=selection))
     pki = SessionPKI(root / "pki")
     for cell in cells:
         if cell.cert is not None:

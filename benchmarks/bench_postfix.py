@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mailtls import readiness, runtime
+from pytest_mailtls.backends import servable
 from pytest_mailtls.backends.base import StartOptions
 from pytest_mailtls.backends.postfix import PostfixBackend
 from pytest_mailtls.matrix import load_matrix
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    cells = load_matrix().cells(servers=["postfix"], selection=args.selection)
+    cells = servable(load_matrix().cells(servers=["postfix"], selection=args.selection))
     with tempfile.TemporaryDirectory(prefix="mailtls-bench-postfix-") as tmp:
         root = Path(tmp)
         started = time.perf_counter()

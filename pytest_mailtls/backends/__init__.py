@@ -13,13 +13,15 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..policy import Cell
     from .base import Backend
 
-__all__ = ["REGISTRY", "backend_class", "docker_servers", "get_backend", "server_names", "server_services"]
+__all__ = ["REGISTRY", "backend_class", "docker_servers", "get_backend", "servable", "server_names", "server_services"]
 
 #: Server name -> "module:Backend class". One line per server.
 REGISTRY: dict[str, str] = {
@@ -47,6 +49,17 @@ def backend_class(name: str) -> type[Backend]:
 def get_backend(name: str) -> Backend:
     """A fresh backend for server ``name``."""
     return backend_class(name)()
+
+
+def servable(cells: Iterable[Cell]) -> list[Cell]:
+    """The cells their server can serve (each backend's ``unsupported`` says why not for the others)."""
+    backends: dict[str, Backend] = {}
+    out = []
+    for cell in cells:
+        backend = backends.get(cell.server) or backends.setdefault(cell.server, get_backend(cell.server))
+        if not backend.unsupported(cell):
+            out.append(cell)
+    return out
 
 
 def server_services(name: str) -> tuple[str, ...]:
