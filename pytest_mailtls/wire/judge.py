@@ -204,6 +204,14 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
             f"wire: the session ran at {version} {cipher}, a NULL-encryption suite: the mail crossed in clear "
             "inside TLS records and the client went on",
         ]
+    policy = cell.policy
+    if ok and negotiated is not None and policy is not None and policy.small_dh and _dhe_suite(negotiated[1]):
+        version, cipher = negotiated
+        if version != "TLSv1.3":
+            return "weak-dh", [
+                f"wire: the session ran at {version} {cipher} over the server's {policy.dh_bits}-bit DH group "
+                "(Logjam-era, under 2048 bits) and the client went on",
+            ]
     if ok and negotiated is not None and cell_is_secure(cell) and cell.policy is not None:
         version, cipher = negotiated
         weak = _weak_suite(cipher) if version != "TLSv1.3" else None
@@ -257,6 +265,11 @@ def _hostile_findings(view: WireView) -> list[Finding]:
 def _null_suite(name: str) -> bool:
     info = expand_ciphers(name, client=True)
     return bool(info) and info[0].get("symmetric") is None and info[0].get("protocol") != "TLSv1.3"
+
+
+def _dhe_suite(name: str) -> bool:
+    info = expand_ciphers(name, client=True)
+    return bool(info) and info[0].get("kea") == "kx-dhe" and info[0].get("protocol") != "TLSv1.3"
 
 
 def _weak_suite(name: str) -> str | None:

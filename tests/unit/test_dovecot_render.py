@@ -90,7 +90,7 @@ def service_block(config: dovecot.RenderedConfig, c: Cell) -> str:
 
 def test_default_grid_renders_one_login_service_per_cell() -> None:
     cells = load_matrix().cells(servers=["dovecot"])
-    assert len(cells) == 84  # 76 + 8 weak-crypto cells (static-rsa-cbc, null-cipher)
+    assert len(cells) == 88  # 76 + 12 weak-crypto cells (static-rsa-cbc, null-cipher, dhe-1024)
     config = rendered(cells)
     conf = config.files["dovecot.conf"]
     assert len(set(config.services.values())) == len(cells)

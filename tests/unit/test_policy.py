@@ -225,8 +225,11 @@ def test_policy_json_round_trip() -> None:
         "max_version": "TLSv1.2",
         "ciphers": "AES256-SHA",
         "ciphersuites": "TLS_AES_128_GCM_SHA256",
+        "dh_bits": None,
     }
     assert TLSPolicy.from_json(data) == policy
+    small = TLSPolicy("d", ciphers="DHE-RSA-AES128-GCM-SHA256", dh_bits=1024)
+    assert TLSPolicy.from_json(small.to_json()) == small
     assert TLSPolicy.from_json(INTERMEDIATE.to_json()) == INTERMEDIATE
 
 

@@ -53,18 +53,18 @@ def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_full_default_matrix_verifies(full: EmbeddedServer) -> None:
-    assert len(full.endpoints) == 61
+    assert len(full.endpoints) == 63
     lines: list[str] = []
     report = verify_endpoints(full.endpoints, lines.append)
     assert report.ok, report.render_table()
-    assert len(report.verdicts) == 61 and len(lines) == 61
+    assert len(report.verdicts) == 63 and len(lines) == 63
     table = report.render_table()
-    assert "61 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
+    assert "63 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
     # Every version really negotiated somewhere, legacy included (aiosmtpd#459).
     seen = {v for verdict in report.verdicts if verdict.probe for v in verdict.probe.accepted_versions}
     assert seen == {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     doc = json.loads(json.dumps(report.to_json()))
-    assert doc["ok"] is True and doc["cells"] == 61
+    assert doc["ok"] is True and doc["cells"] == 63
 
 
 # --- planted lies ---------------------------------------------------------------------------------
