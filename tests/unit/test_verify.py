@@ -144,7 +144,7 @@ def _weak_mismatches(pki: SessionPKI, tmp_path: Path, served: Cell, declared: Ce
         return weak_policy_mismatches(endpoint)
 
 
-@pytest.mark.parametrize("policy", ["static-rsa-cbc", "null-cipher"])
+@pytest.mark.parametrize("policy", ["static-rsa-cbc", "null-cipher", "dhe-1024"])
 def test_weak_cells_are_checked_both_ways_with_real_handshakes(pki: SessionPKI, tmp_path: Path, policy: str) -> None:
     cell = _cell("submission", Mode.STARTTLS, policy, CertProfile.VALID)
     assert cell.group == "broken crypto"
@@ -159,6 +159,18 @@ def test_weak_cell_a_default_client_can_use_is_caught(pki: SessionPKI, tmp_path:
     found = _weak_mismatches(pki, tmp_path, served, declared)
     assert [m.expected for m in found] == ["a default client context refused (no shared suite)"]
     assert found[0].actual == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+def test_a_dh_cell_served_with_a_2048_bit_group_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    # Declared dhe-1024, served with the embedded server's own group (ffdhe2048): the ServerKeyExchange tells, and
+    # the default context (level 2) gets a session instead of "dh key too small" (the server picks in its own order).
+    declared = _cell("submission", Mode.STARTTLS, "dhe-1024", CertProfile.VALID)
+    served = _cell("submission", Mode.STARTTLS, replace(POLICIES["dhe-1024"], dh_bits=None), CertProfile.VALID)
+    found = _weak_mismatches(pki, tmp_path, served, declared)
+    assert [(m.expected, m.actual.split(" (")[0]) for m in found] == [
+        ("a 1024-bit DH group in the ServerKeyExchange", "2048-bit group"),
+        ("a default client context refused ('dh key too small')", "DHE-RSA-AES128-GCM-SHA256"),
+    ]
 
 
 def test_weak_cell_that_negotiates_outside_its_suites_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
