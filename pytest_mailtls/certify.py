@@ -381,6 +381,14 @@ def _accepted_remedy(cls: str, client: Client, endpoint: Endpoint) -> str:
         return "the client accepted an RSA key under 2048 bits or a SHA-1 signature: raise its minimum " + (
             family.knob("weak-on")
         )
+    if cls == "weak-dh":
+        policy = endpoint.cell.policy
+        bits = f"a {policy.dh_bits}-bit" if policy is not None and policy.dh_bits else "a small"
+        return (
+            f"the client completed a DHE key exchange over {bits} DH group (under 2048 bits, breakable since "
+            "Logjam): refuse DH groups under 2048 bits (OpenSSL: keep security level 2, no @SECLEVEL=1 or 0; JDK: "
+            'jdk.tls.disabledAlgorithms += "DH keySize < 2048"), or offer ECDHE suites only'
+        )
     if cls in ("protocol-version-mismatch", "no-shared-cipher"):
         return (
             "the client negotiated something its profile says it does not offer: check its version and cipher settings"

@@ -242,6 +242,8 @@ OPENSSL_CLIENT: tuple[Rule, ...] = (
     ),
     _rule(r"inappropriate fallback", "protocol-version-mismatch"),
     _rule(r"no ciphers available|no cipher match|no shared cipher", "no-shared-cipher"),
+    # The client refused the server's DH group (OpenSSL 3 below 2048 bits at security level 2).
+    _rule(r"\bdh key too small\b|\bDH_KEY_TOO_SMALL\b", "weak-dh", weight=5),
     _rule(r"alert insufficient security", "no-shared-cipher"),
     _rule(r"alert handshake failure", *_HANDSHAKE),
     _rule(r"wrong version number|packet length too long|record layer failure|\bhttp request\b", "wrong-tls-mode"),
@@ -764,6 +766,8 @@ def _cipher_weakness(cell: Cell | None) -> str | None:
         return None
     if not policy.accepts("TLSv1.2"):
         return "legacy TLS versions only, where no suite is secure"
+    if policy.weak_dh:
+        return f"DHE only, over a {policy.dh_bits}-bit DH group (Logjam-era, under 2048 bits)"
     suites = _server_ciphers(policy, cell.cert if cell is not None and cell.cert else CertProfile.VALID, "TLSv1.2")
     if not suites:
         return None  # nothing we can name: do not guess
@@ -847,6 +851,16 @@ def _fix_not_yet_valid(ctx: _Ctx) -> str:
     return (
         "the server's certificate is not valid yet (notBefore in the future): check the clocks of server and "
         "client, or reissue the certificate with a current notBefore"
+    )
+
+
+def _fix_weak_dh(ctx: _Ctx) -> str:
+    policy = ctx.cell.policy if ctx.cell is not None else None
+    bits = f"a {policy.dh_bits}-bit" if policy is not None and policy.dh_bits else "a small"
+    return (
+        f"the server's DHE key exchange uses {bits} DH group (under 2048 bits, breakable since Logjam), and refusing "
+        "it is right: give the server a 2048-bit group or more (RFC 7919 ffdhe2048) or ECDHE suites; do not lower "
+        "the client's security level or its DH minimum"
     )
 
 
@@ -996,6 +1010,7 @@ _REMEDIES: dict[str, Callable[[_Ctx], str]] = {
     "retry-storm": _fix_retry_storm,
     "protocol-version-mismatch": _fix_versions,
     "no-shared-cipher": _fix_ciphers,
+    "weak-dh": _fix_weak_dh,
     "untrusted-certificate": _fix_untrusted,
     "incomplete-chain": _fix_chain,
     "hostname-mismatch": _fix_host,

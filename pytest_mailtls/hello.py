@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .tls import client_context, suite_ids
 from .wire.tlsrecords import TLSObserver
 
-__all__ = ["Answer", "HelloTemplate", "hello_template", "ask"]
+__all__ = ["Answer", "HelloTemplate", "hello_template", "ask", "server_dh_bits"]
 
 _SIGNALLING = (0x00FF, 0x5600)  # TLS_EMPTY_RENEGOTIATION_INFO_SCSV, TLS_FALLBACK_SCSV: kept as OpenSSL put them
 _READ = 16384
@@ -153,3 +153,24 @@ def ask(sock: socket.socket, template: HelloTemplate, suites: Iterable[str]) -> 
     if hello.version != template.version:
         return Answer(version=hello.version, suite=hello.cipher, refusal=f"the server answered at {hello.version}")
     return Answer(version=hello.version, suite=hello.cipher, hello_retry=hello.hello_retry)
+
+
+def server_dh_bits(
+    sock: socket.socket, template: HelloTemplate, suites: Iterable[str]
+) -> tuple[str | None, int | None]:
+    """Send a ClientHello offering ``suites`` on ``sock`` (TLS starts now) and read the server's first flight up to
+    its ServerHelloDone: (the suite it chose, the size in bits of its DH group's prime), the size ``None`` when the
+    suite has no finite-field DHE key exchange; (None, None) when the server refused or hung up. TLS <= 1.2 only
+    (TLS 1.3 encrypts the rest of the flight)."""
+    sock.sendall(template.hello(suites))
+    observer = TLSObserver()
+    while not observer.server_hello_done and not observer.alerts and not observer.tls13:
+        try:
+            data = sock.recv(_READ)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        observer.feed("server", data)
+    hello = observer.server_hello
+    return (hello.cipher if hello else None), observer.server_dh_bits

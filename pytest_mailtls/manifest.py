@@ -28,7 +28,7 @@ from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, field
 from . import capture
 from .connect import set_version_range
 from .errors import ManifestError, one_line
-from .policy import LEGACY_VERSIONS, SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+from .policy import DH_SIZES, LEGACY_VERSIONS, SERVICES, VERSIONS, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
 from .records import Record, one_of, problem
 from .tls import null_encryption
 
@@ -371,6 +371,12 @@ class PolicyRecord(Record):
         None, description="an OpenSSL cipher list for TLS <= 1.2 (`null`: the server's default)"
     )
     ciphersuites: str | None = Field(None, description="the TLS 1.3 suites (`null`: the server's default)")
+    dh_bits: int | None = Field(
+        None,
+        description="the size of the finite-field DH group of the DHE suites, one fixed well-known group per size "
+        "(`null`: the server's own)",
+        json_schema_extra={"enum": [*DH_SIZES, None]},
+    )
 
     @field_validator("min_version", "max_version")
     @classmethod
@@ -385,10 +391,13 @@ class PolicyRecord(Record):
             max_version=policy.max_version,
             ciphers=policy.ciphers,
             ciphersuites=policy.ciphersuites,
+            dh_bits=policy.dh_bits,
         )
 
     def policy(self) -> TLSPolicy:
-        return TLSPolicy(self.name, self.min_version, self.max_version, self.ciphers, self.ciphersuites)
+        return TLSPolicy(
+            self.name, self.min_version, self.max_version, self.ciphers, self.ciphersuites, dh_bits=self.dh_bits
+        )
 
 
 class AuthRecord(Record):

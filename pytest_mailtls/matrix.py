@@ -24,6 +24,8 @@ from .backends import server_names, server_services
 from .errors import MatrixError
 from .policy import (
     CELL_KEYS,
+    DH_SECURE_BITS,
+    DH_SIZES,
     SERVICES,
     VERSIONS,
     AuthPolicy,
@@ -87,7 +89,7 @@ _CIPHER_RULE = (
 #: Keys a cell filter (selection entry, marker, CLI) may name.
 
 _TOP_KEYS = {"version", "policies", "auth", "grid", "selections", "default_selection"}
-_POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphersuites"}
+_POLICY_KEYS = {"description", "min_version", "max_version", "ciphers", "ciphersuites", "dh_bits"}
 _AUTH_KEYS = {"description", "mechanisms", "tls_only", "required", "client_cert"}
 _BLOCK_KEYS = {"name", "description", "servers", "services", "modes", "policies", "certs", "auth", "network"}
 _SELECTION_KEYS = {"description", "include", "exclude"}
@@ -421,7 +423,26 @@ def _parse_policy(name: str, body: Any, source: str) -> TLSPolicy:
             "level 0",
             "Set @SECLEVEL=0 or leave it out (it is added for legacy versions)",
         )
-    return TLSPolicy(name=name, ciphers=ciphers, ciphersuites=suites, description=description, **versions)
+    dh_bits = body.get("dh_bits")
+    if dh_bits is not None:
+        if isinstance(dh_bits, bool) or not isinstance(dh_bits, int) or dh_bits not in DH_SIZES:
+            raise MatrixError(
+                source,
+                f"{where}.dh_bits",
+                f"no fixed DH group of {dh_bits!r} bits",
+                _allowed(DH_SIZES),
+            )
+        if dh_bits < DH_SECURE_BITS and level is not None and level >= 2:
+            raise MatrixError(
+                source,
+                f"{where}.ciphers",
+                f"{ciphers!r} sets @SECLEVEL={level}, but OpenSSL 3 loads a {dh_bits}-bit DH group only at security "
+                "level 1 or lower",
+                "Set @SECLEVEL=1 or leave it out (it is added for small DH groups)",
+            )
+    return TLSPolicy(
+        name=name, ciphers=ciphers, ciphersuites=suites, description=description, dh_bits=dh_bits, **versions
+    )
 
 
 def _seclevel(ciphers: str | None) -> int | None:

@@ -57,6 +57,7 @@ class FailureClass(StrEnum):
 
     PROTOCOL_VERSION_MISMATCH = "protocol-version-mismatch"
     NO_SHARED_CIPHER = "no-shared-cipher"
+    WEAK_DH = "weak-dh"
     UNTRUSTED_CERTIFICATE = "untrusted-certificate"
     HOSTNAME_MISMATCH = "hostname-mismatch"
     CERTIFICATE_EXPIRED = "certificate-expired"
@@ -280,6 +281,13 @@ def _expect_tls(profile: ClientProfile, cell: Cell, secure: bool) -> Expectation
             "mail and the password in clear, so a correct client offers no such suite"
         )
         return Expectation("no-shared-cipher", False, True, why, version)
+    if policy.weak_dh:
+        # Whatever the client offered: a session here would rest on a DH group small enough to break (Logjam).
+        why = (
+            f"at {version} the server offers DHE only ({policy.ciphers}) over a {policy.dh_bits}-bit DH group "
+            "(Logjam-era, under 2048 bits), so a correct client refuses the key exchange (or offers no DHE suite)"
+        )
+        return Expectation("weak-dh", False, True, why, version)
     if not _cipher_overlap(profile, policy, cert, version):
         why = f"at {version} the client and the server share no cipher"
         return Expectation("no-shared-cipher", secure, True, why, version)
@@ -361,9 +369,9 @@ def cell_is_secure(cell: Cell) -> bool:
         return True
     if not cell.policy.accepts("TLSv1.2"):
         return False
-    return any(
-        c["kea"] in ("kx-ecdhe", "kx-dhe") and c["aead"] for c in _server_ciphers(cell.policy, cell.cert, "TLSv1.2")
-    )
+    # DHE over a group under 2048 bits is no secure key exchange (Logjam): such suites do not count.
+    forward = ("kx-ecdhe",) if cell.policy.small_dh else ("kx-ecdhe", "kx-dhe")
+    return any(c["kea"] in forward and c["aead"] for c in _server_ciphers(cell.policy, cell.cert, "TLSv1.2"))
 
 
 def _needs_credentials(profile: ClientProfile, cell: Cell) -> bool:

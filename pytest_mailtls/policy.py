@@ -22,6 +22,10 @@ __all__ = [
     "GROUPS",
     "VERSIONS",
     "LEGACY_VERSIONS",
+    "DH_GROUPS",
+    "DH_SIZES",
+    "DHGroup",
+    "DH_SECURE_BITS",
     "Protocol",
     "Mode",
     "Service",
@@ -40,6 +44,48 @@ CELL_KEYS = ("server", "service", "protocol", "mode", "policy", "cert", "auth", 
 VERSIONS: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 #: Versions that OpenSSL 3 (Debian bookworm) only negotiates at security level 0.
 LEGACY_VERSIONS: frozenset[str] = frozenset({"TLSv1", "TLSv1.1"})
+
+
+@dataclass(frozen=True)
+class DHGroup:
+    """A finite-field Diffie-Hellman group a policy's ``dh_bits`` names: a well-known safe prime, so nothing is
+    generated per session (1024-bit parameters take seconds to make) and every backend serves the same group."""
+
+    bits: int
+    name: str
+    prime: int
+    generator: int = 2
+
+
+#: The DH groups a policy may name, by size (``dh_bits``); their PEM is :func:`pytest_mailtls.tls.dh_params_pem`.
+DH_GROUPS: dict[int, DHGroup] = {
+    1024: DHGroup(
+        1024,
+        "RFC 2409 Oakley group 2 (Logjam-era 1024-bit MODP, badssl's dh1024)",
+        int(
+            "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
+            "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
+            "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
+            16,
+        ),
+    ),
+    2048: DHGroup(
+        2048,
+        "RFC 7919 ffdhe2048",
+        int(
+            "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9"
+            "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935"
+            "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB"
+            "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61"
+            "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA"
+            "886B423861285C97FFFFFFFFFFFFFFFF",
+            16,
+        ),
+    ),
+}
+DH_SIZES: tuple[int, ...] = tuple(DH_GROUPS)
+#: The smallest DH group OpenSSL 3 accepts at security level 2 (Debian's default, on both ends).
+DH_SECURE_BITS = 2048
 
 
 def version_index(version: str) -> int:
@@ -164,6 +210,9 @@ class TLSPolicy:
 
     ``ciphers`` is an OpenSSL cipher list for TLS <= 1.2 (``None``: the
     server's default), ``ciphersuites`` the TLS 1.3 suites (``None``: default).
+    ``dh_bits`` is the size of the finite-field Diffie-Hellman group the server
+    uses for DHE suites (``None``: the server's own); each size is one fixed,
+    well-known group (:data:`DH_GROUPS`).
     """
 
     name: str
@@ -172,11 +221,16 @@ class TLSPolicy:
     ciphers: str | None = None
     ciphersuites: str | None = None
     description: str = ""
+    dh_bits: int | None = None
 
     def __post_init__(self) -> None:
         if version_index(self.min_version) > version_index(self.max_version):
             raise ValueError(
                 f"policy {self.name!r}: min_version {self.min_version} is above max_version {self.max_version}"
+            )
+        if self.dh_bits is not None and self.dh_bits not in DH_SIZES:
+            raise ValueError(
+                f"policy {self.name!r}: no DH group of {self.dh_bits} bits (known: {', '.join(map(str, DH_SIZES))})"
             )
 
     @property
@@ -197,10 +251,11 @@ class TLSPolicy:
     def group(self) -> str:
         """The report's group of a cell with this policy and a good certificate (:data:`GROUPS`): ``legacy crypto``
         when TLSv1/1.1 are accepted, ``broken crypto`` when TLS 1.3 is not and every TLS <= 1.2 suite listed lacks
-        forward secrecy (static RSA) or every one encrypts nothing (NULL), ``secure`` otherwise."""
+        forward secrecy (static RSA), every one encrypts nothing (NULL) or every one is DHE over a small group
+        (:attr:`weak_dh`), ``secure`` otherwise."""
         if self.legacy:
             return "legacy crypto"
-        if self.null_encryption:
+        if self.null_encryption or self.weak_dh:
             return "broken crypto"
         names = (self.ciphers or "").split(":")
         if self.ciphers and self.max_version != "TLSv1.3" and not any("DHE" in n or n.startswith("@") for n in names):
@@ -218,15 +273,34 @@ class TLSPolicy:
         return null_encryption(self.ciphers)
 
     @property
+    def small_dh(self) -> bool:
+        """The server's DH group is under :data:`DH_SECURE_BITS` bits: OpenSSL 3 only loads (and a client only
+        accepts) it below security level 2 (level 1 takes 1024 bits)."""
+        return self.dh_bits is not None and self.dh_bits < DH_SECURE_BITS
+
+    @property
+    def weak_dh(self) -> bool:
+        """TLS 1.3 is not accepted, every TLS <= 1.2 suite of ``ciphers`` is a DHE one and the group is small
+        (:attr:`small_dh`): every session has a Logjam-era key exchange (badssl's ``dh1024``)."""
+        if not self.small_dh or self.ciphers is None or self.accepts("TLSv1.3"):
+            return False
+        from .tls import dhe_only  # tls imports this module
+
+        return dhe_only(self.ciphers)
+
+    @property
     def tls12_only_ciphers(self) -> bool:
         return self.max_version != "TLSv1.3"
 
     def openssl_ciphers(self) -> str:
         """The cipher string a server hands OpenSSL, with ``@SECLEVEL=0`` where legacy versions or NULL
-        encryption need it."""
+        encryption need it, and ``@SECLEVEL=1`` where a small DH group does (OpenSSL 3 refuses to load one
+        under 2048 bits at level 2)."""
         base = self.ciphers or "DEFAULT"
         if (self.legacy or self.null_encryption) and "@SECLEVEL" not in base:
             base += ":@SECLEVEL=0"
+        elif self.small_dh and "@SECLEVEL" not in base:
+            base += ":@SECLEVEL=1"
         return base
 
     def to_json(self) -> dict[str, object]:
@@ -236,6 +310,7 @@ class TLSPolicy:
             "max_version": self.max_version,
             "ciphers": self.ciphers,
             "ciphersuites": self.ciphersuites,
+            "dh_bits": self.dh_bits,
         }
 
     @classmethod
@@ -246,6 +321,7 @@ class TLSPolicy:
             max_version=str(data["max_version"]),
             ciphers=_opt_str(data.get("ciphers")),
             ciphersuites=_opt_str(data.get("ciphersuites")),
+            dh_bits=_opt_int(data.get("dh_bits")),
         )
 
 
@@ -369,3 +445,11 @@ class Cell:
 
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"not a number of bits: {value!r}")
+    return int(value)

@@ -21,12 +21,13 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import ssl
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .policy import VERSIONS
@@ -41,6 +42,10 @@ __all__ = [
     "expand_ciphers",
     "local_ciphers",
     "null_encryption",
+    "dhe_only",
+    "dh_params_pem",
+    "dh_params_path",
+    "dh_params_files",
     "suite_ids",
     "suite_name",
     "suite_names",
@@ -136,6 +141,55 @@ def null_encryption(cipher_string: str) -> bool:
     except ssl.SSLError:
         return False
     return bool(chosen) and all(c["symmetric"] is None for c in chosen)
+
+
+@functools.cache
+def dhe_only(cipher_string: str) -> bool:
+    """Whether ``cipher_string`` selects TLS <= 1.2 suites (at level 0 unless it says) and every one of them has a
+    finite-field DHE key exchange (``DHE-RSA-AES128-GCM-SHA256``...). False for a string OpenSSL refuses."""
+    try:
+        chosen = [c for c in _selected(cipher_string) if c["protocol"] != "TLSv1.3"]
+    except ssl.SSLError:
+        return False
+    return bool(chosen) and all(c["kea"] == "kx-dhe" for c in chosen)
+
+
+@functools.cache
+def dh_params_pem(bits: int) -> str:
+    """The PKCS#3 PEM (``-----BEGIN DH PARAMETERS-----``: the DER of ``SEQUENCE { INTEGER p, INTEGER g }``) of the
+    fixed group of ``bits`` bits (:data:`pytest_mailtls.policy.DH_GROUPS`), as OpenSSL, GnuTLS and Python's
+    ``load_dh_params`` read it. Written here rather than by ``cryptography``, whose OpenSSL 3 writes a group it
+    knows by name (ffdhe2048) as X9.42 parameters, which GnuTLS and ``load_dh_params`` do not read."""
+    from .policy import DH_GROUPS
+
+    group = DH_GROUPS[bits]
+    body = _der_integer(group.prime) + _der_integer(group.generator)
+    der = b"\x30" + _der_length(len(body)) + body
+    text = base64.b64encode(der).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "\n".join(["-----BEGIN DH PARAMETERS-----", *lines, "-----END DH PARAMETERS-----"]) + "\n"
+
+
+def dh_params_path(bits: int) -> str:
+    """Where a container backend writes the PEM of the ``bits`` group, relative to its rendered files."""
+    return f"dh/dh{bits}.pem"
+
+
+def dh_params_files(bits: Iterable[int | None]) -> dict[str, str]:
+    """The rendered files (:func:`dh_params_path` -> PEM) of every DH group size named (``None``s skipped)."""
+    return {dh_params_path(b): dh_params_pem(b) for b in sorted({b for b in bits if b is not None})}
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _der_integer(value: int) -> bytes:
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading zero byte keeps it positive
+    return b"\x02" + _der_length(len(raw)) + raw
 
 
 @functools.cache

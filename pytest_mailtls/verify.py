@@ -49,6 +49,7 @@ __all__ = [
     "policy_ciphers",
     "cleartext_login_allowed",
     "named_suites",
+    "server_dh_group",
     "weak_policy_mismatches",
 ]
 
@@ -496,19 +497,27 @@ def _same_ip(san: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> boo
 # --- weak policies, both ways --------------------------------------------------------------------
 
 
-def _default_refuses(cell: Cell) -> bool:
-    """Whether a client with the default profile (Python's default context, the session CA) must fail to
-    negotiate ``cell``: the oracle's expectation for it is ``no-shared-cipher``."""
+def _default_refusal(cell: Cell) -> str | None:
+    """The class a client with the default profile (Python's default context, the session CA) must fail to
+    negotiate ``cell`` with, when the oracle expects it to fail in the cipher choice (``no-shared-cipher``) or at
+    the server's key exchange (``weak-dh``); ``None`` otherwise."""
     from .oracle import ClientProfile, expect  # the oracle imports the probe's neighbours
 
-    return expect(ClientProfile("default-context", scope="handshake"), cell).outcome == "no-shared-cipher"
+    outcome = expect(ClientProfile("default-context", scope="handshake"), cell).outcome
+    return outcome if outcome in ("no-shared-cipher", "weak-dh") else None
+
+
+#: What OpenSSL 3 says when a client at security level 2 refuses the server's DH group.
+DH_TOO_SMALL = "dh key too small"
 
 
 def weak_policy_mismatches(endpoint: Endpoint, timeout: float = 5.0) -> list[Mismatch]:
     """Real handshakes on a cell whose policy names its suites one by one (:func:`named_suites`): a permissive
     client offering exactly those suites succeeds and negotiates one of them (a NULL policy: a NULL suite); and
     where the oracle says a default client shares no suite with the cell, a default context (the session CA,
-    Python's default suites and security level) is refused in the handshake."""
+    Python's default suites and security level) is refused in the handshake. A policy with a DH group size
+    (``dh_bits``) is also read on the wire: the server's ServerKeyExchange carries a prime of exactly that size,
+    and where the oracle expects ``weak-dh`` the default context refuses with OpenSSL's "dh key too small"."""
     cell = endpoint.cell
     policy = cell.policy
     if policy is None or cell.cert is None or not cell.cert.verifies or not named_suites(policy):
@@ -521,15 +530,43 @@ def weak_policy_mismatches(endpoint: Endpoint, timeout: float = 5.0) -> list[Mis
         found.append(Mismatch(cell.id, "ciphers", f"a handshake offering exactly {policy.ciphers!r}", f"{error}"))
     elif negotiated not in allowed:
         found.append(Mismatch(cell.id, "ciphers", f"one of {policy.ciphers!r} negotiated", negotiated))
-    if _default_refuses(cell):
-        negotiated, error = _negotiate(endpoint, endpoint.client_context(), timeout)
-        if negotiated is not None:
-            found.append(
-                Mismatch(cell.id, "ciphers", "a default client context refused (no shared suite)", f"{negotiated}")
+    if policy.dh_bits is not None:
+        try:
+            suite, bits = server_dh_group(endpoint, named_suites(policy), timeout)
+        except (OSError, ProtocolError) as exc:
+            suite, bits = f"the connection failed: {exc}", None
+        if bits != policy.dh_bits:
+            got = (
+                f"{bits}-bit group ({suite})" if bits is not None else f"no DH group read ({suite or 'no ServerHello'})"
             )
+            found.append(Mismatch(cell.id, "ciphers", f"a {policy.dh_bits}-bit DH group in the ServerKeyExchange", got))
+    refusal = _default_refusal(cell)
+    if refusal is not None:
+        negotiated, error = _negotiate(endpoint, endpoint.client_context(), timeout)
+        what = "no shared suite" if refusal == "no-shared-cipher" else f"'{DH_TOO_SMALL}'"
+        if negotiated is not None:
+            found.append(Mismatch(cell.id, "ciphers", f"a default client context refused ({what})", f"{negotiated}"))
         elif error is not None and error.startswith("certificate:"):
             found.append(Mismatch(cell.id, "ciphers", "a default client refused in the cipher choice", error))
+        elif refusal == "weak-dh" and DH_TOO_SMALL not in (error or "").lower():
+            found.append(Mismatch(cell.id, "ciphers", f"a default client refused with '{DH_TOO_SMALL}'", f"{error}"))
     return found
+
+
+def server_dh_group(endpoint: Endpoint, suites: Sequence[str], timeout: float = 5.0) -> tuple[str | None, int | None]:
+    """(the suite the server picks from ``suites``, the size in bits of its DH group's prime) as a raw TLS 1.2
+    ClientHello reads them from the ServerHello and the ServerKeyExchange (after STARTTLS where the cell needs it);
+    the size is ``None`` for a suite without finite-field DHE, both are ``None`` when the server refused."""
+    from .connect import plain_exchange
+    from .hello import hello_template
+    from .hello import server_dh_bits as read_dh_bits
+    from .upstream import dial
+
+    template = hello_template("TLSv1.2", endpoint.server_hostname)
+    with dial(endpoint.host, endpoint.port, timeout) as sock:
+        if endpoint.mode is not Mode.IMPLICIT:
+            plain_exchange(sock, endpoint.protocol, starttls=True)
+        return read_dh_bits(sock, template, suites)
 
 
 def _negotiate(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> tuple[str | None, str | None]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, TLSPolicy
-from ..tls import EVERYTHING, TLS13_SUITES, expand_ciphers, local_ciphers
+from ..tls import EVERYTHING, TLS13_SUITES, dh_params_files, dh_params_path, expand_ciphers, local_ciphers
 from .container import (
     CertPaths,
     ContainerBackend,
@@ -214,6 +214,13 @@ def unsupported_reason(cell: Cell) -> str | None:
         return "Courier refuses logins before TLS only on a port that offers STARTTLS (IMAP_TLS_REQUIRED)"
     if auth.client_cert and not cell.tls:
         return "mutual TLS needs a TLS mode"
+    if cell.policy is not None and cell.policy.small_dh:
+        return (
+            f"policy {cell.policy.name}: GnuTLS follows RFC 7919, so a client naming FFDHE groups (every OpenSSL 3 "
+            "client that may speak TLS 1.3, JSSE) gets ffdhe2048 instead of the TLS_DHPARAMS group, or, with the "
+            f"FFDHE groups taken out of the priority string (-GROUP-DH-ALL), no DHE suite at all: the {cell.policy.dh_bits}"
+            "-bit group would reach only clients that name no FFDHE group"
+        )
     if cell.policy is not None:
         problem = _plan(cell.policy).problem
         if problem:
@@ -279,7 +286,7 @@ def _cell_env(
             "TLS_PRIORITY": gnutls_priority(cell.policy),
             "TLS_CERTFILE": files.cert_file,
             "TLS_PRIVATE_KEYFILE": files.key_file,
-            "TLS_DHPARAMS": DH_FILE,
+            "TLS_DHPARAMS": DH_FILE if cell.policy.dh_bits is None else f"{ETC}/{dh_params_path(cell.policy.dh_bits)}",
             "TLS_VERIFYPEER": "NONE",
         }
         if cell.auth.client_cert:
@@ -331,6 +338,7 @@ def render(
     for cell, port in zip(cells, ports, strict=True):
         env = _cell_env(cell, port, cert_files, client_ca_file)
         files[f"cells/{names[cell.id]}.env"] = _env_file(f"{cell.id}: sourced by the image's entrypoint", env)
+    files |= dh_params_files(c.policy.dh_bits for c in cells if c.policy is not None)
     files["common.env"] = _env_file(
         "every cell: sourced before the cell's own file",
         {

@@ -63,6 +63,7 @@ from ..mailbox import (
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol, version_index
 from ..templates import render as render_template
+from ..tls import dh_params_files, dh_params_path
 from .base import DeliveryLink
 from .container import (
     FIRST_PORT,
@@ -220,6 +221,7 @@ def render(
     for version in sorted(caps, key=version_index):
         # Dovecot 2.3 has no ssl_max_protocol: an OpenSSL configuration caps the login processes that read it.
         files[f"openssl/max-{version}.cnf"] = render_template("dovecot/openssl-cap.cnf.j2", version=version)
+    files |= dh_params_files(c.policy.dh_bits for c in cells if c.policy is not None)
     files["deny-mechanism"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_mech)
     files["deny-without-cert"] = "".join(f"{key}:{{PLAIN}}deny\n" for key in deny_cert)
     files["refuse"] = f"{_REFUSE_KEY}:{{PLAIN}}deny\n"
@@ -319,6 +321,9 @@ def _cell_settings(
             f"SSL_CERT<{files.cert_file}",
             f"SSL_KEY<{files.key_file}",
         ]
+        if policy.dh_bits is not None:
+            # ssl_dh is a login process's own setting: this cell's environment overrides the global one.
+            lines.append(f"SSL_DH<{ETC}/{dh_params_path(policy.dh_bits)}")
         if policy.ciphersuites:
             lines.append(f"SSL_CIPHER_SUITES={policy.ciphersuites}")
         if policy.max_version != "TLSv1.3":

@@ -18,7 +18,7 @@ does for every legacy policy.
 Two asyncio gaps are closed here so clients meet what Postfix gives them: a
 failed handshake sends OpenSSL's alert before the socket closes (asyncio drops
 it), and DHE ciphers work (Python never enables OpenSSL's DH groups; the
-RFC 7919 ffdhe2048 group is loaded).
+RFC 7919 ffdhe2048 group is loaded, or the policy's own ``dh_bits`` group).
 
 PYTEST_DONT_REWRITE
 """
@@ -50,6 +50,7 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import Cell, CertProfile, Mode, Protocol
 from ..readiness import wait_ready
+from ..tls import dh_params_pem
 
 if TYPE_CHECKING:
     from ..diagnose import Rule
@@ -62,17 +63,9 @@ __all__ = ["EmbeddedBackend", "EmbeddedServer", "server_context"]
 BUILTIN_MECHANISMS = ("PLAIN", "LOGIN")
 #: Certificates OpenSSL 3 refuses to even load above security level 0.
 _HANDSHAKE_TIMEOUT = 15
-# RFC 7919 ffdhe2048 (`openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048`). Python never
-# enables OpenSSL's automatic DH groups, so without these a server offers no DHE cipher, unlike Postfix.
-_FFDHE2048 = """-----BEGIN DH PARAMETERS-----
-MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
-+8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
-87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
-YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
-7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
-ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
------END DH PARAMETERS-----
-"""
+#: The DH group of DHE suites when a policy names none: RFC 7919 ffdhe2048 (:data:`DH_GROUPS`). Python never enables
+#: OpenSSL's automatic DH groups, so without one a server offers no DHE cipher, unlike Postfix.
+_DEFAULT_DH_BITS = 2048
 _START_TIMEOUT = 10.0
 
 
@@ -386,11 +379,13 @@ class _TLSLayer(sslproto.SSLProtocol):
             )
 
 
-def _dh_params(workdir: Path) -> Path:
-    path = workdir / "ffdhe2048.pem"
+def _dh_params(workdir: Path, bits: int | None) -> Path:
+    """The PEM file of the policy's DH group (``dh_bits``), or of ffdhe2048 when it names none."""
+    bits = _DEFAULT_DH_BITS if bits is None else bits
+    path = workdir / f"dh{bits}.pem"
     if not path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(_FFDHE2048)
+        path.write_text(dh_params_pem(bits))
     return path
 
 
@@ -587,7 +582,7 @@ class EmbeddedBackend(Backend):
                 cert_file=files.cert_file,
                 key_file=files.key_file,
                 client_ca_file=pki.client_ca_file if cell.auth.client_cert else None,
-                dh_params_file=_dh_params(Path(options.workdir)),
+                dh_params_file=_dh_params(Path(options.workdir), cell.policy.dh_bits),
             )
             if cell.auth.client_cert:
                 client_files = pki.client_files()

@@ -333,6 +333,12 @@ def unsupported_reason(cell: Cell) -> str | None:
             f"policy {cell.policy.name}: JDK 17 disables NULL encryption (NULL in jdk.tls.disabledAlgorithms) and the "
             "James backend keeps it disabled: re-enabling it would let every cell of the JVM negotiate NULL suites"
         )
+    if cell.policy is not None and cell.policy.dh_bits is not None:
+        return (
+            f"policy {cell.policy.name}: JSSE's DHE group is JVM-wide (jdk.tls.ephemeralDHKeySize, "
+            "jdk.tls.server.defaultDHEParameters), not per listener, and a client naming FFDHE groups gets one of "
+            f"them (RFC 7919): a {cell.policy.dh_bits}-bit group would apply to every DHE cell of the JVM"
+        )
     if cell.policy is not None:
         plan = cipher_plan(cell.policy)
         # A version left without suites would refuse handshakes the policy promises.

@@ -39,6 +39,7 @@ from ..errors import ServerStartError
 from ..manifest import Endpoint
 from ..policy import VERSIONS, Cell, CertProfile, Mode, Protocol
 from ..templates import render as render_template
+from ..tls import dh_params_files, dh_params_path
 from .base import DeliveryLink, StartOptions
 from .container import (
     FIRST_PORT,
@@ -220,6 +221,7 @@ def render(
         "postfix/mailboxes": "\n".join(mailboxes) + "\n",
         "postfix/auth-required.regexp": "/^/ 530 5.7.0 Authentication required\n",
         "postfix/openssl.cnf": render_template("postfix/openssl.cnf.j2", sections=openssl_sections),
+        **dh_params_files(c.policy.dh_bits for c in cells if c.policy is not None),
     }
     if dovecot is None:
         files["sasl/smtpd.conf"] = render_template("postfix/smtpd.conf.j2")
@@ -290,6 +292,9 @@ def _service(
                 ("smtpd_tls_mandatory_ciphers", "high"),
                 ("tls_high_cipherlist", policy.openssl_ciphers()),
             ]
+        if policy.dh_bits is not None:
+            # The policy's DH group for DHE suites, this listener only (Postfix's default is OpenSSL's own choice).
+            opts.append(("smtpd_tls_dh1024_param_file", f"{ETC}/{dh_params_path(policy.dh_bits)}"))
         if openssl_name is not None:
             # TLS 1.3 suites have no Postfix parameter: an OpenSSL config section chosen per listener.
             opts += [("tls_config_file", f"{POSTFIX_ETC}/openssl.cnf"), ("tls_config_name", openssl_name)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..diagnose import CERT_CLASSES, Finding
 from ..oracle import SECURE_VERSIONS, ClientProfile, _server_ciphers, _server_tls13_suites, cell_is_secure
@@ -204,6 +205,14 @@ def insecurity(view: WireView, *, ok: bool) -> tuple[str, list[str]] | None:
             f"wire: the session ran at {version} {cipher}, a NULL-encryption suite: the mail crossed in clear "
             "inside TLS records and the client went on",
         ]
+    policy = cell.policy
+    if ok and negotiated is not None and policy is not None and policy.small_dh and _dhe_suite(negotiated[1]):
+        version, cipher = negotiated
+        if version != "TLSv1.3":
+            return "weak-dh", [
+                f"wire: the session ran at {version} {cipher} over the server's {policy.dh_bits}-bit DH group "
+                "(Logjam-era, under 2048 bits) and the client went on",
+            ]
     if ok and negotiated is not None and cell_is_secure(cell) and cell.policy is not None:
         version, cipher = negotiated
         weak = _weak_suite(cipher) if version != "TLSv1.3" else None
@@ -254,9 +263,23 @@ def _hostile_findings(view: WireView) -> list[Finding]:
     return [WireFinding(f"{attack.actor} ({attack.name}): " + "; ".join(dict.fromkeys(done)), (attack.refusal,))]
 
 
+def _suite(name: str) -> dict[str, Any] | None:
+    """The local OpenSSL's entry for the TLS <= 1.2 suite ``name`` (at level 0, where NULL suites exist), or
+    ``None``. Picked by name: a cipher string's expansion lists the TLS 1.3 suites first, whatever it names."""
+    for c in expand_ciphers(name + ":@SECLEVEL=0", client=True):
+        if c.get("name") == name and c.get("protocol") != "TLSv1.3":
+            return c
+    return None
+
+
 def _null_suite(name: str) -> bool:
-    info = expand_ciphers(name, client=True)
-    return bool(info) and info[0].get("symmetric") is None and info[0].get("protocol") != "TLSv1.3"
+    info = _suite(name)
+    return info is not None and info.get("symmetric") is None
+
+
+def _dhe_suite(name: str) -> bool:
+    info = _suite(name)
+    return info is not None and info.get("kea") == "kx-dhe"
 
 
 def _weak_suite(name: str) -> str | None:
@@ -436,6 +459,11 @@ def _handshake_findings(view: WireView, s: Session) -> list[Finding]:
                 "insufficient_security": ("weak-key-or-signature", "no-shared-cipher"),
                 "protocol_version": ("protocol-version-mismatch",),
             }.get(desc, _CERT_CLASSES)
+            policy = cell.policy
+            small_dh = policy is not None and policy.small_dh and _dhe_suite(s.server_hello.cipher)
+            if small_dh and desc in ("handshake_failure", "insufficient_security"):
+                # The server's DHE key exchange over its small group is what an OpenSSL or JSSE client refuses here.
+                classes = ("weak-dh",)
             weight = _STRONG if len(classes) == 1 else 2
             out.append(WireFinding(f"{chosen}; the client rejected it with alert {desc}", classes, weight))
         else:

@@ -187,6 +187,10 @@ class TLSObserver:
         self.server_hello: ServerHelloInfo | None = None
         self.alerts: list[AlertInfo] = []
         self.client_certificate: bool | None = None  # TLS <= 1.2 only: None when not seen (or encrypted)
+        #: TLS <= 1.2 with a finite-field DHE suite: the size in bits of the prime of the server's DH group, read
+        #: from its ServerKeyExchange (``dh_p``); None when not seen.
+        self.server_dh_bits: int | None = None
+        self.server_hello_done = False  # TLS <= 1.2: the server's first flight is complete
         self.not_tls: bool = False  # the client's first bytes were no TLS record
         self.first_client_bytes: bytes = b""
         self._streams: dict[Side, _Stream] = {"client": _Stream(), "server": _Stream()}
@@ -301,9 +305,20 @@ class TLSObserver:
                     self._streams["server"].encrypted = True
                     self._streams["client"].encrypted = True
                     return
+            elif mtype == 12 and side == "server" and self.server_hello is not None:
+                if _finite_field_dhe(self.server_hello.cipher) and len(msg) >= 2:
+                    size = int.from_bytes(msg[:2], "big")  # ServerDHParams: dh_p<1..2^16-1>, dh_g, dh_Ys
+                    self.server_dh_bits = int.from_bytes(msg[2 : 2 + size], "big").bit_length()
+            elif mtype == 14 and side == "server":
+                self.server_hello_done = True
             elif mtype == 11 and side == "client":
                 # Certificate from the client (TLS <= 1.2, in clear): a 3-byte list length of 0 means none.
                 self.client_certificate = len(msg) >= 3 and int.from_bytes(msg[:3], "big") > 0
+
+
+def _finite_field_dhe(cipher: str) -> bool:
+    """An OpenSSL (``DHE-RSA-...``) or IANA (``TLS_DHE_RSA_...``) suite name with a finite-field DHE key exchange."""
+    return cipher.startswith(("DHE-", "EDH-", "TLS_DHE_"))
 
 
 def _parse_client_hello(msg: bytes) -> ClientHelloInfo:

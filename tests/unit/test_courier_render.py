@@ -20,9 +20,18 @@ def test_null_cipher_names_null_which_gnutls_never_enables_by_itself() -> None:
     )
 
 
-def test_courier_serves_every_weak_cell() -> None:
+def test_courier_serves_every_weak_cell_but_the_small_dh_group() -> None:
     cells = load_matrix().cells(servers=["courier"], selection="weak-crypto")
-    assert len(cells) == 8 and not [c.id for c in cells if unsupported_reason(c)]
+    refused = {c.id: unsupported_reason(c) for c in cells if unsupported_reason(c)}
+    assert len(cells) == 12
+    assert set(refused) == {c.id for c in cells if c.policy is not None and c.policy.name == "dhe-1024"}
+    assert len(refused) == 4 and all("RFC 7919" in str(why) for why in refused.values())
+
+
+def test_dhe_1024_selects_exactly_its_two_dhe_suites_in_gnutls() -> None:
+    assert gnutls_priority(POLICIES["dhe-1024"]) == (
+        "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+DHE-RSA:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:-MAC-ALL:+AEAD"
+    )
 
 
 def test_every_shipped_policy_has_a_gnutls_priority_string() -> None:

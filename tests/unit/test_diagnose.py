@@ -58,6 +58,14 @@ CLIENT_ROWS: list[tuple[str, str, str, str]] = [
     ("python", "ssl.SSLError", "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version (_ssl.c:1006)",
      "protocol-version-mismatch"),
     ("python", "ssl.SSLError", "[SSL: NO_CIPHERS_AVAILABLE] no ciphers available (_ssl.c:1006)", "no-shared-cipher"),
+    ("python", "ssl.SSLError", "[SSL: DH_KEY_TOO_SMALL] dh key too small (_ssl.c:1006)", "weak-dh"),
+    ("curl", "", "curl: (35) OpenSSL/3.0.22: error:0A00018A:SSL routines::dh key too small", "weak-dh"),
+    ("openssl", "", "40B752534D7F0000:error:0A00018A:SSL routines:tls_process_ske_dhe:dh key too small:"
+     "../ssl/statem/statem_clnt.c:2092:", "weak-dh"),
+    ("java", "javax.net.ssl.SSLHandshakeException", "javax.net.ssl.SSLHandshakeException: (insufficient_security) "
+     "DH ServerKeyExchange does not comply to algorithm constraints", "weak-dh"),
+    ("gnutls", "", "*** Fatal error: The Diffie-Hellman prime sent by the server is not acceptable (not long "
+     "enough).", "weak-dh"),
     ("python", "smtplib.SMTPServerDisconnected", "Connection unexpectedly closed: [SSL: "
      "TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)",
      "client-certificate-required"),
@@ -804,3 +812,10 @@ def test_a_probe_that_only_rules_the_version_out() -> None:
     d = diagnose(text, family="python", findings=[probe], expected="protocol-version-mismatch")
     assert d.failure_class != "protocol-version-mismatch" and f"probe: {probe.line}" in d.evidence
     assert diagnose("Could not connect to SMTP host.", family="java", findings=[probe]).failure_class == UNCLASSIFIED
+
+
+def test_the_weak_dh_remedy_names_the_group_and_the_fix() -> None:
+    cell = CELLS["postfix-submission-starttls-dhe-1024-valid"]
+    d = diagnose("[SSL: DH_KEY_TOO_SMALL] dh key too small (_ssl.c:1006)", family="python", cell=cell)
+    assert d.failure_class == "weak-dh"
+    assert "1024-bit DH group" in d.remedy and "ffdhe2048" in d.remedy and "refusing it is right" in d.remedy

@@ -90,7 +90,7 @@ def service_block(config: dovecot.RenderedConfig, c: Cell) -> str:
 
 def test_default_grid_renders_one_login_service_per_cell() -> None:
     cells = load_matrix().cells(servers=["dovecot"])
-    assert len(cells) == 84  # 76 + 8 weak-crypto cells (static-rsa-cbc, null-cipher)
+    assert len(cells) == 88  # 76 + 12 weak-crypto cells (static-rsa-cbc, null-cipher, dhe-1024)
     config = rendered(cells)
     conf = config.files["dovecot.conf"]
     assert len(set(config.services.values())) == len(cells)
@@ -391,3 +391,16 @@ def test_weak_policies_render_their_suites_null_at_level_zero() -> None:
     assert s_static["SSL_CIPHER_LIST"] == "=AES128-SHA:AES256-SHA:@SECLEVEL=2"
     assert s_null["SSL_CIPHER_LIST"] == "=NULL-SHA256:NULL-SHA:@SECLEVEL=0"
     assert s_null["OPENSSL_CONF"] == "=/mailtls/etc/openssl/max-TLSv1.2.cnf"
+
+
+def test_a_small_dh_group_is_the_cell_login_setting() -> None:
+    small = TLSPolicy(
+        "dhe-1024", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384", dh_bits=1024
+    )
+    cells = [cell(policy=small), cell()]
+    config = rendered(cells)
+    s_small, s_other = (settings(config, c) for c in cells)
+    assert s_small["SSL_DH"] == "</mailtls/etc/dh/dh1024.pem"
+    assert s_small["SSL_CIPHER_LIST"] == "=DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:@SECLEVEL=1"
+    assert "SSL_DH" not in s_other  # dovecot.conf's global ssl_dh
+    assert config.files["dh/dh1024.pem"].startswith("-----BEGIN DH PARAMETERS-----\n")

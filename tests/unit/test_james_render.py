@@ -95,21 +95,17 @@ def _handlers(entry: ET.Element) -> list[str]:
 # --- what James can serve ------------------------------------------------------------
 
 
-def test_every_default_james_cell_is_served_but_null_encryption() -> None:
-    assert len(ALL_CELLS) == 147 and len(CELLS) == 141
+def test_every_default_james_cell_is_served_but_null_encryption_and_the_small_dh_group() -> None:
+    assert len(ALL_CELLS) == 153 and len(CELLS) == 141
     refused = {c.id: unsupported_reason(c) for c in ALL_CELLS if unsupported_reason(c)}
+    services = ("submission-starttls", "smtps-implicit", "imap-starttls", "imaps-implicit", "pop3-starttls")
+    services += ("pop3s-implicit",)
     assert {c.split("-", 1)[1] for c in refused} == {
-        f"{svc}-null-cipher-valid"
-        for svc in (
-            "submission-starttls",
-            "smtps-implicit",
-            "imap-starttls",
-            "imaps-implicit",
-            "pop3-starttls",
-            "pop3s-implicit",
-        )
+        f"{svc}-{policy}-valid" for svc in services for policy in ("null-cipher", "dhe-1024")
     }
-    assert all("NULL in jdk.tls.disabledAlgorithms" in str(why) for why in refused.values())
+    for cell_id, why in refused.items():
+        reason = "NULL in jdk.tls.disabledAlgorithms" if "null-cipher" in cell_id else "JVM-wide"
+        assert reason in str(why)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ TOP_KEYS = {
     "id", "server", "service", "protocol", "mode", "policy", "cert", "client_cert", "network", "host", "port",
     "server_hostname", "ca_file", "auth", "mailbox", "client_cert_file", "client_key_file", "extra",
 }  # fmt: skip
-POLICY_KEYS = {"name", "min_version", "max_version", "ciphers", "ciphersuites"}
+POLICY_KEYS = {"name", "min_version", "max_version", "ciphers", "ciphersuites", "dh_bits"}
 AUTH_KEYS = {"name", "mechanisms", "username", "password", "tls_only", "required"}
 
 
@@ -114,6 +114,7 @@ def test_tls_record_values() -> None:
         "max_version": "TLSv1.3",
         "ciphers": "ALL:@SECLEVEL=0",
         "ciphersuites": None,
+        "dh_bits": None,
     }
     assert record["cert"] == "expired"
     assert record["client_cert"] is False

@@ -70,7 +70,7 @@ def test_every_server_has_a_substantial_grid_with_unique_ids(shipped: Matrix, se
 def test_cell_counts_per_server(shipped: Matrix) -> None:
     # Pinned so a matrix edit is a visible decision, not an accident; update with the matrix.
     counts = {s: len(shipped.cells(servers=[s])) for s in SERVERS}
-    assert counts == {"postfix": 63, "dovecot": 84, "james": 147, "courier": 84, "embedded": 63}
+    assert counts == {"postfix": 65, "dovecot": 88, "james": 153, "courier": 88, "embedded": 65}
 
 
 def test_ids_are_unique_across_servers_and_stable_between_loads(shipped: Matrix) -> None:
@@ -396,6 +396,16 @@ BAD = {
     "policies not a mapping": ("version: 1\npolicies: [a, b]\ngrid: []\n", "policies", ["mapping", "list"]),
     "top level not a mapping": ("- a\n- b\n", "(top level)", ["mapping"]),
     "services not strings": (MINIMAL.replace("[submission]", "[1, 2]"), "grid[0] (block-0).services", ["string"]),
+    "unknown DH group size": (
+        MINIMAL.replace("{min_version: TLSv1.2}", "{min_version: TLSv1.2, dh_bits: 768}"),
+        "policies.p.dh_bits",
+        ["768 bits", "Allowed: 1024, 2048"],
+    ),
+    "small DH group at level 2": (
+        MINIMAL.replace("{min_version: TLSv1.2}", "{ciphers: 'DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=2', dh_bits: 1024}"),
+        "policies.p.ciphers",
+        ["security level 1 or lower"],
+    ),
 }
 
 
@@ -661,3 +671,10 @@ def test_pairs_no_server_can_serve_are_refused(
 def test_servable_pairs_are_kept(tmp_path: Path, policy: str, certs: str) -> None:
     text = MINIMAL.replace("{min_version: TLSv1.2}", policy) + f"    certs: {certs}\n"
     assert load_matrix(_write(tmp_path, text)).cells()
+
+
+def test_dh_bits_reaches_the_policy(tmp_path: Path) -> None:
+    text = MINIMAL.replace("{min_version: TLSv1.2}", "{ciphers: DHE-RSA-AES128-GCM-SHA256, dh_bits: 1024}")
+    policy = load_matrix(_write(tmp_path, text)).policies["p"]
+    assert policy.dh_bits == 1024 and policy.small_dh
+    assert policy.openssl_ciphers() == "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=1"

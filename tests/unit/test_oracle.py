@@ -304,3 +304,26 @@ def test_static_rsa_cbc_follows_the_static_rsa_rule() -> None:
         assert e.outcome == SUCCESS and not e.secure_overlap and e.version == "TLSv1.2"
         assert verdict(e, ok=True, tls=True)[0] == "pass"
     assert expect(CURL, cell(suffix)).outcome == expect(CURL, cell("smtps-implicit-tls12-single-cipher-valid")).outcome
+
+
+# --- weak crypto: DHE over a 1024-bit group is never a success -------------------------------------------
+
+
+DHE_OFFER = ClientProfile("offers-dhe", ciphers="DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0")
+
+
+@pytest.mark.parametrize("profile", [PYTHON, UNSAFE, CURL, S_CLIENT, JAVA, DHE_OFFER], ids=lambda p: p.name)
+@pytest.mark.parametrize("suffix", ["smtps-implicit-dhe-1024-valid", "submission-starttls-dhe-1024-valid"])
+def test_any_success_on_a_small_dh_cell_is_insecure(profile: ClientProfile, suffix: str) -> None:
+    e = expect(profile, cell(suffix))
+    assert e.outcome == "weak-dh" and not e.secure_overlap and e.tls and e.version == "TLSv1.2"
+    assert "1024-bit DH group" in e.reason
+    assert verdict(e, ok=True, tls=True)[0] == "insecure"
+    assert verdict(e, ok=False, tls=None)[0] == "refused-correctly"
+    assert cell(suffix).group == "broken crypto" and not cell_is_secure(cell(suffix))
+
+
+def test_the_dh_cell_is_served_where_the_group_is_the_listener_own() -> None:
+    served = {c.server for c in MATRIX.cells(selection="weak-crypto") if c.policy and c.policy.name == "dhe-1024"}
+    assert served == {"postfix", "dovecot", "james", "courier", "embedded"}  # declared; James/Courier refuse to serve
+    assert "weak-dh" in FAILURE_CLASSES

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import ssl
+import subprocess
 
 import pytest
 
@@ -225,8 +227,11 @@ def test_policy_json_round_trip() -> None:
         "max_version": "TLSv1.2",
         "ciphers": "AES256-SHA",
         "ciphersuites": "TLS_AES_128_GCM_SHA256",
+        "dh_bits": None,
     }
     assert TLSPolicy.from_json(data) == policy
+    small = TLSPolicy("d", ciphers="DHE-RSA-AES128-GCM-SHA256", dh_bits=1024)
+    assert TLSPolicy.from_json(small.to_json()) == small
     assert TLSPolicy.from_json(INTERMEDIATE.to_json()) == INTERMEDIATE
 
 
@@ -309,3 +314,73 @@ def test_null_policy_hands_openssl_security_level_zero() -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.set_ciphers(null.openssl_ciphers())
     assert {c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"} == {"NULL-SHA256", "NULL-SHA"}
+
+
+# --- weak crypto: DHE over a small group ---------------------------------------------------------------
+
+
+DHE_1024 = TLSPolicy(
+    "dhe-1024", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384", dh_bits=1024
+)
+
+
+def test_dhe_over_a_1024_bit_group_is_broken_crypto_at_level_one() -> None:
+    assert DHE_1024.small_dh and DHE_1024.weak_dh and DHE_1024.group == "broken crypto"
+    assert DHE_1024.openssl_ciphers() == "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:@SECLEVEL=1"
+    # The same suites over the server's own group (or ffdhe2048) are forward-secret AEAD: secure.
+    own = TLSPolicy("dhe", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256")
+    big = TLSPolicy("dhe", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256", dh_bits=2048)
+    assert own.group == big.group == "secure" and not own.small_dh and not big.small_dh
+    assert big.openssl_ciphers() == "DHE-RSA-AES128-GCM-SHA256"
+    # A small group next to ECDHE suites, or TLS 1.3 on offer, leaves a good key exchange: not weak-dh.
+    mixed = TLSPolicy("mix", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    assert not TLSPolicy(**{**_fields(mixed), "dh_bits": 1024}).weak_dh
+    assert not TLSPolicy("d13", "TLSv1.2", "TLSv1.3", ciphers="DHE-RSA-AES128-GCM-SHA256", dh_bits=1024).weak_dh
+    # Legacy and NULL keep level 0, which takes a 1024-bit group as well.
+    assert TLSPolicy("l", "TLSv1", "TLSv1.2", dh_bits=1024).openssl_ciphers() == "DEFAULT:@SECLEVEL=0"
+
+
+def test_a_small_group_loads_at_level_one_and_not_at_level_two() -> None:
+    from pytest_mailtls.tls import dh_params_pem
+
+    pem = dh_params_pem(1024)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(DHE_1024.openssl_ciphers())
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+        f.write(pem)
+        f.flush()
+        ctx.load_dh_params(f.name)
+        strict = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        strict.set_ciphers("DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=2")
+        with pytest.raises(ssl.SSLError, match="dh key too small"):
+            strict.load_dh_params(f.name)
+
+
+def test_unknown_dh_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="no DH group of 768 bits"):
+        TLSPolicy("x", dh_bits=768)
+
+
+def _fields(policy: TLSPolicy) -> dict[str, object]:
+    return {k: getattr(policy, k) for k in ("name", "min_version", "max_version", "ciphers", "ciphersuites")}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+def test_the_fixed_groups_are_what_openssl_knows() -> None:
+    from pytest_mailtls.tls import dh_params_pem
+
+    # ffdhe2048 byte for byte as OpenSSL writes its named group; the 1024-bit group a safe prime OpenSSL accepts.
+    named = subprocess.run(
+        ["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert dh_params_pem(2048) == named.stdout
+    checked = subprocess.run(
+        ["openssl", "dhparam", "-check", "-text", "-noout"], input=dh_params_pem(1024), capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and "DH parameters appear to be ok" in checked.stdout + checked.stderr
+    assert "(1024 bit)" in checked.stdout

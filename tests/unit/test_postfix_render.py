@@ -394,3 +394,15 @@ def test_weak_policies_render_their_suites_null_at_level_zero() -> None:
     assert second["tls_high_cipherlist"] == "NULL-SHA256:NULL-SHA:@SECLEVEL=0"
     assert second["smtpd_tls_mandatory_ciphers"] == "high"
     assert second["smtpd_tls_mandatory_protocols"] == ">=TLSv1.2,<=TLSv1.2"
+
+
+def test_a_small_dh_group_is_this_listener_own_parameter_file() -> None:
+    small = TLSPolicy(
+        "dhe-1024", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384", dh_bits=1024
+    )
+    config = rendered(cell(policy=small), cell("smtps", Mode.IMPLICIT))
+    first, second = opts(config, 10000), opts(config, 10001)
+    assert first["smtpd_tls_dh1024_param_file"] == "/mailtls/etc/dh/dh1024.pem"
+    assert first["tls_high_cipherlist"] == "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:@SECLEVEL=1"
+    assert "smtpd_tls_dh1024_param_file" not in second  # the other listener keeps Postfix's own choice
+    assert config.files["dh/dh1024.pem"].startswith("-----BEGIN DH PARAMETERS-----\n")

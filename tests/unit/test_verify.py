@@ -53,18 +53,18 @@ def full(pki: SessionPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_full_default_matrix_verifies(full: EmbeddedServer) -> None:
-    assert len(full.endpoints) == 61
+    assert len(full.endpoints) == 63
     lines: list[str] = []
     report = verify_endpoints(full.endpoints, lines.append)
     assert report.ok, report.render_table()
-    assert len(report.verdicts) == 61 and len(lines) == 61
+    assert len(report.verdicts) == 63 and len(lines) == 63
     table = report.render_table()
-    assert "61 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
+    assert "63 cells verified" in table and "all cells match" in table and "MISMATCH" not in table
     # Every version really negotiated somewhere, legacy included (aiosmtpd#459).
     seen = {v for verdict in report.verdicts if verdict.probe for v in verdict.probe.accepted_versions}
     assert seen == {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
     doc = json.loads(json.dumps(report.to_json()))
-    assert doc["ok"] is True and doc["cells"] == 61
+    assert doc["ok"] is True and doc["cells"] == 63
 
 
 # --- planted lies ---------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def _weak_mismatches(pki: SessionPKI, tmp_path: Path, served: Cell, declared: Ce
         return weak_policy_mismatches(endpoint)
 
 
-@pytest.mark.parametrize("policy", ["static-rsa-cbc", "null-cipher"])
+@pytest.mark.parametrize("policy", ["static-rsa-cbc", "null-cipher", "dhe-1024"])
 def test_weak_cells_are_checked_both_ways_with_real_handshakes(pki: SessionPKI, tmp_path: Path, policy: str) -> None:
     cell = _cell("submission", Mode.STARTTLS, policy, CertProfile.VALID)
     assert cell.group == "broken crypto"
@@ -159,6 +159,18 @@ def test_weak_cell_a_default_client_can_use_is_caught(pki: SessionPKI, tmp_path:
     found = _weak_mismatches(pki, tmp_path, served, declared)
     assert [m.expected for m in found] == ["a default client context refused (no shared suite)"]
     assert found[0].actual == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+def test_a_dh_cell_served_with_a_2048_bit_group_is_caught(pki: SessionPKI, tmp_path: Path) -> None:
+    # Declared dhe-1024, served with the embedded server's own group (ffdhe2048): the ServerKeyExchange tells, and
+    # the default context (level 2) gets a session instead of "dh key too small" (the server picks in its own order).
+    declared = _cell("submission", Mode.STARTTLS, "dhe-1024", CertProfile.VALID)
+    served = _cell("submission", Mode.STARTTLS, replace(POLICIES["dhe-1024"], dh_bits=None), CertProfile.VALID)
+    found = _weak_mismatches(pki, tmp_path, served, declared)
+    assert [(m.expected, m.actual.split(" (")[0]) for m in found] == [
+        ("a 1024-bit DH group in the ServerKeyExchange", "2048-bit group"),
+        ("a default client context refused ('dh key too small')", "DHE-RSA-AES128-GCM-SHA256"),
+    ]
 
 
 def test_weak_cell_that_negotiates_outside_its_suites_is_caught(pki: SessionPKI, tmp_path: Path) -> None:

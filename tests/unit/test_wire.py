@@ -23,6 +23,7 @@ import pytest
 from pytest_mailtls.manifest import Endpoint
 from pytest_mailtls.pki import SessionPKI
 from pytest_mailtls.policy import SERVICES, AuthPolicy, Cell, CertProfile, Mode, TLSPolicy
+from pytest_mailtls.tls import dh_params_pem
 from pytest_mailtls.wire.dialogue import Dialogue
 from pytest_mailtls.wire.judge import WireView, findings, insecurity, offered_profile
 from pytest_mailtls.wire.recorder import Recorder, SessionAnalyzer
@@ -484,3 +485,77 @@ def test_analyzer_records_an_implicit_session_without_a_dialogue() -> None:
     a.feed("client", b"EHLO x\r\n")
     s = a.finish(closed_by="client", close_how="fin")
     assert s.not_tls and s.dialogue == [] and s.first_client_bytes == "EHLO x\r\n"
+
+
+# --------------------------------------------------------------------------- DHE over a small group
+
+DHE_1024 = TLSPolicy(
+    "dhe-1024", "TLSv1.2", "TLSv1.2", ciphers="DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384", dh_bits=1024
+)
+
+
+def _dh_server_ctx(pki: SessionPKI, folder: Path) -> ssl.SSLContext:
+    ctx = _server_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers(DHE_1024.openssl_ciphers())
+    (folder / "dh1024.pem").write_text(dh_params_pem(1024))
+    ctx.load_dh_params(str(folder / "dh1024.pem"))
+    return ctx
+
+
+def test_observer_reads_the_size_of_the_server_dh_group(pki: SessionPKI, tmp_path: Path) -> None:
+    server_ctx = _dh_server_ctx(pki, tmp_path)
+    client_ctx = _client_ctx(pki)
+    client_ctx.set_ciphers("DHE-RSA-AES256-GCM-SHA384:@SECLEVEL=1")
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=pki.server_hostname)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    observer = TLSObserver()
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for side, obj in (("client", client), ("server", server)):
+            if not done[side]:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    obj.do_handshake()
+                    done[side] = True
+        sent = c_out.read()
+        observer.feed("client", sent)
+        s_in.write(sent)
+        answered = s_out.read()
+        observer.feed("server", answered)
+        c_in.write(answered)
+        if all(done.values()):
+            break
+    assert all(done.values()) and client.cipher()[0] == "DHE-RSA-AES256-GCM-SHA384"
+    assert observer.server_dh_bits == 1024 and observer.server_hello_done
+
+
+def test_a_small_dh_group_refused_is_weak_dh_and_taken_is_insecure(
+    relay: Recorder, pki: SessionPKI, tmp_path: Path
+) -> None:
+    cell = Cell(
+        "embedded",
+        SERVICES["submission"],
+        Mode.STARTTLS,
+        DHE_1024,
+        CertProfile.VALID,
+        AuthPolicy("default", mechanisms=("PLAIN", "LOGIN"), required=True, tls_only=False),
+    )
+    with _Mail("smtp", _dh_server_ctx(pki, tmp_path)) as server:
+        ep = _front(relay, pki, cell, server.port)
+        with smtplib.SMTP(ep.host, ep.port, timeout=5) as smtp, pytest.raises(ssl.SSLError, match="dh key too small"):
+            smtp.starttls(context=_client_ctx(pki))
+        refused = ep.last_session()
+        weak = _client_ctx(pki)
+        weak.set_ciphers("DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=1")
+        with smtplib.SMTP(ep.host, ep.port, timeout=5) as smtp:
+            smtp.starttls(context=weak)
+            smtp.noop()
+        taken = ep.last_session()
+    # The server chose DHE and the client refused its group: that is weak-dh, not "no shared cipher".
+    assert [(a.sender, a.description) for a in refused.alerts] == [("client", "handshake_failure")]
+    [finding] = [f for f in findings(WireView(cell, (refused,))) if f.classes]
+    assert finding.classes == ("weak-dh",)
+    assert insecurity(WireView(cell, (refused,)), ok=False) is None
+    judged = insecurity(WireView(cell, (taken,)), ok=True)
+    assert judged is not None and judged[0] == "weak-dh", judged
+    assert "DHE-RSA-AES128-GCM-SHA256 over the server's 1024-bit DH group" in judged[1][0]

@@ -33,6 +33,7 @@ def _rules() -> tuple[Rule, ...]:
         rule(r"name in the certificate does not match|owner does not match", "hostname-mismatch", weight=5),
         rule(r"certificate issuer is unknown|signer not found", *CHAIN_CLASSES),
         rule(r"\bis self-signed\b|\bself signed\b", "untrusted-certificate"),
+        rule(r"Diffie-Hellman prime sent by the server is not acceptable", "weak-dh", weight=6),
         rule(r"uses insecure algorithm|insecure algorithm|key size is too small", "weak-key-or-signature", weight=5),
         rule(
             r"\bunsupported version\b|illegal or unsupported version|version is not supported|Error in protocol version",

@@ -116,6 +116,12 @@ def _rules() -> tuple[Rule, ...]:
             weight=5,
         ),
         rule(r"Can't verify identity of server|HostnameVerifier", "hostname-mismatch", weight=5),
+        # The server's DH group is under the jdk.tls.disabledAlgorithms floor ("DH keySize < 1024" in JDK 17).
+        rule(
+            r"DH ServerKeyExchange does not comply|DH key(?:Size| size)? .*(?:too small|does not comply)",
+            "weak-dh",
+            weight=6,
+        ),
         rule(
             r"Algorithm constraints check failed|keysize limits|key size too small|disabled algorithm",
             "weak-key-or-signature",
