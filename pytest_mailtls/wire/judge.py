@@ -283,10 +283,9 @@ def _dhe_suite(name: str) -> bool:
 
 
 def _weak_suite(name: str) -> str | None:
-    info = expand_ciphers(name, client=True)
-    if not info:
+    c = _suite(name)
+    if c is None:
         return None
-    c = info[0]
     if c.get("kea") not in ("kx-ecdhe", "kx-dhe", "kx-any"):
         return "no forward secrecy"
     if not c.get("aead"):

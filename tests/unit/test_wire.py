@@ -309,6 +309,27 @@ def test_a_tls1_only_client_is_seen_offering_tls1_and_settling_for_it(relay: Rec
     assert offered_profile(__import__("pytest_mailtls.oracle").oracle.ClientProfile("x"), view).versions == ("TLSv1",)
 
 
+def test_a_client_offering_only_static_rsa_cbc_is_seen_settling_for_it_on_a_secure_cell(
+    relay: Recorder, pki: SessionPKI
+) -> None:
+    """A client whose offer holds one static-RSA CBC suite, on a cell that also offers forward-secret AEAD: the
+    session went on without forward secrecy because of the client (the lookup once read a TLS 1.3 suite and
+    never fired)."""
+    cell = _cell("submission", Mode.STARTTLS)
+    with _Mail("smtp", _server_ctx(pki)) as server:
+        ep = _front(relay, pki, cell, server.port)
+        client = _client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+        client.set_ciphers("AES128-SHA")
+        with smtplib.SMTP(ep.host, ep.port, timeout=5) as smtp:
+            smtp.starttls(context=client)
+            smtp.noop()
+        s = ep.last_session()
+    assert s.tls_version == "TLSv1.2" and s.cipher == "AES128-SHA" and s.client_app_data
+    bad = insecurity(WireView(cell, (s,)), ok=True)
+    assert bad is not None and bad[0] == "no-shared-cipher"
+    assert "AES128-SHA (no forward secrecy)" in bad[1][0]
+
+
 def test_a_bad_certificate_refused_in_tls13_is_seen_as_a_stop_before_finished(relay: Recorder, pki: SessionPKI) -> None:
     cell = _cell("submission", Mode.STARTTLS, cert=CertProfile.EXPIRED)
     with _Mail("smtp", _server_ctx(pki, CertProfile.EXPIRED)) as server:
