@@ -22,7 +22,7 @@ from .connect import CLIENT_NAME
 if TYPE_CHECKING:
     from .manifest import Endpoint
 
-__all__ = ["open_client", "MailClient"]
+__all__ = ["close_client", "open_client", "MailClient"]
 
 MailClient = smtplib.SMTP | imaplib.IMAP4 | poplib.POP3
 
@@ -127,3 +127,12 @@ _MAILBOX_CLIENTS: dict[str, tuple[type, type, str, str, str]] = {
     "imap": (_IMAP4, _IMAP4_SSL, "ssl_context", "starttls", "shutdown"),
     "pop3": (_POP3, _POP3_SSL, "context", "stls", "close"),
 }
+
+
+def close_client(client: Any) -> None:
+    """Drop a client of :func:`open_client` without a goodbye (best effort: the session may be dead already)."""
+    with contextlib.suppress(Exception):
+        if isinstance(client, imaplib.IMAP4):
+            client.shutdown()
+        else:
+            client.close()

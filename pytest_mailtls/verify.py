@@ -12,7 +12,6 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import imaplib
 import ipaddress
@@ -36,7 +35,7 @@ from .pki import CERT_FAULTS, Issuer, Presented, session_intermediates
 from .policy import VERSIONS, Cell, CertProfile, Mode, TLSPolicy
 from .probe import AuthAttempt, CertificateInfo, CertificateReport, ProbeError, ProbeResult, probe
 from .records import Record
-from .stdclients import open_client
+from .stdclients import close_client, open_client
 from .tls import expand_ciphers as policy_ciphers  # the cipher names a policy allows (re-exported)
 
 __all__ = [
@@ -187,11 +186,7 @@ def _login(endpoint: Endpoint, timeout: float, *, client_cert: bool) -> tuple[bo
     except (ssl.SSLError, OSError) as exc:
         return False, f"connection dropped at login: {exc}"
     finally:
-        with contextlib.suppress(Exception):  # goodbye is best effort
-            if isinstance(client, imaplib.IMAP4):
-                client.shutdown()
-            else:
-                client.close()
+        close_client(client)
 
 
 def verify_endpoint(endpoint: Endpoint, probe_result: ProbeResult) -> list[Mismatch]:
@@ -354,11 +349,7 @@ def _handshake(endpoint: Endpoint, adjust: Callable[[ssl.SSLContext], None], tim
         return str(exc.verify_message)
     except _SESSION_ERRORS as exc:
         return f"handshake failed: {exc}"
-    with contextlib.suppress(Exception):  # goodbye is best effort
-        if isinstance(client, imaplib.IMAP4):
-            client.shutdown()
-        else:
-            client.close()
+    close_client(client)
     return None
 
 
@@ -582,11 +573,7 @@ def _negotiate(endpoint: Endpoint, ctx: ssl.SSLContext, timeout: float) -> tuple
         cipher = sock.cipher() if isinstance(sock, ssl.SSLSocket) else None
         return (cipher[0], None) if cipher else (None, "no TLS session")
     finally:
-        with contextlib.suppress(Exception):  # goodbye is best effort
-            if isinstance(client, imaplib.IMAP4):
-                client.shutdown()
-            else:
-                client.close()
+        close_client(client)
 
 
 # --- many cells ---------------------------------------------------------------------------------
