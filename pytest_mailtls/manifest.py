@@ -218,7 +218,9 @@ class Endpoint:
 
         ``version`` pins both ends of the range (e.g. ``"TLSv1.1"``); legacy
         versions get ``@SECLEVEL=0`` as OpenSSL 3 requires, and so does a ``ciphers`` list of NULL-encryption
-        suites only. ``client_cert``
+        suites only; on a cell with a small DH group (``dh_bits`` under 2048) a ``ciphers`` list gets
+        ``@SECLEVEL=1``, the level that still takes the group (without ``ciphers`` the context stays a default
+        client's, which refuses it with "dh key too small"). ``client_cert``
         defaults to presenting the session client certificate on mTLS cells.
         """
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -231,8 +233,11 @@ class Endpoint:
         if version is not None:
             set_version_range(ctx, version, version)
         if ciphers is not None:
+            policy = self.cell.policy
             if null_encryption(ciphers) and "@SECLEVEL" not in ciphers:
                 ciphers += ":@SECLEVEL=0"  # OpenSSL 3 offers NULL-encryption suites at level 0 only
+            elif policy is not None and policy.small_dh and "@SECLEVEL" not in ciphers:
+                ciphers += ":@SECLEVEL=1"  # at level 2 OpenSSL 3 refuses a DH group under 2048 bits
             ctx.set_ciphers(ciphers)
         elif version in LEGACY_VERSIONS:
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")

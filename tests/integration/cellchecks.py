@@ -145,7 +145,8 @@ def context(
     policy = endpoint.policy
     assert policy is not None and endpoint.cert is not None
     if ciphers is None:
-        ciphers = policy.ciphers
+        # A NULL or small-DH cell: its suites at the level OpenSSL 3 offers them (a client that reaches it on purpose).
+        ciphers = policy.openssl_ciphers() if policy.null_encryption or policy.small_dh else policy.ciphers
     if version in LEGACY_VERSIONS or (version is None and policy.legacy):
         ciphers = ciphers or "DEFAULT"
         if "@SECLEVEL" not in ciphers:
@@ -244,10 +245,12 @@ def check_protocol_version(server: RunningServer, endpoint: Endpoint, version: s
     with server_side(server, endpoint):
         # OpenSSL's whole default list (it has the single-cipher cell's static-RSA cipher, Python's has not):
         # a client pinned to TLSv1 must have ciphers that exist in TLSv1 to ask with.
-        # A NULL-encryption cell: its own suites (DEFAULT has none), at the level OpenSSL 3 offers them.
+        # A NULL-encryption or small-DH cell: its own suites (DEFAULT has no NULL one; a default level refuses
+        # a 1024-bit group), at the level OpenSSL 3 offers them.
         policy = endpoint.policy
-        null = policy is not None and policy.null_encryption
-        ctx = context(endpoint, version, ciphers=policy.openssl_ciphers() if null and policy else "DEFAULT")
+        own = policy is not None and (policy.null_encryption or policy.small_dh)
+        own = own and endpoint.cell.accepts_version(version)  # the small-DH suites exist from TLS 1.2 on
+        ctx = context(endpoint, version, ciphers=policy.openssl_ciphers() if own and policy else "DEFAULT")
         if endpoint.cell.accepts_version(version):
             assert handshake(endpoint, ctx).version == version
         else:
@@ -325,7 +328,10 @@ def check_cipher_list(server: RunningServer, endpoint: Endpoint, outsiders: str)
             handshake(endpoint, context(endpoint, "TLSv1.2", ciphers=outsider))
         default = endpoint.client_context("TLSv1.2", verify=endpoint.cert.verifies)
         shared = {c["name"] for c in default.get_ciphers()} & {c["name"] for c in allowed}
-        if shared:
+        if shared and policy.small_dh:  # a default client shares the DHE suites and refuses the server's group
+            with pytest.raises(ssl.SSLError, match="DH_KEY_TOO_SMALL"):
+                handshake(endpoint, default)
+        elif shared:
             assert handshake(endpoint, default).cipher in shared
         else:
             with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):

@@ -207,6 +207,7 @@ SCENARIOS = [
     Scenario("certificate-not-yet-valid", "submission-starttls-intermediate-not-yet-valid"),
     Scenario("incomplete-chain", "smtps-implicit-intermediate-missing-intermediate"),
     Scenario("weak-key-or-signature", "smtps-implicit-intermediate-weak-rsa-1024"),
+    Scenario("weak-dh", "smtps-implicit-dhe-1024-valid"),  # OpenSSL at level 2: "dh key too small"
     Scenario(
         "certificate-revoked",
         "smtps-implicit-intermediate-revoked",
@@ -305,6 +306,9 @@ KNOWN_INSECURE = {
     "openssl-s_client": set(),
     "swaks": {"submission-starttls-intermediate-wrong-host", "smtps-implicit-intermediate-wrong-host"},
     "msmtp": {
+        # GnuTLS's NORMAL priority takes a 1024-bit DH group (its own output: "(DHE-CUSTOM1024)-(RSA-PSS-RSAE-SHA256)")
+        "submission-starttls-dhe-1024-valid",
+        "smtps-implicit-dhe-1024-valid",
         "submission-starttls-intermediate-weak-rsa-1024",
         "smtps-implicit-intermediate-weak-rsa-1024",
         "submission-starttls-intermediate-wrong-eku",

@@ -93,10 +93,12 @@ def test_certify_jakarta_mail_on_postfix(tmp_path: Path) -> None:
     code, report = _certify("jakarta-mail", "postfix", tmp_path / "report")
     by_verdict: dict[str, set[str]] = {}
     for cell in report["cells"]:
-        by_verdict.setdefault(cell["verdict"], set()).add(cell["cert"] or "-")
-    # JDK 17 accepts an RSA-1024 key and SHA-1 signatures (leaf or intermediate) from a private CA: a true
-    # finding, and the only insecure one; nothing is incompatible.
-    assert by_verdict.get("insecure", set()) == {"weak-rsa-1024", "sha1-signature", "sha1-intermediate"}
+        policy = (cell["policy"] or {}).get("name")
+        by_verdict.setdefault(cell["verdict"], set()).add(policy if policy == "dhe-1024" else cell["cert"] or "-")
+    # JDK 17 accepts an RSA-1024 key and SHA-1 signatures (leaf or intermediate) from a private CA, and a 1024-bit
+    # DH group (jdk.tls.disabledAlgorithms has "DH keySize < 1024" only): true findings, and the only insecure
+    # ones; nothing is incompatible.
+    assert by_verdict.get("insecure", set()) == {"weak-rsa-1024", "sha1-signature", "sha1-intermediate", "dhe-1024"}
     assert "incompatible" not in by_verdict
     assert code == 1  # certify exits non-zero on any insecure cell
     _check_failures_are_diagnosed(report)
