@@ -2177,6 +2177,11 @@ def start_container(
                 raise PortClashError(f"cannot start {where}: a fixed host port {fixed} is taken: {text}") from exc
             raise ServerStartError(f"cannot start {where}: {text}") from exc
         raise
+    if not made:  # testcontainers < 4.15 starts with containers.run: no create, no hooks, nothing registered
+        lifecycle.get_wrapped_container().remove(force=True, v=True)
+        if network is not None:
+            _release_network()
+        raise EngineUnavailable("pytest-mailtls needs testcontainers>=4.15: `pip install -U testcontainers`")
     container = made[0]
     try:
         _check_cancel(cancel, where)
