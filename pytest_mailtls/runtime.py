@@ -171,8 +171,8 @@ def _engine_hint(reason: str) -> str:
 
 
 _client_lock = threading.RLock()
-_clients: dict[int, docker.DockerClient] = {}  # keyed by pid: a forked child must not share the parent's sockets
-_engines: dict[int, Any] = {}  # the testcontainers DockerClient each of those came from
+#: testcontainers DockerClients, keyed by pid: a forked child must not share the parent's sockets.
+_clients: dict[int, Any] = {}
 
 
 def _no_ryuk() -> None:
@@ -198,9 +198,8 @@ def _engine() -> Any:
     """This process's testcontainers ``DockerClient`` (see :func:`docker_client`)."""
     pid = os.getpid()
     with _client_lock:
-        client = _clients.get(pid)
-        engine = _engines.get(pid)
-        if client is not None and engine is not None and engine.client is client:
+        engine = _clients.get(pid)
+        if engine is not None:
             _install_exit_hooks()
             return engine
         try:
@@ -228,7 +227,7 @@ def _engine() -> Any:
                 f"no Docker engine answers at {_engine_location()}: {reason}. {_engine_hint(reason)}"
             ) from exc
         engine.client.api.timeout = API_TIMEOUT
-        _clients[pid], _engines[pid] = engine.client, engine
+        _clients[pid] = engine
     _install_exit_hooks()  # usually the main thread asks first, before any worker thread starts containers
     return engine
 
@@ -1747,11 +1746,11 @@ def _release_network(*, force: bool = False) -> None:
         if _network["users"]:
             return
         name = str(_network["name"])
-        client = _clients.get(os.getpid())
-        if client is None:
+        engine = _clients.get(os.getpid())
+        if engine is None:
             return
         try:
-            client.api.remove_network(name)
+            engine.client.api.remove_network(name)
         except _docker_errors().NotFound:
             pass
         except Exception:
@@ -2098,17 +2097,8 @@ def start_container(
             raise ServerStartError(f"cannot start {where}: cannot make its socket folder {sockets}: {exc}") from exc
         mounts[str(sockets)] = {"bind": RELAY_DIR, "mode": "rw"}
         entrypoint, command = _relayed(api, image, ports, entrypoint, command)
-    # testcontainers creates and starts it (DockerContainer.start: create, then start, then the wait), with
-    # this start's hooks in between (:func:`_lifecycle_class`). Every option is given explicitly: testcontainers
-    # would otherwise put the container on the network this process runs in (docker-outside-of-docker).
-    lifecycle = _lifecycle(image, full_name)
-    if command is not None:
-        lifecycle.with_command(list(command))
-    lifecycle.with_envs(**dict(environment or {}))
-    if not (host_network or sealed):
-        # Published on one address only: testcontainers' with_bind_ports binds every interface.
-        lifecycle.ports.update({f"{p}/tcp": (publish, fixed[p]) if p in fixed else (publish,) for p in ports})
-    lifecycle.with_kwargs(
+    # Every option is given: testcontainers would otherwise put it on the network this process runs in.
+    kwargs = dict(
         labels=container_labels(labels),
         entrypoint=list(entrypoint) if entrypoint is not None else None,
         working_dir=working_dir,
@@ -2144,7 +2134,12 @@ def start_container(
                 except (OSError, errors.APIError) as exc:
                     raise ServerStartError(f"cannot copy {host_path} into {where} at {spec['bind']}: {exc}") from exc
 
-    lifecycle.on_created, lifecycle.on_start = created, before_start
+    lifecycle = _lifecycle_class()(image, full_name, created, before_start).with_kwargs(**kwargs)
+    lifecycle.with_envs(**dict(environment or {}))
+    if command is not None:
+        lifecycle.with_command(list(command))
+    if not (host_network or sealed):  # on one address only: testcontainers' with_bind_ports binds them all
+        lifecycle.ports.update({f"{p}/tcp": (publish, fixed[p]) if p in fixed else (publish,) for p in ports})
     with _registry_lock:
         _creating.add(me)
     try:
@@ -2210,13 +2205,14 @@ def _created(thread: int) -> None:
 
 @functools.cache
 def _lifecycle_class() -> type[Any]:
-    """testcontainers' ``DockerContainer``, creating and starting a container for :func:`start_container`
-    with that start's hooks in between: ``on_created(container)`` registers it the moment it exists (a cancel
-    or SIGTERM from then on removes it), ``on_start()`` checks for a cancel and copies files in (copy mode).
-    Its removal stays :meth:`Container.stop`'s (which keeps the last log, tolerates a concurrent removal and
-    gives back the run's network and volumes)."""
+    """testcontainers' ``DockerContainer`` on this process's engine, whose ``start()`` (create, start, wait
+    until running) calls :func:`start_container`'s hooks: ``on_created(container)`` registers it the moment it
+    exists (a cancel or SIGTERM from then on removes it), ``on_start()`` checks for a cancel and copies files
+    in. Removal stays :meth:`Container.stop`'s: it keeps the last log, tolerates a concurrent removal and
+    gives back the run's network and volumes. Protocol-level readiness is :mod:`pytest_mailtls.readiness`'s."""
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.docker_client import DockerClient
+    from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy
 
     class Engine(DockerClient):
         def __init__(self, owner: Any) -> None:  # no super().__init__: this process's connection, not another
@@ -2233,30 +2229,20 @@ def _lifecycle_class() -> type[Any]:
             super().start(container)
 
     class Lifecycle(DockerContainer):
-        on_created: Callable[[Any], None]
-        on_start: Callable[[], None]
+        def __init__(self, image: str, name: str, on_created: Callable[[Any], None], on_start: Callable[[], None]):
+            # The API version already negotiated: testcontainers' own client then costs no round trip.
+            kw = {"version": _engine().client.api.api_version, "timeout": int(API_TIMEOUT)}
+            super().__init__(image, name=name, docker_client_kw=kw)
+            self.image = image  # a local content tag: no TESTCONTAINERS_HUB_IMAGE_NAME_PREFIX in front
+            self.on_created, self.on_start = on_created, on_start
+            self.waiting_for(
+                ContainerStatusWaitStrategy().with_startup_timeout(int(API_TIMEOUT)).with_poll_interval(0.05)
+            )
 
         def get_docker_client(self) -> DockerClient:
             return Engine(self)
 
     return Lifecycle
-
-
-def _lifecycle(image: str, name: str) -> Any:
-    """A testcontainers ``DockerContainer`` for ``image`` named ``name`` on this process's engine, whose start
-    waits until the engine reports it running (``ContainerStatusWaitStrategy``); protocol-level readiness is
-    :mod:`pytest_mailtls.readiness`'s."""
-    from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy
-
-    engine = _engine()
-    # The API version already negotiated: constructing testcontainers' own client costs no round trip.
-    lifecycle = _lifecycle_class()(
-        image, name=name, docker_client_kw={"version": engine.client.api.api_version, "timeout": int(API_TIMEOUT)}
-    )
-    lifecycle.image = image  # a local content tag: no TESTCONTAINERS_HUB_IMAGE_NAME_PREFIX in front
-    return lifecycle.waiting_for(
-        ContainerStatusWaitStrategy().with_startup_timeout(int(API_TIMEOUT)).with_poll_interval(0.05)
-    )
 
 
 #: Where a sealed container finds its socket folder.
