@@ -1,7 +1,8 @@
 """The Docker engine: client, server images, the local Debian base, and containers.
 
-Everything here talks to the engine through the docker SDK, imported lazily so
-that ``pytest --help``, the embedded backend and the unit tests work without it.
+testcontainers-python finds the engine, creates and starts the containers and makes the run's network;
+the rest talks to the engine through the docker SDK. Both are imported lazily, so that ``pytest --help``,
+the embedded backend and the unit tests work without them.
 Images are pulled first and built when needed: the Debian base every recipe starts FROM
 (a setting, :func:`image_settings`) comes from a registry the engine reaches (its own mirror
 configuration applies), else it is made with debootstrap; server images come from a shared
