@@ -549,8 +549,9 @@ def engine_problem_line(problem: str | None = None) -> str:
         return (
             f"{problem.split(' is ', 1)[0]} is not on this machine: unset it or point it at a local socket, {embedded}"
         )
-    if "package `docker` is not installed" in problem:
-        return f"the Python package docker is not installed: pip install docker, {embedded}"
+    for package in ("docker", "testcontainers"):
+        if f"package `{package}` is not installed" in problem:
+            return f"the Python package {package} is not installed: pip install {package}, {embedded}"
     found = _ENGINE_AT.search(problem)
     where = found.group(1) if found else os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     unset = "DOCKER_HOST unset; " if found and found.group(2) else ""

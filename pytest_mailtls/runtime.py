@@ -1,7 +1,8 @@
 """The Docker engine: client, server images, the local Debian base, and containers.
 
-Everything here talks to the engine through the docker SDK, imported lazily so
-that ``pytest --help``, the embedded backend and the unit tests work without it.
+testcontainers-python finds the engine, creates and starts the containers and makes the run's network;
+the rest talks to the engine through the docker SDK. Both are imported lazily, so that ``pytest --help``,
+the embedded backend and the unit tests work without them.
 Images are pulled first and built when needed: the Debian base every recipe starts FROM
 (a setting, :func:`image_settings`) comes from a registry the engine reaches (its own mirror
 configuration applies), else it is made with debootstrap; server images come from a shared
@@ -143,9 +144,21 @@ def _noop(_: str) -> None:
 # --------------------------------------------------------------------------- engine
 
 
+def _configured_engine() -> str:
+    """The engine testcontainers connects to (``tc.host`` in ~/.testcontainers.properties, else DOCKER_HOST,
+    else the current docker context's), or '' for the default socket."""
+    try:
+        from testcontainers.core.docker_client import get_docker_host
+    except ImportError:  # reported by docker_client()
+        return os.environ.get("DOCKER_HOST", "")
+    return get_docker_host() or ""
+
+
 def _engine_location() -> str:
-    host = os.environ.get("DOCKER_HOST")
-    return f"DOCKER_HOST={host}" if host else f"{DEFAULT_SOCKET} (DOCKER_HOST is unset)"
+    host = _configured_engine()
+    if not host:
+        return f"{DEFAULT_SOCKET} (DOCKER_HOST is unset)"
+    return f"DOCKER_HOST={host}" if host == os.environ.get("DOCKER_HOST") else f"{host} (docker context or tc.host)"
 
 
 def _engine_hint(reason: str) -> str:
@@ -159,39 +172,65 @@ def _engine_hint(reason: str) -> str:
 
 
 _client_lock = threading.RLock()
-_clients: dict[int, docker.DockerClient] = {}  # keyed by pid: a forked child must not share the parent's sockets
+#: testcontainers DockerClients, keyed by pid: a forked child must not share the parent's sockets.
+_clients: dict[int, Any] = {}
+
+
+def _no_ryuk() -> None:
+    """testcontainers' reaper (Ryuk) is a container pulled from Docker Hub, which CI machines often cannot
+    reach; our own label-based reaper (:func:`reap_orphans`, the janitor) covers what it would. Off unless
+    the user chose (``TESTCONTAINERS_RYUK_DISABLED`` or ``ryuk.disabled`` in ~/.testcontainers.properties)."""
+    from testcontainers.core.config import testcontainers_config
+
+    if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ and "ryuk.disabled" not in testcontainers_config.tc_properties:
+        testcontainers_config.ryuk_disabled = True
 
 
 def docker_client() -> docker.DockerClient:
-    """A client for the engine at DOCKER_HOST (default: the local socket), pinged and cached per process.
+    """A client for the engine testcontainers resolves (``DOCKER_HOST``, ``tc.host``, the docker context;
+    default: the local socket), pinged and cached per process.
 
     Raises :class:`EngineUnavailable` saying where it looked and how to get an engine.
     """
+    return _engine().client
+
+
+def _engine() -> Any:
+    """This process's testcontainers ``DockerClient`` (see :func:`docker_client`)."""
     pid = os.getpid()
     with _client_lock:
-        client = _clients.get(pid)
-        if client is not None:
+        engine = _clients.get(pid)
+        if engine is not None:
             _install_exit_hooks()
-            return client
+            return engine
         try:
-            import docker
+            import docker  # noqa: F401  (its absence gets its own message)
         except ImportError as exc:
             raise EngineUnavailable(
                 f"the Python package `docker` is not installed ({exc}): `pip install docker`, {EMBEDDED_HINT}"
             ) from exc
         try:
-            # from_env negotiates the API version, which already needs an answering engine.
-            client = docker.from_env(timeout=int(PING_TIMEOUT))
-            client.ping()
+            from testcontainers.core.docker_client import DockerClient
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the Python package `testcontainers` is not installed ({exc}): `pip install testcontainers`, "
+                f"{EMBEDDED_HINT}"
+            ) from exc
+        _no_ryuk()
+        try:
+            # testcontainers finds the engine (and, for ssh://, uses the ssh client); from_env inside it
+            # negotiates the API version, which already needs an answering engine.
+            engine = DockerClient(timeout=int(PING_TIMEOUT))
+            engine.client.ping()
         except Exception as exc:  # DockerException, requests' errors, a malformed DOCKER_HOST...
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise EngineUnavailable(
                 f"no Docker engine answers at {_engine_location()}: {reason}. {_engine_hint(reason)}"
             ) from exc
-        client.api.timeout = API_TIMEOUT
-        _clients[pid] = client
+        engine.client.api.timeout = API_TIMEOUT
+        _clients[pid] = engine
     _install_exit_hooks()  # usually the main thread asks first, before any worker thread starts containers
-    return client
+    return engine
 
 
 def _remote_engine(docker_host: str) -> str | None:
@@ -222,7 +261,7 @@ def _truthy(name: str) -> bool:
 def remote_engine() -> str | None:
     """The host of a remote engine (``DOCKER_HOST=tcp://HOST:2376`` or ``ssh://user@HOST``), ``None`` for a
     local one (a unix socket, or tcp to this machine's loopback)."""
-    return _remote_engine(os.environ.get("DOCKER_HOST", ""))
+    return _remote_engine(_configured_engine())
 
 
 _own_gateway: dict[int, str | None] = {}
@@ -232,7 +271,8 @@ def own_container_gateway() -> str | None:
     """When this process runs inside a container of the very engine it drives (docker-outside-of-docker: a
     devcontainer, a CI job given the host's socket), the gateway of that container's network, an address of
     the engine's host that this container reaches; else ``None``. Found by asking the engine about this
-    container (its id from ``/proc/self/mountinfo``, else the host name), as testcontainers does; cached."""
+    container (its id from ``/proc/self/mountinfo``, else the host name) for the gateway of its network
+    (testcontainers' ``DockerClient.gateway_ip``); cached."""
     pid = os.getpid()
     if pid in _own_gateway:
         return _own_gateway[pid]
@@ -244,11 +284,9 @@ def own_container_gateway() -> str | None:
             mounts = ""
         ids = re.findall(r"/containers/([0-9a-f]{64})/", mounts) or [socket.gethostname()]
         try:
-            attrs = docker_client().api.inspect_container(ids[0])
-            networks = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
-            found = next((n["Gateway"] for n in networks if n.get("Gateway")), None)
-        except Exception:  # no such container here (a VM that merely has /.dockerenv), or no engine at all
-            found = None
+            found = _engine().gateway_ip(ids[0]) or None
+        except Exception:  # no such container here (a VM that merely has /.dockerenv, an engine inside this
+            found = None  # very container), a network mode without a gateway, or no engine at all
     _own_gateway[pid] = found
     return found
 
@@ -263,9 +301,12 @@ def copies_files() -> bool:
 
 
 def engine_host() -> str:
-    """Where this host dials a published port: ``MAILTLS_ENGINE_HOST``, else the remote engine's host, else the
-    gateway of this process's own container (:func:`own_container_gateway`), else 127.0.0.1."""
-    setting = os.environ.get(ENGINE_HOST_ENV, "").strip()
+    """Where this host dials a published port: ``MAILTLS_ENGINE_HOST`` (or testcontainers' ``TC_HOST``), else
+    the remote engine's host, else the gateway of this process's own container (:func:`own_container_gateway`),
+    else 127.0.0.1."""
+    from testcontainers.core.config import testcontainers_config
+
+    setting = os.environ.get(ENGINE_HOST_ENV, "").strip() or (testcontainers_config.tc_host_override or "").strip()
     return setting or remote_engine() or own_container_gateway() or "127.0.0.1"
 
 
@@ -575,7 +616,7 @@ def _image_id(client: docker.DockerClient, ref: str) -> str | None:
 
 def _engine_key() -> str:
     """A short name for the engine in use, so two engines on one machine do not wait for each other's locks."""
-    return hashlib.sha256(os.environ.get("DOCKER_HOST", DEFAULT_SOCKET).encode()).hexdigest()[:8]
+    return hashlib.sha256((_configured_engine() or DEFAULT_SOCKET).encode()).hexdigest()[:8]
 
 
 def ensure_image(server: str, *, progress: Progress = _noop, containers_dir: Path | None = None) -> str:
@@ -1666,15 +1707,21 @@ def _ensure_network() -> str:
     if _network["pid"] == os.getpid() and _network["name"]:
         return str(_network["name"])
     name = f"{NETWORK_PREFIX}{SESSION_ID[:12]}-{os.getpid()}"
-    client = docker_client()
+    from testcontainers.core.network import Network
+
+    engine = _engine()
+    network = Network(
+        docker_client_kw={"version": engine.client.api.api_version, "timeout": int(API_TIMEOUT)},
+        docker_network_kw={
+            "driver": "bridge",
+            "options": {"com.docker.network.bridge.enable_icc": "false"},
+            "labels": container_labels(),
+            "check_duplicate": True,
+        },
+    )
+    network.name = name  # ours, not a uuid: the janitor and the reaper remove it by name
     try:
-        client.api.create_network(
-            name,
-            driver="bridge",
-            options={"com.docker.network.bridge.enable_icc": "false"},
-            labels=container_labels(),
-            check_duplicate=True,
-        )
+        network.create()
     except _docker_errors().APIError as exc:
         raise ServerStartError(
             f"cannot create the network {name} that isolates this run's servers: {exc.explanation or exc} "
@@ -1700,11 +1747,11 @@ def _release_network(*, force: bool = False) -> None:
         if _network["users"]:
             return
         name = str(_network["name"])
-        client = _clients.get(os.getpid())
-        if client is None:
+        engine = _clients.get(os.getpid())
+        if engine is None:
             return
         try:
-            client.api.remove_network(name)
+            engine.client.api.remove_network(name)
         except _docker_errors().NotFound:
             pass
         except Exception:
@@ -2042,7 +2089,6 @@ def start_container(
         raise ValueError("host_network needs a local engine that bind-mounts (it is not one: see copies_files)")
     publish = publish_address()
     network = None if host_network or sealed else _acquire_network()
-    bindings = {f"{p}/tcp": (publish, fixed[p]) if p in fixed else (publish,) for p in ports}
     mounts = dict(volumes or {})
     if sealed:
         assert sockets is not None
@@ -2052,51 +2098,33 @@ def start_container(
             raise ServerStartError(f"cannot start {where}: cannot make its socket folder {sockets}: {exc}") from exc
         mounts[str(sockets)] = {"bind": RELAY_DIR, "mode": "rw"}
         entrypoint, command = _relayed(api, image, ports, entrypoint, command)
-    host_config = api.create_host_config(
-        port_bindings=None if host_network or sealed else bindings,
-        network_mode="host" if host_network else "none" if sealed else network,
+    # Every option is given: testcontainers would otherwise put it on the network this process runs in.
+    kwargs = dict(
+        labels=container_labels(labels),
+        entrypoint=list(entrypoint) if entrypoint is not None else None,
+        working_dir=working_dir,
+        hostname=full_name if sealed else None,
         mounts=_volume_mounts(mounts) if copy else _bind_mounts(mounts),
+        network=network,
+        network_mode="host" if host_network else "none" if sealed else None,
         # No network, no /etc/hosts line for the container's own name (Java's getLocalHost needs it): name it.
         extra_hosts={**(extra_hosts or {}), **({full_name: "127.0.0.1"} if sealed else {})},
         init=init or None,
     )
+    made: list[Container] = []
     me = threading.get_ident()
-    with _registry_lock:
-        _creating.add(me)
-    try:
-        created = api.create_container(
-            image,
-            name=full_name,
-            command=list(command) if command is not None else None,
-            entrypoint=list(entrypoint) if entrypoint is not None else None,
-            environment=dict(environment or {}),
-            labels=container_labels(labels),
-            ports=None if host_network or sealed else [(p, "tcp") for p in ports],
-            working_dir=working_dir,
-            hostname=full_name if sealed else None,
-            host_config=host_config,
-            detach=True,
-        )
-        container = Container(client, created["Id"], full_name, image, cancel=cancel, network=network is not None)
+
+    def created(model: Any) -> None:
+        container = Container(client, model.id, full_name, image, cancel=cancel, network=network is not None)
         if copy:
             container.copies = {str(Path(h).resolve()): dict(spec) for h, spec in mounts.items()}
             container.volumes = [_volume_of(h) for h, spec in mounts.items() if spec.get("mode", "rw") != "ro"]
         _register(container)
-    except BaseException as exc:
-        if network is not None:
-            _release_network()
-        if isinstance(exc, errors.ImageNotFound):
-            raise ServerStartError(
-                f"cannot start {where}: image {image} does not exist (build it with ensure_image)"
-            ) from exc
-        if isinstance(exc, errors.APIError):
-            raise ServerStartError(f"cannot create {where}: {exc.explanation or exc}") from exc
-        raise
-    finally:
-        with _creating_done:
-            _creating.discard(me)
-            _creating_done.notify_all()
-    try:
+        made.append(container)
+        _created(me)
+
+    def before_start() -> None:
+        container = made[0]
         _check_cancel(cancel, where)
         if copy:
             from . import transfer
@@ -2106,20 +2134,55 @@ def start_container(
                     transfer.copy_in(api, container.id, host_path, spec["bind"])
                 except (OSError, errors.APIError) as exc:
                     raise ServerStartError(f"cannot copy {host_path} into {where} at {spec['bind']}: {exc}") from exc
-        try:
-            api.start(container.id)
-        except errors.APIError as exc:
-            text = str(exc.explanation or exc)
+
+    lifecycle = _lifecycle_class()(image, full_name, created, before_start).with_kwargs(**kwargs)
+    lifecycle.with_envs(**dict(environment or {}))
+    if command is not None:
+        lifecycle.with_command(list(command))
+    if not (host_network or sealed):  # on one address only: testcontainers' with_bind_ports binds them all
+        lifecycle.ports.update({f"{p}/tcp": (publish, fixed[p]) if p in fixed else (publish,) for p in ports})
+    with _registry_lock:
+        _creating.add(me)
+    try:
+        lifecycle.start()
+    except BaseException as exc:
+        _created(me)
+        if not made:  # creating it failed: nothing to remove
+            if network is not None:
+                _release_network()
+            if isinstance(exc, errors.ImageNotFound):
+                raise ServerStartError(
+                    f"cannot start {where}: image {image} does not exist (build it with ensure_image)"
+                ) from exc
+            if isinstance(exc, errors.APIError):
+                raise ServerStartError(f"cannot create {where}: {exc.explanation or exc}") from exc
+            raise
+        container = made[0]
+        with contextlib.suppress(Exception):
+            container.stop()
+        if isinstance(exc, (errors.NotFound, RuntimeError)):
             _check_cancel(cancel, where)  # removed under us by a cancel: say that, not the engine's 404
+        if isinstance(exc, TimeoutError):  # testcontainers' ContainerStatusWaitStrategy: it is not running
+            state = (lifecycle.get_wrapped_container().attrs or {}).get("State") or {}
+            raise ServerStartError(
+                f"{where} exited right after start with status {state.get('ExitCode')}", container._final_logs or ""
+            ) from None
+        if isinstance(exc, errors.APIError):
+            text = str(exc.explanation or exc)
             if fixed and ("address already in use" in text or "port is already allocated" in text):
                 raise PortClashError(f"cannot start {where}: a fixed host port {fixed} is taken: {text}") from exc
             raise ServerStartError(f"cannot start {where}: {text}") from exc
+        raise
+    if not made:  # testcontainers < 4.15 starts with containers.run: no create, no hooks, nothing registered
+        lifecycle.get_wrapped_container().remove(force=True, v=True)
+        if network is not None:
+            _release_network()
+        raise EngineUnavailable("pytest-mailtls needs testcontainers>=4.15: `pip install -U testcontainers`")
+    container = made[0]
+    try:
         _check_cancel(cancel, where)
-        attrs = api.inspect_container(container.id)
-        if not attrs["State"]["Running"]:
-            raise ServerStartError(
-                f"{where} exited right after start with status {attrs['State'].get('ExitCode')}", container.logs()
-            )
+        # The wait strategy has just reloaded it: these are the engine's own, current port bindings.
+        attrs = lifecycle.get_wrapped_container().attrs
         if sealed:
             container.address, container.sockets = "", sockets
         elif not host_network:
@@ -2128,13 +2191,59 @@ def start_container(
         missing = [p for p in ports if p not in container.ports]
         if missing:
             raise ServerStartError(f"{where} runs but the engine published no {publish} port for {missing}")
-    except BaseException as exc:
+    except BaseException:
         with contextlib.suppress(Exception):
             container.stop()
-        if isinstance(exc, errors.NotFound):
-            _check_cancel(cancel, where)
         raise
     return container
+
+
+def _created(thread: int) -> None:
+    with _creating_done:
+        _creating.discard(thread)
+        _creating_done.notify_all()
+
+
+@functools.cache
+def _lifecycle_class() -> type[Any]:
+    """testcontainers' ``DockerContainer`` on this process's engine, whose ``start()`` (create, start, wait
+    until running) calls :func:`start_container`'s hooks: ``on_created(container)`` registers it the moment it
+    exists (a cancel or SIGTERM from then on removes it), ``on_start()`` checks for a cancel and copies files
+    in. Removal stays :meth:`Container.stop`'s: it keeps the last log, tolerates a concurrent removal and
+    gives back the run's network and volumes. Protocol-level readiness is :mod:`pytest_mailtls.readiness`'s."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.docker_client import DockerClient
+    from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy
+
+    class Engine(DockerClient):
+        def __init__(self, owner: Any) -> None:  # no super().__init__: this process's connection, not another
+            self.client, self.owner = _engine().client, owner
+
+        def create(self, image: str, *args: Any, **kwargs: Any) -> Any:
+            self.client.images.get(image)  # ImageNotFound: never pulled at start as testcontainers would
+            model = super().create(image, *args, **kwargs)
+            self.owner.on_created(model)
+            return model
+
+        def start(self, container: Any) -> None:
+            self.owner.on_start()
+            super().start(container)
+
+    class Lifecycle(DockerContainer):
+        def __init__(self, image: str, name: str, on_created: Callable[[Any], None], on_start: Callable[[], None]):
+            # The API version already negotiated: testcontainers' own client then costs no round trip.
+            kw = {"version": _engine().client.api.api_version, "timeout": int(API_TIMEOUT)}
+            super().__init__(image, name=name, docker_client_kw=kw)
+            self.image = image  # a local content tag: no TESTCONTAINERS_HUB_IMAGE_NAME_PREFIX in front
+            self.on_created, self.on_start = on_created, on_start
+            self.waiting_for(
+                ContainerStatusWaitStrategy().with_startup_timeout(int(API_TIMEOUT)).with_poll_interval(0.05)
+            )
+
+        def get_docker_client(self) -> DockerClient:
+            return Engine(self)
+
+    return Lifecycle
 
 
 #: Where a sealed container finds its socket folder.

@@ -117,6 +117,7 @@ def test_ports_logs_exec_and_stop(client, echo, name) -> None:
     labels = attrs["Config"]["Labels"]
     assert labels["pytest-mailtls"] == "1" and labels["pytest-mailtls.session"] == runtime.SESSION_ID
     assert labels["pytest-mailtls.pid"] == str(os.getpid()) and labels["pytest-mailtls.server"] == "echo"
+    assert labels["org.testcontainers.lang"] == "python"  # created by testcontainers' DockerContainer
 
     assert "listening on 2525" in container.logs()
     code, output = container.exec(["sh", "-c", "echo out; echo err >&2; exit 3"])

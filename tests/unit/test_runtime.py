@@ -737,3 +737,56 @@ def test_image_locks_live_in_one_private_folder_not_loose_in_the_temp_dir(privat
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     with lock:
         assert sorted(p.name for p in private_tmp.iterdir()) == [folder.name]  # nothing loose beside it
+
+
+# --------------------------------------------------------------------------- testcontainers
+
+
+def test_ryuk_is_off_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """testcontainers' reaper is an image from Docker Hub: off by default, the user's own choice kept."""
+    from testcontainers.core.config import testcontainers_config
+
+    monkeypatch.setattr(testcontainers_config, "_ryuk_disabled", None)
+    monkeypatch.setattr(testcontainers_config, "tc_properties", {})
+    monkeypatch.delenv("TESTCONTAINERS_RYUK_DISABLED", raising=False)
+    runtime._no_ryuk()
+    assert testcontainers_config.ryuk_disabled is True
+    monkeypatch.setattr(testcontainers_config, "_ryuk_disabled", None)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "false")
+    runtime._no_ryuk()
+    assert testcontainers_config.ryuk_disabled is False
+    monkeypatch.setattr(testcontainers_config, "_ryuk_disabled", None)
+    monkeypatch.delenv("TESTCONTAINERS_RYUK_DISABLED")
+    monkeypatch.setattr(testcontainers_config, "tc_properties", {"ryuk.disabled": "false"})
+    runtime._no_ryuk()
+    assert testcontainers_config.ryuk_disabled is False
+
+
+def test_tc_host_is_where_published_ports_are_dialled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testcontainers.core.config import testcontainers_config
+
+    monkeypatch.delenv(runtime.ENGINE_HOST_ENV, raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.214.9.2:2375")
+    monkeypatch.setattr(testcontainers_config, "tc_host_override", "engine.example")
+    assert runtime.engine_host() == "engine.example"
+    monkeypatch.setenv(runtime.ENGINE_HOST_ENV, "nat.example")  # ours wins
+    assert runtime.engine_host() == "nat.example"
+
+
+def test_the_current_docker_context_names_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without DOCKER_HOST, the engine of the current docker context (`docker context use`) is the one used,
+    as testcontainers resolves it: a remote one there means copy mode and dialling its host."""
+    import hashlib
+    import json
+
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"build").hexdigest()
+    meta.mkdir(parents=True)
+    endpoint = {"Host": "tcp://10.214.7.2:2376", "SkipTLSVerify": False}
+    (meta / "meta.json").write_text(json.dumps({"Name": "build", "Metadata": {}, "Endpoints": {"docker": endpoint}}))
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "build"}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    for name in (runtime.COPY_ENV, runtime.ENGINE_HOST_ENV, runtime.PUBLISH_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert runtime.remote_engine() == "10.214.7.2" and runtime.copies_files()
+    assert runtime._engine_location() == "tcp://10.214.7.2:2376 (docker context or tc.host)"
