@@ -197,7 +197,7 @@ def trial(cells: Sequence[Cell], pki: SessionPKI, workdir: Path, *, stack: bool 
     marks: dict[str, float] = {}
 
     def progress(line: str) -> None:
-        if "starting one JVM" in line:
+        if "starting one JVM" in line or "starting one container" in line:  # the latter since ContainerBackend
             marks["rendered"] = time.perf_counter()
 
     load = os.getloadavg()[0]
