@@ -1138,26 +1138,20 @@ def _verify_certificate(
     elif seen:
         with contextlib.suppress(ssl.SSLError):  # nothing usable at level 2: keep the defaults (TLS 1.3)
             ctx.set_ciphers(":".join(seen) + ":!aNULL")
-    try:
-        t.handshake(ctx)
-        return True, None
-    except ssl.SSLCertVerificationError as exc:
-        return False, str(exc.verify_message)
-    except ssl.SSLError as exc:
-        if exc.reason != "DH_KEY_TOO_SMALL" or not seen:
-            return None, f"verifying handshake failed: {_reason(exc)}"
-    except (OSError, ProtocolError) as exc:
-        return None, f"verifying handshake failed: {_reason(exc)}"
-    # A DHE server whose group is under 2048 bits: level 1 takes a 1024-bit group (and RSA keys from 1024 bits).
-    ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=1")
-    notes.append("certificate verified at OpenSSL security level 1 (the server's DH group is under 2048 bits)")
-    try:
-        t.handshake(ctx)
-        return True, None
-    except ssl.SSLCertVerificationError as exc:
-        return False, str(exc.verify_message)
-    except (ssl.SSLError, OSError, ProtocolError) as exc:
-        return None, f"verifying handshake failed: {_reason(exc)}"
+    retry = bool(seen)  # once, at level 1, for a DHE server whose group is under 2048 bits
+    while True:
+        try:
+            t.handshake(ctx)
+            return True, None
+        except ssl.SSLCertVerificationError as exc:
+            return False, str(exc.verify_message)
+        except (ssl.SSLError, OSError, ProtocolError) as exc:
+            if not (retry and isinstance(exc, ssl.SSLError) and exc.reason == "DH_KEY_TOO_SMALL"):
+                return None, f"verifying handshake failed: {_reason(exc)}"
+        retry = False
+        # Level 1 takes a 1024-bit group (and RSA keys from 1024 bits).
+        ctx.set_ciphers(":".join(seen) + ":!aNULL:@SECLEVEL=1")
+        notes.append("certificate verified at OpenSSL security level 1 (the server's DH group is under 2048 bits)")
 
 
 def _client_cert_required(t: _Target, accepted: list[str]) -> bool | None:

@@ -136,22 +136,23 @@ def expand_ciphers(cipher_string: str) -> frozenset[str]:
 def null_encryption(cipher_string: str) -> bool:
     """Whether ``cipher_string`` selects TLS <= 1.2 suites (at level 0 unless it says) and every one of them
     encrypts nothing (``NULL-SHA256``, ``eNULL``...). False for a string OpenSSL refuses."""
-    try:
-        chosen = [c for c in _selected(cipher_string) if c["protocol"] != "TLSv1.3"]
-    except ssl.SSLError:
-        return False
-    return bool(chosen) and all(c["symmetric"] is None for c in chosen)
+    return _every_suite(cipher_string, "symmetric", None)
 
 
 @functools.cache
 def dhe_only(cipher_string: str) -> bool:
     """Whether ``cipher_string`` selects TLS <= 1.2 suites (at level 0 unless it says) and every one of them has a
     finite-field DHE key exchange (``DHE-RSA-AES128-GCM-SHA256``...). False for a string OpenSSL refuses."""
+    return _every_suite(cipher_string, "kea", "kx-dhe")
+
+
+def _every_suite(cipher_string: str, key: str, value: object) -> bool:
+    """``cipher_string`` selects TLS <= 1.2 suites and each has ``value`` under ``key`` in OpenSSL's description."""
     try:
         chosen = [c for c in _selected(cipher_string) if c["protocol"] != "TLSv1.3"]
     except ssl.SSLError:
         return False
-    return bool(chosen) and all(c["kea"] == "kx-dhe" for c in chosen)
+    return bool(chosen) and all(c[key] == value for c in chosen)
 
 
 @functools.cache
