@@ -174,10 +174,7 @@ def _prepare_pki(pki: SessionPKI, cells: Iterable[Cell]) -> None:
     slowest part of a start (key generation, serialized by the PKI anyway) then interrupts it at once, and
     no start thread is left writing keys into a work dir that the interrupted grid already removed."""
     cells = list(cells)
-    for profile in dict.fromkeys(c.cert for c in cells if c.cert is not None):
-        pki.server_files(profile)
-    if any(c.auth.client_cert for c in cells):
-        pki.client_files()
+    pki.prepare([c.cert for c in cells if c.cert is not None], client=any(c.auth.client_cert for c in cells))
 
 
 def _start_in_threads(jobs: dict[str, Callable[[], None]], futures: list[Future[None]]) -> None:

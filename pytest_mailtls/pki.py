@@ -20,11 +20,13 @@ import json
 import os
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -54,6 +56,7 @@ __all__ = [
     "PKCS1_KEY_NAME",
     "REVOCATION_DIR",
     "pkcs1_key_file",
+    "load_own_key",
     "session_intermediates",
 ]
 
@@ -74,6 +77,8 @@ _CA_USAGE = x509.KeyUsage(
     decipher_only=False,
 )
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+#: How a maker gets its leaf key: from the session PKI, so that RSA keys can come from its key pool.
+KeyFactory = Callable[["SessionPKI"], PrivateKey]
 ExtT = TypeVar("ExtT", bound=x509.ExtensionType)
 
 #: Files of a shared PKI (:meth:`SessionPKI.open_shared`): the CA's key, the lock, and the marker that
@@ -234,31 +239,36 @@ def _make_missing_intermediate(pki: SessionPKI, folder: Path) -> None:
 
 def _make_self_signed(pki: SessionPKI, folder: Path) -> None:
     names = pki.server_names
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = pki.new_rsa_key()
     cert = _builder(names, key.public_key(), _name(names[0])).sign(key, hashes.SHA256())  # issuer = subject
     _write_key_and_cert(key, [cert], folder)
 
 
 def _make_rooted(
-    key: Callable[[], PrivateKey], *, san: bool = True, usage: tuple[x509.ObjectIdentifier, ...] = (_SERVER_AUTH,)
+    key: KeyFactory, *, san: bool = True, usage: tuple[x509.ObjectIdentifier, ...] = (_SERVER_AUTH,)
 ) -> Maker:
-    """A leaf for the usual names with a key from ``key()``, issued by the session root (SHA-256); ``san``:
+    """A leaf for the usual names with a key from ``key(pki)``, issued by the session root (SHA-256); ``san``:
     the names in a subjectAltName (else only ``server_hostname`` as the subject CN); ``usage``: its EKU."""
 
     def make(pki: SessionPKI, folder: Path) -> None:
-        leaf_key = key()
+        leaf_key = key(pki)
         builder = _builder(pki.server_names, leaf_key.public_key(), pki._ca_name(), san=san, usage=usage)
         _write_key_and_cert(leaf_key, [builder.sign(pki._ca_key(), hashes.SHA256())], folder)
 
+    make.key_bits = getattr(key, "bits", 0)  # type: ignore[attr-defined]  # what prepare() asks the key pool for
     return make
 
 
-def _rsa(bits: int) -> Callable[[], PrivateKey]:
-    return lambda: rsa.generate_private_key(public_exponent=65537, key_size=bits)
+def _rsa(bits: int) -> KeyFactory:
+    def make(pki: SessionPKI) -> PrivateKey:
+        return pki.new_rsa_key(bits)
+
+    make.bits = bits  # type: ignore[attr-defined]
+    return make
 
 
 def _make_sha1_signature(pki: SessionPKI, folder: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = pki.new_rsa_key()
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(_name(pki.server_names[0]))
@@ -273,7 +283,7 @@ def _make_sha1_signature(pki: SessionPKI, folder: Path) -> None:
 
 def _make_sha1_intermediate(pki: SessionPKI, folder: Path) -> None:
     # The intermediate's own signature (by the root) is SHA-1; it signs the leaf with SHA-256.
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_key = pki.new_rsa_key()
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(_name("pytest-mailtls SHA-1 intermediate CA"))
@@ -282,7 +292,7 @@ def _make_sha1_intermediate(pki: SessionPKI, folder: Path) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     intermediate = pki._openssl_sign_sha1(csr, folder, days=365)
-    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf_key = pki.new_rsa_key()
     builder = _builder(pki.server_names, leaf_key.public_key(), intermediate.subject)
     leaf = builder.add_extension(_aki(ca_key), critical=False).sign(ca_key, hashes.SHA256())
     _write_key_and_cert(leaf_key, [leaf, intermediate], folder)
@@ -296,7 +306,7 @@ def _intermediate_maker(
 
     def make(pki: SessionPKI, folder: Path) -> None:
         now = dt.datetime.now(dt.UTC)
-        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ca_key = pki.new_rsa_key()
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
@@ -311,7 +321,7 @@ def _intermediate_maker(
             .add_extension(_aki(pki._ca_key()), critical=False)
         )
         intermediate = edit(builder).sign(pki._ca_key(), hashes.SHA256())
-        leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        leaf_key = pki.new_rsa_key()
         leaf_builder = _builder(pki.server_names, leaf_key.public_key(), intermediate.subject)
         leaf = leaf_builder.add_extension(_aki(ca_key), critical=False).sign(ca_key, hashes.SHA256())
         _write_key_and_cert(leaf_key, [leaf, intermediate], folder)
@@ -335,7 +345,7 @@ def _revocable(pki: SessionPKI, folder: Path, *, revoked: bool) -> None:
     """A leaf of the session root that names a CRL distribution point and an OCSP responder: the session's
     (:mod:`pytest_mailtls.revocation`, started here) for ``revoked``, a closed port of 127.0.0.1 otherwise."""
     base = pki.revocation_url() if revoked else f"http://127.0.0.1:{CLOSED_PORT}"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = pki.new_rsa_key()
     builder = _builder(pki.server_names, key.public_key(), pki._ca_name())
     builder = builder.add_extension(
         x509.CRLDistributionPoints(
@@ -748,7 +758,7 @@ CERT_FAULTS: dict[CertProfile, CertFault] = {
         words="a valid RSA-4096 certificate",
     ),
     CertProfile.ECDSA_P384: CertFault(
-        _make_rooted(lambda: ec.generate_private_key(ec.SECP384R1())),
+        _make_rooted(lambda pki: ec.generate_private_key(ec.SECP384R1())),
         _all(_key_check("ecdsa", lambda bits: bits == 384, "an ECDSA P-384 key"), _plain_leaf),
         verifies=True,
         words="a valid ECDSA P-384 certificate",
@@ -807,6 +817,8 @@ class SessionPKI:
         self._responder: Responder | None = None
         self._server: dict[CertProfile, ServerCertFiles] = {}
         self._clients: dict[str, ClientCertFiles] = {}
+        self._ca_key_cache: tuple[trustme.CA, rsa.RSAPrivateKey] | None = None
+        self._pool: _KeyPool | None = None
         # shared: several processes use this directory (the workers of a pytest-xdist run and the grid they
         # share). The first makes the CA and keeps its key beside it; the others load it; every certificate
         # is made once, under a file lock, and read back by the rest.
@@ -881,9 +893,42 @@ class SessionPKI:
         (folder / "chain.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
 
     def _ca_key(self) -> rsa.RSAPrivateKey:
-        key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key
+        if self._ca_key_cache is None or self._ca_key_cache[0] is not self.ca:
+            key = load_own_key(self.ca.private_key_pem.bytes())
+            assert isinstance(key, rsa.RSAPrivateKey)
+            self._ca_key_cache = (self.ca, key)
+        return self._ca_key_cache[1]
+
+    # --- keys ------------------------------------------------------------------
+    def new_rsa_key(self, bits: int = 2048) -> rsa.RSAPrivateKey:
+        """A fresh RSA key: from the key pool while :meth:`prepare` runs one, else made here."""
+        pool = self._pool
+        key = pool.take(bits) if pool is not None else None
+        return key if key is not None else rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+    def prepare(self, profiles: Iterable[CertProfile | str], *, client: bool = False) -> None:
+        """Make the files of every profile in ``profiles`` (and the client certificate with ``client``) now.
+
+        Key generation is most of it (about 35 ms per RSA-2048 key, 0.3-1.5 s for RSA-4096) and holds the GIL,
+        so when several profiles are to be made a second process makes RSA keys alongside (:class:`_KeyPool`),
+        the bigger ones first; it ends with this call, and its keys never touch the disk on the way."""
+        todo = [p for p in dict.fromkeys(map(CertProfile, profiles)) if not self._made(p)]
+        big = sorted((b for p in todo if (b := getattr(CERT_FAULTS[p].make, "key_bits", 0)) > 2048), reverse=True)
+        pool = _KeyPool(big, spares=2 * len(todo)) if len(todo) >= _POOL_FROM or big else None
+        self._pool = pool
+        try:
+            # Profiles whose keys the pool makes come last: their keys are ready by then.
+            for profile in sorted(todo, key=lambda p: getattr(CERT_FAULTS[p].make, "key_bits", 0) > 2048):
+                self.server_files(profile)
+            if client:
+                self.client_files()
+        finally:
+            self._pool = None
+            if pool is not None:
+                pool.close()
+
+    def _made(self, profile: CertProfile) -> bool:
+        return profile in self._server or (self.shared and (self.directory / str(profile) / MADE_MARKER).exists())
 
     def _ca_cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
@@ -969,7 +1014,7 @@ class SessionPKI:
                 folder.mkdir(exist_ok=True)
                 self._write_leaf(leaf, folder)
                 # trustme writes PKCS#1; clients get PKCS#8 as key.pem and PKCS#1 beside it.
-                key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+                key = load_own_key(leaf.private_key_pem.bytes())
                 assert isinstance(key, rsa.RSAPrivateKey)
                 _write_private(
                     folder / "key.pem",
@@ -983,6 +1028,105 @@ class SessionPKI:
                 if self.shared:
                     (folder / MADE_MARKER).touch()
             return self._clients[name]
+
+
+def load_own_key(pem: bytes) -> PrivateKey:
+    """A private key this session made (its PKI's files, a trustme key), loaded without OpenSSL's RSA
+    consistency check: that check costs about 35 ms per RSA-2048 key, and these keys are known good. A key
+    file from anywhere else goes through :func:`serialization.load_pem_private_key` with its checks."""
+    key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    return key
+
+
+#: From how many profiles to make at once a :class:`_KeyPool` is worth its process (about 0.1 s to start).
+_POOL_FROM = 4
+
+# The key pool's process: RSA keys of the sizes in argv, then RSA-2048 spares, each as a length-prefixed DER
+# PKCS#8 blob on stdout, until the pool closes its end.
+_POOL_SCRIPT = """
+import sys
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+sizes = [int(a) for a in sys.argv[1:-1]] + [2048] * int(sys.argv[-1])
+out = sys.stdout.buffer
+for bits in sizes:
+    der = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_bytes(
+        Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    out.write(bits.to_bytes(4, "big") + len(der).to_bytes(4, "big") + der)
+    out.flush()
+"""
+
+
+class _KeyPool:
+    """RSA keys made by a second process while this one makes certificates and the rest of the keys.
+
+    Key generation holds the GIL, so threads would not help; the pool's process starts with ``big`` (sizes
+    above 2048, biggest first: the caller would otherwise wait for them alone at the end), then makes up to
+    ``spares`` RSA-2048 keys. :meth:`take` hands out a ready key of that size, waits for a big one the pool
+    is making, and returns None otherwise (the caller makes its own: both processes then make keys). The keys
+    travel over a pipe, never through a file; :meth:`close` ends the process (unused keys are dropped)."""
+
+    def __init__(self, big: list[int], *, spares: int) -> None:
+        self._ready: dict[int, deque[bytes]] = {}
+        self._coming = list(big)  # big keys not yet received
+        self._cond = threading.Condition()
+        self._done = False
+        try:
+            self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-c", _POOL_SCRIPT, *map(str, big), str(spares)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError:  # no second process: every key is made here, as without a pool
+            self._process, self._done = None, True
+            return
+        threading.Thread(target=self._read, name="mailtls-keypool", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        stream = self._process.stdout
+        try:
+            while len(head := stream.read(8)) == 8:
+                bits, size = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+                der = stream.read(size)
+                if len(der) != size:
+                    break
+                with self._cond:
+                    self._ready.setdefault(bits, deque()).append(der)
+                    if bits in self._coming:
+                        self._coming.remove(bits)
+                    self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def take(self, bits: int) -> rsa.RSAPrivateKey | None:
+        with self._cond:
+            while not self._ready.get(bits) and bits in self._coming and not self._done:
+                self._cond.wait(0.5)
+            ready = self._ready.get(bits)
+            if not ready:
+                return None
+            der = ready.popleft()
+        key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        with self._cond:
+            self._ready.clear()
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..errors import ServerStartError
 from ..manifest import Endpoint
-from ..pki import SessionPKI
+from ..pki import SessionPKI, load_own_key
 from ..policy import LEGACY_VERSIONS, SERVICES, AuthPolicy, Cell, CertProfile, Mode, Protocol, TLSPolicy
 from .base import Progress, no_progress
 from .container import (
@@ -418,7 +418,7 @@ def jks_keystore(key_pem: bytes, chain_pem: bytes, password: str, *, timestamp_m
     decryptions; a JKS key costs a few SHA-1 blocks. The keys are throwaway test keys in a temp dir whose
     password sits next to them, so key stretching would protect nothing here.
     """
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    key = load_own_key(key_pem)  # the session PKI's own key: no RSA consistency check (35 ms a key)
     chain = x509.load_pem_x509_certificates(chain_pem)
     if not chain:
         raise ValueError("the certificate chain is empty")

@@ -45,7 +45,10 @@ EXPECTED_ERRORS = {
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> SessionPKI:
-    return SessionPKI(tmp_path_factory.mktemp("pki"))
+    """Every profile made at once, as a grid's start makes them: most RSA keys come from the key pool."""
+    made = SessionPKI(tmp_path_factory.mktemp("pki"))
+    made.prepare(list(CertProfile), client=True)
+    return made
 
 
 def _serve_once(ctx: ssl.SSLContext) -> tuple[int, threading.Thread]:
@@ -391,3 +394,53 @@ def test_responder_stops_with_the_pki(tmp_path: Path) -> None:
     own.close()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(crl_url, timeout=5)
+
+
+def test_every_key_is_made_once(pki: SessionPKI) -> None:
+    # A pool that handed out one key twice would show up as two certificates of one public key.
+    leaf_keys = [
+        _chain(pki, p)[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for p in CertProfile
+    ]
+    assert len(set(leaf_keys)) == len(leaf_keys)
+
+
+def test_prepare_draws_keys_from_the_pool_and_ends_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_mailtls import pki as pki_module
+
+    pools: list[pki_module._KeyPool] = []
+    taken: list[bool] = []
+    real_init, real_take = pki_module._KeyPool.__init__, pki_module._KeyPool.take
+
+    def init(self: pki_module._KeyPool, big: list[int], *, spares: int) -> None:
+        real_init(self, big, spares=spares)
+        pools.append(self)
+
+    def take(self: pki_module._KeyPool, bits: int) -> object:
+        key = real_take(self, bits)
+        taken.append(key is not None)
+        return key
+
+    monkeypatch.setattr(pki_module._KeyPool, "__init__", init)
+    monkeypatch.setattr(pki_module._KeyPool, "take", take)
+    made = SessionPKI(tmp_path)
+    made.prepare([CertProfile.RSA_4096, CertProfile.SELF_SIGNED, CertProfile.NO_SAN, CertProfile.WRONG_EKU])
+    (pool,) = pools
+    assert pool._process is None  # closed: its process is gone with prepare()
+    assert any(taken), "no key came from the pool"
+    (leaf,) = _chain(made, CertProfile.RSA_4096)
+    key = leaf.public_key()
+    assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 4096
+    assert made._pool is None  # later keys are made in-process again
+
+
+def test_prepare_without_a_second_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_mailtls import pki as pki_module
+
+    monkeypatch.setattr(pki_module.sys, "executable", str(tmp_path / "no-python-here"))
+    made = SessionPKI(tmp_path / "pki")
+    made.prepare(list(CertProfile)[:5])
+    for profile in list(CertProfile)[:5]:
+        assert (made.server_files(profile).key_file).stat().st_mode & 0o777 == 0o600
