@@ -2,16 +2,20 @@
 (with ``--grid``) a grid start of one server's certificate-fault cells with the older profiles against all.
 
     python benchmarks/bench_pki.py [--rounds 5] [--grid postfix]
+    python benchmarks/bench_pki.py --pool [--rounds 7]   # SessionPKI.prepare (key pool) against one by one
 
 Each round makes a fresh PKI (CA included) with the older profiles, then another with every profile, in
 alternation, so both see the same load; prints the median of each and their ratio. ``--grid SERVER`` then
 starts the ``certificate-faults`` block of the default matrix on SERVER twice (older profiles, every
-profile; fresh PKI each) and prints the time to ready.
+profile; fresh PKI each) and prints the time to ready. ``--pool`` makes every profile (and the client
+certificate) with :meth:`SessionPKI.prepare`, which a grid's start calls (a second process makes RSA keys
+alongside), against the same profiles one by one in this process, alternating.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -51,6 +55,34 @@ def _make(profiles: tuple[CertProfile, ...]) -> float:
     return elapsed
 
 
+def _prepare(pooled: bool) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-pki-") as tmp:
+        started = time.perf_counter()
+        pki = SessionPKI(Path(tmp) / "pki")
+        if pooled:
+            pki.prepare(list(CertProfile), client=True)
+        else:
+            for profile in CertProfile:
+                pki.server_files(profile)
+            pki.client_files()
+        elapsed = time.perf_counter() - started
+        pki.close()
+    return elapsed
+
+
+def _pool(rounds: int) -> int:
+    one_by_one: list[float] = []
+    pooled: list[float] = []
+    for _ in range(rounds):
+        one_by_one.append(_prepare(False))
+        pooled.append(_prepare(True))
+    a, b = statistics.median(one_by_one), statistics.median(pooled)
+    print(f"every profile one by one:        median {a:.3f} s ({', '.join(f'{x:.2f}' for x in one_by_one)})")
+    print(f"prepare() with the key pool:     median {b:.3f} s ({', '.join(f'{x:.2f}' for x in pooled)})")
+    print(f"one by one / pooled: {a / b:.2f} (load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")
+    return 0
+
+
 def _grid(server: str, profiles: tuple[CertProfile, ...]) -> tuple[int, float]:
     cells = [
         c
@@ -67,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--grid", default=None, help="also time a grid start on this server")
+    parser.add_argument("--pool", action="store_true", help="prepare() with the key pool against one by one")
     args = parser.parse_args(argv)
+    if args.pool:
+        return _pool(args.rounds)
     every = tuple(CertProfile)
     older: list[float] = []
     full: list[float] = []

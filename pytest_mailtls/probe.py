@@ -37,19 +37,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import importlib
 import ipaddress
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from typing import TYPE_CHECKING, Any
 
 from .connect import (
     ImplicitTLSError,
@@ -101,6 +99,35 @@ _PROBE_SENDER = "mailtls-probe@mailtls.invalid"
 _PROBE_NAME = "mailtls-probe.invalid"  # the EHLO name: the probe's connections are easy to find in server logs
 _SPLIT = 5  # a removal chain splits in two after this many picks (see _Chains)
 _OPENING_TRIES = 3  # a question whose connection cannot be opened is asked again (connection limits)
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+#: What reading a certificate needs from cryptography (about 35 ms to import): loaded by a thread that
+#: :func:`probe` starts first, while its connections wait on the network (see :func:`_preload_crypto`).
+_CRYPTO_MODULES = (
+    "cryptography.x509",
+    "cryptography.hazmat.primitives.hashes",
+    "cryptography.hazmat.primitives.asymmetric.dsa",
+    "cryptography.hazmat.primitives.asymmetric.ec",
+    "cryptography.hazmat.primitives.asymmetric.ed448",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.hazmat.primitives.asymmetric.rsa",
+)
+
+
+def _preload_crypto() -> None:
+    """Import what :class:`CertificateInfo` needs in a daemon thread. A probe spends most of its time waiting
+    for servers; the import fills that wait instead of delaying the first question. Whoever imports the same
+    module meanwhile waits for it on the import system's own per-module lock, so nothing here needs a join."""
+    if all(name in sys.modules for name in _CRYPTO_MODULES):
+        return
+
+    def load() -> None:
+        for name in _CRYPTO_MODULES:
+            importlib.import_module(name)
+
+    threading.Thread(target=load, name="mailtls-probe-imports", daemon=True).start()
 
 
 class ProbeError(MailTLSError):
@@ -167,6 +194,9 @@ class CertificateInfo:
 
     @classmethod
     def from_der(cls, der: bytes) -> CertificateInfo:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
         cert = x509.load_der_x509_certificate(der)
         key = cert.public_key()
         key_type, key_size = _key_kind(key)
@@ -727,6 +757,7 @@ def probe(
     if mode not in _MODES:
         raise ProbeError(f"unknown mode {mode!r}; choose starttls or implicit")
     started = time.monotonic()
+    _preload_crypto()
     implicit = _MODES[mode]
     t = _Target(
         host=host,
@@ -1174,6 +1205,8 @@ def _client_cert_required(t: _Target, accepted: list[str]) -> bool | None:
 
 
 def _key_kind(key: Any) -> tuple[str, int]:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         return "rsa", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -1191,6 +1224,8 @@ def _key_id(
     cert: x509.Certificate, kind: type[x509.SubjectKeyIdentifier] | type[x509.AuthorityKeyIdentifier]
 ) -> str | None:
     """The hex key identifier of ``cert``'s SubjectKeyIdentifier or AuthorityKeyIdentifier extension."""
+    from cryptography import x509
+
     try:
         value = cert.extensions.get_extension_for_class(kind).value
     except (x509.ExtensionNotFound, ValueError):
