@@ -914,7 +914,7 @@ class SessionPKI:
         the bigger ones first; it ends with this call, and its keys never touch the disk on the way."""
         todo = [p for p in dict.fromkeys(map(CertProfile, profiles)) if not self._made(p)]
         big = sorted((b for p in todo if (b := getattr(CERT_FAULTS[p].make, "key_bits", 0)) > 2048), reverse=True)
-        pool = _KeyPool(big, spares=2 * len(todo)) if len(todo) >= _POOL_FROM or big else None
+        pool = _KeyPool(big, spares=2 * len(todo)) if len(todo) >= _POOL_FROM or (big and len(todo) > 1) else None
         self._pool = pool
         try:
             # Profiles whose keys the pool makes come last: their keys are ready by then.
