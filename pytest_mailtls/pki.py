@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import trustme
 from cryptography import x509
@@ -198,7 +198,7 @@ class CertFault:
 
 
 def _make_valid(pki: SessionPKI, folder: Path) -> None:
-    pki._write_leaf(pki.ca.issue_cert(*pki.server_names, key_type=_RSA), folder)
+    pki._write_leaf(pki.ca.issue_cert(*pki.server_names, key_type=pki.rsa_key_type), folder)
 
 
 def _make_ecdsa_p256(pki: SessionPKI, folder: Path) -> None:
@@ -210,7 +210,7 @@ def _make_dated(days_from: int, days_to: int) -> Maker:
         now = dt.datetime.now(dt.UTC)
         leaf = pki.ca.issue_cert(
             *pki.server_names,
-            key_type=_RSA,
+            key_type=pki.rsa_key_type,
             not_before=now + dt.timedelta(days=days_from),
             not_after=now + dt.timedelta(days=days_to),
         )
@@ -220,17 +220,17 @@ def _make_dated(days_from: int, days_to: int) -> Maker:
 
 
 def _make_wrong_host(pki: SessionPKI, folder: Path) -> None:
-    pki._write_leaf(pki.ca.issue_cert(WRONG_HOST, key_type=_RSA), folder)
+    pki._write_leaf(pki.ca.issue_cert(WRONG_HOST, key_type=pki.rsa_key_type), folder)
 
 
 def _make_untrusted_ca(pki: SessionPKI, folder: Path) -> None:
-    stranger = trustme.CA(organization_name="pytest-mailtls untrusted CA", key_type=_RSA)
-    pki._write_leaf(stranger.issue_cert(*pki.server_names, key_type=_RSA), folder)
+    stranger = trustme.CA(organization_name="pytest-mailtls untrusted CA", key_type=pki.rsa_key_type)
+    pki._write_leaf(stranger.issue_cert(*pki.server_names, key_type=pki.rsa_key_type), folder)
 
 
 def _make_missing_intermediate(pki: SessionPKI, folder: Path) -> None:
-    intermediate = pki.ca.create_child_ca(key_type=_RSA)
-    leaf = intermediate.issue_cert(*pki.server_names, key_type=_RSA)
+    intermediate = pki.ca.create_child_ca(key_type=pki.rsa_key_type)
+    leaf = intermediate.issue_cert(*pki.server_names, key_type=pki.rsa_key_type)
     # Present the leaf alone: the intermediate clients would need is withheld.
     _write_private(folder / "key.pem", leaf.private_key_pem.bytes())
     leaf.cert_chain_pems[0].write_to_path(str(folder / "chain.pem"))
@@ -906,6 +906,15 @@ class SessionPKI:
         key = pool.take(bits) if pool is not None else None
         return key if key is not None else rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
+    @property
+    def rsa_key_type(self) -> trustme.KeyType:
+        """What trustme gets as ``key_type`` for an RSA-2048 key: ``trustme.KeyType.RSA``, or while :meth:`prepare`
+        runs a key pool a stand-in whose ``_generate_key()`` (all that trustme 1.x asks of a key type) takes the
+        key from the pool, so that trustme's keys are made on both cores too."""
+        if self._pool is None:
+            return _RSA
+        return cast(trustme.KeyType, _PooledRSA(self))
+
     def prepare(self, profiles: Iterable[CertProfile | str], *, client: bool = False) -> None:
         """Make the files of every profile in ``profiles`` (and the client certificate with ``client``) now.
 
@@ -1009,8 +1018,8 @@ class SessionPKI:
             if name not in self._clients and self.shared and (folder / MADE_MARKER).exists():
                 self._clients[name] = ClientCertFiles(folder / "key.pem", folder / "chain.pem", folder / PKCS1_KEY_NAME)
             if name not in self._clients:
-                issuer = ca or trustme.CA(organization_name="pytest-mailtls foreign CA", key_type=_RSA)
-                leaf = issuer.issue_cert("tester@mailtls.test", common_name="tester", key_type=_RSA)
+                issuer = ca or trustme.CA(organization_name="pytest-mailtls foreign CA", key_type=self.rsa_key_type)
+                leaf = issuer.issue_cert("tester@mailtls.test", common_name="tester", key_type=self.rsa_key_type)
                 folder.mkdir(exist_ok=True)
                 self._write_leaf(leaf, folder)
                 # trustme writes PKCS#1; clients get PKCS#8 as key.pem and PKCS#1 beside it.
@@ -1056,6 +1065,16 @@ for bits in sizes:
     out.write(bits.to_bytes(4, "big") + len(der).to_bytes(4, "big") + der)
     out.flush()
 """
+
+
+class _PooledRSA:
+    """:attr:`SessionPKI.rsa_key_type` while a key pool runs: trustme's RSA-2048 key, from the pool."""
+
+    def __init__(self, pki: SessionPKI) -> None:
+        self.pki = pki
+
+    def _generate_key(self) -> rsa.RSAPrivateKey:
+        return self.pki.new_rsa_key(2048)
 
 
 class _KeyPool:
