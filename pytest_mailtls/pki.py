@@ -170,6 +170,9 @@ class CertFault:
     may_refuse: str | None = None
     #: The report's group for its cells (``policy.GROUPS``); empty: :attr:`report_group` decides.
     group: str = ""
+    #: Its certificate names a server of the process that makes it (the revocation responder): in a PKI shared
+    #: by several processes each one makes its own, since the maker's responder ends with the maker.
+    own_process: bool = False
 
     @property
     def report_group(self) -> str:
@@ -706,6 +709,7 @@ CERT_FAULTS: dict[CertProfile, CertFault] = {
         words="a revoked certificate (on the session CA's CRL and revoked by its OCSP responder)",
         verify_errors=("certificate revoked",),
         lenient="revocation (it neither loads the CRL nor asks the OCSP responder the certificate names)",
+        own_process=True,
     ),
     CertProfile.REVOCATION_UNREACHABLE: CertFault(
         lambda pki, folder: _revocable(pki, folder, revoked=False),
@@ -869,9 +873,9 @@ class SessionPKI:
         with self._lock:
             if profile not in self._server:
                 with self._file_lock():
-                    made = self.directory / str(profile) / MADE_MARKER
+                    folder = self._folder(profile)
+                    made = folder / MADE_MARKER
                     if self.shared and made.exists():  # another process of the run made it
-                        folder = self.directory / str(profile)
                         self._server[profile] = ServerCertFiles(folder / "key.pem", folder / "chain.pem")
                     else:
                         self._server[profile] = self._make_server(profile)
@@ -879,8 +883,15 @@ class SessionPKI:
                             made.touch()
             return self._server[profile]
 
+    def _folder(self, profile: CertProfile) -> Path:
+        """Where ``profile``'s files live: one folder per profile, per process for an ``own_process`` fault
+        of a shared PKI."""
+        if self.shared and profile.fault.own_process:
+            return self.directory / f"{profile}.{os.getpid()}"
+        return self.directory / str(profile)
+
     def _make_server(self, profile: CertProfile) -> ServerCertFiles:
-        folder = self.directory / str(profile)
+        folder = self._folder(profile)
         folder.mkdir(exist_ok=True)
         profile.fault.make(self, folder)
         key_file, cert_file = folder / "key.pem", folder / "chain.pem"
@@ -937,7 +948,7 @@ class SessionPKI:
                 pool.close()
 
     def _made(self, profile: CertProfile) -> bool:
-        return profile in self._server or (self.shared and (self.directory / str(profile) / MADE_MARKER).exists())
+        return profile in self._server or (self.shared and (self._folder(profile) / MADE_MARKER).exists())
 
     def _ca_cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())

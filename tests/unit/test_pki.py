@@ -444,3 +444,31 @@ def test_prepare_without_a_second_process(tmp_path: Path, monkeypatch: pytest.Mo
     made.prepare(list(CertProfile)[:5])
     for profile in list(CertProfile)[:5]:
         assert (made.server_files(profile).key_file).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_shared_pki_makes_the_revoked_profile_in_each_process(tmp_path: Path) -> None:
+    # Its certificate names the revocation responder of the process that makes it: another process of the
+    # run (a grid daemon that ended, a worker) must not hand this process a certificate whose responder is gone.
+    import subprocess
+    import sys
+
+    shared = tmp_path / "pki"
+    other = (
+        "import sys; from pytest_mailtls.pki import SessionPKI; "
+        "print(SessionPKI.open_shared(sys.argv[1]).server_files('revoked').cert_file)"
+    )
+    done = subprocess.run([sys.executable, "-c", other, str(shared)], capture_output=True, text=True, check=True)
+    theirs = Path(done.stdout.strip())
+    mine = SessionPKI.open_shared(shared)
+    try:
+        files = mine.server_files(CertProfile.REVOKED)
+        assert files.cert_file != theirs and theirs.exists()
+        assert mine.server_files(CertProfile.VALID).cert_file.parent == shared / "valid"  # the others are shared
+        leaf = x509.load_pem_x509_certificates(files.cert_file.read_bytes())[0]
+        root = x509.load_pem_x509_certificate(mine.ca_file.read_bytes())
+        assert _ocsp_status(leaf, root, _urls(leaf)[1]) is ocsp.OCSPCertStatus.REVOKED  # this process answers
+        old = x509.load_pem_x509_certificates(theirs.read_bytes())[0]
+        with pytest.raises(urllib.error.URLError):  # the other process's responder ended with it
+            _ocsp_status(old, root, _urls(old)[1])
+    finally:
+        mine.close()
