@@ -508,21 +508,13 @@ def _head_start(
         settings = json.loads((directory / PREPARE).read_text())
         from . import grid as grid_module
         from .backends import docker_servers
-        from .policy import CertProfile
         from .selection import resolve
 
         selection = resolve(servers=settings["servers"], matrix=settings["matrix"], select=settings["select"])
         cells = [c for c in selection.cells if c.server in docker_servers()]
         if cells:
             grid_module._reap_once(say, engine=True)  # the start will not do it again (once per process)
-        jobs: list[Any] = [None]  # None: the CA
-        # The profiles most cells use first: the request stops the work, the start makes what it still needs.
-        counts = Counter(c.cert for c in cells if c.cert is not None)
-        jobs += sorted(counts, key=lambda profile: -counts[profile])
-        if any(c.network for c in cells):  # what a hostile network's relay presents
-            jobs += [CertProfile.VALID, CertProfile.UNTRUSTED_CA]
-        if any(c.auth.client_cert for c in cells):
-            jobs.append("client")
+        jobs: list[Any] = [None, *head_start_keys(cells)]  # None: the CA
         say(f"head start: {len(cells)} container cells, {len(jobs) - 1} certificate(s) to make")
         from .pki import SessionPKI
 
@@ -552,6 +544,23 @@ def _head_start(
         if why is not None:
             return why, pki
         stop.wait(POLL_EVERY)
+
+
+def head_start_keys(cells: Sequence[Any]) -> list[Any]:
+    """The keys a head start makes for ``cells`` (container cells), in order: certificate profiles, the most
+    used first (a request stops the work; the start makes what it still needs), what a hostile network's
+    relay presents, ``"client"`` for the client certificate. Not the revoked profile: its certificate names
+    the revocation responder of the process that makes it; should another daemon serve after all (this one
+    died, or was sent away), it would point nowhere."""
+    from .policy import CertProfile
+
+    counts = Counter(c.cert for c in cells if c.cert is not None and c.cert != CertProfile.REVOKED)
+    keys: list[Any] = sorted(counts, key=lambda profile: -counts[profile])
+    if any(c.network for c in cells):
+        keys += [p for p in (CertProfile.VALID, CertProfile.UNTRUSTED_CA) if p not in keys]
+    if any(c.auth.client_cert for c in cells):
+        keys.append("client")
+    return keys
 
 
 def _take(directory: Path) -> str:
