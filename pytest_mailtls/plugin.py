@@ -108,12 +108,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """pytest-xdist worker: start the run's shared grid now, while the other workers still collect."""
     state = session.config.stash.get(_STATE, None)
     shared = SharedRun.of(session.config)
-    if state is None or shared is None or state.cfg.manifest or not state.requested:
+    if state is None or shared is None or state.cfg.manifest:
         return
     containers = [c for c in state.requested.values() if c.server in docker_servers()]
-    if containers and not state.selection.engine_problem:
-        with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
+    with contextlib.suppress(Exception):  # any problem is said by the grid fixture, in the tests
+        if containers and not state.selection.engine_problem:
             shared.request(containers, **shared_request(state))
+        else:  # the controller's head start, if any, is not needed: it leaves now
+            shared.unneeded()
 
 
 def pytest_report_collectionfinish(config: pytest.Config, start_path: Path, items: list[pytest.Item]) -> list[str]:
@@ -301,29 +303,46 @@ def pytest_configure_node(node: Any) -> None:
     directory = config.stash.get(_SHARED_DIR, None)
     if directory is None:
         config.stash[_SHARED_DIR] = directory = start_shared_dir()
-        _guess_grid(config, state, SharedRun(directory, os.getpid()))
+        shared = SharedRun(directory, os.getpid())
+        if not _guess_grid(config, state, shared):
+            _head_start(state, shared)
     node.workerinput[WORKERINPUT_KEY] = {"dir": str(directory), "controller": os.getpid()}
 
 
 _CACHE_KEY = "mailtls/xdist-grid"
 
 
-def _guess_grid(config: pytest.Config, state: SessionState, shared: SharedRun) -> None:
+def _guess_grid(config: pytest.Config, state: SessionState, shared: SharedRun) -> bool:
     """Start the grid the previous run with the same settings needed, before any worker has even started:
-    the servers come up while the workers boot and collect. A worker that needs more restarts it."""
+    the servers come up while the workers boot and collect. A worker that needs more restarts it.
+    True when it started one."""
     cache = getattr(config, "cache", None)
     if cache is None:
-        return
+        return False
     try:
         last = cache.get(_CACHE_KEY, None)
         if not isinstance(last, dict) or not last.get("cells") or state.selection.engine_problem:
-            return
+            return False
         settings = shared_request(state)
         if any(last.get(key) != value for key, value in settings.items()):
-            return
+            return False
         shared.request(last["cells"], **settings, guess=True)
     except Exception:  # a guess must never stop a run
-        return
+        return False
+    return True
+
+
+def _head_start(state: SessionState, shared: SharedRun) -> bool:
+    """A cold run (no guess): start the grid daemon now, in prepare mode (``SharedRun.prepare``): it boots,
+    asks the engine and makes the session's keys while the workers boot and collect, then serves the first
+    worker's request. Not when no container cell can be served (``embedded`` only, no engine)."""
+    try:
+        selection = state.selection
+        if selection.engine_problem or not any(c.server in docker_servers() for c in selection.cells):
+            return False
+        return shared.prepare(shared_request(state))
+    except Exception:  # a head start must never stop a run
+        return False
 
 
 def _stop_shared(config: pytest.Config) -> None:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = ["SharedRun", "AttachedGrid", "CombinedGrid", "WORKERINPUT_KEY", "star
 
 #: The key of ``workerinput`` that carries the run's directory and the controller's pid.
 WORKERINPUT_KEY = "mailtls_shared"
+START_LOCK = "start.lock"
 
 REQUEST, MANIFEST, READY, ERROR, PIDFILE, LOGS, LOG = (
     "request.json",
@@ -56,11 +58,16 @@ REQUEST, MANIFEST, READY, ERROR, PIDFILE, LOGS, LOG = (
     "cell-logs.json",
     "daemon.log",
 )
+#: The head start (:meth:`SharedRun.prepare`): the session's settings, the prepared daemon's pid (kept even
+#: when a worker had to spawn another), and the marker a worker leaves when the run needs no containers.
+PREPARE, PREPARED_PID, UNNEEDED = "prepare.json", "prepared.pid", "unneeded"
 
 #: How long the controller waits for the daemon to remove its containers before it kills it.
 STOP_WAIT = 60.0
 #: How often the daemon looks whether its controller still runs.
 WATCH_EVERY = 0.25
+#: How often a prepared daemon looks for the request.
+POLL_EVERY = 0.02
 
 
 def start_shared_dir() -> Path:
@@ -77,9 +84,12 @@ def stop_shared_dir(directory: Path, *, say: Any = None) -> None:
     """In the controller, once every worker is done: stop the daemon (if one was started), remove the dir."""
     from . import runtime
 
-    pid = _read_pid(directory)
-    if pid is not None and _alive(pid) and not _stop_daemon(pid) and say is not None:
-        say(f"the shared grid (pid {pid}) did not stop in {STOP_WAIT:.0f} s; killed, `mailtls reap` removes the rest")
+    # The daemon that serves, and a prepared one that a worker found unneeded (it leaves on its own, soon).
+    for pid in dict.fromkeys(p for p in (_read_pid(directory), _read_pid(directory, PREPARED_PID)) if p is not None):
+        if _alive(pid) and not _stop_daemon(pid) and say is not None:
+            say(
+                f"the shared grid (pid {pid}) did not stop in {STOP_WAIT:.0f} s; killed, `mailtls reap` removes the rest"
+            )
     runtime.release_dir(directory, remove=True)
 
 
@@ -133,9 +143,8 @@ class SharedRun:
         Workers call this as soon as their collection is done, so the servers start while pytest-xdist
         still waits for the slower workers to collect. The controller may call it with ``guess`` before any
         worker has collected (the cells of the previous run, from pytest's cache): a worker that needs a
-        cell the guess lacks stops that grid and starts the right one."""
-        import filelock
-
+        cell the guess lacks stops that grid and starts the right one. Without a guess the controller may
+        have started a prepared daemon (:meth:`prepare`): it gets the request, no second daemon starts."""
         wanted = {
             "matrix": matrix,
             "select": select,
@@ -143,15 +152,49 @@ class SharedRun:
             "cells": [getattr(c, "id", c) for c in cells],
             "ready_timeout": ready_timeout,
         }
-        with filelock.FileLock(str(self.directory / "start.lock"), mode=0o600):
+        with self._start_lock():
             path = self.directory / REQUEST
             if path.exists():
                 current = json.loads(path.read_text())
                 if guess or _covers(current, wanted):
                     return
                 self._restart()  # the controller's guess does not cover this run
-            path.write_text(json.dumps(wanted))
-            self._spawn()
+            _write_atomic(path, json.dumps(wanted))
+            if not self._prepared_waiting():
+                self._spawn()
+            # else: the prepared daemon takes the request (it checks, under this lock, that it is still the one)
+
+    def prepare(self, settings: dict[str, Any]) -> bool:
+        """In the controller, before any worker has collected (a cold run: no guess): start the daemon now in
+        *prepare* mode. It does what does not depend on the cells (imports, the engine, the PKI of every
+        container cell of the session's selection) and then waits for the first worker's request, which
+        :meth:`request` hands it instead of spawning a daemon. False when a daemon exists already."""
+        with self._start_lock():
+            if (self.directory / REQUEST).exists() or _read_pid(self.directory) is not None:
+                return False
+            _write_atomic(self.directory / PREPARE, json.dumps(settings))
+            self._spawn(prepare=True)
+        return True
+
+    def unneeded(self) -> None:
+        """In a worker whose tests need no container: a prepared daemon waiting for a request leaves now.
+        (Every worker collects the same tests: if one needs no container, none does.)"""
+        with self._start_lock():
+            if (self.directory / PREPARE).exists() and not (self.directory / REQUEST).exists():
+                (self.directory / UNNEEDED).touch()
+
+    def _prepared_waiting(self) -> bool:
+        """A prepared daemon that will take the request: alive, named by the pid file, not told to leave.
+        Under the start lock; the daemon takes a request under it too, so it cannot leave in between."""
+        if not (self.directory / PREPARE).exists() or (self.directory / UNNEEDED).exists():
+            return False
+        pid = _read_pid(self.directory)
+        return pid is not None and pid == _read_pid(self.directory, PREPARED_PID) and _alive(pid)
+
+    def _start_lock(self) -> Any:
+        import filelock
+
+        return filelock.FileLock(str(self.directory / START_LOCK), mode=0o600)
 
     def current_request(self) -> dict[str, Any] | None:
         """What the grid was started for, once it served (the controller keeps it for the next run's guess)."""
@@ -167,7 +210,7 @@ class SharedRun:
         pid = _read_pid(self.directory)
         if pid is not None and _alive(pid):
             _stop_daemon(pid)
-        for name in (READY, ERROR, MANIFEST, LOGS, PIDFILE, REQUEST):
+        for name in (READY, ERROR, MANIFEST, LOGS, PIDFILE, REQUEST, PREPARE):
             (self.directory / name).unlink(missing_ok=True)
 
     def attach(self, cells: Sequence[Any], **request: Any) -> AttachedGrid:
@@ -176,11 +219,12 @@ class SharedRun:
         self._wait(float(request["ready_timeout"]))
         return AttachedGrid(self.directory)
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, prepare: bool = False) -> None:
         log = open(self.directory / LOG, "ab")  # noqa: SIM115 -- handed to the daemon
+        mode = ["--prepare"] if prepare else []
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "pytest_mailtls.shared", str(self.directory), str(self.controller)],
+                [sys.executable, "-m", "pytest_mailtls.shared", *mode, str(self.directory), str(self.controller)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -189,6 +233,8 @@ class SharedRun:
             )
         finally:
             log.close()
+        if prepare:
+            (self.directory / PREPARED_PID).write_text(str(process.pid))
         (self.directory / PIDFILE).write_text(str(process.pid))
 
     def _wait(self, ready_timeout: float) -> None:
@@ -325,11 +371,18 @@ def _covers(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return same and set(wanted["cells"]) <= set(current.get("cells") or ())
 
 
-def _read_pid(directory: Path) -> int | None:
+def _read_pid(directory: Path, name: str = PIDFILE) -> int | None:
     try:
-        return int((directory / PIDFILE).read_text())
+        return int((directory / name).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers polling for ``path`` (a prepared daemon) never see it half written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _alive(pid: int) -> bool:
@@ -348,16 +401,19 @@ def _tail(path: Path, lines: int = 3) -> str:
 # --------------------------------------------------------------------------- the daemon
 
 
-def serve(directory: Path, controller: int) -> int:
-    """Start the grid the request asks for, publish it, serve until told to stop or the controller is gone."""
-    from .grid import Grid
-    from .selection import resolve
+def serve(directory: Path, controller: int, *, prepare: bool = False) -> int:
+    """Start the grid the request asks for, publish it, serve until told to stop or the controller is gone.
 
+    With ``prepare`` (the controller's head start on a cold run) first do what does not depend on the cells,
+    then wait for a worker's request (:func:`_head_start`)."""
     stop = threading.Event()
+    interruptible = threading.Event()  # clear while writing keys: a signal then waits for a safe point
+    interruptible.set()
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
-        raise KeyboardInterrupt  # an interrupted start stops at once and removes what it made
+        if interruptible.is_set():
+            raise KeyboardInterrupt  # an interrupted start stops at once and removes what it made
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -365,13 +421,24 @@ def serve(directory: Path, controller: int) -> int:
     grid = None
     orphaned = False  # the controller died: nobody else will remove the run's directory
     try:
+        pki = None
+        if prepare:
+            outcome, pki = _head_start(directory, controller, stop, interruptible, say)
+            if outcome != "request":
+                orphaned = outcome == "orphaned"
+                say(f"head start: {outcome}: leaving")
+                return 0
+        from .grid import Grid
+        from .selection import resolve
+
         request = json.loads((directory / REQUEST).read_text())
         wanted = set(request["cells"])
         selection = resolve(servers=request["servers"], matrix=request["matrix"], select=request["select"])
         cells = [c for c in selection.cells if c.id in wanted]
         from .pki import SessionPKI
 
-        pki = SessionPKI.open_shared(directory / "pki")
+        if pki is None:
+            pki = SessionPKI.open_shared(directory / "pki")
         grid = Grid(cells, workdir=directory / "servers", pki=pki, ready_timeout=request["ready_timeout"], progress=say)
         grid.start()
         sources: dict[str, list[Any]] = {}
@@ -408,6 +475,105 @@ def serve(directory: Path, controller: int) -> int:
     return 0
 
 
+def _head_start(
+    directory: Path, controller: int, stop: threading.Event, interruptible: threading.Event, say: Any
+) -> tuple[str, SessionPKI | None]:
+    """The prepared daemon's work before the request: import the grid and its backends, ask the engine (and
+    reap what dead runs left, once, as a start would), make the session's shared PKI: the CA and every
+    certificate profile (and client certificate) of the container cells of the session's selection. Then
+    wait for the request. Returns why it stopped waiting: ``request`` (serve it), ``unneeded`` (the run
+    needs no container), ``replaced`` (a worker started another daemon), ``stop`` (signalled) or
+    ``orphaned`` (the controller is gone), with the PKI it opened.
+
+    Nothing here is worth failing the run for: a problem is logged and the start, which does it again, says it.
+    """
+    pki: SessionPKI | None = None
+    watch = [time.monotonic() + WATCH_EVERY]
+
+    def leave() -> str | None:
+        if stop.is_set():
+            return "stop"
+        if (directory / REQUEST).exists() or (directory / UNNEEDED).exists():
+            return _take(directory)
+        now = time.monotonic()
+        if now >= watch[0]:
+            watch[0] = now + WATCH_EVERY
+            from .runtime import process_alive
+
+            if not process_alive(controller):  # the run's directory is this daemon's to remove, if it still serves it
+                return "orphaned" if _read_pid(directory) == os.getpid() else "replaced"
+        return None
+
+    try:
+        settings = json.loads((directory / PREPARE).read_text())
+        from . import grid as grid_module
+        from .backends import docker_servers
+        from .selection import resolve
+
+        selection = resolve(servers=settings["servers"], matrix=settings["matrix"], select=settings["select"])
+        cells = [c for c in selection.cells if c.server in docker_servers()]
+        if cells:
+            grid_module._reap_once(say, engine=True)  # the start will not do it again (once per process)
+        jobs: list[Any] = [None, *head_start_keys(cells)]  # None: the CA
+        say(f"head start: {len(cells)} container cells, {len(jobs) - 1} certificate(s) to make")
+        from .pki import SessionPKI
+
+        for done, job in enumerate(jobs):
+            why = leave()
+            if why is not None:
+                say(f"head start: {why} after {max(done - 1, 0)} of {len(jobs) - 1} certificate(s)")
+                return why, pki
+            interruptible.clear()  # a signal now waits until this key is written whole
+            try:
+                if job is None:
+                    pki = SessionPKI.open_shared(directory / "pki")
+                elif pki is not None and job == "client":
+                    pki.client_files()
+                elif pki is not None:
+                    pki.server_files(job)
+            finally:
+                interruptible.set()
+        say("head start: prepared, waiting for the request")
+    except (KeyboardInterrupt, SystemExit):
+        return "stop", pki
+    except Exception as exc:
+        interruptible.set()
+        say(f"head start: {one_line(str(exc) or type(exc).__name__)} (the start will try again)")
+    while True:
+        why = leave()
+        if why is not None:
+            return why, pki
+        stop.wait(POLL_EVERY)
+
+
+def head_start_keys(cells: Sequence[Any]) -> list[Any]:
+    """The keys a head start makes for ``cells`` (container cells), in order: certificate profiles, the most
+    used first (a request stops the work; the start makes what it still needs), what a hostile network's
+    relay presents, ``"client"`` for the client certificate. Not the revoked profile: its certificate names
+    the revocation responder of the process that makes it; should another daemon serve after all (this one
+    died, or was sent away), it would point nowhere."""
+    from .policy import CertProfile
+
+    counts = Counter(c.cert for c in cells if c.cert is not None and c.cert != CertProfile.REVOKED)
+    keys: list[Any] = sorted(counts, key=lambda profile: -counts[profile])
+    if any(c.network for c in cells):
+        keys += [p for p in (CertProfile.VALID, CertProfile.UNTRUSTED_CA) if p not in keys]
+    if any(c.auth.client_cert for c in cells):
+        keys.append("client")
+    return keys
+
+
+def _take(directory: Path) -> str:
+    """A prepared daemon that saw a request or the ``unneeded`` marker: whether it is still the run's daemon
+    (a worker may have started another), under the lock the workers hold to request."""
+    import filelock
+
+    with filelock.FileLock(str(directory / START_LOCK), mode=0o600):
+        if _read_pid(directory) != os.getpid():
+            return "replaced"
+        return "request" if (directory / REQUEST).exists() else "unneeded"
+
+
 def _say(line: str) -> None:
     now = time.time()
     print(
@@ -418,10 +584,13 @@ def _say(line: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    prepare = args[:1] == ["--prepare"]
+    if prepare:
+        args = args[1:]
     if len(args) != 2:
-        print("usage: python -m pytest_mailtls.shared DIR CONTROLLER_PID (started by the pytest plugin)")
+        print("usage: python -m pytest_mailtls.shared [--prepare] DIR CONTROLLER_PID (started by the pytest plugin)")
         return 2
-    return serve(Path(args[0]), int(args[1]))
+    return serve(Path(args[0]), int(args[1]), prepare=prepare)
 
 
 if __name__ == "__main__":
