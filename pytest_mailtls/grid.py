@@ -169,12 +169,16 @@ def _pki_inside(grid: Grid) -> bool:
 CANCEL_GRACE = 0.5
 
 
-def _prepare_pki(pki: SessionPKI, cells: Iterable[Cell]) -> None:
+def _prepare_pki(pki: SessionPKI, cells: Iterable[Cell], hostile: Iterable[Cell] = ()) -> None:
     """Make every key and certificate the starts will need, here in the main thread: a Ctrl-C during the
     slowest part of a start (key generation, serialized by the PKI anyway) then interrupts it at once, and
-    no start thread is left writing keys into a work dir that the interrupted grid already removed."""
+    no start thread is left writing keys into a work dir that the interrupted grid already removed. The
+    certificates that ``hostile`` cells' relays present are made here too, not on the relay's loop."""
+    from .wire.attacks import presented_profiles
+
     cells = list(cells)
-    pki.prepare([c.cert for c in cells if c.cert is not None], client=any(c.auth.client_cert for c in cells))
+    profiles = [c.cert for c in cells if c.cert is not None] + presented_profiles(hostile)
+    pki.prepare(profiles, client=any(c.auth.client_cert for c in cells))
 
 
 def _start_in_threads(jobs: dict[str, Callable[[], None]], futures: list[Future[None]]) -> None:
@@ -320,12 +324,8 @@ class Grid:
             _reap_once(self.progress, engine=any(name in docker_servers() for name in plans))
             _register_dirs(self)
             self._cancel.clear()
-            _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells])
-            if self._hostile:  # intercepting networks present these (made here, not on the relay's loop)
-                from .policy import CertProfile
-
-                self.pki.server_files(CertProfile.VALID)
-                self.pki.server_files(CertProfile.UNTRUSTED_CA)
+            relayed = [h for group in self._hostile.values() for h in group]
+            _prepare_pki(self.pki, [c for _, cells in plans.values() for c in cells], relayed)
             if self.recorder is None:  # clients dial the recorder, which relays and writes down every session
                 self.recorder = Recorder(self.workdir / "sessions")
             # Backends that work together (Postfix handing mail and SASL to Dovecot) learn about each other

@@ -549,15 +549,14 @@ def _head_start(
 def head_start_keys(cells: Sequence[Any]) -> list[Any]:
     """The keys a head start makes for ``cells`` (container cells), in order: certificate profiles, the most
     used first (a request stops the work; the start makes what it still needs), what a hostile network's
-    relay presents, ``"client"`` for the client certificate. Not the revoked profile: its certificate names
-    the revocation responder of the process that makes it; should another daemon serve after all (this one
-    died, or was sent away), it would point nowhere."""
-    from .policy import CertProfile
+    relay presents, ``"client"`` for the client certificate. A profile made per process
+    (``CertFault.own_process``: the revoked one names this process's revocation responder) is made for this
+    daemon, the one that serves; a daemon that replaces it makes its own."""
+    from .wire.attacks import presented_profiles
 
-    counts = Counter(c.cert for c in cells if c.cert is not None and c.cert != CertProfile.REVOKED)
+    counts = Counter(c.cert for c in cells if c.cert is not None)
     keys: list[Any] = sorted(counts, key=lambda profile: -counts[profile])
-    if any(c.network for c in cells):
-        keys += [p for p in (CertProfile.VALID, CertProfile.UNTRUSTED_CA) if p not in keys]
+    keys += [p for p in presented_profiles(cells) if p not in keys]
     if any(c.auth.client_cert for c in cells):
         keys.append("client")
     return keys

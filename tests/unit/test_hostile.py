@@ -273,3 +273,25 @@ def test_the_report_lists_vulnerabilities_by_class() -> None:
     assert Report.from_json(report.to_json()).vulnerabilities() == report.vulnerabilities()
     meaning = VULNERABILITY_CLASSES["starttls-stripping"]
     assert f"- **starttls-stripping** (2): {meaning}: `{base}-strip-capa`, `{base}-strip-refuse`" in report.markdown()
+
+
+def test_the_certificates_relays_present_are_known_before_they_start() -> None:
+    # A grid makes them with the rest of its PKI (and a head start ahead of the request): not on the relay's loop.
+    from pytest_mailtls.wire.attacks import presented_profiles
+
+    from pytest_mailtls.wire.attacks.faults import FaultTap
+
+    by_family = {a.family: a for a in NETWORKS.values()}
+    by_family["fault"] = next(a for a in NETWORKS.values() if a.tap_class is FaultTap)  # one played inside TLS
+    plain = _cell(network=by_family["strip"].name)
+    intercepted = _cell(network=by_family["intercept"].name)
+    faulted = _cell(network=by_family["fault"].name)
+    assert by_family["strip"].presents(plain) is None
+    assert by_family["intercept"].presents(intercepted) is CertProfile.UNTRUSTED_CA
+    assert faulted.cert is not None and by_family["fault"].presents(faulted) is faulted.cert  # the cell's own
+    assert presented_profiles([plain, intercepted, faulted, intercepted]) == [CertProfile.UNTRUSTED_CA, faulted.cert]
+    # The hostile selection's intercepting networks present the untrusted-CA profile, made with the rest.
+    from pytest_mailtls.selection import resolve
+
+    grid = [c for c in resolve(servers="postfix", select="hostile", need_engine=False).cells if c.network]
+    assert set(presented_profiles(grid)) <= set(CertProfile) and CertProfile.UNTRUSTED_CA in presented_profiles(grid)

@@ -13,6 +13,9 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from ...errors import MailTLSError
 from .base import VULNERABILITY_CLASSES, Attack
 from .faults import FAULTS as _FAULTS
@@ -23,7 +26,19 @@ from .intolerant import INTOLERANT_ATTACKS
 from .strip import STRIP_ATTACKS
 from .tamper import TAMPER_ATTACKS
 
-__all__ = ["ATTACKS", "FAULTS", "NETWORKS", "Attack", "Fault", "VULNERABILITY_CLASSES", "attack_named"]
+if TYPE_CHECKING:
+    from ...policy import Cell, CertProfile
+
+__all__ = [
+    "ATTACKS",
+    "FAULTS",
+    "NETWORKS",
+    "Attack",
+    "Fault",
+    "VULNERABILITY_CLASSES",
+    "attack_named",
+    "presented_profiles",
+]
 
 #: The hostile networks (attacks), by name: ``network: all`` in a grid block.
 ATTACKS: dict[str, Attack] = {
@@ -41,3 +56,9 @@ def attack_named(name: str) -> Attack:
         return NETWORKS[name]
     except KeyError:
         raise MailTLSError(f"unknown hostile network or fault {name!r}; known: {', '.join(NETWORKS)}") from None
+
+
+def presented_profiles(cells: Iterable[Cell]) -> list[CertProfile]:
+    """The certificate profiles that the relays of ``cells``' hostile networks present, each once, in order."""
+    presented = (attack_named(c.network).presents(c) for c in cells if c.network)
+    return list(dict.fromkeys(p for p in presented if p is not None))

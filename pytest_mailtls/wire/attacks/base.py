@@ -90,6 +90,11 @@ class Attack:
     #: The report's group for its cells (:data:`GROUPS`; default: the family's).
     group: str = ""
 
+    def presents(self, cell: Cell) -> CertProfile | None:
+        """The certificate profile its relay presents on ``cell`` when it terminates TLS itself (None when it
+        does not)."""
+        return self.tap_class.presented_on(cell) if issubclass(self.tap_class, TerminatingTap) else None
+
     def __post_init__(self) -> None:
         if self.vulnerability not in VULNERABILITY_CLASSES:
             raise ValueError(f"attack {self.name}: unknown vulnerability class {self.vulnerability!r}")
@@ -344,9 +349,13 @@ class TerminatingTap(LineTap):
         """The relay is made, its TLS toward the server not started yet: set it up (default: nothing)."""
         return None
 
+    @classmethod
+    def presented_on(cls, cell: Cell) -> CertProfile:
+        """The certificate profile the network presents on ``cell`` (default: :attr:`profile`)."""
+        return cls.profile
+
     def certificate(self) -> CertProfile:
-        """The certificate profile the network presents (default: :attr:`profile`)."""
-        return self.profile
+        return self.presented_on(self.cell)
 
     def tls_begins(self) -> None:
         self.bridge = self.mitm(self.certificate())

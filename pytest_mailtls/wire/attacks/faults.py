@@ -293,9 +293,10 @@ class FaultTap(FaultLines, TerminatingTap):
     """The fault in clear, and inside TLS when TLS begins: the relay terminates it with the cell's own certificate
     and plays the fault on the plaintext inside."""
 
-    def certificate(self) -> CertProfile:
-        assert self.cell.cert is not None  # faults apply to TLS cells only
-        return self.cell.cert
+    @classmethod
+    def presented_on(cls, cell: Cell) -> CertProfile:
+        assert cell.cert is not None  # faults apply to TLS cells only
+        return cell.cert
 
     def bridge_ready(self, bridge: MITM) -> None:
         bridge.announce = False
