@@ -2045,6 +2045,7 @@ def start_container(
     host_network: bool = False,
     sockets: Path | None = None,
     cancel: threading.Event | None = None,
+    cpu_shares: int | None = None,
 ) -> Container:
     """Start ``image`` serving each of ``ports`` (TCP) to this host only, and return it running.
 
@@ -2110,6 +2111,7 @@ def start_container(
         # No network, no /etc/hosts line for the container's own name (Java's getLocalHost needs it): name it.
         extra_hosts={**(extra_hosts or {}), **({full_name: "127.0.0.1"} if sealed else {})},
         init=init or None,
+        **({"cpu_shares": cpu_shares} if cpu_shares else {}),
     )
     made: list[Container] = []
     me = threading.get_ident()

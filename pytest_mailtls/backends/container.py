@@ -230,6 +230,7 @@ def launch(
     extra: Callable[[Cell, int], Mapping[str, object]] | None = None,
     ready: Ready | None = None,
     started: float | None = None,
+    cpu_shares: int | None = None,
 ) -> tuple[Container, list[Endpoint]]:
     """Start ``image`` as ``mailtls-<server>`` serving ``cells`` on container ``ports`` (in order), build one
     endpoint per cell and wait until every port passed a real exchange; return the container and endpoints.
@@ -253,6 +254,7 @@ def launch(
         environment=environment,
         sockets=options.workdir / "relay",  # sealed (no network) where the engine allows it
         cancel=options.cancel,
+        cpu_shares=cpu_shares,
     )
     try:
         client = options.pki.client_files() if any(c.auth.client_cert for c in cells) else None
@@ -377,7 +379,9 @@ class ContainerBackend(Backend):
     inside; ``mail_uid``: who owns delivered mail when the host user is root (servers refuse root).
     ``pem_keys``: copy each profile's PEM key and chain (a JVM server makes keystores in :meth:`plan`
     instead); ``one_root``: the configuration, keys and mail share one read-write folder at ``etc_path`` (the
-    server writes there too), the mail root being its ``mail`` folder."""
+    server writes there too), the mail root being its ``mail`` folder. ``cpu_shares``: the container's CPU
+    weight against the grid's other containers (the engine's default is 1024): the slowest server to start
+    gets more, so that a whole grid is ready sooner."""
 
     etc_path: ClassVar[str]
     pki_path: ClassVar[str | None] = None
@@ -385,6 +389,7 @@ class ContainerBackend(Backend):
     mail_uid: ClassVar[int]
     pem_keys: ClassVar[bool] = True
     one_root: ClassVar[bool] = False
+    cpu_shares: ClassVar[int | None] = None
 
     @abc.abstractmethod
     def plan(self, given: PlanInput) -> Plan:
@@ -444,6 +449,7 @@ class ContainerBackend(Backend):
             mailbox=lambda cell: str(mail / plan.mailbox(cell)),
             extra=plan.extra,
             ready=plan.ready,
+            cpu_shares=self.cpu_shares,
         )
         return self.serve(container, endpoints, plan, given)
 

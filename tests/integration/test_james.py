@@ -468,6 +468,14 @@ def test_resident_memory_within_budget(server: JamesServer) -> None:
     assert 50 * 1024 < rss_kb < RSS_BUDGET_KB, output
 
 
+def test_jvm_gets_the_bigger_cpu_weight(server: JamesServer) -> None:
+    """The slowest server of a grid to start runs with twice the engine's default CPU weight."""
+    from pytest_mailtls import runtime
+
+    attrs = runtime.docker_client().api.inspect_container(server.container.id)
+    assert attrs["HostConfig"]["CpuShares"] == JamesBackend.cpu_shares == 2048
+
+
 def test_failed_start_raises_with_log_and_leaves_no_container(
     pki: SessionPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
