@@ -3,13 +3,16 @@
 
     python benchmarks/bench_pki.py [--rounds 5] [--grid postfix]
     python benchmarks/bench_pki.py --pool [--rounds 7]   # SessionPKI.prepare (key pool) against one by one
+    python benchmarks/bench_pki.py --baseline PATH [--rounds 7]   # every profile: PATH's code against this tree's
 
 Each round makes a fresh PKI (CA included) with the older profiles, then another with every profile, in
 alternation, so both see the same load; prints the median of each and their ratio. ``--grid SERVER`` then
 starts the ``certificate-faults`` block of the default matrix on SERVER twice (older profiles, every
 profile; fresh PKI each) and prints the time to ready. ``--pool`` makes every profile (and the client
 certificate) with :meth:`SessionPKI.prepare`, which a grid's start calls (a second process makes RSA keys
-alongside), against the same profiles one by one in this process, alternating.
+alongside), against the same profiles one by one in this process, alternating. ``--baseline PATH`` makes
+every profile and the client certificate the way a grid's start does, in fresh processes, with PATH's code
+(a checkout or ``git archive`` of an older commit) and with this tree's, alternating.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +88,46 @@ def _pool(rounds: int) -> int:
     return 0
 
 
+_TRIAL = """
+import sys, tempfile, time
+from pytest_mailtls.pki import SessionPKI
+from pytest_mailtls.policy import CertProfile
+with tempfile.TemporaryDirectory() as tmp:
+    started = time.perf_counter()
+    pki = SessionPKI(tmp)
+    if hasattr(pki, "prepare"):
+        pki.prepare(list(CertProfile), client=True)
+    else:  # before prepare(): what a grid's start did, profile by profile
+        for profile in CertProfile:
+            pki.server_files(profile)
+        pki.client_files()
+    print(time.perf_counter() - started)
+    pki.close()
+"""
+
+
+def _baseline(path: str, rounds: int) -> int:
+    here = str(Path(__file__).resolve().parents[1])
+    times: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        for arm, tree in (("baseline", path), ("this tree", here)):
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run(  # not from a checkout: '' first on sys.path would pick its package
+                [sys.executable, "-c", _TRIAL],
+                env=env,
+                cwd=tempfile.gettempdir(),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[arm].append(float(out.stdout.strip()))
+    for arm, values in times.items():
+        print(f"{arm:10s} median {statistics.median(values):.3f} s ({', '.join(f'{x:.2f}' for x in values)})")
+    ratio = statistics.median(times["baseline"]) / statistics.median(times["this tree"])
+    print(f"baseline / this tree: {ratio:.2f} (load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")
+    return 0
+
+
 def _grid(server: str, profiles: tuple[CertProfile, ...]) -> tuple[int, float]:
     cells = [
         c
@@ -100,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--grid", default=None, help="also time a grid start on this server")
     parser.add_argument("--pool", action="store_true", help="prepare() with the key pool against one by one")
+    parser.add_argument("--baseline", default=None, help="a tree with older code: its PKI against this tree's")
     args = parser.parse_args(argv)
+    if args.baseline:
+        return _baseline(args.baseline, args.rounds)
     if args.pool:
         return _pool(args.rounds)
     every = tuple(CertProfile)
