@@ -278,7 +278,6 @@ def test_the_report_lists_vulnerabilities_by_class() -> None:
 def test_the_certificates_relays_present_are_known_before_they_start() -> None:
     # A grid makes them with the rest of its PKI (and a head start ahead of the request): not on the relay's loop.
     from pytest_mailtls.wire.attacks import presented_profiles
-
     from pytest_mailtls.wire.attacks.faults import FaultTap
 
     by_family = {a.family: a for a in NETWORKS.values()}
