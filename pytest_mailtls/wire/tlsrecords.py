@@ -131,8 +131,13 @@ def cipher_name(value: int) -> str:
     return suite_name(value)
 
 
-def _grease(value: int) -> bool:
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+#: The GREASE values of RFC 8701 (0x0A0A, 0x1A1A, ... 0xFAFA), skipped in every list a hello carries.
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
+def _u16s(data: bytes) -> tuple[int, ...]:
+    """``data`` read as big-endian 16-bit numbers (a trailing odd byte is ignored)."""
+    return struct.unpack(f">{len(data) // 2}H", data[: len(data) // 2 * 2])
 
 
 def looks_like_tls(data: bytes) -> bool:
@@ -328,7 +333,7 @@ def _parse_client_hello(msg: bytes) -> ClientHelloInfo:
     pos += 1 + sid_len
     cs_len = int.from_bytes(msg[pos : pos + 2], "big")
     pos += 2
-    suites = [int.from_bytes(msg[pos + i : pos + i + 2], "big") for i in range(0, cs_len, 2)]
+    suites = _u16s(msg[pos : pos + cs_len])
     pos += cs_len
     comp_len = msg[pos]
     pos += 1 + comp_len
@@ -337,7 +342,7 @@ def _parse_client_hello(msg: bytes) -> ClientHelloInfo:
         legacy_version=version_name(legacy),
         versions=[],
         versions_from="legacy_version",
-        ciphers=[table.get(s) or f"0x{s:04x}" for s in suites if not _grease(s)],
+        ciphers=[table.get(s) or f"0x{s:04x}" for s in suites if s not in _GREASE],
     )
     supported: list[int] = []
     for ext_type, data in _extensions(msg, pos):
@@ -346,18 +351,15 @@ def _parse_client_hello(msg: bytes) -> ClientHelloInfo:
         elif ext_type == 16:  # ALPN
             hello.alpn = _parse_alpn(data)
         elif ext_type == 10:  # supported_groups
-            n = int.from_bytes(data[:2], "big")
-            ids = [int.from_bytes(data[2 + i : 4 + i], "big") for i in range(0, n, 2)]
-            hello.groups = [_GROUPS.get(g, f"0x{g:04x}") for g in ids if not _grease(g)]
+            ids = _u16s(data[2 : 2 + int.from_bytes(data[:2], "big")])
+            hello.groups = [_GROUPS.get(g, f"0x{g:04x}") for g in ids if g not in _GREASE]
         elif ext_type == 13:  # signature_algorithms
-            n = int.from_bytes(data[:2], "big")
-            ids = [int.from_bytes(data[2 + i : 4 + i], "big") for i in range(0, n, 2)]
-            hello.signature_algorithms = [_SIGALGS.get(s, f"0x{s:04x}") for s in ids if not _grease(s)]
+            ids = _u16s(data[2 : 2 + int.from_bytes(data[:2], "big")])
+            hello.signature_algorithms = [_SIGALGS.get(s, f"0x{s:04x}") for s in ids if s not in _GREASE]
         elif ext_type == 43:  # supported_versions
-            n = data[0]
-            supported = [int.from_bytes(data[1 + i : 3 + i], "big") for i in range(0, n, 2)]
+            supported = list(_u16s(data[1 : 1 + data[0]]))
     if supported:
-        names = {version_name(v) for v in supported if not _grease(v)}
+        names = {version_name(v) for v in supported if v not in _GREASE}
         hello.versions = [v for v in _ORDER if v in names]
         hello.versions_from = "supported_versions"
     else:

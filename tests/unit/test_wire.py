@@ -580,3 +580,31 @@ def test_a_small_dh_group_refused_is_weak_dh_and_taken_is_insecure(
     judged = insecurity(WireView(cell, (taken,)), ok=True)
     assert judged is not None and judged[0] == "weak-dh", judged
     assert "DHE-RSA-AES128-GCM-SHA256 over the server's 1024-bit DH group" in judged[1][0]
+
+
+def test_client_hello_lists_are_read_whole_and_grease_is_skipped() -> None:
+    # A real ClientHello of this Python's OpenSSL (through memory BIOs), then the same hello with a GREASE
+    # value (RFC 8701) put in front of its suite list: the parsed hello must not change.
+    import ssl
+    import struct
+
+    from pytest_mailtls.wire import tlsrecords
+
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="mail.example.test")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    record = outgoing.read()
+    msg = record[5 + 4 :]  # record header, handshake header
+    hello = tlsrecords._parse_client_hello(msg)
+    assert hello.sni == "mail.example.test"
+    assert "TLSv1.3" in hello.versions and hello.versions_from == "supported_versions"
+    assert "TLS_AES_256_GCM_SHA384" in hello.ciphers and hello.groups and hello.signature_algorithms
+    pos = 2 + 32 + 1 + msg[34]
+    cs_len = int.from_bytes(msg[pos : pos + 2], "big")
+    greased = msg[:pos] + struct.pack(">HH", cs_len + 2, 0x3A3A) + msg[pos + 2 :]
+    assert tlsrecords._parse_client_hello(greased) == hello
+    # Every GREASE value, and only those.
+    grease = [v for v in range(0x10000) if (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)]
+    assert sorted(tlsrecords._GREASE) == grease
