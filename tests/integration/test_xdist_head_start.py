@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,20 +211,27 @@ def _write(folder: Path, server: str) -> Path:
     return record
 
 
+def _inner_command(tmp_path: Path, servers: str) -> list[str]:
+    """The inner session: ``test_inner.py`` under ``-n 2`` with ``--mailtls-servers servers``, no pytest cache."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py",
+            "--mailtls-servers", servers, "-n", "2", "--basetemp", str(tmp_path / "base")]  # fmt: skip
+
+
+def _run_inner(tmp_path: Path, servers: str, *, cells: str) -> list[dict[str, Any]]:
+    """Run the inner session on ``cells``' server to completion; its four tests pass; what they recorded."""
+    record = _write(tmp_path, cells)
+    proc = subprocess.run(_inner_command(tmp_path, servers), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "4 passed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
+    return [json.loads(x) for x in record.read_text().splitlines()]
+
+
 def _containers_of(pid: int) -> list[str]:
     return [c["Id"] for c in docker_client().api.containers(all=True, filters={"label": f"pytest-mailtls.pid={pid}"})]
 
 
 @needs_engine
 def test_a_cold_run_is_served_by_the_head_start_and_leaves_nothing(tmp_path: Path) -> None:
-    record = _write(tmp_path, "postfix")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py",
-         "--mailtls-servers", "postfix", "-n", "2", "--basetemp", str(tmp_path / "base")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "4 passed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
-    lines = [json.loads(x) for x in record.read_text().splitlines()]
+    lines = _run_inner(tmp_path, "postfix", cells="postfix")
     assert len({line["worker"] for line in lines}) == 2, "both workers ran tests"
     [daemon] = {line["daemon"] for line in lines}
     assert {line["prepared"] for line in lines} == {daemon}, "the head start's daemon served: no second one"
@@ -236,28 +244,14 @@ def test_a_cold_run_is_served_by_the_head_start_and_leaves_nothing(tmp_path: Pat
 
 @needs_engine
 def test_an_embedded_only_session_starts_no_daemon(tmp_path: Path) -> None:
-    record = _write(tmp_path, "embedded")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py",
-         "--mailtls-servers", "embedded", "-n", "2", "--basetemp", str(tmp_path / "base")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "4 passed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
-    lines = [json.loads(x) for x in record.read_text().splitlines()]
+    lines = _run_inner(tmp_path, "embedded", cells="embedded")
     assert {(line["daemon"], line["prepared"]) for line in lines} == {(None, None)}
 
 
 @needs_engine
 def test_a_session_whose_tests_need_no_container_sends_the_head_start_away(tmp_path: Path) -> None:
     """Postfix is selected (the controller starts a head start) but the tests take embedded cells only."""
-    record = _write(tmp_path, "embedded")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py",
-         "--mailtls-servers", "postfix,embedded", "-n", "2", "--basetemp", str(tmp_path / "base")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0 and "4 passed" in proc.stdout, (proc.stdout + proc.stderr)[-3000:]
-    lines = [json.loads(x) for x in record.read_text().splitlines()]
+    lines = _run_inner(tmp_path, "postfix,embedded", cells="embedded")
     [prepared] = {line["prepared"] for line in lines}
     assert prepared is not None
     assert {line["daemon"] for line in lines} == {prepared}, "no daemon besides the head start"
@@ -286,10 +280,13 @@ def test_a_controller_stopped_during_the_head_start_leaves_nothing(tmp_path: Pat
     # Workers that take long to collect: the head start is all there is when the controller goes.
     (tmp_path / "conftest.py").write_text("import time\ntime.sleep(30)\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py",
-         "--mailtls-servers", "postfix", "-n", "2", "--basetemp", str(tmp_path / "base")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        _inner_command(tmp_path, "postfix"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         daemons = _until(lambda: _prepared_daemons(proc.pid), 60)
         assert daemons, "the controller started a head start"
